@@ -1,0 +1,63 @@
+"""The exception hierarchy.
+
+Every error says what went wrong, where (key, node id, JSON path, plugin name) and, where there
+is one, how to fix it. Callers catch :class:`BackpackFlowError` to handle anything the project
+raises; the subclasses also inherit the matching built-in (``KeyError``, ``ValueError`` ...) so
+code written against plain Python keeps working.
+"""
+
+from __future__ import annotations
+
+
+class BackpackFlowError(Exception):
+    """Base of every error the project raises on purpose."""
+
+
+class BackpackError(BackpackFlowError):
+    """A Backpack operation could not be carried out."""
+
+
+class InvalidKey(BackpackError, ValueError):
+    """A key is not a usable Backpack key."""
+
+
+class InvalidValue(BackpackError, TypeError):
+    """A value is not JSON data (``dict`` with ``str`` keys, ``list``, ``str``, ``int``,
+    finite ``float``, ``bool`` or ``None``)."""
+
+
+class InvalidNamespace(BackpackFlowError, ValueError):
+    """A namespace or namespace pattern is malformed."""
+
+
+class KeyNotFound(BackpackError, KeyError):
+    """A required key is not in the Backpack."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class AccessDenied(BackpackError, PermissionError):
+    """A node tried to read or write a key its permissions do not allow."""
+
+    def __init__(self, message: str, *, node_id: str, key: str, op: str, rule: str) -> None:
+        super().__init__(message)
+        self.node_id = node_id
+        self.key = key
+        self.op = op
+        self.rule = rule
+
+
+class CommitNotFound(BackpackError, KeyError):
+    """A commit id is not in this Backpack's history."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class CommitEvicted(CommitNotFound):
+    """A commit existed but was dropped by the Backpack's ``max_history`` bound."""
+
+
+class SerializationError(BackpackFlowError, ValueError):
+    """Serialized data (``from_json``) is malformed; the message names the JSON path."""

@@ -1,0 +1,134 @@
+"""JSON data: validated copies in, independent copies out, type-exact equality.
+
+The Backpack stores only JSON data so that every state can be serialized, diffed and replayed.
+``copy_in`` validates and copies in one pass (tuples become lists, as ``json`` would write them);
+``copy_out`` hands callers a copy they may mutate freely. Scalars are immutable and are shared.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from backpackflow.errors import InvalidValue
+
+JSON_TYPES = "dict (with str keys), list, tuple, str, int, float (finite), bool or None"
+
+
+def copy_in(value: Any, where: str = "value") -> Any:
+    """Return a deep copy of ``value`` as plain JSON data, or raise ``InvalidValue``.
+
+    ``where`` names the value in the error (e.g. ``"key 'answer'"``); the error adds the JSON
+    path inside the value and the offending type.
+    """
+    try:
+        return _copy_in(value)
+    except _NotJson:
+        path, bad = _find_bad(value, "$")
+        raise InvalidValue(
+            f"{where}: {path} is {_describe(bad)}, which is not JSON data; expected {JSON_TYPES}"
+        ) from None
+
+
+class _NotJson(Exception):
+    pass
+
+
+def _copy_in(value: Any) -> Any:
+    t = type(value)
+    if t is str or t is int or t is bool or value is None:
+        return value
+    if t is float:
+        if math.isfinite(value):
+            return value
+        raise _NotJson
+    if t is dict:
+        out = {}
+        for k, v in value.items():
+            if type(k) is not str:
+                raise _NotJson
+            out[k] = _copy_in(v)
+        return out
+    if t is list or t is tuple:
+        return [_copy_in(v) for v in value]
+    # Subclasses of the JSON scalars (str/int enums, numpy-free numbers) are stored as their base
+    # value, exactly as json.dumps would write them.
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, str):
+        # the underlying text, as json.dumps writes it (str() of an enum gives its name)
+        return "" + value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float) and math.isfinite(value):
+        return float(value)
+    raise _NotJson
+
+
+def _find_bad(value: Any, path: str) -> tuple[str, Any]:
+    """Locate the first non-JSON part of ``value`` (slow path, only after a failure)."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                return f"{path} key {k!r}", k
+            sub = _find_bad(v, f"{path}.{k}" if k.isidentifier() else f"{path}[{k!r}]")
+            if sub[0]:
+                return sub
+        return "", None
+    if isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            sub = _find_bad(v, f"{path}[{i}]")
+            if sub[0]:
+                return sub
+        return "", None
+    if value is None or isinstance(value, (str, int, bool)):
+        return "", None
+    if isinstance(value, float) and math.isfinite(value):
+        return "", None
+    return path, value
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, float):
+        return f"the non-finite float {value!r}"
+    name = f"{type(value).__module__}.{type(value).__qualname__}".replace("builtins.", "")
+    return f"a value of type {name}"
+
+
+def copy_out(value: Any) -> Any:
+    """Deep copy of stored JSON data (no validation: it was validated on the way in)."""
+    t = type(value)
+    if t is dict:
+        return {k: copy_out(v) for k, v in value.items()}
+    if t is list:
+        return [copy_out(v) for v in value]
+    return value
+
+
+def json_equal(a: Any, b: Any) -> bool:
+    """Equality as JSON sees it: ``1``, ``1.0`` and ``True`` are three different values."""
+    if a is b:
+        return True
+    ta = type(a)
+    if ta is not type(b):
+        return False
+    if ta is dict:
+        if a.keys() != b.keys():
+            return False
+        return all(json_equal(v, b[k]) for k, v in a.items())
+    if ta is list:
+        return len(a) == len(b) and all(json_equal(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
+
+
+def summarize(value: Any, limit: int = 200) -> str:
+    """A short, single-line text of ``value`` for events and logs (never raises)."""
+    import json
+
+    try:
+        text = json.dumps(value, ensure_ascii=False, default=repr, separators=(",", ":"))
+    except Exception:  # noqa: BLE001 - a summary must never fail
+        text = repr(value)
+    if len(text) > limit:
+        return text[: limit - 1] + "…"
+    return text
