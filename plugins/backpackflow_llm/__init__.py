@@ -1,0 +1,99 @@
+"""backpackflow_llm: the LLM provider layer of backpackflow.
+
+One typed request/response model (:mod:`.types`), one ``Provider`` protocol with an offline
+extractive model and the OpenAI and Anthropic wire formats (:mod:`.providers`), retries with
+fallback chains (:mod:`.resilience`), exact Decimal cost accounting (:mod:`.pricing`) and an
+exact-match response cache (:mod:`.cache`). The flow node builds on these; nothing here imports
+the flow runner. A call, end to end::
+
+    request = LLMRequest.from_prompt("openai", "gpt-4o-mini", "Summarize: ...")
+    key = cache_key(request)
+    if (hit := cache.get(key)) is None:
+        response = await complete_with_fallback(
+            [(OpenAIProvider(), "gpt-4o-mini"), (OfflineProvider(), "offline-extractive-1")],
+            request,
+            policy=RetryPolicy(),
+            on_retry=..., on_fallback=...,
+        )
+        cost = pricing.price(response.provider, response.model, response.usage)
+        cache.set(key, response, cost)
+"""
+
+from backpackflow_llm.cache import (
+    CachedEntry,
+    CacheStats,
+    MemoryCache,
+    ResponseCache,
+    SQLiteCache,
+    cache_key,
+)
+from backpackflow_llm.pricing import Cost, PriceEntry, PricingError, PricingTable
+from backpackflow_llm.providers import (
+    BUILTIN_PROVIDERS,
+    AnthropicProvider,
+    OfflineProvider,
+    OnChunk,
+    OpenAIProvider,
+    Provider,
+    create_provider,
+)
+from backpackflow_llm.resilience import (
+    AllProvidersFailed,
+    AttemptRecord,
+    FallbackInfo,
+    RetryInfo,
+    RetryPolicy,
+    complete_with_fallback,
+)
+from backpackflow_llm.types import (
+    LLMRequest,
+    LLMResponse,
+    MalformedResponse,
+    Message,
+    MissingAPIKey,
+    ProviderConnectionError,
+    ProviderError,
+    ProviderRequestError,
+    ProviderTimeout,
+    RateLimited,
+    ServerError,
+    Usage,
+)
+
+__all__ = [
+    "BUILTIN_PROVIDERS",
+    "AllProvidersFailed",
+    "AnthropicProvider",
+    "AttemptRecord",
+    "CacheStats",
+    "CachedEntry",
+    "Cost",
+    "FallbackInfo",
+    "LLMRequest",
+    "LLMResponse",
+    "MalformedResponse",
+    "MemoryCache",
+    "Message",
+    "MissingAPIKey",
+    "OfflineProvider",
+    "OnChunk",
+    "OpenAIProvider",
+    "PriceEntry",
+    "PricingError",
+    "PricingTable",
+    "Provider",
+    "ProviderConnectionError",
+    "ProviderError",
+    "ProviderRequestError",
+    "ProviderTimeout",
+    "RateLimited",
+    "ResponseCache",
+    "RetryInfo",
+    "RetryPolicy",
+    "SQLiteCache",
+    "ServerError",
+    "Usage",
+    "cache_key",
+    "complete_with_fallback",
+    "create_provider",
+]

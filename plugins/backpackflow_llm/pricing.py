@@ -1,0 +1,374 @@
+"""Exact cost accounting: per-million-token prices matched by model pattern, Decimal arithmetic.
+
+The shipped ``pricing.json`` (read with :mod:`importlib.resources`, so it works from a wheel)
+lists, per provider, entries ``{"pattern", "input", "output", "cached_input"?,
+"cache_write"?, "reasoning"?}``: prices in currency units per million tokens, written as
+decimal strings. ``cached_input`` and ``cache_write`` default to ``input``, ``reasoning`` to
+``output``.
+
+Patterns are case-sensitive **globs** (:func:`fnmatch.fnmatchcase`: ``*``, ``?``, ``[abc]``),
+chosen over regexes because model families are prefixes (``claude-sonnet-4*``) and a glob
+cannot be written wrong in the ways a regex can. Within one provider of one layer, an entry
+whose pattern *is* the model name wins; otherwise the matching glob with the most literal
+(non-wildcard) characters; ties go to the earlier entry.
+
+Overrides form a layer in front of the shipped table (same file format, ``version`` and
+``updated`` optional): for each lookup, the override layer is consulted first and any of its
+entries that matches wins over every shipped entry, even a more specific one. So an override
+``{"pattern": "gpt-4o*", ...}`` reprices the whole family, mini included.
+
+Arithmetic never touches a float: token counts are ints, prices are Decimals, and every
+operation runs in a context that raises instead of rounding, so a sum of step costs equals,
+to the last digit, the cost of the summed usage.
+"""
+
+from __future__ import annotations
+
+import decimal
+import fnmatch
+import json
+import os
+from collections.abc import Mapping
+from decimal import Decimal
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from backpackflow.errors import BackpackFlowError, SerializationError
+from backpackflow_llm.types import Usage
+
+__all__ = ["Cost", "PriceEntry", "PricingError", "PricingTable"]
+
+MILLION = Decimal(1_000_000)
+ZERO = Decimal(0)
+
+# Exact arithmetic: a result that would need rounding raises decimal.Inexact instead.
+_EXACT = decimal.Context(
+    prec=400,
+    Emin=-999_999,
+    Emax=999_999,
+    traps=[decimal.Inexact, decimal.Rounded, decimal.InvalidOperation, decimal.Overflow],
+)
+_PRICE_FIELDS = ("input", "output", "cached_input", "cache_write", "reasoning")
+_ENTRY_FIELDS = frozenset({"pattern", "note", *_PRICE_FIELDS})
+
+
+class PricingError(BackpackFlowError, ValueError):
+    """Pricing data is malformed; the message names the source and the JSON path."""
+
+
+def _plain(value: Decimal) -> str:
+    """A Decimal in positional notation ("0.0025", never "2.5E-3")."""
+    return format(value, "f") if value else "0"
+
+
+@attrs.frozen
+class PriceEntry:
+    """Prices of the models a pattern matches, per million tokens."""
+
+    provider: str
+    pattern: str
+    input: Decimal
+    output: Decimal
+    cached_input: Decimal
+    cache_write: Decimal
+    reasoning: Decimal
+    source: str
+
+    @property
+    def specificity(self) -> int:
+        """Literal characters in the pattern: more means more specific."""
+        return sum(1 for ch in self.pattern if ch not in "*?[]")
+
+    def matches(self, model: str) -> bool:
+        return fnmatch.fnmatchcase(model, self.pattern)
+
+
+@attrs.frozen(kw_only=True)
+class Cost:
+    """What a usage cost, split by token kind, in the table's currency.
+
+    ``known=False`` means no pricing entry matched: every amount is 0 *and that 0 is not a
+    price*; :meth:`__str__`, :meth:`to_json` and sums keep the flag so a report can say
+    "unknown" rather than "free". ``matched_pattern`` is the entry that priced it (``None``
+    when unknown, or for a sum of costs priced by different entries).
+    """
+
+    input: Decimal
+    output: Decimal
+    cached_input: Decimal
+    reasoning: Decimal
+    total: Decimal
+    known: bool
+    matched_pattern: str | None
+    cache_write: Decimal = ZERO
+    currency: str = "USD"
+
+    @classmethod
+    def zero(cls, currency: str = "USD") -> Cost:
+        """The neutral element for summing known costs."""
+        return cls(
+            input=ZERO,
+            output=ZERO,
+            cached_input=ZERO,
+            reasoning=ZERO,
+            total=ZERO,
+            known=True,
+            matched_pattern=None,
+            currency=currency,
+        )
+
+    @classmethod
+    def unknown(cls, currency: str = "USD") -> Cost:
+        return attrs.evolve(cls.zero(currency), known=False)
+
+    def __add__(self, other: Cost) -> Cost:
+        if not isinstance(other, Cost):
+            return NotImplemented
+        if other.currency != self.currency:
+            raise ValueError(f"cannot add a {other.currency} cost to a {self.currency} cost")
+        add = _EXACT.add
+        return Cost(
+            input=add(self.input, other.input),
+            output=add(self.output, other.output),
+            cached_input=add(self.cached_input, other.cached_input),
+            reasoning=add(self.reasoning, other.reasoning),
+            cache_write=add(self.cache_write, other.cache_write),
+            total=add(self.total, other.total),
+            known=self.known and other.known,
+            matched_pattern=(
+                self.matched_pattern if self.matched_pattern == other.matched_pattern else None
+            ),
+            currency=self.currency,
+        )
+
+    def __str__(self) -> str:
+        if not self.known:
+            return f"unknown cost (no price for this model; {_plain(self.total)} counted)"
+        return f"{_plain(self.total)} {self.currency}"
+
+    def to_json(self) -> dict[str, Any]:
+        """Amounts as decimal strings (JSON numbers would be read back as floats)."""
+        return {
+            "input": _plain(self.input),
+            "output": _plain(self.output),
+            "cached_input": _plain(self.cached_input),
+            "reasoning": _plain(self.reasoning),
+            "cache_write": _plain(self.cache_write),
+            "total": _plain(self.total),
+            "known": self.known,
+            "matched_pattern": self.matched_pattern,
+            "currency": self.currency,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Cost:
+        try:
+            amounts = {k: Decimal(data[k]) for k in (*_PRICE_FIELDS, "total")}
+            return cls(
+                **amounts,
+                known=bool(data["known"]),
+                matched_pattern=data.get("matched_pattern"),
+                currency=str(data.get("currency", "USD")),
+            )
+        except (KeyError, TypeError, decimal.InvalidOperation) as exc:
+            raise SerializationError(f"Cost: missing or bad field {exc!r}") from exc
+
+
+def _price(value: Any, where: str) -> Decimal:
+    if isinstance(value, (bool, float)):
+        raise PricingError(
+            f"{where}: {value!r} is a {type(value).__name__}; write prices as decimal strings "
+            'like "2.50" so they stay exact'
+        )
+    if not isinstance(value, (str, int, Decimal)):
+        raise PricingError(f"{where}: expected a decimal string, got {type(value).__name__}")
+    try:
+        price = Decimal(value)
+    except decimal.InvalidOperation:
+        raise PricingError(f"{where}: {value!r} is not a decimal number") from None
+    if not price.is_finite() or price < 0:
+        raise PricingError(f"{where}: {value!r} must be a finite price >= 0")
+    if price and not (-60 <= price.adjusted() <= 15 and len(price.as_tuple().digits) <= 60):
+        raise PricingError(f"{where}: {value!r} is out of the range of plausible prices")
+    return price
+
+
+def _parse_layer(data: Any, source: str) -> tuple[dict[str, list[PriceEntry]], dict[str, Any]]:
+    """Validate one pricing document; return its entries per provider and its metadata."""
+    if not isinstance(data, dict):
+        raise PricingError(f"{source}: $ must be an object with a 'providers' object")
+    providers = data.get("providers")
+    if not isinstance(providers, dict):
+        raise PricingError(f"{source}: $.providers must be an object of provider -> entries")
+    meta = {k: v for k, v in data.items() if k != "providers"}
+    if "currency" in meta and not isinstance(meta["currency"], str):
+        raise PricingError(f'{source}: $.currency must be a string like "USD"')
+    layer: dict[str, list[PriceEntry]] = {}
+    for provider, entries in providers.items():
+        base = f"$.providers.{provider}"
+        if not isinstance(entries, list):
+            raise PricingError(f"{source}: {base} must be a list of entries")
+        parsed = []
+        for i, entry in enumerate(entries):
+            where = f"{base}[{i}]"
+            if not isinstance(entry, dict):
+                raise PricingError(f"{source}: {where} must be an object")
+            unknown = set(entry) - _ENTRY_FIELDS
+            if unknown:
+                raise PricingError(
+                    f"{source}: {where} has unknown fields {sorted(unknown)}; "
+                    f"allowed: {sorted(_ENTRY_FIELDS)}"
+                )
+            pattern = entry.get("pattern")
+            if not isinstance(pattern, str) or not pattern:
+                raise PricingError(f"{source}: {where}.pattern must be a non-empty string")
+            for required in ("input", "output"):
+                if required not in entry:
+                    raise PricingError(f"{source}: {where}.{required} is missing")
+            prices = {
+                name: _price(entry[name], f"{source}: {where}.{name}")
+                for name in _PRICE_FIELDS
+                if name in entry
+            }
+            parsed.append(
+                PriceEntry(
+                    provider=provider,
+                    pattern=pattern,
+                    input=prices["input"],
+                    output=prices["output"],
+                    cached_input=prices.get("cached_input", prices["input"]),
+                    cache_write=prices.get("cache_write", prices["input"]),
+                    reasoning=prices.get("reasoning", prices["output"]),
+                    source=source,
+                )
+            )
+        layer[provider] = parsed
+    return layer, meta
+
+
+def _read(path: str | Path) -> Any:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PricingError(f"cannot read pricing file {p}: {exc.strerror or exc}") from exc
+    try:
+        return json.loads(text, parse_float=Decimal)
+    except ValueError as exc:
+        raise PricingError(f"{p}: not valid JSON: {exc}") from exc
+
+
+class PricingTable:
+    """Model prices, looked up by provider and model name.
+
+    Build it with :meth:`load`. ``version``, ``updated`` and ``currency`` come from the base
+    table; ``sources`` lists where the layers came from, overrides first.
+    """
+
+    def __init__(
+        self,
+        layers: list[dict[str, list[PriceEntry]]],
+        *,
+        version: Any,
+        updated: str | None,
+        currency: str,
+        sources: tuple[str, ...],
+    ) -> None:
+        self._layers = layers
+        self.version = version
+        self.updated = updated
+        self.currency = currency
+        self.sources = sources
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path | None = None,
+        overrides: Mapping[str, Any] | str | Path | None = None,
+    ) -> PricingTable:
+        """The table from ``path`` (default: the shipped ``pricing.json``), with ``overrides``
+        (a mapping in the same format, or a path to one) consulted first."""
+        if path is None:
+            source = "backpackflow_llm/pricing.json"
+            text = resources.files("backpackflow_llm").joinpath("pricing.json").read_text("utf-8")
+            base_data = json.loads(text, parse_float=Decimal)
+        else:
+            source = str(path)
+            base_data = _read(path)
+        base, meta = _parse_layer(base_data, source)
+        currency = meta.get("currency", "USD")
+        layers = [base]
+        sources: tuple[str, ...] = (source,)
+        if overrides is not None:
+            if isinstance(overrides, (str, os.PathLike)):
+                over_source = str(overrides)
+                over_data: Any = _read(overrides)
+            else:  # a mapping, or whatever a config file held: validated like a file
+                over_source = "pricing overrides"
+                over_data = dict(overrides) if isinstance(overrides, Mapping) else overrides
+            layer, over_meta = _parse_layer(over_data, over_source)
+            if over_meta.get("currency", currency) != currency:
+                raise PricingError(
+                    f"{over_source}: $.currency is {over_meta['currency']!r} but the base "
+                    f"table is in {currency!r}; one table has one currency"
+                )
+            layers.insert(0, layer)
+            sources = (over_source, source)
+        updated = meta.get("updated")
+        return cls(
+            layers,
+            version=meta.get("version"),
+            updated=updated if isinstance(updated, str) else None,
+            currency=currency,
+            sources=sources,
+        )
+
+    def lookup(self, provider: str, model: str) -> PriceEntry | None:
+        """The entry that prices ``model`` of ``provider``, or ``None``."""
+        for layer in self._layers:
+            best: PriceEntry | None = None
+            for entry in layer.get(provider, ()):
+                if entry.pattern == model:
+                    return entry
+                if entry.matches(model) and (best is None or entry.specificity > best.specificity):
+                    best = entry
+            if best is not None:
+                return best
+        return None
+
+    def price(self, provider: str, model: str, usage: Usage) -> Cost:
+        """The exact cost of ``usage`` on ``model``; ``known=False`` (and 0) when unpriced.
+
+        Cached prompt tokens are charged at ``cached_input``, cache writes at ``cache_write``
+        and the rest of the prompt at ``input``; reasoning tokens at ``reasoning`` and the
+        rest of the output at ``output``.
+        """
+        entry = self.lookup(provider, model)
+        if entry is None:
+            return Cost.unknown(self.currency)
+        plain_input = usage.input_tokens - usage.cached_input_tokens - usage.cache_write_tokens
+        plain_output = usage.output_tokens - usage.reasoning_tokens
+        parts = {
+            "input": _cost(plain_input, entry.input),
+            "cached_input": _cost(usage.cached_input_tokens, entry.cached_input),
+            "cache_write": _cost(usage.cache_write_tokens, entry.cache_write),
+            "output": _cost(plain_output, entry.output),
+            "reasoning": _cost(usage.reasoning_tokens, entry.reasoning),
+        }
+        total = ZERO
+        for amount in parts.values():
+            total = _EXACT.add(total, amount)
+        return Cost(
+            **parts,
+            total=total,
+            known=True,
+            matched_pattern=entry.pattern,
+            currency=self.currency,
+        )
+
+
+def _cost(tokens: int, per_million: Decimal) -> Decimal:
+    return _EXACT.divide(_EXACT.multiply(Decimal(tokens), per_million), MILLION)

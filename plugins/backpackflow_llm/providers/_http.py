@@ -1,0 +1,342 @@
+"""What the HTTP providers share: the call, the SSE stream and the mapping of failures to errors.
+
+Transport is httpx (``AsyncClient``) and event-stream parsing is httpx-sse, both well kept; this
+module only adds what is specific to LLM APIs: which failures are transient, the
+``retry-after`` header, and turning a missing JSON field into a :class:`MalformedResponse` that
+names the field. A subclass supplies the wire format: URL, headers, body, and how to read an
+answer or a stream of events.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import os
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import attrs
+import httpx
+import httpx_sse
+
+from backpackflow_llm.providers.base import OnChunk
+from backpackflow_llm.types import (
+    LLMRequest,
+    LLMResponse,
+    MalformedResponse,
+    MissingAPIKey,
+    ProviderConnectionError,
+    ProviderError,
+    ProviderRequestError,
+    ProviderTimeout,
+    RateLimited,
+    ServerError,
+    Usage,
+)
+
+__all__ = ["HTTPProvider", "StreamResult", "WireError", "field", "parse_retry_after"]
+
+
+class WireError(Exception):
+    """A field the wire format requires is missing or has the wrong type (internal).
+
+    ``body`` is the text it was read from, when a stream reader knows it (the event data).
+    """
+
+    def __init__(self, message: str, body: str = "") -> None:
+        super().__init__(message)
+        self.body = body
+
+
+def field(data: Any, *path: str | int, kind: type | tuple[type, ...] | None = None) -> Any:
+    """``data[path[0]][path[1]]...``, or :class:`WireError` naming the JSON path that failed."""
+    where = "$"
+    value = data
+    for step in path:
+        where += f"[{step}]" if isinstance(step, int) else f".{step}"
+        if isinstance(step, int):
+            ok = isinstance(value, list) and -len(value) <= step < len(value)
+        else:
+            ok = isinstance(value, dict) and step in value
+        if not ok:
+            raise WireError(f"missing field {where}")
+        value = value[step]
+    if kind is not None and not isinstance(value, kind):
+        raise WireError(f"field {where} is {type(value).__name__}, expected {_names(kind)}")
+    return value
+
+
+def _names(kind: type | tuple[type, ...]) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
+
+
+def token_count(data: Any, *path: str | int, optional: bool = False) -> int:
+    """A token count field: a non-negative int (``None``/absent is 0 when ``optional``)."""
+    try:
+        value = field(data, *path)
+    except WireError:
+        if optional:
+            return 0
+        raise
+    if value is None and optional:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        where = "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path)
+        raise WireError(f"field {where} is {value!r}, expected a token count")
+    return value
+
+
+def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date).
+
+    OpenAI sends ``retry-after-ms`` for sub-second waits; RFC 9110 allows ``retry-after`` as
+    delay-seconds or an HTTP-date. Unparseable or negative values are ignored (``None``).
+    """
+    ms = headers.get("retry-after-ms")
+    if ms is not None:
+        try:
+            value = float(ms) / 1000
+        except ValueError:
+            value = -1
+        if 0 <= value < float("inf"):
+            return value
+    raw = headers.get("retry-after")
+    if raw is None:
+        return None
+    raw = raw.strip()
+    try:
+        value = float(raw)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(raw)
+        except (TypeError, ValueError):
+            return None
+        value = when.timestamp() - (time.time() if now is None else now)
+        return max(value, 0.0)
+    return value if 0 <= value < float("inf") else None
+
+
+@attrs.frozen
+class StreamResult:
+    """What a subclass read from an event stream."""
+
+    text: str
+    usage: Usage
+    model: str
+    finish_reason: str | None
+    raw: dict[str, Any] | None
+
+
+class HTTPProvider:
+    """Base of the HTTP providers: resolves the key, sends, times and maps failures.
+
+    ``client`` lets a service share one pooled ``httpx.AsyncClient`` (it is never closed
+    here); without it each call opens and closes its own client, which is always safe because
+    an ``AsyncClient`` must not outlive its event loop. The provider's ``timeout`` applies to
+    every call either way: connect, each read (so a stream that stalls times out) and write.
+    """
+
+    name: str
+    wire: str  # "OpenAI Chat Completions", used in error messages
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        api_key: str | None,
+        api_key_env: str,
+        base_url: str,
+        timeout: float,
+        client: httpx.AsyncClient | None,
+        extra_headers: Mapping[str, str] | None,
+    ) -> None:
+        if timeout <= 0:
+            raise ValueError(f"{type(self).__name__}: timeout must be > 0 seconds, got {timeout}")
+        self.name = name
+        self.api_key_env = api_key_env
+        self.base_url = base_url.rstrip("/")
+        self.timeout = float(timeout)
+        self._api_key = api_key
+        self._client = client
+        self._extra_headers = dict(extra_headers or {})
+
+    def __repr__(self) -> str:  # never show the key
+        return f"{type(self).__name__}(name={self.name!r}, base_url={self.base_url!r})"
+
+    # ---- what a subclass provides -----------------------------------------------------------
+
+    def endpoint(self) -> str:
+        raise NotImplementedError
+
+    def headers(self, api_key: str) -> dict[str, str]:
+        raise NotImplementedError
+
+    def body(self, request: LLMRequest) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def parse_response(self, data: Any, request: LLMRequest, latency_ms: float) -> LLMResponse:
+        """Read a complete JSON answer; raise :class:`WireError` for a missing field."""
+        raise NotImplementedError
+
+    async def consume_stream(
+        self,
+        events: AsyncIterator[httpx_sse.ServerSentEvent],
+        request: LLMRequest,
+        on_chunk: OnChunk | None,
+    ) -> StreamResult:
+        """Read an event stream to its end; raise :class:`WireError` or a ProviderError."""
+        raise NotImplementedError
+
+    def error_message(self, data: Any) -> str | None:
+        """The human message inside an error body, if the body has the usual shape."""
+        raise NotImplementedError
+
+    # ---- the call ---------------------------------------------------------------------------
+
+    def resolve_api_key(self, model: str) -> str:
+        key = self._api_key if self._api_key else os.environ.get(self.api_key_env, "")
+        if not key:
+            raise MissingAPIKey(
+                provider=self.name,
+                model=model,
+                env_var=self.api_key_env,
+                owner=type(self).__name__,
+            )
+        return key
+
+    async def complete(
+        self, request: LLMRequest, *, on_chunk: OnChunk | None = None
+    ) -> LLMResponse:
+        key = self.resolve_api_key(request.model)
+        headers = {**self.headers(key), **self._extra_headers}
+        payload = self.body(request)
+        if self._client is not None:
+            return await self._send(self._client, request, headers, payload, on_chunk)
+        async with httpx.AsyncClient() as client:
+            return await self._send(client, request, headers, payload, on_chunk)
+
+    async def _send(
+        self,
+        client: httpx.AsyncClient,
+        request: LLMRequest,
+        headers: dict[str, str],
+        payload: dict[str, Any],
+        on_chunk: OnChunk | None,
+    ) -> LLMResponse:
+        model = request.model
+        url = f"{self.base_url}{self.endpoint()}"
+        started = time.perf_counter()
+        try:
+            async with client.stream(
+                "POST", url, headers=headers, json=payload, timeout=self.timeout
+            ) as response:
+                if not 200 <= response.status_code < 300:
+                    body = (await response.aread()).decode("utf-8", "replace")
+                    raise self._status_error(response, body, model)
+                if request.stream:
+                    events = httpx_sse.EventSource(response).aiter_sse()
+                    try:
+                        result = await self.consume_stream(events, request, on_chunk)
+                    except WireError as exc:
+                        detail = f"{exc} in the {self.wire} stream"
+                        raise self._malformed(detail, exc.body, model) from None
+                    finally:
+                        await events.aclose()
+                    return LLMResponse(
+                        text=result.text,
+                        usage=result.usage,
+                        provider=self.name,
+                        model=result.model,
+                        finish_reason=result.finish_reason,
+                        latency_ms=_ms_since(started),
+                        raw=result.raw,
+                    )
+                body = (await response.aread()).decode("utf-8", "replace")
+        except ProviderError:
+            raise
+        except httpx_sse.SSEError as exc:
+            raise self._malformed(f"expected an event stream: {exc}", "", model) from None
+        except httpx.TimeoutException as exc:
+            raise ProviderTimeout(
+                f"no answer within {self.timeout:g}s from {url} ({type(exc).__name__})",
+                provider=self.name,
+                model=model,
+            ) from exc
+        except httpx.UnsupportedProtocol as exc:
+            raise ProviderRequestError(
+                f"cannot call {url}: {exc}",
+                provider=self.name,
+                model=model,
+                hint="base_url must start with http:// or https://",
+            ) from exc
+        except httpx.DecodingError as exc:
+            raise self._malformed(f"undecodable body: {exc}", "", model) from exc
+        except httpx.RequestError as exc:
+            raise ProviderConnectionError(
+                f"connection to {url} failed: {type(exc).__name__}: {exc or 'no detail'}",
+                provider=self.name,
+                model=model,
+            ) from exc
+        latency_ms = _ms_since(started)
+        try:
+            data = json.loads(body)
+        except ValueError:
+            raise self._malformed(f"the {self.wire} answer is not JSON", body, model) from None
+        try:
+            return self.parse_response(data, request, latency_ms)
+        except WireError as exc:
+            raise self._malformed(f"{exc} in the {self.wire} answer", body, model) from None
+
+    # ---- failures ---------------------------------------------------------------------------
+
+    def _malformed(self, detail: str, body: str, model: str) -> MalformedResponse:
+        return MalformedResponse(detail, body=body, provider=self.name, model=model)
+
+    def _status_error(self, response: httpx.Response, body: str, model: str) -> ProviderError:
+        status = response.status_code
+        try:
+            message = self.error_message(json.loads(body))
+        except ValueError:
+            message = None
+        said = f": {message}" if message else f": {body[:300]!r}" if body else ""
+        common: dict[str, Any] = {"provider": self.name, "model": model, "status": status}
+        if status == 429:
+            retry_after = parse_retry_after(response.headers)
+            wait = f" (retry after {retry_after:g}s)" if retry_after is not None else ""
+            return RateLimited(
+                f"HTTP 429 rate limited{wait}{said}", retry_after=retry_after, **common
+            )
+        if status >= 500:
+            retry_after = parse_retry_after(response.headers)
+            what = "overloaded" if status == 529 else "server error"
+            return ServerError(f"HTTP {status} {what}{said}", retry_after=retry_after, **common)
+        if status == 408:
+            return ProviderTimeout(f"HTTP 408 request timeout{said}", **common)
+        if status in (401, 403):
+            return ProviderRequestError(
+                f"HTTP {status} not authorized{said}",
+                hint=f"check the API key ({self.api_key_env} or api_key=) and its permissions; "
+                "not retried",
+                **common,
+            )
+        if 400 <= status < 500:
+            return ProviderRequestError(f"HTTP {status} request refused{said}", **common)
+        return ProviderRequestError(
+            f"unexpected HTTP {status}{said}",
+            hint="check base_url (redirects are not followed); not retried",
+            **common,
+        )
+
+
+def _ms_since(started: float) -> float:
+    return (time.perf_counter() - started) * 1000.0
+
+
+def loads_event(event: httpx_sse.ServerSentEvent) -> Any:
+    """The JSON data of one event, or :class:`WireError`."""
+    try:
+        return json.loads(event.data)
+    except ValueError:
+        raise WireError(f"event {event.event!r} data is not JSON", event.data) from None

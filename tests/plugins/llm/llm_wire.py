@@ -1,0 +1,161 @@
+"""Real HTTP servers on 127.0.0.1 that play scripted replies and record what they received.
+
+Each :class:`WireServer` runs ``http.server.ThreadingHTTPServer`` on port 0 in a thread. It
+answers every request with the next :class:`Reply` of its script (the last one repeats), so a
+test can say "429, then 200" or "500 forever". Streams are sent as real chunked
+``text/event-stream`` bodies; a reply can hang (never answer) or cut the connection
+mid-stream. Nothing here reaches beyond the loopback interface.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import threading
+from collections.abc import Coroutine
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, TypeVar
+
+import attrs
+
+T = TypeVar("T")
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine to completion (pytest-asyncio is not a dependency)."""
+    return asyncio.run(coro)
+
+
+async def no_sleep(seconds: float) -> None:
+    """An injectable ``sleep`` that records nothing and waits for nothing."""
+
+
+class SleepRecorder:
+    """An injectable ``sleep`` that records the delays it was asked for."""
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.delays.append(seconds)
+
+
+@attrs.define
+class Reply:
+    status: int = 200
+    json: Any = None
+    body: bytes | None = None
+    headers: dict[str, str] = attrs.Factory(dict)
+    events: list[str] | None = None
+    content_type: str | None = None
+    hang: bool = False
+    cut: bool = False  # for events: drop the connection without ending the chunked body
+
+
+@attrs.frozen
+class Received:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def openai_events(*chunks: dict[str, Any], done: bool = True) -> list[str]:
+    events = [f"data: {json.dumps(c)}\n\n" for c in chunks]
+    return [*events, "data: [DONE]\n\n"] if done else events
+
+
+def anthropic_events(*events: dict[str, Any]) -> list[str]:
+    return [f"event: {e['type']}\ndata: {json.dumps(e)}\n\n" for e in events]
+
+
+class WireServer:
+    def __init__(self, *script: Reply) -> None:
+        self.script = list(script) or [Reply()]
+        self.received: list[Received] = []
+        self.release = threading.Event()
+        self._lock = threading.Lock()
+        self._httpd = _QuietServer(("127.0.0.1", 0), _handler_for(self))
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
+        )
+
+    @property
+    def url(self) -> str:
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def start(self) -> WireServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.release.set()
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=5)
+
+    def next_reply(self, received: Received) -> Reply:
+        with self._lock:
+            self.received.append(received)
+            index = min(len(self.received), len(self.script)) - 1
+            return self.script[index]
+
+    @property
+    def last(self) -> Received:
+        return self.received[-1]
+
+
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that hangs up early (a test that got its error) is expected; anything else
+        # is a bug in the fake server and must show.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
+def _handler_for(server: WireServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length)
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            reply = server.next_reply(Received("POST", self.path, headers, body))
+            if reply.hang:
+                server.release.wait(timeout=30)
+                self.close_connection = True
+                return
+            self.send_response(reply.status)
+            for name, value in reply.headers.items():
+                self.send_header(name, value)
+            if reply.events is not None:
+                self.send_header("Content-Type", reply.content_type or "text/event-stream")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                for event in reply.events:
+                    data = event.encode()
+                    self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+                    self.wfile.flush()
+                if reply.cut:
+                    self.close_connection = True
+                    return
+                self.wfile.write(b"0\r\n\r\n")
+                return
+            data = reply.body if reply.body is not None else json.dumps(reply.json).encode()
+            self.send_header("Content-Type", reply.content_type or "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    return Handler
