@@ -1,0 +1,1 @@
+"""Alembic environment of the run store; run it through ``SqlRunStore.upgrade()``."""

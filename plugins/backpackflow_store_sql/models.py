@@ -1,0 +1,165 @@
+"""The ORM model: workflows, their runs, the runs' steps and trace events, provider bindings.
+
+The migrations in ``migrations/versions`` create exactly these tables; a test compares the two
+on SQLite and PostgreSQL. Constraint names follow :data:`NAMING_CONVENTION` so later migrations
+can alter them by name (SQLite batch mode needs named constraints).
+
+Delete behaviour: deleting a workflow keeps its runs (``workflow_id`` becomes NULL; the run keeps
+``workflow_name`` and ``workflow_version``) so trace history is never lost by accident; its
+provider bindings go with it. Deleting a run deletes its steps and events.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Double,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from .sqltypes import JSONDocument, Money, UTCDateTime
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+RUN_STATUSES = ("queued", "running", "succeeded", "failed", "canceled")
+STEP_STATUSES = ("running", "succeeded", "failed")
+
+ID = String(64)  # new_id() makes 32 hex characters; room for ids made elsewhere
+STATUS = String(16)
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+class Base(DeclarativeBase):
+    """Declarative base holding the store's metadata."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Workflow(Base):
+    """A stored flow config document; ``version`` grows by one on every update."""
+
+    __tablename__ = "workflows"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    name: Mapped[str] = mapped_column(Text)
+    description: Mapped[str | None] = mapped_column(Text)
+    graph_json: Mapped[Any] = mapped_column(JSONDocument)
+    version: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class WorkflowRun(Base):
+    """One execution of a workflow, with totals derived from its trace events."""
+
+    __tablename__ = "workflow_runs"
+    __table_args__ = (CheckConstraint(_in("status", RUN_STATUSES), name="status"),)
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    workflow_id: Mapped[str | None] = mapped_column(
+        ID, ForeignKey("workflows.id", ondelete="SET NULL"), index=True
+    )
+    workflow_name: Mapped[str | None] = mapped_column(Text)
+    workflow_version: Mapped[int | None] = mapped_column(Integer)
+    triggered_by: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(STATUS, index=True)
+    input_vars: Mapped[Any] = mapped_column(JSONDocument)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    total_tokens_input: Mapped[int] = mapped_column(BigInteger)
+    total_tokens_output: Mapped[int] = mapped_column(BigInteger)
+    total_cost: Mapped[Decimal] = mapped_column(Money)
+    total_latency_ms: Mapped[float | None] = mapped_column(Double)
+    error_summary: Mapped[str | None] = mapped_column(Text)
+    event_count: Mapped[int] = mapped_column(Integer)
+    last_seq: Mapped[int] = mapped_column(Integer)
+
+
+class RunStep(Base):
+    """One node execution of a run (``step`` is its 1-based index), derived from events."""
+
+    __tablename__ = "run_steps"
+    __table_args__ = (
+        # The unique index leads with run_id, so it also serves every lookup by run.
+        UniqueConstraint("run_id", "step"),
+        CheckConstraint(_in("status", STEP_STATUSES), name="status"),
+    )
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    run_id: Mapped[str] = mapped_column(ID, ForeignKey("workflow_runs.id", ondelete="CASCADE"))
+    step: Mapped[int] = mapped_column(Integer)
+    node_id: Mapped[str] = mapped_column(Text)
+    node_name: Mapped[str | None] = mapped_column(Text)
+    node_type: Mapped[str | None] = mapped_column(Text)
+    namespace: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(STATUS)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    latency_ms: Mapped[float | None] = mapped_column(Double)
+    tokens_input: Mapped[int] = mapped_column(BigInteger)
+    tokens_output: Mapped[int] = mapped_column(BigInteger)
+    cost: Mapped[Decimal] = mapped_column(Money)
+    attempts: Mapped[int] = mapped_column(Integer)
+    retries: Mapped[int] = mapped_column(Integer)
+    cache_hit: Mapped[bool] = mapped_column(Boolean)
+    action: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class TraceEvent(Base):
+    """One trace event, stored as the runner emitted it (``id`` is the event's own id)."""
+
+    __tablename__ = "trace_events"
+    __table_args__ = (
+        # The unique index leads with run_id, so it also serves every lookup by run.
+        UniqueConstraint("run_id", "seq"),
+    )
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    run_id: Mapped[str] = mapped_column(ID, ForeignKey("workflow_runs.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(Integer)
+    step: Mapped[int | None] = mapped_column(Integer)
+    ts: Mapped[float] = mapped_column(Double)
+    type: Mapped[str] = mapped_column(Text)
+    node_id: Mapped[str | None] = mapped_column(Text)
+    node_name: Mapped[str | None] = mapped_column(Text)
+    namespace: Mapped[str | None] = mapped_column(Text)
+    payload: Mapped[Any] = mapped_column(JSONDocument)
+
+
+class ProviderBinding(Base):
+    """Which provider and model a workflow (``node_id`` NULL) or one of its nodes uses."""
+
+    __tablename__ = "provider_bindings"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    workflow_id: Mapped[str] = mapped_column(
+        ID, ForeignKey("workflows.id", ondelete="CASCADE"), index=True
+    )
+    node_id: Mapped[str | None] = mapped_column(Text)
+    provider: Mapped[str] = mapped_column(Text)
+    model: Mapped[str] = mapped_column(Text)
+    temperature: Mapped[float | None] = mapped_column(Double)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)

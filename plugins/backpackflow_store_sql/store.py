@@ -1,0 +1,1065 @@
+"""The SQL run store: workflows, runs, per-node steps and every trace event.
+
+Synchronous SQLAlchemy 2.0: every method opens its own session and transaction, so one
+:class:`SqlRunStore` can be shared by all the threads of a pool (the async service calls it
+through ``run_in_threadpool``). Results are JSON-ready ``dict``s: datetimes as ISO 8601 UTC
+strings, money as decimal strings (``"0.000369"``), exactly what an HTTP layer sends.
+
+Steps and run totals are *derived* from the trace events inside the same transaction that stores
+them, so they can never disagree with the trace, and a retried batch changes nothing.
+"""
+
+from __future__ import annotations
+
+import decimal
+import itertools
+import json
+import logging
+import math
+import os
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Protocol, Self
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, create_engine, delete, event, func, insert, select
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    NoSuchModuleError,
+    OperationalError,
+    ProgrammingError,
+)
+from sqlalchemy.orm import Session
+
+from backpackflow.ids import new_id
+
+from .errors import (
+    DatabaseUnavailable,
+    EventConflict,
+    InvalidData,
+    InvalidEvent,
+    InvalidTransition,
+    NotFound,
+    SchemaNotReady,
+    StoreConfigError,
+    StoreError,
+    VersionConflict,
+)
+from .models import (
+    RUN_STATUSES,
+    ProviderBinding,
+    RunStep,
+    TraceEvent,
+    Workflow,
+    WorkflowRun,
+)
+
+log = logging.getLogger("backpackflow_store_sql")
+
+#: Where ``SqlRunStore(None)`` keeps its SQLite database (relative to the working directory).
+DEFAULT_DATABASE_PATH = Path(".backpackflow") / "backpackflow.db"
+#: The environment variable :meth:`SqlRunStore.from_env` reads.
+DATABASE_URL_ENV = "BACKPACKFLOW_DATABASE_URL"
+
+FINAL_STATUSES = ("succeeded", "failed", "canceled")
+ACTIVE_STATUSES = ("queued", "running")
+TRANSITIONS: dict[str, tuple[str, ...]] = {
+    "queued": ("running", "failed", "canceled"),
+    "running": FINAL_STATUSES,
+}
+
+_MIGRATIONS = "backpackflow_store_sql:migrations"
+_MIGRATION_LOCK = 0x6270_665F_7371_6C  # PostgreSQL advisory lock key serialising upgrades
+_WRITE = "backpackflow_write"  # execution option: on SQLite, begin with BEGIN IMMEDIATE
+_IN_CHUNK = 500  # ids per IN (...) list; far below SQLite's bound-parameter limit
+# Money sums are exact: 60 digits hold any realistic total and Inexact is trapped, not rounded.
+_MONEY = decimal.Context(
+    prec=60, traps=[decimal.Inexact, decimal.InvalidOperation, decimal.Overflow]
+)
+_ZERO = Decimal(0)
+
+
+class JsonEvent(Protocol):
+    """An event object that serializes itself, like the kernel's ``BackpackEvent``."""
+
+    def to_json(self) -> Mapping[str, Any]: ...
+
+
+#: What :meth:`SqlRunStore.append_events` and :meth:`EventWriter.put` accept.
+EventDocument = Mapping[str, Any] | JsonEvent
+
+
+def event_field(event: EventDocument, key: str) -> Any:
+    """One envelope field (``id``, ``seq`` ...) of either kind of event, for messages."""
+    if isinstance(event, Mapping):
+        return event.get(key)
+    return getattr(event, key, None)
+
+
+# --------------------------------------------------------------------------- URLs and engines
+
+
+def mask_url(url: str | URL) -> str:
+    """The URL with its password replaced by ``***`` (also for URLs that do not parse)."""
+    if isinstance(url, URL):
+        return url.render_as_string(hide_password=True)
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+
+
+def normalize_url(url: str | None) -> URL:
+    """Parse ``url`` and pick the driver: psycopg 3 for PostgreSQL, the default SQLite file."""
+    if url is None:
+        return URL.create("sqlite", database=str(DEFAULT_DATABASE_PATH.absolute()))
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError) as exc:
+        raise StoreConfigError(
+            f"malformed database URL {mask_url(url)!r}: use sqlite:///path/to/file.db or "
+            f"postgresql://user:password@host:5432/dbname (set {DATABASE_URL_ENV})"
+        ) from exc
+    backend = parsed.get_backend_name()
+    if backend in ("postgresql", "postgres"):
+        driver = parsed.drivername.partition("+")[2] or "psycopg"  # psycopg 3 unless named
+        return parsed.set(drivername=f"postgresql+{driver}")
+    if backend == "sqlite":
+        if parsed.database in (None, "", ":memory:"):
+            raise StoreConfigError(
+                f"in-memory SQLite ({mask_url(parsed)!r}) is not supported: the store is shared "
+                "by threads, each with its own connection; use a file, e.g. sqlite:///run.db"
+            )
+        return parsed.set(database=str(Path(parsed.database).absolute()))
+    raise StoreConfigError(
+        f"unsupported database {mask_url(parsed)!r}: the run store supports "
+        "sqlite:///path/to/file.db and postgresql://user:password@host:5432/dbname"
+    )
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    # The SQLAlchemy recipe for real SQLite transactions: the driver stops issuing its own
+    # BEGIN (which it defers to the first write, too late for read-modify-write) and
+    # _sqlite_on_begin issues it instead. WAL lets readers run beside the single writer.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _sqlite_on_begin(connection: Connection) -> None:
+    # Writers take the write lock up front so two read-modify-write transactions serialise
+    # instead of one failing with "database is locked" when it upgrades its lock.
+    write = connection.get_execution_options().get(_WRITE, False)
+    connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def create_store_engine(url: URL, **engine_options: Any) -> Engine:
+    """An engine configured for the store (SQLite pragmas and locking, PostgreSQL timeouts)."""
+    try:
+        if url.get_backend_name() == "sqlite":
+            assert url.database is not None  # normalize_url refuses in-memory databases
+            try:
+                Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise DatabaseUnavailable(
+                    f"cannot create the directory of the SQLite database {mask_url(url)!r}: "
+                    f"{exc}; choose a writable location with {DATABASE_URL_ENV}"
+                ) from exc
+            connect_args = {"check_same_thread": False, "timeout": 30.0}
+            connect_args.update(engine_options.pop("connect_args", {}))
+            engine = create_engine(url, connect_args=connect_args, **engine_options)
+            event.listen(engine, "connect", _sqlite_on_connect)
+            event.listen(engine, "begin", _sqlite_on_begin)
+            return engine
+        pg_args: dict[str, Any] = {}
+        if "connect_timeout" not in url.query:
+            pg_args["connect_timeout"] = 10
+        pg_args.update(engine_options.pop("connect_args", {}))
+        engine_options.setdefault("pool_pre_ping", True)
+        return create_engine(url, connect_args=pg_args, **engine_options)
+    except (ArgumentError, NoSuchModuleError, ImportError) as exc:
+        raise StoreConfigError(
+            f"cannot use database URL {mask_url(url)!r}: {exc}; for PostgreSQL install "
+            "psycopg 3 (the 'postgres' extra) and use postgresql://user:password@host/dbname"
+        ) from exc
+
+
+def _one_line(exc: BaseException) -> str:
+    cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    return " ".join(str(cause).split())[:400] or type(cause).__name__
+
+
+# --------------------------------------------------------------------------- value helpers
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _money(value: Decimal) -> str:
+    return format(value, "f")
+
+
+def _add(a: Decimal, b: Decimal) -> Decimal:
+    return _MONEY.add(a, b)
+
+
+def _elapsed_ms(start: datetime | None, end: datetime) -> float | None:
+    return None if start is None else (end - start).total_seconds() * 1000.0
+
+
+def _strip_nul(value: Any) -> Any:
+    """PostgreSQL text and JSONB cannot hold U+0000; it becomes U+FFFD there (only there)."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {_strip_nul(k): _strip_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_strip_nul(v) for v in value]
+    return value
+
+
+def _int_field(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+def _float_field(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def _decimal_field(value: Any) -> Decimal | None:
+    """A cost as the envelope carries it (a decimal string); ``None`` if unusable."""
+    if value is None:
+        return _ZERO
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float):
+        value = repr(value)  # the shortest text that reads back as this float
+    if isinstance(value, int | str | Decimal):
+        try:
+            amount = Decimal(value)
+        except decimal.InvalidOperation:
+            return None
+        return amount if amount.is_finite() else None
+    return None
+
+
+def _workflow_dict(w: Workflow) -> dict[str, Any]:
+    return {
+        "id": w.id,
+        "name": w.name,
+        "description": w.description,
+        "graph_json": w.graph_json,
+        "version": w.version,
+        "created_at": _iso(w.created_at),
+        "updated_at": _iso(w.updated_at),
+    }
+
+
+def _run_dict(r: WorkflowRun) -> dict[str, Any]:
+    return {
+        "id": r.id,
+        "workflow_id": r.workflow_id,
+        "workflow_name": r.workflow_name,
+        "workflow_version": r.workflow_version,
+        "triggered_by": r.triggered_by,
+        "status": r.status,
+        "input_vars": r.input_vars,
+        "created_at": _iso(r.created_at),
+        "started_at": _iso(r.started_at),
+        "finished_at": _iso(r.finished_at),
+        "total_tokens_input": r.total_tokens_input,
+        "total_tokens_output": r.total_tokens_output,
+        "total_cost": _money(r.total_cost),
+        "total_latency_ms": r.total_latency_ms,
+        "error_summary": r.error_summary,
+        "event_count": r.event_count,
+        "last_seq": r.last_seq,
+    }
+
+
+def _step_dict(s: RunStep) -> dict[str, Any]:
+    return {
+        "id": s.id,
+        "run_id": s.run_id,
+        "step": s.step,
+        "node_id": s.node_id,
+        "node_name": s.node_name,
+        "node_type": s.node_type,
+        "namespace": s.namespace,
+        "status": s.status,
+        "started_at": _iso(s.started_at),
+        "finished_at": _iso(s.finished_at),
+        "latency_ms": s.latency_ms,
+        "tokens_input": s.tokens_input,
+        "tokens_output": s.tokens_output,
+        "cost": _money(s.cost),
+        "attempts": s.attempts,
+        "retries": s.retries,
+        "cache_hit": s.cache_hit,
+        "action": s.action,
+        "error": s.error,
+    }
+
+
+def _event_dict(e: TraceEvent) -> dict[str, Any]:
+    return {
+        "id": e.id,
+        "seq": e.seq,
+        "timestamp": e.ts,
+        "run_id": e.run_id,
+        "step": e.step,
+        "node_id": e.node_id,
+        "node_name": e.node_name,
+        "namespace": e.namespace,
+        "type": e.type,
+        "payload": e.payload,
+    }
+
+
+def _binding_dict(b: ProviderBinding) -> dict[str, Any]:
+    return {
+        "id": b.id,
+        "workflow_id": b.workflow_id,
+        "node_id": b.node_id,
+        "provider": b.provider,
+        "model": b.model,
+        "temperature": b.temperature,
+        "created_at": _iso(b.created_at),
+    }
+
+
+def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), _IN_CHUNK):
+        yield items[start : start + _IN_CHUNK]
+
+
+def _positive(name: str, value: int, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InvalidData(f"{name} must be an integer >= {minimum}, not {value!r}")
+    return value
+
+
+# --------------------------------------------------------------------------- the store
+
+
+class SqlRunStore:
+    """Workflows, runs, steps and trace events in SQLite (default) or PostgreSQL.
+
+    ``url``: ``None`` for ``./.backpackflow/backpackflow.db`` (directory created),
+    ``sqlite:///path``, ``postgresql://...`` (driven by psycopg 3) or
+    ``postgresql+psycopg://...``. The constructor connects once so that a wrong URL fails here,
+    with the URL (password masked) and what to check; :meth:`upgrade` creates or migrates the
+    schema. ``engine_options`` go to :func:`sqlalchemy.create_engine` (``pool_size`` ...).
+    """
+
+    def __init__(self, url: str | None = None, *, engine_options: Mapping[str, Any] | None = None):
+        self._url = normalize_url(url)
+        #: The URL with the password masked, for messages and logs.
+        self.url = mask_url(self._url)
+        #: ``"sqlite"`` or ``"postgresql"``.
+        self.dialect = self._url.get_backend_name()
+        self._pg = self.dialect == "postgresql"
+        self.engine = create_store_engine(self._url, **dict(engine_options or {}))
+        self._writer = self.engine.execution_options(**{_WRITE: True})
+        # A read of several tables (a run and its steps) sees one snapshot. SQLite's
+        # transactions already do; PostgreSQL's default READ COMMITTED would not.
+        self._reader = (
+            self.engine.execution_options(isolation_level="REPEATABLE READ")
+            if self._pg
+            else self.engine
+        )
+        try:
+            self.ping()
+        except DatabaseUnavailable:
+            self.engine.dispose()
+            raise
+
+    @classmethod
+    def from_env(cls, *, engine_options: Mapping[str, Any] | None = None) -> SqlRunStore:
+        """A store at ``$BACKPACKFLOW_DATABASE_URL``, or the default SQLite file if unset."""
+        return cls(os.environ.get(DATABASE_URL_ENV) or None, engine_options=engine_options)
+
+    def ping(self) -> None:
+        """Check the database answers; raise :class:`DatabaseUnavailable` saying what to do."""
+        try:
+            with self.engine.connect() as connection:
+                connection.execute(select(1))
+        except DBAPIError as exc:
+            if self._pg:
+                hint = (
+                    "check that the PostgreSQL server is running and reachable, the user and "
+                    "password, and that the database exists (createdb <name>)"
+                )
+            else:
+                hint = "check that the file's directory exists and is writable"
+            raise DatabaseUnavailable(
+                f"cannot connect to the database {self.url!r}: {_one_line(exc)}; {hint}, "
+                f"or point {DATABASE_URL_ENV} at another database"
+            ) from exc
+
+    def close(self) -> None:
+        """Close every pooled connection (the store can be used again; it reconnects)."""
+        self.engine.dispose()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"SqlRunStore({self.url!r})"
+
+    # ----------------------------------------------------------------------- migrations
+
+    def alembic_config(self, connection: Connection) -> Config:
+        """An Alembic config for this package's migrations, running on ``connection``."""
+        config = Config()
+        config.set_main_option("script_location", _MIGRATIONS)
+        config.attributes["connection"] = connection
+        return config
+
+    def upgrade(self, revision: str = "head") -> None:
+        """Create or migrate the schema to ``revision``; a database already there is untouched.
+
+        Runs in one transaction, serialised against concurrent upgrades (an advisory lock on
+        PostgreSQL, the write lock on SQLite), so several service processes may start at once.
+        """
+        with self._writer.begin() as connection:
+            if self._pg:
+                connection.execute(select(func.pg_advisory_xact_lock(_MIGRATION_LOCK)))
+            command.upgrade(self.alembic_config(connection), revision)
+
+    def current_revision(self) -> str | None:
+        """The schema revision the database is at (``None``: never upgraded)."""
+        with self.engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+
+    def head_revision(self) -> str | None:
+        """The newest schema revision this package knows."""
+        with self.engine.connect() as connection:
+            script = ScriptDirectory.from_config(self.alembic_config(connection))
+            return script.get_current_head()
+
+    # ----------------------------------------------------------------------- sessions
+
+    @contextmanager
+    def _session(self, engine: Engine) -> Iterator[Session]:
+        try:
+            with Session(engine) as session, session.begin():
+                yield session
+        except (OperationalError, ProgrammingError) as exc:
+            self._check_schema(exc)
+            raise
+
+    def _read(self) -> AbstractContextManager[Session]:
+        return self._session(self._reader)
+
+    def _write(self) -> AbstractContextManager[Session]:
+        return self._session(self._writer)
+
+    def _check_schema(self, error: DBAPIError) -> None:
+        """Turn "no such table" and the like into advice when the schema is not at head."""
+        try:
+            current, head = self.current_revision(), self.head_revision()
+        except DBAPIError:
+            return  # the database itself is the problem; the original error says so
+        if current != head:
+            raise SchemaNotReady(
+                f"the database {self.url!r} is at schema revision {current} but this version "
+                f"of backpackflow needs {head}: call SqlRunStore.upgrade() at start-up"
+            ) from error
+
+    def _json(self, value: Any, what: str, error: type[StoreError] = InvalidData) -> Any:
+        try:
+            text = json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise error(f"{what} is not JSON data: {exc}") from exc
+        if self._pg and "\\u0000" in text:
+            return _strip_nul(value)
+        return value
+
+    @staticmethod
+    def _get_workflow(session: Session, workflow_id: str, *, lock: bool = False) -> Workflow:
+        query = select(Workflow).where(Workflow.id == workflow_id)
+        workflow = session.scalars(query.with_for_update() if lock else query).one_or_none()
+        if workflow is None:
+            raise NotFound("workflow", workflow_id)
+        return workflow
+
+    @staticmethod
+    def _get_run(session: Session, run_id: str, *, lock: bool = False) -> WorkflowRun:
+        query = select(WorkflowRun).where(WorkflowRun.id == run_id)
+        run = session.scalars(query.with_for_update() if lock else query).one_or_none()
+        if run is None:
+            raise NotFound("run", run_id)
+        return run
+
+    # ----------------------------------------------------------------------- workflows
+
+    def create_workflow(
+        self, name: str, graph_json: Mapping[str, Any], description: str | None = None
+    ) -> dict[str, Any]:
+        """Store a flow config document as version 1 of a new workflow."""
+        if not isinstance(name, str) or not name.strip():
+            raise InvalidData(f"a workflow needs a non-empty name, not {name!r}")
+        if not isinstance(graph_json, Mapping):
+            raise InvalidData(f"graph_json must be a JSON object, not {type(graph_json).__name__}")
+        document = self._json(dict(graph_json), "graph_json")
+        now = _now()
+        workflow = Workflow(
+            id=new_id(),
+            name=name,
+            description=description,
+            graph_json=document,
+            version=1,
+            created_at=now,
+            updated_at=now,
+        )
+        with self._write() as session:
+            session.add(workflow)
+            session.flush()
+            return _workflow_dict(workflow)
+
+    def list_workflows(self) -> list[dict[str, Any]]:
+        """Every workflow, newest first."""
+        with self._read() as session:
+            rows = session.scalars(select(Workflow).order_by(Workflow.id.desc()))
+            return [_workflow_dict(w) for w in rows]
+
+    def get_workflow(self, workflow_id: str) -> dict[str, Any]:
+        """One workflow; :class:`NotFound` if there is none with this id."""
+        with self._read() as session:
+            return _workflow_dict(self._get_workflow(session, workflow_id))
+
+    def update_workflow(
+        self,
+        workflow_id: str,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        graph_json: Mapping[str, Any] | None = None,
+        expected_version: int | None = None,
+    ) -> dict[str, Any]:
+        """Change the given fields and bump ``version``; ``None`` leaves a field as it is.
+
+        ``expected_version`` makes the update conditional (optimistic locking for HTTP
+        ``If-Match``): if the stored version differs, :class:`VersionConflict` is raised.
+        """
+        if name is not None and (not isinstance(name, str) or not name.strip()):
+            raise InvalidData(f"a workflow needs a non-empty name, not {name!r}")
+        document = None
+        if graph_json is not None:
+            if not isinstance(graph_json, Mapping):
+                raise InvalidData(
+                    f"graph_json must be a JSON object, not {type(graph_json).__name__}"
+                )
+            document = self._json(dict(graph_json), "graph_json")
+        with self._write() as session:
+            workflow = self._get_workflow(session, workflow_id, lock=True)
+            if expected_version is not None and workflow.version != expected_version:
+                raise VersionConflict(
+                    f"workflow {workflow_id!r} is at version {workflow.version}, not "
+                    f"{expected_version}: reload it and apply the change again"
+                )
+            if name is None and description is None and document is None:
+                return _workflow_dict(workflow)
+            if name is not None:
+                workflow.name = name
+            if description is not None:
+                workflow.description = description
+            if document is not None:
+                workflow.graph_json = document
+            workflow.version += 1
+            workflow.updated_at = _now()
+            session.flush()
+            return _workflow_dict(workflow)
+
+    def delete_workflow(self, workflow_id: str) -> None:
+        """Delete a workflow and its provider bindings; its runs stay, with no workflow_id."""
+        with self._write() as session:
+            result = session.execute(delete(Workflow).where(Workflow.id == workflow_id))
+            if result.rowcount == 0:  # type: ignore[attr-defined]
+                raise NotFound("workflow", workflow_id)
+
+    # ----------------------------------------------------------------------- provider bindings
+
+    def set_provider_binding(
+        self,
+        workflow_id: str,
+        *,
+        provider: str,
+        model: str,
+        node_id: str | None = None,
+        temperature: float | None = None,
+    ) -> dict[str, Any]:
+        """Bind a workflow (``node_id=None``) or one node to a provider and model.
+
+        Replaces the binding for the same (workflow, node) if there is one.
+        """
+        for field, value in (("provider", provider), ("model", model)):
+            if not isinstance(value, str) or not value:
+                raise InvalidData(f"a provider binding needs a non-empty {field}, not {value!r}")
+        if temperature is not None and _float_field(temperature) is None:
+            raise InvalidData(f"temperature must be a finite number, not {temperature!r}")
+        with self._write() as session:
+            self._get_workflow(session, workflow_id, lock=True)  # serialises replace-or-add
+            node = (
+                ProviderBinding.node_id.is_(None)
+                if node_id is None
+                else ProviderBinding.node_id == node_id
+            )
+            session.execute(
+                delete(ProviderBinding).where(ProviderBinding.workflow_id == workflow_id, node)
+            )
+            binding = ProviderBinding(
+                id=new_id(),
+                workflow_id=workflow_id,
+                node_id=node_id,
+                provider=provider,
+                model=model,
+                temperature=None if temperature is None else float(temperature),
+                created_at=_now(),
+            )
+            session.add(binding)
+            session.flush()
+            return _binding_dict(binding)
+
+    def list_provider_bindings(self, workflow_id: str) -> list[dict[str, Any]]:
+        """A workflow's bindings: the workflow-wide one (node_id None) first, then by node."""
+        with self._read() as session:
+            self._get_workflow(session, workflow_id)
+            rows = session.scalars(
+                select(ProviderBinding)
+                .where(ProviderBinding.workflow_id == workflow_id)
+                .order_by(ProviderBinding.node_id.is_not(None), ProviderBinding.node_id)
+            )
+            return [_binding_dict(b) for b in rows]
+
+    def delete_provider_binding(self, binding_id: str) -> None:
+        """Delete one binding; :class:`NotFound` if there is none with this id."""
+        with self._write() as session:
+            result = session.execute(
+                delete(ProviderBinding).where(ProviderBinding.id == binding_id)
+            )
+            if result.rowcount == 0:  # type: ignore[attr-defined]
+                raise NotFound("provider binding", binding_id)
+
+    # ----------------------------------------------------------------------- runs
+
+    def create_run(
+        self,
+        workflow_id: str,
+        input_vars: Mapping[str, Any],
+        triggered_by: str | None = None,
+    ) -> dict[str, Any]:
+        """A new ``queued`` run of the workflow's current version."""
+        if not isinstance(input_vars, Mapping):
+            raise InvalidData(f"input_vars must be a JSON object, not {type(input_vars).__name__}")
+        variables = self._json(dict(input_vars), "input_vars")
+        with self._write() as session:
+            workflow = self._get_workflow(session, workflow_id)
+            run = WorkflowRun(
+                id=new_id(),
+                workflow_id=workflow.id,
+                workflow_name=workflow.name,
+                workflow_version=workflow.version,
+                triggered_by=triggered_by,
+                status="queued",
+                input_vars=variables,
+                created_at=_now(),
+                total_tokens_input=0,
+                total_tokens_output=0,
+                total_cost=_ZERO,
+                event_count=0,
+                last_seq=0,
+            )
+            session.add(run)
+            session.flush()
+            return _run_dict(run)
+
+    def _transition(self, session: Session, run_id: str, status: str) -> WorkflowRun:
+        run = self._get_run(session, run_id, lock=True)
+        allowed = TRANSITIONS.get(run.status, ())
+        if status not in allowed:
+            raise InvalidTransition(run_id, run.status, status, allowed)
+        run.status = status
+        return run
+
+    def mark_running(self, run_id: str) -> dict[str, Any]:
+        """``queued`` → ``running``; records ``started_at``."""
+        with self._write() as session:
+            run = self._transition(session, run_id, "running")
+            run.started_at = _now()
+            session.flush()
+            return _run_dict(run)
+
+    def finish_run(
+        self, run_id: str, status: str, error_summary: str | None = None
+    ) -> dict[str, Any]:
+        """End a run: ``running`` → succeeded/failed/canceled, ``queued`` → failed/canceled.
+
+        Records ``finished_at`` and, unless the runner's ``run_end`` event already gave it,
+        ``total_latency_ms`` (from ``started_at``). Flush the run's :class:`EventWriter` first
+        so the totals are complete when the caller reads them back.
+        """
+        if status not in FINAL_STATUSES:
+            raise InvalidData(
+                f"a run finishes as one of {', '.join(FINAL_STATUSES)}, not {status!r}"
+            )
+        with self._write() as session:
+            run = self._transition(session, run_id, status)
+            self._close_run(run, _now(), error_summary)
+            session.flush()
+            return _run_dict(run)
+
+    @staticmethod
+    def _close_run(run: WorkflowRun, now: datetime, error_summary: str | None) -> None:
+        run.finished_at = now
+        if run.total_latency_ms is None:
+            run.total_latency_ms = _elapsed_ms(run.started_at, now)
+        if error_summary is not None:
+            run.error_summary = error_summary
+
+    def get_run(self, run_id: str) -> dict[str, Any]:
+        """A run with its totals and ``steps`` (one dict per node execution, by step)."""
+        with self._read() as session:
+            result = _run_dict(self._get_run(session, run_id))
+            steps = session.scalars(
+                select(RunStep).where(RunStep.run_id == run_id).order_by(RunStep.step)
+            )
+            result["steps"] = [_step_dict(s) for s in steps]
+            return result
+
+    def list_runs(
+        self,
+        workflow_id: str | None = None,
+        status: str | None = None,
+        limit: int = 50,
+        *,
+        before: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Runs newest first, without steps; ``before`` (a run id) pages to older runs."""
+        _positive("limit", limit)
+        if status is not None and status not in RUN_STATUSES:
+            raise InvalidData(f"unknown run status {status!r}; one of {', '.join(RUN_STATUSES)}")
+        query = select(WorkflowRun).order_by(WorkflowRun.id.desc()).limit(limit)
+        if workflow_id is not None:
+            query = query.where(WorkflowRun.workflow_id == workflow_id)
+        if status is not None:
+            query = query.where(WorkflowRun.status == status)
+        if before is not None:
+            query = query.where(WorkflowRun.id < before)
+        with self._read() as session:
+            return [_run_dict(r) for r in session.scalars(query)]
+
+    def recover_interrupted(self, reason: str) -> list[str]:
+        """Fail the runs a crash left ``queued`` or ``running``; return their ids.
+
+        Their steps still ``running`` fail too, with ``reason`` as the error. Call it once at
+        service start, before any run is started: it cannot tell a crashed run from one that
+        another live process is executing.
+        """
+        now = _now()
+        with self._write() as session:
+            runs = session.scalars(
+                select(WorkflowRun)
+                .where(WorkflowRun.status.in_(ACTIVE_STATUSES))
+                .order_by(WorkflowRun.id)
+                .with_for_update()
+            ).all()
+            if not runs:
+                return []
+            ids = [run.id for run in runs]
+            for run in runs:
+                run.status = "failed"
+                self._close_run(run, now, reason)
+            steps = session.scalars(
+                select(RunStep).where(RunStep.run_id.in_(ids), RunStep.status == "running")
+            )
+            for step in steps:
+                step.status = "failed"
+                step.finished_at = now
+                step.error = reason
+            return ids
+
+    # ----------------------------------------------------------------------- events
+
+    def _event_row(self, run_id: str, index: int, raw: Any) -> dict[str, Any]:
+        """Validate one envelope and turn it into a ``trace_events`` row."""
+        to_json = getattr(raw, "to_json", None)
+        if not isinstance(raw, Mapping) and callable(to_json):
+            raw = to_json()  # a kernel BackpackEvent: serialized here, off the run's thread
+        if not isinstance(raw, Mapping):
+            raise InvalidEvent(f"event #{index} of the batch is not a JSON object: {raw!r:.80}")
+        event_id = raw.get("id")
+        if not isinstance(event_id, str) or not 0 < len(event_id) <= 64:
+            raise InvalidEvent(f"event #{index} of the batch needs an id (1-64 characters)")
+        where = f"event {event_id!r} (#{index} of the batch)"
+
+        def text(key: str) -> str | None:
+            value = raw.get(key)
+            if value is not None and not isinstance(value, str):
+                raise InvalidEvent(f"{where}: {key} must be a string, not {value!r:.80}")
+            return value
+
+        seq, step, ts = raw.get("seq"), raw.get("step"), raw.get("timestamp")
+        if isinstance(seq, bool) or not isinstance(seq, int) or seq < 1:
+            raise InvalidEvent(f"{where}: seq must be an integer >= 1, not {seq!r}")
+        if step is not None and (isinstance(step, bool) or not isinstance(step, int)):
+            raise InvalidEvent(f"{where}: step must be an integer or null, not {step!r}")
+        if _float_field(ts) is None:
+            raise InvalidEvent(f"{where}: timestamp must be finite epoch seconds, not {ts!r}")
+        if raw.get("run_id") not in (None, run_id):
+            raise InvalidEvent(f"{where} belongs to run {raw['run_id']!r}, not {run_id!r}")
+        event_type, node_id = text("type"), text("node_id")
+        event_type = None if event_type is None else str.__str__(event_type)  # enum -> its str
+        if not event_type:
+            raise InvalidEvent(f"{where}: type must be a non-empty string")
+        if step is not None and not node_id:
+            raise InvalidEvent(f"{where}: an event of step {step} needs a node_id")
+        return {
+            "id": event_id,
+            "run_id": run_id,
+            "seq": seq,
+            "step": step,
+            "ts": float(ts),  # type: ignore[arg-type]
+            "type": event_type,
+            "node_id": node_id,
+            "node_name": text("node_name"),
+            "namespace": text("namespace"),
+            "payload": self._json(raw.get("payload", {}), f"{where}: payload", InvalidEvent),
+        }
+
+    def append_events(self, run_id: str, events: Sequence[EventDocument]) -> None:
+        """Store a batch of trace events of one run in one transaction.
+
+        An event is the envelope as a JSON object, or anything with a ``to_json()`` giving one
+        (the kernel's ``BackpackEvent``).
+
+        Also derives the run's steps and totals from them (see :meth:`_derive`). Events whose
+        id is already stored are skipped, so a retried batch neither duplicates rows nor counts
+        twice. An event reusing another event's ``seq`` raises :class:`EventConflict`; a
+        malformed one :class:`InvalidEvent`; in both cases nothing of the batch is stored.
+        """
+        rows: dict[str, dict[str, Any]] = {}
+        for index, raw in enumerate(events):
+            row = self._event_row(run_id, index, raw)
+            rows.setdefault(row["id"], row)  # a batch repeating an event stores it once
+        if not rows:
+            return
+        with self._write() as session:
+            run = self._get_run(session, run_id, lock=True)  # serialises batches of one run
+            ids = list(rows)
+            for chunk in _chunks(ids):
+                stored = session.execute(
+                    select(TraceEvent.id, TraceEvent.run_id).where(TraceEvent.id.in_(chunk))
+                )
+                for event_id, owner in stored:
+                    if owner != run_id:
+                        raise EventConflict(
+                            f"event id {event_id!r} is already stored for run {owner!r}, "
+                            f"not {run_id!r}"
+                        )
+                    del rows[event_id]
+            if not rows:
+                return
+            new = sorted(rows.values(), key=lambda r: r["seq"])
+            seqs = [r["seq"] for r in new]
+            for previous, row in itertools.pairwise(new):
+                if previous["seq"] == row["seq"]:
+                    raise EventConflict(
+                        f"events {previous['id']!r} and {row['id']!r} of run {run_id!r} "
+                        f"both have seq {row['seq']}"
+                    )
+            for chunk in _chunks(seqs):
+                taken = session.execute(
+                    select(TraceEvent.seq, TraceEvent.id).where(
+                        TraceEvent.run_id == run_id, TraceEvent.seq.in_(chunk)
+                    )
+                ).first()
+                if taken is not None:
+                    raise EventConflict(
+                        f"seq {taken.seq} of run {run_id!r} already belongs to event "
+                        f"{taken.id!r}; an event with a new id cannot reuse it"
+                    )
+            session.execute(insert(TraceEvent), new)
+            self._derive(session, run, new)
+
+    def _derive(self, session: Session, run: WorkflowRun, rows: list[dict[str, Any]]) -> None:
+        """Update ``run_steps`` and the run totals from newly stored events (in seq order).
+
+        ``node_start`` opens the step, ``node_end`` succeeds it (unless an ``error`` failed
+        it), ``exec_complete`` sets attempts, ``retry`` counts, ``llm_response`` adds tokens and
+        cost to the step and the run, ``cache_hit`` marks the step, ``run_end`` records the
+        runner's duration. A step event that arrives before its ``node_start`` opens the step
+        too, so the result does not depend on how batches were cut.
+        """
+        numbers = sorted({r["step"] for r in rows if r["step"] is not None})
+        steps: dict[int, RunStep] = {}
+        for chunk in _chunks(numbers):
+            for found in session.scalars(
+                select(RunStep).where(RunStep.run_id == run.id, RunStep.step.in_(chunk))
+            ):
+                steps[found.step] = found
+        for row in rows:
+            payload = row["payload"] if isinstance(row["payload"], dict) else {}
+            when = datetime.fromtimestamp(row["ts"], UTC)
+            kind = row["type"]
+            step = None
+            if row["step"] is not None:
+                step = steps.get(row["step"])
+                if step is None:
+                    step = steps[row["step"]] = self._open_step(session, run.id, row, when)
+                step.node_name = step.node_name or row["node_name"]
+                step.namespace = step.namespace or row["namespace"]
+            if kind == "run_end":
+                duration = _float_field(payload.get("duration_ms"))
+                if duration is not None:
+                    run.total_latency_ms = duration
+            elif kind == "llm_response":
+                self._add_usage(run, step, row, payload)
+            elif step is None:
+                continue
+            elif kind == "node_start":
+                step.started_at = when
+                node_type = payload.get("node_type")
+                step.node_type = node_type if isinstance(node_type, str) else step.node_type
+                node_name = payload.get("node_name")
+                if isinstance(node_name, str) and not step.node_name:
+                    step.node_name = node_name
+            elif kind == "node_end":
+                if step.status != "failed":
+                    step.status = "succeeded"
+                step.finished_at = when
+                step.latency_ms = _float_field(payload.get("duration_ms"))
+                action = payload.get("action")
+                step.action = None if action is None else str(action)
+            elif kind == "error":
+                step.status = "failed"
+                step.finished_at = step.finished_at or when
+                message = str(payload.get("error") or "")
+                error_type = payload.get("error_type")
+                step.error = f"{error_type}: {message}" if error_type else message or "error"
+            elif kind == "exec_complete":
+                attempts = _int_field(payload.get("attempts"))
+                if attempts is not None:
+                    step.attempts = attempts
+            elif kind == "retry":
+                step.retries += 1
+            elif kind == "cache_hit":
+                step.cache_hit = True
+        run.event_count += len(rows)
+        run.last_seq = max(run.last_seq, rows[-1]["seq"])
+
+    @staticmethod
+    def _open_step(session: Session, run_id: str, row: dict[str, Any], when: datetime) -> RunStep:
+        step = RunStep(
+            id=new_id(),
+            run_id=run_id,
+            step=row["step"],
+            node_id=row["node_id"],
+            node_name=row["node_name"],
+            namespace=row["namespace"],
+            status="running",
+            started_at=when,
+            tokens_input=0,
+            tokens_output=0,
+            cost=_ZERO,
+            attempts=0,
+            retries=0,
+            cache_hit=False,
+        )
+        session.add(step)
+        return step
+
+    @staticmethod
+    def _add_usage(
+        run: WorkflowRun, step: RunStep | None, row: dict[str, Any], payload: dict[str, Any]
+    ) -> None:
+        usage = payload.get("usage")
+        usage = usage if isinstance(usage, dict) else {}
+        tokens_in = _int_field(usage.get("input_tokens", 0))
+        tokens_out = _int_field(usage.get("output_tokens", 0))
+        cost = _decimal_field(payload.get("cost"))
+        for name, parsed, value in (
+            ("usage.input_tokens", tokens_in, usage.get("input_tokens")),
+            ("usage.output_tokens", tokens_out, usage.get("output_tokens")),
+            ("cost", cost, payload.get("cost")),
+        ):
+            if parsed is None and value is not None:
+                log.warning(
+                    "run %s: llm_response %s has an unusable %s %r; it is stored but not counted",
+                    run.id,
+                    row["id"],
+                    name,
+                    value,
+                )
+        try:
+            if tokens_in is not None:
+                run.total_tokens_input += tokens_in
+            if tokens_out is not None:
+                run.total_tokens_output += tokens_out
+            if cost is not None:
+                run.total_cost = _add(run.total_cost, cost)
+            if step is not None:
+                step.tokens_input += tokens_in or 0
+                step.tokens_output += tokens_out or 0
+                step.cost = _add(step.cost, cost or _ZERO)
+        except decimal.Inexact as exc:
+            raise InvalidEvent(
+                f"event {row['id']!r}: cost {payload.get('cost')!r} has too many digits to add "
+                "exactly"
+            ) from exc
+
+    def get_trace(
+        self, run_id: str, *, after_seq: int = 0, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """Up to ``limit`` events with ``seq > after_seq``, by seq, as envelopes.
+
+        Page through a trace (or resume an SSE stream from ``Last-Event-ID``) by passing the
+        last ``seq`` seen as ``after_seq``.
+        """
+        _positive("after_seq", after_seq, 0)
+        _positive("limit", limit)
+        with self._read() as session:
+            rows = session.scalars(
+                select(TraceEvent)
+                .where(TraceEvent.run_id == run_id, TraceEvent.seq > after_seq)
+                .order_by(TraceEvent.seq)
+                .limit(limit)
+            ).all()
+            if not rows:
+                self._get_run(session, run_id)  # an empty page, or no such run?
+            return [_event_dict(e) for e in rows]
+
+    def count_events(self, run_id: str) -> int:
+        """How many events the run has stored."""
+        with self._read() as session:
+            return self._get_run(session, run_id).event_count

@@ -1,0 +1,142 @@
+"""The run lifecycle: queued → running → final, refused transitions, listing, crash recovery."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import pytest
+
+from backpackflow_store_sql import InvalidData, InvalidTransition, NotFound, SqlRunStore
+
+
+def test_create_run_is_queued_with_zero_totals(store: SqlRunStore, run: dict[str, Any]) -> None:
+    assert run["status"] == "queued"
+    assert run["input_vars"] == {"topic": "decimals"}
+    assert run["triggered_by"] == "test"
+    assert run["workflow_version"] == 1
+    assert (run["total_tokens_input"], run["total_tokens_output"]) == (0, 0)
+    assert run["total_cost"] == "0"
+    assert (run["event_count"], run["last_seq"]) == (0, 0)
+    assert run["started_at"] is run["finished_at"] is run["total_latency_ms"] is None
+    assert store.get_run(run["id"]) == {**run, "steps": []}
+
+
+def test_lifecycle_records_times_and_latency(store: SqlRunStore, run: dict[str, Any]) -> None:
+    running = store.mark_running(run["id"])
+    assert running["status"] == "running" and running["started_at"] is not None
+    done = store.finish_run(run["id"], "succeeded")
+    assert done["status"] == "succeeded"
+    started = datetime.fromisoformat(done["started_at"])
+    finished = datetime.fromisoformat(done["finished_at"])
+    assert done["total_latency_ms"] == pytest.approx((finished - started).total_seconds() * 1000)
+    assert store.get_run(run["id"])["status"] == "succeeded"
+
+
+def test_failed_run_keeps_its_error_summary(store: SqlRunStore, run: dict[str, Any]) -> None:
+    store.mark_running(run["id"])
+    failed = store.finish_run(run["id"], "failed", error_summary="ValueError: boom")
+    assert (failed["status"], failed["error_summary"]) == ("failed", "ValueError: boom")
+
+
+def test_a_queued_run_can_be_canceled_without_a_latency(
+    store: SqlRunStore, run: dict[str, Any]
+) -> None:
+    canceled = store.finish_run(run["id"], "canceled")
+    assert canceled["status"] == "canceled" and canceled["total_latency_ms"] is None
+
+
+@pytest.mark.parametrize(
+    ("path", "target", "message"),
+    [
+        ([], "succeeded", r"from 'queued' to 'succeeded' \(allowed from 'queued': running"),
+        (["running"], "running", "from 'running' to 'running'"),
+        (["running", "succeeded"], "failed", r"from 'succeeded' to 'failed' \(it is final\)"),
+        (["canceled"], "running", "from 'canceled' to 'running'"),
+    ],
+)
+def test_invalid_transitions_are_refused(
+    store: SqlRunStore, run: dict[str, Any], path: list[str], target: str, message: str
+) -> None:
+    for status in path:
+        if status == "running":
+            store.mark_running(run["id"])
+        else:
+            store.finish_run(run["id"], status)
+    before = store.get_run(run["id"])
+    with pytest.raises(InvalidTransition, match=message) as caught:
+        if target == "running":
+            store.mark_running(run["id"])
+        else:
+            store.finish_run(run["id"], target)
+    assert isinstance(caught.value, ValueError) and run["id"] in str(caught.value)
+    assert store.get_run(run["id"]) == before
+
+
+def test_unknown_status_and_unknown_run(store: SqlRunStore, run: dict[str, Any]) -> None:
+    with pytest.raises(InvalidData, match="not 'done'"):
+        store.finish_run(run["id"], "done")
+    for call in (
+        lambda: store.get_run("ghost"),
+        lambda: store.mark_running("ghost"),
+        lambda: store.finish_run("ghost", "failed"),
+        lambda: store.append_events(
+            "ghost", [{"id": "e", "seq": 1, "timestamp": 1.0, "type": "log"}]
+        ),
+        lambda: store.get_trace("ghost"),
+        lambda: store.count_events("ghost"),
+    ):
+        with pytest.raises(NotFound, match="run 'ghost' not found"):
+            call()
+
+
+def test_list_runs_filters_and_pages(store: SqlRunStore) -> None:
+    first = store.create_workflow("a", {})
+    second = store.create_workflow("b", {})
+    runs = [store.create_run(w["id"], {"i": i}) for i, w in enumerate([first, second] * 3)]
+    newest_first = [r["id"] for r in reversed(runs)]
+    assert [r["id"] for r in store.list_runs()] == newest_first
+    assert [r["id"] for r in store.list_runs(workflow_id=first["id"])] == newest_first[1::2]
+    store.mark_running(runs[0]["id"])
+    assert [r["id"] for r in store.list_runs(status="running")] == [runs[0]["id"]]
+    page = store.list_runs(limit=4)
+    assert [r["id"] for r in page] == newest_first[:4]
+    assert [r["id"] for r in store.list_runs(limit=4, before=page[-1]["id"])] == newest_first[4:]
+    assert "steps" not in page[0]
+    with pytest.raises(InvalidData, match="unknown run status 'bogus'"):
+        store.list_runs(status="bogus")
+    with pytest.raises(InvalidData, match="limit must be an integer >= 1"):
+        store.list_runs(limit=0)
+
+
+def test_recover_interrupted_fails_queued_and_running_runs(store: SqlRunStore, trace: Any) -> None:
+    workflow = store.create_workflow("w", {})
+    queued = store.create_run(workflow["id"], {})
+    running = store.create_run(workflow["id"], {})
+    done = store.create_run(workflow["id"], {})
+    store.mark_running(running["id"])
+    store.mark_running(done["id"])
+    store.finish_run(done["id"], "succeeded")
+    events = trace(running["id"])
+    store.append_events(
+        running["id"],
+        [
+            events.event("node_start", {"node_type": "LLMNode"}, step=1),
+            events.event("node_end", {"action": "default", "duration_ms": 5.0}, step=1),
+            events.event("node_start", {"node_type": "LLMNode"}, step=2),
+        ],
+    )
+
+    recovered = store.recover_interrupted("service restarted")
+    assert sorted(recovered) == sorted([queued["id"], running["id"]])
+    for run_id in recovered:
+        run = store.get_run(run_id)
+        assert (run["status"], run["error_summary"]) == ("failed", "service restarted")
+        assert run["finished_at"] is not None
+    steps = store.get_run(running["id"])["steps"]
+    assert [(s["status"], s["error"]) for s in steps] == [
+        ("succeeded", None),
+        ("failed", "service restarted"),
+    ]
+    assert store.get_run(done["id"])["status"] == "succeeded"
+    assert store.recover_interrupted("again") == []

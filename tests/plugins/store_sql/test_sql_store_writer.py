@@ -1,0 +1,213 @@
+"""EventWriter: batching from many threads, retries, nothing lost silently, flush and close."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from sqlalchemy.exc import OperationalError
+
+from backpackflow_store_sql import EventWriter, SqlRunStore, WriterClosed
+
+
+def _response(cost: str) -> dict[str, Any]:
+    return {"usage": {"input_tokens": 3, "output_tokens": 2}, "cost": cost, "cost_known": True}
+
+
+def _transient() -> OperationalError:
+    return OperationalError("INSERT ...", {}, Exception("server closed the connection"))
+
+
+class Recorder:
+    """A sink that records calls and can be told to fail or block."""
+
+    def __init__(self, fail_first: int = 0, block: threading.Event | None = None) -> None:
+        self.calls: list[tuple[str, list[Any]]] = []
+        self.fail_first = fail_first
+        self.block = block
+
+    def append_events(self, run_id: str, events: Sequence[Any]) -> None:
+        if self.block is not None:
+            self.block.wait()
+        if self.fail_first > 0:
+            self.fail_first -= 1
+            raise _transient()
+        self.calls.append((run_id, list(events)))
+
+
+def test_events_from_many_threads_are_stored_once_in_seq_order(
+    store: SqlRunStore, trace: Any
+) -> None:
+    workflow = store.create_workflow("w", {})
+    runs = [store.create_run(workflow["id"], {}) for _ in range(12)]
+    per_run = 120
+    writer = EventWriter(store, max_batch=64, max_delay=0.01)
+
+    def produce(run_ids: list[str]) -> None:
+        builders = [trace(run_id) for run_id in run_ids]
+        for i in range(per_run):
+            for b in builders:  # interleave this thread's runs
+                step = i // 4 + 1
+                if i % 4 == 0:
+                    event = b.event("node_start", {"node_type": "LLMNode"}, step=step)
+                elif i % 4 == 3:
+                    event = b.event("node_end", {"action": "default", "duration_ms": 1}, step=step)
+                else:
+                    event = b.event("llm_response", _response("0.000123"), step=step)
+                writer.put(b.run_id, event)
+
+    threads = [
+        threading.Thread(target=produce, args=([r["id"] for r in runs[i::6]],)) for i in range(6)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert writer.flush(timeout=30)
+    stats = writer.stats
+    total = per_run * len(runs)
+    assert (stats.queued, stats.written, stats.failed, stats.pending) == (total, total, 0, 0)
+    assert stats.batches < total / 4  # batched, not one transaction per event
+    writer.close()
+
+    for run in runs:
+        stored = store.get_trace(run["id"], limit=1000)
+        assert [e["seq"] for e in stored] == list(range(1, per_run + 1))
+        assert len({e["id"] for e in stored}) == per_run
+        details = store.get_run(run["id"])
+        assert (details["event_count"], details["last_seq"]) == (per_run, per_run)
+        assert Decimal(details["total_cost"]) == Decimal("0.000123") * (per_run // 2)
+        assert details["total_tokens_input"] == 3 * (per_run // 2)
+        assert [s["status"] for s in details["steps"]] == ["succeeded"] * (per_run // 4)
+
+
+def test_a_transient_failure_inside_the_transaction_is_retried_without_double_counting(
+    store: SqlRunStore, run: dict[str, Any], trace: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_derive = store._derive
+    failures = []
+
+    def derive_failing_once(*args: Any) -> None:
+        real_derive(*args)  # the events and steps are already written in this transaction
+        if not failures:
+            failures.append(True)
+            raise _transient()
+
+    monkeypatch.setattr(store, "_derive", derive_failing_once)
+    t = trace(run["id"])
+    events = [t.event("llm_response", _response("0.5"), step=1) for _ in range(10)]
+    with EventWriter(store, backoff=0.001) as writer:
+        for event in events:
+            writer.put(run["id"], event)
+        assert writer.flush(timeout=10)
+        stats = writer.stats
+    assert failures and stats.retries >= 1
+    assert (stats.written, stats.failed) == (10, 0)
+    assert store.get_trace(run["id"]) == events
+    details = store.get_run(run["id"])
+    assert (details["total_cost"], details["event_count"]) == ("5.0", 10)
+
+
+def test_retries_with_backoff_then_succeeds() -> None:
+    sink = Recorder(fail_first=3)
+    writer = EventWriter(sink, backoff=0.01, max_backoff=0.02)
+    started = time.monotonic()
+    writer.put("r", {"id": "a", "seq": 1})
+    assert writer.flush(timeout=5)
+    assert time.monotonic() - started >= 0.01 + 0.02 + 0.02
+    assert writer.stats.retries == 3 and sink.calls == [("r", [{"id": "a", "seq": 1}])]
+    writer.close()
+
+
+def test_what_cannot_be_stored_is_counted_logged_and_reported(
+    store: SqlRunStore, run: dict[str, Any], trace: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    reported: list[tuple[str, list[Any], BaseException]] = []
+    t = trace(run["id"])
+    good = [t.event("log", {"i": i}) for i in range(5)]
+    bad = {**t.event("log"), "seq": "seven"}
+    writer = EventWriter(
+        store,
+        max_delay=0.2,  # so the six events share a batch
+        on_failure=lambda run_id, events, error: reported.append((run_id, list(events), error)),
+    )
+    with caplog.at_level(logging.WARNING, logger="backpackflow_store_sql"):
+        for event in [*good[:2], bad, *good[2:]]:
+            writer.put(run["id"], event)
+        assert writer.flush(timeout=10)
+    stats = writer.stats
+    assert (stats.written, stats.failed, stats.pending) == (5, 1, 0)
+    assert store.get_trace(run["id"]) == good  # the batch was split: only the bad one is lost
+    assert [(r[0], r[1]) for r in reported] == [(run["id"], [bad])]
+    assert "seq must be an integer" in str(reported[0][2])
+    assert "could not store 1 trace events" in caplog.text
+    writer.close()
+
+
+def test_gives_up_after_max_retries_and_keeps_going() -> None:
+    sink = Recorder(fail_first=3)
+    reported: list[Any] = []
+    writer = EventWriter(
+        sink, max_retries=2, backoff=0, on_failure=lambda *args: reported.append(args)
+    )
+    writer.put("r", {"id": "a", "seq": 1})
+    assert writer.flush(timeout=5)
+    writer.put("r", {"id": "b", "seq": 2})  # the database is back
+    assert writer.flush(timeout=5)
+    stats = writer.stats
+    assert (stats.retries, stats.failed, stats.written) == (2, 1, 1)
+    assert [args[1] for args in reported] == [[{"id": "a", "seq": 1}]]
+    assert sink.calls == [("r", [{"id": "b", "seq": 2}])]
+    writer.close()
+
+
+def test_put_never_waits_for_the_database_and_flush_honours_its_timeout() -> None:
+    gate = threading.Event()
+    sink = Recorder(block=gate)
+    writer = EventWriter(sink, max_batch=10)
+    started = time.monotonic()
+    for i in range(5000):
+        writer.put("r", {"id": str(i), "seq": i + 1})
+    assert time.monotonic() - started < 1.0
+    assert writer.flush(timeout=0.05) is False
+    assert writer.stats.pending == 5000
+    gate.set()
+    assert writer.flush(timeout=10)
+    assert sum(len(events) for _, events in sink.calls) == 5000
+    assert max(len(events) for _, events in sink.calls) <= 10
+    writer.close()
+
+
+def test_close_stores_everything_then_refuses_more() -> None:
+    sink = Recorder()
+    writer = EventWriter(sink, max_delay=10)  # only the close can end the wait
+    writer.put("r", {"id": "a", "seq": 1})
+    writer.put("s", {"id": "b", "seq": 1})
+    started = time.monotonic()
+    assert writer.close(timeout=5)
+    assert time.monotonic() - started < 5
+    assert sorted(sink.calls) == [("r", [{"id": "a", "seq": 1}]), ("s", [{"id": "b", "seq": 1}])]
+    with pytest.raises(WriterClosed, match="'c' not queued"):
+        writer.put("r", {"id": "c", "seq": 2})
+    assert writer.close()  # closing twice is harmless
+    assert writer.flush(timeout=1)
+
+
+def test_flush_wakes_a_writer_waiting_for_more_events() -> None:
+    sink = Recorder()
+    writer = EventWriter(sink, max_delay=10)
+    writer.put("r", {"id": "a", "seq": 1})
+    started = time.monotonic()
+    assert writer.flush(timeout=5)
+    assert time.monotonic() - started < 2
+    writer.close()
+
+
+def test_invalid_settings() -> None:
+    with pytest.raises(ValueError, match="max_batch"):
+        EventWriter(Recorder(), max_batch=0)
