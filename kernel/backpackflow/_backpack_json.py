@@ -9,6 +9,7 @@ checked while replaying, again naming the path.
 from __future__ import annotations
 
 import json
+from collections import deque
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -241,7 +242,6 @@ def load_backpack(cls: type[Backpack], data: Mapping[str, Any] | str | bytes) ->
         else:
             add(commit.key, (commit, _DELETED, None))
         bp._commits.append(commit)
-        bp._by_id[commit.commit_id] = commit
         previous = commit
     if previous is not None and previous.seq != data["seq"]:
         raise SerializationError(
@@ -257,6 +257,8 @@ def load_backpack(cls: type[Backpack], data: Mapping[str, Any] | str | bytes) ->
             raise SerializationError(f"Backpack JSON $.permissions.{node_id}: {exc}") from None
     bp._node_marks = {n: list(m) for n, m in data["node_marks"].items()}
     for raw in data["denials"]:
+        if bp._denials is None:
+            bp._denials = deque(maxlen=bp._max_denials)
         bp._denials.append(
             AccessRecord(
                 raw["op"],
@@ -265,9 +267,11 @@ def load_backpack(cls: type[Backpack], data: Mapping[str, Any] | str | bytes) ->
                 raw.get("node_name"),
                 raw.get("namespace"),
                 raw["granted"],
-                reason=raw["reason"],
-                found=raw.get("found", True),
-                timestamp=raw["timestamp"],
+                raw["reason"],
+                raw.get("found", True),
+                None,
+                None,
+                raw["timestamp"],
             )
         )
     return bp

@@ -34,8 +34,9 @@ from backpackflow.errors import (
     InvalidValue,
     KeyNotFound,
 )
+from backpackflow.events import BackpackPackPayload, BackpackUnpackPayload, StreamEventType
 from backpackflow.ids import new_id
-from backpackflow.jsondata import copy_in, copy_out, json_equal
+from backpackflow.jsondata import ListPrefix, copy_in, copy_out, json_equal
 from backpackflow.namespaces import compile_pattern, validate_namespace
 
 FORMAT = "backpackflow.backpack"
@@ -45,6 +46,7 @@ OPS = ("pack", "append", "delete")
 
 _DELETED: Any = type("_Deleted", (), {"__repr__": lambda self: "<deleted>"})()
 _BASE_LOCK = threading.Lock()  # guards "check length, then extend" on list bases shared by forks
+_new = tuple.__new__  # build named tuples without their Python-level __new__ on the hot path
 
 
 class Commit(NamedTuple):
@@ -87,11 +89,11 @@ class BackpackItem:
     commit_id: str
 
 
-@attrs.frozen(slots=True)
-class AccessRecord:
-    """One access seen by the Backpack, handed to its observer; denials are also kept.
+class AccessRecord(NamedTuple):
+    """One access seen by the Backpack, handed to its observers; denials are also kept.
 
     ``value`` is the stored object itself (for summaries): observers must never mutate it.
+    A named tuple, because one is made for every observed access.
     """
 
     op: str  # "pack" | "append" | "delete" | "unpack"
@@ -100,11 +102,11 @@ class AccessRecord:
     node_name: str | None
     namespace: str | None
     granted: bool
-    reason: str | None = None
-    found: bool = True
-    commit: Commit | None = None
-    value: Any = None
-    timestamp: float = attrs.field(factory=time.time)
+    reason: str | None
+    found: bool
+    commit: Commit | None
+    value: Any
+    timestamp: float
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -234,6 +236,34 @@ class Snapshot(Mapping[str, Any]):
         return {k: _entry_value(e) for k, e in self._entries.items()}
 
 
+class SnapshotRef(NamedTuple):
+    """A reference to the state of a Backpack at one commit (``seq``), resolved on demand.
+
+    Taking one costs nothing (events take one at every node start); :meth:`resolve` rebuilds
+    the :class:`Snapshot` through the version indexes. History is append-only, so the state a
+    reference names never changes; only ``max_history`` eviction can make it unavailable,
+    which :meth:`resolve` reports as :class:`CommitEvicted` and :meth:`to_json` as a marker.
+    """
+
+    backpack: Backpack
+    seq: int
+
+    def resolve(self) -> Snapshot:
+        return self.backpack._snapshot_at_seq(self.seq, f"at seq {self.seq}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.resolve().to_dict()
+
+    def to_json(self) -> Any:
+        try:
+            return self.resolve().to_dict()
+        except CommitEvicted as exc:
+            return {"$evicted": True, "seq": self.seq, "reason": str(exc)}
+
+    def __repr__(self) -> str:
+        return f"SnapshotRef(backpack={self.backpack._id!r}, seq={self.seq})"
+
+
 class _KeyLog:
     """The version index of one key: commit seqs in order and their entries.
 
@@ -260,6 +290,7 @@ class _KeyLog:
 
 
 Observer = Callable[[AccessRecord], None]
+
 StateLike = Union["Backpack", Snapshot, Mapping[str, Any]]
 
 
@@ -306,7 +337,7 @@ class Backpack:
     ) -> None:
         if max_history is not None and (type(max_history) is not int or max_history < 1):
             raise ValueError(f"max_history must be a positive int or None, got {max_history!r}")
-        self.id = backpack_id or new_id()
+        self._id = backpack_id  # made on first use: most Backpacks never need theirs
         self.strict = strict
         self.max_history = max_history
         self.forked_from: dict[str, str] | None = None
@@ -315,14 +346,16 @@ class Backpack:
         self._logs: dict[str, _KeyLog] = {}
         self._commits: list[Commit] = []
         self._commit_start = 0
-        self._by_id: dict[str, Commit] = {}
+        self._by_id: dict[str, Commit] = {}  # built lazily by _lookup: writes far outnumber lookups
+        self._indexed_seq = 0
         self._seq = 0
         self._head: Commit | None = None
         self._first_commit_id: str | None = None
         self._evicted = 0
         self._permissions: dict[str, Permissions] = {}
         self._node_marks: dict[str, list[int]] = {}
-        self._denials: deque[AccessRecord] = deque(maxlen=max_denials)
+        self._max_denials = max_denials
+        self._denials: deque[AccessRecord] | None = None
         self._observers: list[Observer] = []
         if initial:
             for key, value in initial.items():
@@ -358,13 +391,33 @@ class Backpack:
     ) -> Commit | None:
         """Store a copy of ``value`` under ``key``. Returns the commit (``None`` if denied in
         graceful mode)."""
-        _check_key(key)
         if namespace is not None:
             validate_namespace(namespace, where=f"pack of key {key!r}")
-        tag_tuple = _check_tags(tags, key)
-        stored = copy_in(value, f"key {key!r}")
-        length = len(stored) if type(stored) is list else None
-        return self._write("pack", key, stored, length, node_id, node_name, namespace, tag_tuple)
+        return self._pack(key, value, node_id, node_name, namespace, tags)
+
+    def _pack(
+        self,
+        key: str,
+        value: Any,
+        node_id: str | None,
+        node_name: str | None,
+        namespace: str | None,
+        tags: Iterable[str],
+        report: BackpackView | None = None,
+    ) -> Commit | None:
+        """:meth:`pack` after the namespace is known to be valid."""
+        if key not in self._current:  # keys already stored were checked when first written
+            _check_key(key)
+        tag_tuple = _check_tags(tags, key) if tags else ()
+        t = type(value)
+        if t is str or t is int or t is bool or value is None:  # immutable scalars: no copy
+            stored, length = value, None
+        else:
+            stored = copy_in(value, f"key {key!r}")
+            length = len(stored) if type(stored) is list else None
+        return self._write(
+            "pack", key, stored, length, node_id, node_name, namespace, tag_tuple, report
+        )
 
     def append(
         self,
@@ -379,9 +432,21 @@ class Backpack:
         """Append ``items`` to the list under ``key`` (created if missing). Only the appended
         items are stored. The item keeps its namespace and tags unless new ones are given.
         Appending nothing makes no commit and returns ``None``."""
-        _check_key(key)
         if namespace is not None:
             validate_namespace(namespace, where=f"append to key {key!r}")
+        return self._append(key, items, node_id, node_name, namespace, tags)
+
+    def _append(
+        self,
+        key: str,
+        items: Iterable[Any],
+        node_id: str | None,
+        node_name: str | None,
+        namespace: str | None,
+        tags: Iterable[str] | None,
+        report: BackpackView | None = None,
+    ) -> Commit | None:
+        _check_key(key)
         if isinstance(items, (str, bytes, dict)) or not isinstance(items, Iterable):
             raise InvalidValue(
                 f"append to key {key!r}: items must be a list of values, got {type(items).__name__}"
@@ -390,7 +455,9 @@ class Backpack:
         if not new_items:
             return None
         tag_tuple = None if tags is None else _check_tags(tags, key)
-        return self._write("append", key, new_items, None, node_id, node_name, namespace, tag_tuple)
+        return self._write(
+            "append", key, new_items, None, node_id, node_name, namespace, tag_tuple, report
+        )
 
     def delete(
         self,
@@ -402,12 +469,22 @@ class Backpack:
     ) -> Commit | None:
         """Remove ``key``. Returns the commit, or ``None`` when the key was absent (or the delete
         was denied in graceful mode)."""
-        _check_key(key)
         if namespace is not None:
             validate_namespace(namespace, where=f"delete of key {key!r}")
+        return self._delete(key, node_id, node_name, namespace)
+
+    def _delete(
+        self,
+        key: str,
+        node_id: str | None,
+        node_name: str | None,
+        namespace: str | None,
+        report: BackpackView | None = None,
+    ) -> Commit | None:
+        _check_key(key)
         if key not in self._current:
             return None
-        return self._write("delete", key, _DELETED, None, node_id, node_name, namespace, ())
+        return self._write("delete", key, _DELETED, None, node_id, node_name, namespace, (), report)
 
     def _write(
         self,
@@ -419,7 +496,11 @@ class Backpack:
         node_name: str | None,
         namespace: str | None,
         tags: tuple[str, ...] | None,
+        report: BackpackView | None = None,
     ) -> Commit | None:
+        """Commit one change. Who hears of it: ``report`` (a node view reporting its own
+        accesses) if given, else the Backpack's observers."""
+        written = stored  # what this op wrote: the value, or the appended items
         with self._lock:
             current = self._current.get(key)
             if op == "append" and current is not None:
@@ -459,28 +540,31 @@ class Backpack:
                 version = log.entries[-1][0].version + 1
             self._seq += 1
             head = self._head
-            commit = Commit(
-                new_id(),
-                self._seq,
-                head.commit_id if head else None,
-                time.time(),
-                node_id,
-                node_name,
-                namespace,
-                op,
-                key,
-                version,
-                tags,
+            seq = self._seq
+            commit = _new(
+                Commit,
+                (
+                    new_id(),
+                    seq,
+                    head.commit_id if head else None,
+                    time.time(),
+                    node_id,
+                    node_name,
+                    namespace,
+                    op,
+                    key,
+                    version,
+                    tags,
+                ),
             )
             entry: _Entry = (commit, stored, length)
-            log.seqs.append(commit.seq)
+            log.seqs.append(seq)
             log.entries.append(entry)
             if stored is _DELETED:
                 del self._current[key]
             else:
                 self._current[key] = entry
             self._commits.append(commit)
-            self._by_id[commit.commit_id] = commit
             self._head = commit
             if self._first_commit_id is None:
                 self._first_commit_id = commit.commit_id
@@ -488,25 +572,35 @@ class Backpack:
                 len(self._commits) - self._commit_start > self.max_history
             ):
                 self._evict_oldest()
-        if self._observers:
-            self._notify(
-                AccessRecord(
-                    op,
-                    key,
-                    node_id,
-                    node_name,
-                    namespace,
-                    True,
-                    commit=commit,
-                    value=None if stored is _DELETED else _entry_raw(entry),
+        if report is not None or self._observers:
+            if written is _DELETED:
+                written = None
+            elif op == "pack" and length is not None:
+                written = ListPrefix(stored, length)  # later appends extend `stored` in place
+            if report is not None:
+                report._report_write(commit, written)
+            else:
+                self._notify(
+                    AccessRecord(
+                        op,
+                        key,
+                        node_id,
+                        node_name,
+                        namespace,
+                        True,
+                        None,
+                        True,
+                        commit,
+                        written,
+                        commit.timestamp,
+                    )
                 )
-            )
         return commit
 
     def _evict_oldest(self) -> None:
         commit = self._commits[self._commit_start]
         self._commit_start += 1
-        del self._by_id[commit.commit_id]
+        self._by_id.pop(commit.commit_id, None)
         self._evicted += 1
         log = self._logs[commit.key]
         if log.seqs[log.start] != commit.seq:  # drop the older base: this entry is the new base
@@ -529,7 +623,10 @@ class Backpack:
         node_name: str | None,
         namespace: str | None,
         notify: bool,
+        report: BackpackView | None = None,
     ) -> Any:
+        """Read one key. Who hears of it (when ``notify``): ``report`` (a node view reporting
+        its own accesses) if given, else the Backpack's observers."""
         entry = self._current.get(key)
         if node_id is not None:
             perms = self._permissions.get(node_id)
@@ -538,21 +635,32 @@ class Backpack:
                 if rule is not None:
                     self._deny("unpack", key, node_id, node_name, namespace, rule)
                     return default
-        if notify and self._observers:
-            self._notify(
-                AccessRecord(
-                    "unpack",
-                    key,
-                    node_id,
-                    node_name,
-                    namespace,
-                    True,
-                    found=entry is not None,
-                    value=_entry_raw(entry) if entry else None,
+        if notify:
+            if report is not None:
+                report._report_read(key, entry is not None)
+            elif self._observers:
+                self._notify(
+                    AccessRecord(
+                        "unpack",
+                        key,
+                        node_id,
+                        node_name,
+                        namespace,
+                        True,
+                        None,
+                        entry is not None,
+                        None,
+                        None,
+                        time.time(),
+                    )
                 )
-            )
         if entry is None:
             return default
+        value = entry[1]
+        if entry[2] is None:
+            t = type(value)
+            if t is str or t is int or t is bool or t is float or value is None:
+                return value
         return _entry_value(entry)
 
     def unpack_required(self, key: str, *, node_id: str | None = None) -> Any:
@@ -609,6 +717,13 @@ class Backpack:
     # ------------------------------------------------------------------ history
 
     @property
+    def id(self) -> str:
+        """This Backpack's id (time-ordered, made on first use)."""
+        if self._id is None:
+            self._id = new_id()
+        return self._id
+
+    @property
     def head(self) -> Commit | None:
         """The latest commit."""
         return self._head
@@ -641,9 +756,20 @@ class Backpack:
         return [e[0] for e in log.entries[log.start :] if e[0].seq >= oldest]
 
     def get_commit(self, commit_id: str) -> Commit:
-        commit = self._by_id.get(commit_id)
+        commit = self._lookup(commit_id)
         if commit is None:
             raise self._unknown_commit(commit_id)
+        return commit
+
+    def _lookup(self, commit_id: str) -> Commit | None:
+        """Find a retained commit by id, indexing commits made since the last lookup."""
+        commit = self._by_id.get(commit_id)
+        if commit is None and self._indexed_seq < self._seq:
+            oldest = self._oldest_seq()
+            start = self._commit_start + max(self._indexed_seq + 1 - oldest, 0)
+            self._by_id.update((c.commit_id, c) for c in self._commits[start:])
+            self._indexed_seq = self._seq
+            commit = self._by_id.get(commit_id)
         return commit
 
     def _unknown_commit(self, commit_id: str) -> CommitNotFound:
@@ -687,6 +813,11 @@ class Backpack:
         """The state right after ``commit_id``."""
         commit = self.get_commit(commit_id)
         return Snapshot(self._state_at(commit.seq), commit.commit_id, commit.seq)
+
+    def snapshot_ref(self) -> SnapshotRef:
+        """A reference to the current state, resolved only when needed (see
+        :class:`SnapshotRef`)."""
+        return _new(SnapshotRef, (self, self._seq))
 
     def snapshot(self) -> Snapshot:
         """The current state as an immutable :class:`Snapshot` (cheap: no values are copied)."""
@@ -753,7 +884,6 @@ class Backpack:
         with self._lock:
             end = self._commit_start + seq - self._oldest_seq() + 1
             fork._commits = self._commits[self._commit_start : end]
-            fork._by_id = {c.commit_id: c for c in fork._commits}
             fork._seq = seq
             fork._head = commit
             fork._first_commit_id = self._first_commit_id
@@ -809,7 +939,7 @@ class Backpack:
 
     def get_access_denials(self, *, node_id: str | None = None) -> list[AccessRecord]:
         """Denied accesses, oldest first (the newest ``max_denials`` are kept)."""
-        return [d for d in self._denials if node_id is None or d.node_id == node_id]
+        return [d for d in self._denials or () if node_id is None or d.node_id == node_id]
 
     def _deny(
         self,
@@ -821,8 +951,20 @@ class Backpack:
         rule: str,
     ) -> None:
         record = AccessRecord(
-            op, key, node_id, node_name, namespace, False, reason=rule, found=key in self._current
+            op,
+            key,
+            node_id,
+            node_name,
+            namespace,
+            False,
+            rule,
+            key in self._current,
+            None,
+            None,
+            time.time(),
         )
+        if self._denials is None:
+            self._denials = deque(maxlen=self._max_denials)
         self._denials.append(record)
         if self._observers:
             self._notify(record)
@@ -876,6 +1018,10 @@ class Backpack:
         :meth:`get_snapshot_before_node` returns."""
         if namespace is not None:
             validate_namespace(namespace, where=f"node {node_id!r}")
+        return self._view(node_id, node_name, namespace)
+
+    def _view(self, node_id: str, node_name: str | None, namespace: str | None) -> BackpackView:
+        """:meth:`view` without re-validating ``namespace`` (the runner composes valid ones)."""
         marks = self._node_marks.get(node_id)
         if marks is None:
             self._node_marks[node_id] = [self._seq]
@@ -928,7 +1074,7 @@ class Backpack:
             "commits": commits,
             "permissions": {n: p.to_json() for n, p in self._permissions.items()},
             "node_marks": {n: list(m) for n, m in self._node_marks.items()},
-            "denials": [d.to_json() for d in self._denials],
+            "denials": [d.to_json() for d in self._denials or ()],
         }
 
     def to_json_str(self, **dumps_kwargs: Any) -> str:
@@ -986,7 +1132,16 @@ class BackpackView:
     objects, so concurrent nodes (asyncio tasks or threads) never share an identity.
     """
 
-    __slots__ = ("_bp", "_reads", "_writes", "namespace", "node_id", "node_name")
+    __slots__ = (
+        "_bp",
+        "_emit",
+        "_reads",
+        "_reporter",
+        "_writes",
+        "namespace",
+        "node_id",
+        "node_name",
+    )
 
     def __init__(
         self, backpack: Backpack, node_id: str, node_name: str | None, namespace: str | None
@@ -997,6 +1152,40 @@ class BackpackView:
         self.namespace = namespace
         self._reads: dict[str, None] = {}
         self._writes: dict[str, None] = {}
+        self._emit: Callable[[StreamEventType, Any], None] | None = None
+        self._reporter: BackpackView | None = None
+
+    def report_to(self, emit: Callable[[StreamEventType, Any], None]) -> None:
+        """Emit this view's granted accesses as ``backpack_pack`` / ``backpack_unpack`` events
+        through ``emit(type, payload)`` instead of telling the Backpack's observers (the runner
+        binds each node's view to that node's events this way). Denials still go to the
+        observers."""
+        self._emit = emit
+        self._reporter = self
+
+    def _report_write(self, commit: Commit, written: Any) -> None:
+        self._emit(  # type: ignore[misc]
+            StreamEventType.BACKPACK_PACK,
+            _new(
+                BackpackPackPayload,
+                (
+                    commit.key,
+                    commit.op,
+                    written,
+                    commit.commit_id,
+                    commit.version,
+                    commit.tags,
+                    True,
+                    None,
+                ),
+            ),
+        )
+
+    def _report_read(self, key: str, found: bool) -> None:
+        self._emit(  # type: ignore[misc]
+            StreamEventType.BACKPACK_UNPACK,
+            _new(BackpackUnpackPayload, (key, True, None, found)),
+        )
 
     @property
     def reads(self) -> list[str]:
@@ -1013,13 +1202,8 @@ class BackpackView:
         return self._bp.id
 
     def pack(self, key: str, value: Any, *, tags: Iterable[str] = ()) -> Commit | None:
-        commit = self._bp.pack(
-            key,
-            value,
-            node_id=self.node_id,
-            node_name=self.node_name,
-            namespace=self.namespace,
-            tags=tags,
+        commit = self._bp._pack(
+            key, value, self.node_id, self.node_name, self.namespace, tags, self._reporter
         )
         if commit is not None:
             self._writes[key] = None
@@ -1028,33 +1212,42 @@ class BackpackView:
     def append(
         self, key: str, items: Iterable[Any], *, tags: Iterable[str] | None = None
     ) -> Commit | None:
-        commit = self._bp.append(
-            key,
-            items,
-            node_id=self.node_id,
-            node_name=self.node_name,
-            namespace=self.namespace,
-            tags=tags,
+        commit = self._bp._append(
+            key, items, self.node_id, self.node_name, self.namespace, tags, self._reporter
         )
         if commit is not None:
             self._writes[key] = None
         return commit
 
     def delete(self, key: str) -> Commit | None:
-        commit = self._bp.delete(
-            key, node_id=self.node_id, node_name=self.node_name, namespace=self.namespace
-        )
+        commit = self._bp._delete(key, self.node_id, self.node_name, self.namespace, self._reporter)
         if commit is not None:
             self._writes[key] = None
         return commit
 
     def unpack(self, key: str, default: Any = None) -> Any:
         self._reads[key] = None
-        return self._bp._read(key, default, self.node_id, self.node_name, self.namespace, True)
+        return self._bp._read(
+            key,
+            default,
+            self.node_id,
+            self.node_name,
+            self.namespace,
+            True,
+            self._reporter,
+        )
 
     def unpack_required(self, key: str) -> Any:
         self._reads[key] = None
-        value = self._bp._read(key, _DELETED, self.node_id, self.node_name, self.namespace, True)
+        value = self._bp._read(
+            key,
+            _DELETED,
+            self.node_id,
+            self.node_name,
+            self.namespace,
+            True,
+            self._reporter,
+        )
         if value is _DELETED:
             raise KeyNotFound(f"node {self.node_id!r}: {self._bp._missing(key)}")
         return value

@@ -61,3 +61,38 @@ class CommitEvicted(CommitNotFound):
 
 class SerializationError(BackpackFlowError, ValueError):
     """Serialized data (``from_json``) is malformed; the message names the JSON path."""
+
+
+class FlowError(BackpackFlowError):
+    """A flow is malformed (no start node, duplicate node ids, a bad edge condition ...)."""
+
+
+class NodeDefinitionError(FlowError, TypeError):
+    """A node is defined or constructed wrongly (bad params, bad retry settings ...)."""
+
+
+class GuardrailExceeded(BackpackFlowError):
+    """A run limit (steps, time, tokens, cost) was exceeded; the run ended."""
+
+    def __init__(self, message: str, *, limit: str, value: object, maximum: object) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.value = value
+        self.maximum = maximum
+
+
+class RunCanceled(BackpackFlowError):
+    """A run was canceled before it finished."""
+
+
+class PluginError(BackpackFlowError):
+    """A plugin failed to load or registered something wrongly; the message names the plugin."""
+
+
+class ConfigError(BackpackFlowError, ValueError):
+    """A flow config (or node params) is invalid. ``problems`` lists each one as
+    ``"$.json.path: what is wrong"``; the message holds them all."""
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or [message]

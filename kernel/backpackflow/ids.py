@@ -12,13 +12,14 @@ import os
 import time
 
 _counter = itertools.count()
-_node = int.from_bytes(os.urandom(5), "big")
+_node = f"{int.from_bytes(os.urandom(5), 'big'):010x}"
+_time_ns = time.time_ns
 
 
 def _reseed() -> None:  # a forked child must not repeat its parent's ids
     global _counter, _node
     _counter = itertools.count()
-    _node = int.from_bytes(os.urandom(5), "big")
+    _node = f"{int.from_bytes(os.urandom(5), 'big'):010x}"
 
 
 if hasattr(os, "register_at_fork"):
@@ -27,7 +28,12 @@ if hasattr(os, "register_at_fork"):
 
 def new_id() -> str:
     """A new time-ordered id such as ``'0193f2a1b4c5e1d2c3b4a50000000007'``."""
-    return f"{time.time_ns() // 1_000_000:012x}{_node:010x}{next(_counter) & 0xFFFFFFFFFF:010x}"
+    # %-formatting measured fastest here; ids are made for every commit
+    return "%012x%s%010x" % (  # noqa: UP031
+        _time_ns() // 1_000_000,
+        _node,
+        next(_counter) & 0xFFFFFFFFFF,
+    )
 
 
 def id_time(identifier: str) -> float:

@@ -7,7 +7,9 @@ The Backpack stores only JSON data so that every state can be serialized, diffed
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Iterator
 from typing import Any
 
 from backpackflow.errors import InvalidValue
@@ -121,14 +123,50 @@ def json_equal(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
-def summarize(value: Any, limit: int = 200) -> str:
-    """A short, single-line text of ``value`` for events and logs (never raises)."""
-    import json
+class ListPrefix:
+    """The first ``length`` items of a stored list, without copying them: what a ``pack`` of a
+    list wrote, even after later appends extended the stored list in place."""
 
+    __slots__ = ("items", "length")
+
+    def __init__(self, items: list[Any], length: int) -> None:
+        self.items = items
+        self.length = length
+
+    def to_list(self) -> list[Any]:
+        return [copy_out(v) for v in self.items[: self.length]]
+
+
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=repr)
+
+
+def summarize(value: Any, limit: int = 200) -> str:
+    """A short, single-line JSON text of ``value`` for events and logs. Encoding stops once
+    ``limit`` characters are written, so summarizing a huge value costs little; never raises."""
     try:
-        text = json.dumps(value, ensure_ascii=False, default=repr, separators=(",", ":"))
+        if isinstance(value, ListPrefix):
+            chunks = _prefix_chunks(value)
+        else:
+            chunks = _ENCODER.iterencode(value)
+        out: list[str] = []
+        size = 0
+        for chunk in chunks:
+            out.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                break
+        text = "".join(out)
     except Exception:  # noqa: BLE001 - a summary must never fail
         text = repr(value)
     if len(text) > limit:
         return text[: limit - 1] + "…"
     return text
+
+
+def _prefix_chunks(prefix: ListPrefix) -> Iterator[str]:
+    yield "["
+    for i in range(prefix.length):
+        if i:
+            yield ","
+        yield from _ENCODER.iterencode(prefix.items[i])
+    yield "]"

@@ -1,0 +1,134 @@
+"""Orchestration overhead per node, side by side with PocketFlow, LangGraph and Burr, and event
+dispatch throughput.
+
+The same 5-node linear flow everywhere (node i reads ``k{i-1}`` and writes ``k{i}``). Ours runs
+with everything on: Backpack history (every write a commit), access-control checks, full
+telemetry (node lifecycle and Backpack events), one wildcard subscriber, and the event history
+ring buffer at its default size (10,000 events). Each run gets a fresh Backpack, as users do.
+
+Setup: pip install -r bench/requirements-peers.txt   (peers are benchmark-only dependencies)
+Run:   python bench/overhead.py [--runs 2000] [--repeats 5]
+
+Goals (DESIGN §5, issue "Event bus, node lifecycle and flow runner"): ours <= 6x bare
+PocketFlow, >= 40x faster than LangGraph with its checkpointer, and >= 300,000 events/s through
+5 pattern subscribers. Figures are printed, not asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from backpackflow import Backpack, EventStreamer
+from backpackflow.events import BackpackEvent, NodeEndPayload, StreamEventType
+from flows import linear_flow
+from peers import EXPECTED, NODES, PEERS, START, available, measure
+
+
+def ours(history_size: int = 10_000) -> Callable[[], int]:
+    """A backpackflow run of the 5-node flow with full telemetry; returns ``k5``."""
+    flow = linear_flow()
+    events = EventStreamer(history_size=history_size)
+    events.subscribe("*", lambda event: None)
+
+    def run() -> int:
+        backpack = Backpack({"k0": START})
+        backpack.register_permissions("n1", read=["k0"], write=["k1"])  # access control on
+        flow.run(backpack, events=events)
+        value: int = backpack.unpack(f"k{NODES}")
+        return value
+
+    return run
+
+
+def dispatch_rate(events: int = 200_000, subscribers: int = 5) -> float:
+    """Events per second through ``subscribers`` pattern subscriptions (built and emitted)."""
+    streamer = EventStreamer()
+    patterns = ["*", "sales.*", "*.chat", "sales.**", "n1"][:subscribers]
+    seen = [0] * len(patterns)
+    for i, pattern in enumerate(patterns):
+
+        def handler(event: BackpackEvent, i: int = i) -> None:
+            seen[i] += 1
+
+        streamer.subscribe(pattern, handler)
+    payload = NodeEndPayload("default", [], 1.0)
+    namespaces = ["sales.chat", "support.chat", "sales.crm.eu"]
+    start = time.perf_counter()
+    for seq in range(events):
+        streamer.emit(
+            BackpackEvent(
+                seq,
+                time.time(),
+                "run",
+                1,
+                "n1",
+                "N1",
+                namespaces[seq % 3],
+                StreamEventType.NODE_END,
+                payload,
+            )
+        )
+    elapsed = time.perf_counter() - start
+    assert seen[0] == events, "the wildcard subscriber must see every event"
+    return events / elapsed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=2000)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args(argv)
+
+    print(
+        f"python {sys.version.split()[0]}; {NODES}-node linear flow; median of "
+        f"{args.repeats} x {args.runs} runs; microseconds per node"
+    )
+    results: dict[str, float] = {}
+    ours_default = measure(ours(), args.runs, args.repeats, expected=EXPECTED)
+    results["backpackflow"] = ours_default
+    ours_small = measure(ours(history_size=1_000), args.runs, args.repeats, expected=EXPECTED)
+    installed = available()
+    for name, fn in PEERS.items():
+        if installed.get(name) is None:
+            print(f"  {name:<24} not installed (pip install -r bench/requirements-peers.txt)")
+            continue
+        runs = args.runs if "langgraph" not in name else max(args.runs // 10, 50)
+        results[name] = fn(runs, args.repeats)
+    print()
+    for name, value in results.items():
+        version = installed.get(name) or ""
+        print(f"  {name:<24} {value:>9.2f} us/node  {version}")
+    print(f"  {'backpackflow (1k history)':<24} {ours_small:>9.2f} us/node")
+    print()
+    if "pocketflow" in results:
+        ratio = ours_default / results["pocketflow"]
+        print(f"backpackflow / PocketFlow:               {ratio:5.1f}x   (goal <= 6x)")
+        print(
+            f"backpackflow (1k history) / PocketFlow:  {ours_small / results['pocketflow']:5.1f}x"
+        )
+    if "langgraph+checkpointer" in results:
+        faster = results["langgraph+checkpointer"] / ours_default
+        print(f"LangGraph+checkpointer / backpackflow:   {faster:5.1f}x   (goal >= 40x)")
+    if "langgraph" in results:
+        print(
+            f"LangGraph / backpackflow:                {results['langgraph'] / ours_default:5.1f}x"
+        )
+    if "burr" in results:
+        print(f"Burr / backpackflow:                     {results['burr'] / ours_default:5.1f}x")
+    rates = [dispatch_rate() for _ in range(3)]
+    print(
+        f"\nevent dispatch, 5 pattern subscribers: {statistics.median(rates):,.0f} events/s "
+        "(goal >= 300,000)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,139 @@
+"""The ``backpackflow`` command line.
+
+The kernel provides ``plugins`` (and the flow commands of :mod:`backpackflow.commands`); plugins
+add theirs through ``backpackflow_register_commands``. Every command returns an exit status:
+0 on success, 1 when the input is bad (invalid flow, failed run), 2 for usage errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+
+from backpackflow.errors import BackpackFlowError
+from backpackflow.plugins import Command, Registry, get_registry
+
+KernelCommand = tuple[
+    str,
+    str,
+    Callable[[argparse.ArgumentParser], None] | None,
+    Callable[[argparse.Namespace, Registry], int],
+]
+
+
+def _plugins_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+
+def _plugins_command(args: argparse.Namespace, registry: Registry) -> int:
+    infos = sorted(registry.plugins.values(), key=lambda p: (p.status != "loaded", p.name))
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "plugins": [p.to_json() for p in infos],
+                    "conflicts": [
+                        {"kind": k, "name": n, "plugins": owners}
+                        for (k, n), owners in registry.conflicts.items()
+                    ],
+                    "errors": registry.errors,
+                },
+                indent=2,
+            )
+        )
+        return 0
+    if not infos:
+        print("no plugins installed")
+    for info in infos:
+        where = f"{info.distribution} {info.version}" if info.distribution else info.module
+        print(f"{info.name}  [{info.status}]  {where or ''}".rstrip())
+        if info.hooks:
+            print(f"    hooks: {', '.join(info.hooks)}")
+        for kind, names in sorted(info.registered.items()):
+            print(f"    {kind.replace('_', ' ')}: {', '.join(names)}")
+        if info.reason:
+            print(f"    reason: {info.reason}")
+        if info.hint:
+            print(f"    install: {info.hint}")
+    for (kind, name), owners in registry.conflicts.items():
+        print(f"CONFLICT: {kind.replace('_', ' ')} {name!r} is registered by {', '.join(owners)}")
+    for error in dict.fromkeys(registry.errors):
+        print(f"ERROR: {error}")
+    return 0
+
+
+def kernel_commands() -> list[KernelCommand]:
+    """The kernel's own commands: (name, help, arguments, handler)."""
+    from backpackflow import commands
+
+    return [
+        (
+            "plugins",
+            "list installed plugins and what they register",
+            _plugins_arguments,
+            _plugins_command,
+        ),
+        *commands.COMMANDS,
+    ]
+
+
+def build_parser(registry: Registry) -> argparse.ArgumentParser:
+    from backpackflow import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="backpackflow",
+        description="Build, run and debug LLM agent flows.",
+    )
+    parser.add_argument("--version", action="version", version=f"backpackflow {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    all_commands: list[Command] = [
+        Command(name, handler, help, arguments, "backpackflow")
+        for name, help, arguments, handler in kernel_commands()
+    ]
+    taken = {c.name for c in all_commands}
+    for command in registry.commands.values():
+        if command.name in taken:
+            message = f"plugin {command.plugin!r}: command {command.name!r} is a kernel command"
+            if message not in registry.errors:  # build_parser may run more than once
+                registry.errors.append(message)
+            continue
+        all_commands.append(command)
+    for command in all_commands:
+        command_parser = sub.add_parser(command.name, help=command.help, description=command.help)
+        if command.arguments is not None:
+            command.arguments(command_parser)
+        command_parser.set_defaults(_handler=command.handler)
+    return parser
+
+
+def _format_warning(
+    message: Warning | str, category: type[Warning], *args: object, **kwargs: object
+) -> str:
+    return f"warning: {message}\n"
+
+
+def main(argv: Sequence[str] | None = None, *, registry: Registry | None = None) -> int:
+    """Run the command line; ``registry`` defaults to the installed plugins."""
+    warnings.formatwarning = _format_warning
+    registry = registry if registry is not None else get_registry()
+    parser = build_parser(registry)
+    args = parser.parse_args(argv)
+    handler: Callable[[argparse.Namespace, Registry], int] | None = getattr(args, "_handler", None)
+    if handler is None:
+        parser.print_help()
+        return 2
+    try:
+        return handler(args, registry)
+    except BackpackFlowError as exc:
+        print(f"backpackflow {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,319 @@
+"""The kernel's flow commands: ``validate``, ``schema export``, ``migrate`` (and ``run``, added
+with the main job). Each entry of :data:`COMMANDS` is ``(name, help, arguments, handler)``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import warnings
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from backpackflow.config import CURRENT_VERSION, KeepUnset
+from backpackflow.errors import ConfigError
+
+if TYPE_CHECKING:
+    from backpackflow.cli import KernelCommand
+    from backpackflow.plugins import Registry
+
+
+# ------------------------------------------------------------------------------- validate
+
+
+def _validate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("files", nargs="+", metavar="FILE", help="flow config files (JSON)")
+    parser.add_argument(
+        "--allow-unset-env",
+        action="store_true",
+        help="validate ${NAME} references as written instead of failing on unset variables",
+    )
+    parser.add_argument("--quiet", "-q", action="store_true", help="print problems only")
+
+
+def _validate(args: argparse.Namespace, registry: Registry) -> int:
+    from backpackflow.loader import FlowLoader
+
+    loader = FlowLoader(registry)
+    failed = 0
+    for name in args.files:
+        environ = KeepUnset(os.environ) if args.allow_unset_env else None
+        report = loader.validate(Path(name), environ=environ)
+        for problem in report.errors:
+            print(f"{name}: {problem}", file=sys.stderr)
+        for warning in report.warnings:
+            print(f"{name}: warning: {warning}", file=sys.stderr)
+        if report.errors:
+            failed += 1
+        elif not args.quiet:
+            print(f"{name}: ok")
+    return 1 if failed else 0
+
+
+# ------------------------------------------------------------------------------- schema
+
+
+def _schema_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="schema_command", metavar="ACTION", required=True)
+    export = sub.add_parser(
+        "export", help="write the flow schema composed with every installed node type"
+    )
+    export.add_argument("--output", "-o", metavar="FILE", help="write to FILE (default: stdout)")
+    export.add_argument(
+        "--version", default=CURRENT_VERSION, help=f"config version (default {CURRENT_VERSION})"
+    )
+
+
+def _schema(args: argparse.Namespace, registry: Registry) -> int:
+    from backpackflow.schema import dumps_schema, flow_schema
+
+    if args.version != CURRENT_VERSION:
+        raise ConfigError(
+            f"only the current config version {CURRENT_VERSION} can be exported; published "
+            f"versions are in the package (backpackflow/schemas/flow/) and under schemas/"
+        )
+    text = dumps_schema(flow_schema(registry))
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+        print(f"wrote {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+# ------------------------------------------------------------------------------- migrate
+
+
+def _migrate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", metavar="FILE", help="flow config file to migrate")
+    target = parser.add_mutually_exclusive_group()
+    target.add_argument("--output", "-o", metavar="OUT", help="write the migrated config to OUT")
+    target.add_argument(
+        "--check", action="store_true", help="only say whether FILE needs migrating (exit 1)"
+    )
+
+
+def _migrate(args: argparse.Namespace, registry: Registry) -> int:
+    from backpackflow.loader import ConfigWarning, FlowLoader
+
+    loader = FlowLoader(registry)
+    path = Path(args.file)
+    raw, label = loader.read(path)
+    version = raw.get("version")
+    if version == CURRENT_VERSION:
+        print(f"{label}: already at version {CURRENT_VERSION}", file=sys.stderr)
+        return 0
+    if args.check:
+        print(f"{label}: version {version!r} needs migrating to {CURRENT_VERSION}", file=sys.stderr)
+        return 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConfigWarning)
+        migrated = loader.migrate(raw, label=label)
+    report = loader.validate(migrated)
+    if report.errors:
+        for problem in report.errors:
+            print(f"{label} (migrated): {problem}", file=sys.stderr)
+        return 1
+    out = Path(args.output) if args.output else path
+    out.write_text(json.dumps(migrated, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(f"{label}: migrated {version} -> {CURRENT_VERSION}, wrote {out}", file=sys.stderr)
+    return 0
+
+
+# ------------------------------------------------------------------------------- run
+
+DEFAULT_CACHE_PATH = ".backpackflow/llm-cache.sqlite"
+
+
+def _run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("flow", metavar="FLOW", help="flow config file (JSON)")
+    parser.add_argument(
+        "--input",
+        "-i",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a run input (a string); repeat for several",
+    )
+    parser.add_argument(
+        "--input-json",
+        action="append",
+        default=[],
+        metavar="NAME=JSON",
+        help="a run input given as JSON (numbers, lists, objects)",
+    )
+    parser.add_argument(
+        "--sink",
+        action="append",
+        default=None,
+        metavar="SPEC",
+        help="event sink, e.g. console, file:run.jsonl, webhook:https://... (repeatable; "
+        "default: console); 'none' for no sink",
+    )
+    parser.add_argument(
+        "--sink-option",
+        action="append",
+        default=[],
+        metavar="SINK.FIELD=VALUE",
+        help="an option of a sink, e.g. console.verbose=true (JSON values are decoded)",
+    )
+    parser.add_argument("--no-cache", action="store_true", help="do not use the LLM response cache")
+    parser.add_argument(
+        "--cache-path",
+        default=DEFAULT_CACHE_PATH,
+        help=f"SQLite file of the LLM response cache (default {DEFAULT_CACHE_PATH})",
+    )
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+
+def _parse_pairs(pairs: list[str], what: str, decode: bool) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise ConfigError(f"{what} {pair!r}: expected NAME=VALUE")
+        if decode:
+            try:
+                values[name] = json.loads(value)
+            except ValueError as exc:
+                raise ConfigError(f"{what} {pair!r}: the value is not JSON ({exc})") from None
+        else:
+            values[name] = value
+    return values
+
+
+def _sink_options(pairs: list[str]) -> dict[str, dict[str, Any]]:
+    options: dict[str, dict[str, Any]] = {}
+    for pair in pairs:
+        target, sep, value = pair.partition("=")
+        sink, dot, field = target.partition(".")
+        if not sep or not dot or not sink or not field:
+            raise ConfigError(f"--sink-option {pair!r}: expected SINK.FIELD=VALUE")
+        try:
+            decoded: Any = json.loads(value)
+        except ValueError:
+            decoded = value
+        options.setdefault(sink, {})[field] = decoded
+    return options
+
+
+def _run(args: argparse.Namespace, registry: Registry) -> int:
+    from backpackflow.backpack import Backpack
+    from backpackflow.deps import DependencyContainer
+    from backpackflow.events import EventStreamer
+    from backpackflow.loader import FlowLoader, prepare_inputs
+    from backpackflow.plugins import attach_sinks, make_sink, parse_sink_spec
+    from backpackflow.summary import format_table, summarize
+
+    loader = FlowLoader(registry)
+    deps = DependencyContainer()
+    if args.no_cache:
+        # no response cache, not even one the flow declares (what deps holds wins over it)
+        deps.register("llm_cache", None)
+    elif "sqlite_cache" in registry.dependency_factories:
+        factory = registry.dependency_factories["sqlite_cache"]
+        # --cache-path is relative to where the command runs, not to the flow's folder
+        cache_path = str(Path(args.cache_path).resolve())
+        cache_options = _structure_options(factory.options, {"path": cache_path})
+        deps.register_factory("llm_cache", lambda c, o=cache_options, f=factory.factory: f(o, c))
+    flow = loader.load_flow(Path(args.flow), deps)
+    given = _parse_pairs(args.input, "--input", decode=False)
+    given.update(_parse_pairs(args.input_json, "--input-json", decode=True))
+    inputs = prepare_inputs(flow, given)
+
+    if args.sink is not None:
+        specs = args.sink
+    elif "console" in registry.event_sinks:
+        specs = ["console"]
+    else:  # the console sink's extra is not installed: the summary still prints
+        specs = []
+    config = getattr(flow, "config", None)
+    sink_options = _sink_options(args.sink_option)
+    sinks = []
+    for spec in specs:
+        if spec == "none":
+            continue
+        name, options = parse_sink_spec(registry, spec)
+        options.update(sink_options.pop(name, {}))
+        sinks.append((name, make_sink(registry, name, options)))
+    for sink_config in getattr(config, "sinks", ()) or ():
+        options = {**sink_config.options, **sink_options.pop(sink_config.type, {})}
+        sinks.append((sink_config.type, make_sink(registry, sink_config.type, options)))
+    if sink_options:
+        raise ConfigError(
+            f"--sink-option for sink(s) not in use: {', '.join(sorted(sink_options))}"
+        )
+
+    events = EventStreamer()
+    attach_sinks(events, [sink for _, sink in sinks])
+    try:
+        result = flow.execute_sync(Backpack(), inputs=inputs, events=events)
+    finally:
+        reports = {}
+        for name, sink in sinks:
+            try:
+                reports[name] = dict(sink.close())
+            except Exception as exc:  # noqa: BLE001 - a sink's report must not hide the run
+                reports[name] = {"error": f"{type(exc).__name__}: {exc}"}
+    summary = summarize(events.get_events(run_id=result.run_id))
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "run_id": result.run_id,
+                    "status": result.status,
+                    "error": str(result.error) if result.error else None,
+                    "totals": {**result.totals, "cost": _amount(Decimal(result.totals["cost"]))},
+                    "steps": [
+                        {
+                            **attrs.asdict(s),
+                            "cost": _amount(s.cost),
+                            "cost_saved": _amount(s.cost_saved),
+                        }
+                        for s in summary.steps
+                    ],
+                    "sinks": reports,
+                },
+                indent=2,
+                default=str,
+            )
+        )
+    else:
+        print(f"\nrun {result.run_id} of {flow.name}: {result.status}")
+        print(format_table(summary))
+        for name, report in reports.items():
+            if report:
+                print(f"sink {name}: " + ", ".join(f"{k}={v}" for k, v in report.items()))
+        if result.error is not None:
+            print(f"error: {type(result.error).__name__}: {result.error}", file=sys.stderr)
+    return 0 if result.ok else 1
+
+
+def _amount(value: Any) -> str:
+    """An exact amount in positional notation ("0.0000006", never "6E-7")."""
+    return format(value, "f") if value else "0"
+
+
+def _structure_options(options_class: type | None, data: dict[str, Any]) -> Any:
+    if options_class is None:
+        return None
+    from backpackflow.config import structure
+
+    return structure(data, options_class)
+
+
+COMMANDS: list[KernelCommand] = [
+    ("run", "run a flow and show its live trace and a summary", _run_arguments, _run),
+    (
+        "validate",
+        "validate flow config files (schema and graph checks)",
+        _validate_arguments,
+        _validate,
+    ),
+    ("schema", "export the composed flow JSON Schema", _schema_arguments, _schema),
+    ("migrate", "rewrite a flow config in the current version", _migrate_arguments, _migrate),
+]

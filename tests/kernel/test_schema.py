@@ -1,0 +1,302 @@
+"""The composed flow JSON Schema (Draft 2020-12): the core structure plus the params schema of
+every installed node type, generated from the attrs params classes by msgspec (never written
+twice), and validation with JSON-path errors."""
+
+from __future__ import annotations
+
+import enum
+import json
+from typing import Annotated
+
+import attrs
+import msgspec
+import pytest
+from jsonschema import Draft202012Validator
+
+from backpackflow import ConfigError, Node, hookimpl
+from backpackflow.config import CURRENT_VERSION
+from backpackflow.loader import FlowLoader
+from backpackflow.plugins import build_registry
+from backpackflow.schema import (
+    SCHEMA_DIALECT,
+    check_params_instance,
+    dumps_schema,
+    flow_schema,
+    params_schema,
+    validate_flow_document,
+    validate_params,
+)
+
+V = CURRENT_VERSION
+
+
+class Tone(enum.Enum):
+    FRIENDLY = "friendly"
+    FORMAL = "formal"
+
+
+@attrs.frozen
+class Address:
+    """Where to send it."""
+
+    host: Annotated[str, msgspec.Meta(min_length=1)]
+    port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 443
+
+
+@attrs.frozen
+class ChatParams:
+    model: str
+    temperature: Annotated[float, msgspec.Meta(ge=0, le=2)] = 0.7
+    max_tokens: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    tone: Tone = Tone.FRIENDLY
+    stop: list[str] = attrs.field(factory=list)
+    endpoint: Address | None = None
+
+
+@attrs.frozen
+class OtherParams:
+    # a class of the same name in another node type must not collide with the chat one
+    endpoint: Address
+
+
+class ChatNode(Node):
+    Params = ChatParams
+
+
+class WebhookNode(Node):
+    Params = OtherParams
+
+
+class FreeNode(Node):
+    pass
+
+
+class Plugin:
+    __name__ = "schema_nodes"
+
+    @hookimpl
+    def backpackflow_register_node_types(self, register):
+        register("chat", ChatNode)
+        register("webhook", WebhookNode)
+        register("free", FreeNode)
+
+
+@pytest.fixture
+def registry():
+    return build_registry(plugins=[Plugin()], autoload=False)
+
+
+@pytest.fixture
+def schema(registry):
+    return flow_schema(registry)
+
+
+def test_the_composed_schema_is_a_valid_draft_2020_12_schema(schema):
+    Draft202012Validator.check_schema(schema)
+    assert schema["$schema"] == SCHEMA_DIALECT == "https://json-schema.org/draft/2020-12/schema"
+    assert schema["$id"].endswith(f"/{V}.json")
+    assert schema["properties"]["version"] == {"const": V}
+
+
+def test_the_node_type_enum_lists_every_installed_type_and_flow(schema):
+    assert schema["$defs"]["node"]["properties"]["type"]["enum"] == [
+        "chat",
+        "flow",
+        "free",
+        "webhook",
+    ]
+
+
+def test_params_schemas_are_generated_from_the_attrs_classes_by_msgspec(schema):
+    (_, generated) = msgspec.json.schema_components([ChatParams], ref_template="#/$defs/{name}")
+    composed = schema["$defs"]["chat.ChatParams"]
+    # the same properties and constraints msgspec generates, not a second hand-written copy
+    assert (
+        composed["properties"]["temperature"]
+        == generated["ChatParams"]["properties"]["temperature"]
+    )
+    assert composed["properties"]["temperature"]["maximum"] == 2
+    assert composed["required"] == ["model"]
+    assert composed["additionalProperties"] is False
+    assert schema["$defs"]["chat.Tone"]["enum"] == ["formal", "friendly"]
+    assert schema["$defs"]["chat.Address"]["additionalProperties"] is False
+    assert schema["$defs"]["chat.Address"]["properties"]["port"]["maximum"] == 65535
+
+
+def test_classes_of_the_same_name_in_different_node_types_do_not_collide(schema):
+    assert "chat.Address" in schema["$defs"] and "webhook.Address" in schema["$defs"]
+    assert schema["$defs"]["webhook.OtherParams"]["required"] == ["endpoint"]
+
+
+def test_a_type_without_a_params_class_takes_any_object(registry):
+    document = {"version": V, "nodes": [{"type": "free", "id": "f", "params": {"anything": [1]}}]}
+    assert validate_flow_document(document, registry) == []
+    document["nodes"][0]["params"] = [1]
+    assert validate_flow_document(document, registry) == [
+        "$.nodes[0].params: [1] is not of type 'object'"
+    ]
+
+
+def test_a_plain_jsonschema_validator_checks_params_with_the_exported_schema(schema):
+    # CI pipelines validate with any Draft 2020-12 validator and the exported file alone
+    exported = json.loads(dumps_schema(schema))
+    validator = Draft202012Validator(exported)
+    good = {
+        "version": V,
+        "nodes": [
+            {"type": "chat", "id": "c", "params": {"model": "m", "temperature": 1.5}},
+            {"type": "webhook", "id": "w", "params": {"endpoint": {"host": "h"}}},
+        ],
+        "edges": [{"from": "c", "to": "w"}],
+    }
+    assert list(validator.iter_errors(good)) == []
+    bad = json.loads(json.dumps(good))
+    bad["nodes"][0]["params"]["temperature"] = 5
+    bad["nodes"][1]["params"]["endpoint"]["port"] = 0
+    messages = sorted(e.message for e in validator.iter_errors(bad))
+    assert messages == ["0 is less than the minimum of 1", "5 is greater than the maximum of 2"]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (
+            lambda d: d["nodes"][0]["params"].update(temperature=5),
+            ["$.nodes[0].params.temperature: 5 is greater than the maximum of 2"],
+        ),
+        (
+            lambda d: d["nodes"][0]["params"].update(tone="rude"),
+            ["$.nodes[0].params.tone: 'rude' is not one of ['formal', 'friendly']"],
+        ),
+        (
+            lambda d: d["nodes"][0]["params"].update(endpoint={"host": "h", "port": 70000}),
+            ["$.nodes[0].params.endpoint.port: 70000 is greater than the maximum of 65535"],
+        ),
+        (
+            lambda d: d["nodes"][0]["params"].update(max_tokens=0),
+            ["$.nodes[0].params.max_tokens: 0 is less than the minimum of 1"],
+        ),
+        (
+            lambda d: d["nodes"][0].update(colour=1),
+            ["$.nodes[0]: Additional properties are not allowed ('colour' was unexpected)"],
+        ),
+        (
+            lambda d: d.update(extra=True),
+            ["$: Additional properties are not allowed ('extra' was unexpected)"],
+        ),
+        (lambda d: d["edges"].append({"from": "c"}), ["$.edges[0]: 'to' is a required property"]),
+        (
+            lambda d: d["nodes"][0].update(id="has space"),
+            ["$.nodes[0].id: 'has space' does not match '^[A-Za-z0-9][A-Za-z0-9_.:-]*$'"],
+        ),
+        (lambda d: d.update(namespace="a..b"), ["$.namespace: 'a..b' does not match"]),
+        (
+            lambda d: d.update(limits={"max_steps": 0}),
+            ["$.limits.max_steps: 0 is less than the minimum of 1"],
+        ),
+        (
+            lambda d: d.update(limits={"max_cost": "1,5"}),
+            ["$.limits.max_cost: '1,5' does not match"],
+        ),
+        (lambda d: d.update(version="1.0"), ["$.version: '2.0.0' was expected"]),
+        (lambda d: d.update(nodes=[]), ["$.nodes: [] should be non-empty"]),
+    ],
+)
+def test_validation_errors_carry_json_paths(registry, mutate, expected):
+    document = {
+        "version": V,
+        "nodes": [{"type": "chat", "id": "c", "params": {"model": "m"}}],
+        "edges": [],
+    }
+    mutate(document)
+    found = validate_flow_document(document, registry)
+    assert len(found) == len(expected), found
+    for problem, prefix in zip(found, expected, strict=True):
+        assert problem.startswith(prefix), found
+
+
+def test_validation_errors_are_sorted_by_path(registry):
+    document = {
+        "version": V,
+        "nodes": [
+            {"type": "chat", "id": "b", "params": {"model": "m", "temperature": 9}},
+            {"type": "chat", "id": "a", "params": {"model": 1}},
+        ],
+    }
+    found = validate_flow_document(document, registry)
+    assert found == sorted(found)
+    assert [p.split(":")[0] for p in found] == [
+        "$.nodes[0].params.temperature",
+        "$.nodes[1].params.model",
+    ]
+
+
+def test_params_schema_of_one_class_is_standalone():
+    schema = params_schema(ChatParams)
+    Draft202012Validator.check_schema(schema)
+    assert schema["$schema"] == SCHEMA_DIALECT
+    assert schema["$ref"] == "#/$defs/ChatParams"
+    validate_params(ChatParams, {"model": "m"}, where="n")
+    with pytest.raises(ConfigError) as info:
+        validate_params(ChatParams, {"model": "m", "stop": "END"}, where="node 'n'", path="$.p")
+    assert info.value.problems == ["$.p.stop: 'END' is not of type 'array'"]
+
+
+def test_a_params_instance_built_in_code_is_checked_against_its_schema():
+    check_params_instance(ChatParams(model="m", temperature=2.0), where="n")
+    with pytest.raises(ConfigError, match=r"temperature: 3\.0 is greater than the maximum of 2"):
+        check_params_instance(ChatParams(model="m", temperature=3.0), where="n")
+
+
+def test_nested_params_classes_reject_unknown_keys_under_postponed_annotations():
+    # this module uses `from __future__ import annotations`: field types are strings there
+    with pytest.raises(ConfigError) as info:
+        validate_params(
+            ChatParams, {"model": "m", "endpoint": {"host": "h", "scheme": "https"}}, where="n"
+        )
+    assert "Additional properties are not allowed ('scheme' was unexpected)" in str(info.value)
+
+
+def test_dumps_schema_is_the_one_stable_text_form(schema, registry):
+    text = dumps_schema(schema)
+    assert text.endswith("}\n")
+    assert text == dumps_schema(flow_schema(registry))
+    assert text == json.dumps(json.loads(text), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def test_the_loader_schema_includes_types_registered_on_the_loader(registry):
+    loader = FlowLoader(registry)
+
+    @attrs.frozen
+    class LocalParams:
+        size: Annotated[int, msgspec.Meta(le=3)]
+
+    class Local(Node):
+        Params = LocalParams
+
+    loader.register("local", Local)
+    report = loader.validate(
+        {"version": V, "nodes": [{"type": "local", "id": "l", "params": {"size": 4}}]}
+    )
+    assert report.errors == ["$.nodes[0].params.size: 4 is greater than the maximum of 3"]
+
+
+@pytest.mark.parametrize("type_name", ["acme/chat", "acme~chat", "acme chat", "acme%20chat"])
+def test_node_type_names_with_uri_and_pointer_characters_work(type_name):
+    class Named:
+        __name__ = "named_nodes"
+
+        @hookimpl
+        def backpackflow_register_node_types(self, register):
+            register(type_name, ChatNode)
+
+    registry = build_registry(plugins=[Named()], autoload=False)
+    schema = flow_schema(registry)
+    Draft202012Validator.check_schema(schema)
+    good = {"version": V, "nodes": [{"type": type_name, "id": "c", "params": {"model": "m"}}]}
+    assert validate_flow_document(good, registry) == []
+    bad = {"version": V, "nodes": [{"type": type_name, "id": "c", "params": {"model": 1}}]}
+    assert validate_flow_document(bad, registry) == [
+        "$.nodes[0].params.model: 1 is not of type 'string'"
+    ]
+    FlowLoader(registry).load_flow(good)
