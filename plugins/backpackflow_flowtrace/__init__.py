@@ -1,0 +1,1 @@
+"""Loading FlowTrace workflow documents (``"version": "1"``) through a config migration."""
