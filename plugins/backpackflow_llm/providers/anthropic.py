@@ -104,6 +104,13 @@ class AnthropicProvider(HTTPProvider):
             body["stream"] = True
         return body
 
+    def messages_sent(self, request: LLMRequest) -> list[dict[str, Any]]:
+        """The conversation exactly as this provider sends it (the system prompt first, with
+        the JSON instruction it adds in JSON mode), for ``llm_request`` events."""
+        body = self.body(request)
+        system = [{"role": "system", "content": body["system"]}] if "system" in body else []
+        return system + list(body["messages"])
+
     def parse_response(self, data: Any, request: LLMRequest, latency_ms: float) -> LLMResponse:
         blocks = field(data, "content", kind=list)
         texts = []

@@ -27,6 +27,9 @@ class Provider(Protocol):
 
     name: str
 
+    # Optional: ``messages_sent(request) -> list[dict]``, the conversation exactly as the
+    # provider puts it on the wire (flow nodes show it in their llm_request events).
+
     async def complete(
         self, request: LLMRequest, *, on_chunk: OnChunk | None = None
     ) -> LLMResponse: ...

@@ -355,6 +355,11 @@ class OfflineProvider:
         self.calls = 0
         self._sleep = sleep
 
+    def messages_sent(self, request: LLMRequest) -> list[dict[str, Any]]:
+        """What the offline model reads: the system prompt, then the messages."""
+        system = [{"role": "system", "content": request.system}] if request.system else []
+        return system + [m.to_json() for m in request.messages]
+
     def __repr__(self) -> str:
         return f"OfflineProvider(name={self.name!r}, latency_ms={self.latency_ms:g})"
 

@@ -84,6 +84,11 @@ class OpenAIProvider(HTTPProvider):
     def headers(self, api_key: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {api_key}"}
 
+    def messages_sent(self, request: LLMRequest) -> list[dict[str, Any]]:
+        """The messages exactly as this provider sends them, for ``llm_request`` events."""
+        messages: list[dict[str, Any]] = self.body(request)["messages"]
+        return messages
+
     def body(self, request: LLMRequest) -> dict[str, Any]:
         messages: list[dict[str, str]] = []
         if request.system is not None:

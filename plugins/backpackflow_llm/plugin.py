@@ -1,0 +1,182 @@
+"""Registers the LLM layer's dependency factories: providers, response caches and pricing.
+
+A flow names them in its ``dependencies`` section, e.g.::
+
+    "dependencies": {
+        "openai": {"type": "openai", "config": {"api_key": "${OPENAI_API_KEY}"}},
+        "flaky": {"type": "offline", "config": {"fail_models": ["offline-flaky"]}},
+        "llm_cache": {"type": "sqlite_cache", "config": {"path": ".backpackflow/llm-cache.sqlite"}},
+        "pricing": {"type": "pricing", "config": {"overrides": "my-prices.json"}}
+    }
+
+An llm node whose ``provider`` names no declared dependency gets the provider factory of that
+name with its default options (so ``"provider": "offline"`` needs no configuration).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import attrs
+import msgspec
+
+from backpackflow import hookimpl
+from backpackflow.plugins import DependencyFactoryRegistrar
+from backpackflow_llm.cache import MemoryCache, SQLiteCache
+from backpackflow_llm.pricing import PricingTable
+from backpackflow_llm.providers import AnthropicProvider, OfflineProvider, OpenAIProvider
+
+PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
+
+
+@attrs.frozen(kw_only=True)
+class OfflineOptions:
+    """The embedded offline extractive model. ``fail_first`` / ``fail_models`` inject failures
+    (to demonstrate retries and fallbacks without a network)."""
+
+    latency_ms: Annotated[float, msgspec.Meta(ge=0)] = 0.0
+    fail_first: Annotated[int, msgspec.Meta(ge=0)] = 0
+    fail_models: list[str] = attrs.field(factory=list)
+    failure: Literal["server", "rate_limit", "timeout", "connection", "request", "malformed"] = (
+        "server"
+    )
+    retry_after: Annotated[float, msgspec.Meta(ge=0)] | None = None
+
+
+@attrs.frozen(kw_only=True)
+class OpenAIOptions:
+    """The OpenAI Chat Completions API (or a compatible server at ``base_url``). Give the key
+    as ``"${OPENAI_API_KEY}"`` or leave it out to read ``api_key_env``."""
+
+    api_key: str | None = None
+    base_url: str = "https://api.openai.com/v1"
+    timeout: PositiveFloat = 60.0
+    api_key_env: str = "OPENAI_API_KEY"
+
+
+@attrs.frozen(kw_only=True)
+class AnthropicOptions:
+    """The Anthropic Messages API."""
+
+    api_key: str | None = None
+    base_url: str = "https://api.anthropic.com/v1"
+    timeout: PositiveFloat = 60.0
+    api_key_env: str = "ANTHROPIC_API_KEY"
+    default_max_tokens: Annotated[int, msgspec.Meta(ge=1)] = 1024
+
+
+@attrs.frozen(kw_only=True)
+class MemoryCacheOptions:
+    """An in-process LRU response cache (lost when the process ends)."""
+
+    max_entries: Annotated[int, msgspec.Meta(ge=1)] = 1024
+    ttl: PositiveFloat | None = None
+
+
+@attrs.frozen(kw_only=True)
+class SQLiteCacheOptions:
+    """A response cache in a SQLite file, shared by runs and processes."""
+
+    path: str = ".backpackflow/llm-cache.sqlite"
+    ttl: PositiveFloat | None = None
+
+
+@attrs.frozen(kw_only=True)
+class PricingOptions:
+    """The pricing map: the shipped one (or ``path``), with ``overrides`` (a JSON file in the
+    same format) consulted first."""
+
+    path: str | None = None
+    overrides: str | None = None
+
+
+def _offline(options: OfflineOptions, container: Any) -> OfflineProvider:
+    return OfflineProvider(
+        latency_ms=options.latency_ms,
+        fail_first=options.fail_first,
+        fail_models=tuple(options.fail_models),
+        failure=options.failure,
+        retry_after=options.retry_after,
+    )
+
+
+def _openai(options: OpenAIOptions, container: Any) -> OpenAIProvider:
+    return OpenAIProvider(
+        api_key=options.api_key,
+        base_url=options.base_url,
+        timeout=options.timeout,
+        api_key_env=options.api_key_env,
+    )
+
+
+def _anthropic(options: AnthropicOptions, container: Any) -> AnthropicProvider:
+    return AnthropicProvider(
+        api_key=options.api_key,
+        base_url=options.base_url,
+        timeout=options.timeout,
+        api_key_env=options.api_key_env,
+        default_max_tokens=options.default_max_tokens,
+    )
+
+
+def _memory_cache(options: MemoryCacheOptions, container: Any) -> MemoryCache:
+    return MemoryCache(max_entries=options.max_entries, default_ttl=options.ttl)
+
+
+def _near_flow(path: str, container: Any) -> Path:
+    """A relative path in a flow's dependencies means relative to the flow's file."""
+    resolved = Path(path)
+    if not resolved.is_absolute() and container is not None and container.has("flow_dir"):
+        resolved = Path(container.get("flow_dir")) / resolved
+    return resolved
+
+
+def _sqlite_cache(options: SQLiteCacheOptions, container: Any) -> SQLiteCache:
+    path = _near_flow(options.path, container)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return SQLiteCache(path, default_ttl=options.ttl)
+
+
+def _pricing(options: PricingOptions, container: Any) -> PricingTable:
+    return PricingTable.load(
+        _near_flow(options.path, container) if options.path else None,
+        _near_flow(options.overrides, container) if options.overrides else None,
+    )
+
+
+@hookimpl
+def backpackflow_register_dependency_factories(register: DependencyFactoryRegistrar) -> None:
+    register(
+        "offline",
+        _offline,
+        options=OfflineOptions,
+        description="offline extractive model (no network, deterministic)",
+    )
+    register("openai", _openai, options=OpenAIOptions, description="OpenAI Chat Completions")
+    register(
+        "anthropic", _anthropic, options=AnthropicOptions, description="Anthropic Messages API"
+    )
+    register(
+        "memory_cache",
+        _memory_cache,
+        options=MemoryCacheOptions,
+        description="in-process LRU LLM response cache",
+    )
+    register(
+        "sqlite_cache",
+        _sqlite_cache,
+        options=SQLiteCacheOptions,
+        description="SQLite LLM response cache shared across runs",
+    )
+    register(
+        "pricing",
+        _pricing,
+        options=PricingOptions,
+        description="model pricing map (shipped, overridable)",
+    )
+
+
+#: What the entry point names ("<module>:plugin [extra]"): this module itself.
+plugin = sys.modules[__name__]

@@ -1,0 +1,39 @@
+"""Registers the ``llm``, ``tool`` and ``router`` node types and the built-in tools."""
+
+from __future__ import annotations
+
+import sys
+
+from backpackflow import hookimpl
+from backpackflow.plugins import NodeTypeRegistrar, ToolRegistrar
+from backpackflow_nodes.llm import LLMNode, LLMParams
+from backpackflow_nodes.router import RouterNode, RouterParams
+from backpackflow_nodes.tool import ToolNode, ToolParams
+from backpackflow_nodes.tools import BUILTIN_TOOLS
+
+
+@hookimpl
+def backpackflow_register_node_types(register: NodeTypeRegistrar) -> None:
+    register(
+        "llm",
+        LLMNode,
+        params=LLMParams,
+        description="call a language model with a templated prompt",
+    )
+    register("tool", ToolNode, params=ToolParams, description="call a registered tool")
+    register(
+        "router",
+        RouterNode,
+        params=RouterParams,
+        description="set a branch from a rule (CEL or JSON Logic)",
+    )
+
+
+@hookimpl
+def backpackflow_register_tools(register: ToolRegistrar) -> None:
+    for name, (function, params) in BUILTIN_TOOLS.items():
+        register(name, function, params=params)
+
+
+#: What the entry point names ("<module>:plugin [extra]"): this module itself.
+plugin = sys.modules[__name__]

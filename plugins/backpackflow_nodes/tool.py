@@ -1,0 +1,206 @@
+"""The ``tool`` node: calls a registered tool with templated arguments, traced as
+``tool_request`` / ``tool_response`` events."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import attrs
+import msgspec
+
+from backpackflow import AsyncNode, current_run
+from backpackflow.backpack import BackpackView
+from backpackflow.config import EnvRefs, restore_env_refs, structure
+from backpackflow.errors import ConfigError, PluginError
+from backpackflow.events import (
+    StreamEventType,
+    ToolCallPayload,
+    ToolResponsePayload,
+    exception_text,
+    to_jsonable,
+)
+from backpackflow.plugins import ToolType
+from backpackflow.run import current_run_or_none
+from backpackflow_nodes.templating import Bindings, Template, base_context
+from backpackflow_nodes.tools import ToolContext
+
+FLOW_DIR_DEPENDENCY = "flow_dir"
+
+
+@attrs.frozen(kw_only=True)
+class ToolParams:
+    """Params of a tool node: the ``tool`` to call and its ``arguments`` (values may be
+    templates); ``base_dir`` (relative to the flow's folder) is where file tools read."""
+
+    tool: Annotated[str, msgspec.Meta(min_length=1, description="a registered tool name")]
+    arguments: dict[str, Any] = attrs.field(factory=dict)
+    output_key: Annotated[str, msgspec.Meta(min_length=1)] | None = None
+    base_dir: str | None = None
+
+
+class ToolArguments:
+    """The arguments of one tool call. Events (``prep_complete``, ``tool_request``) show them
+    with the ``${NAME}`` references of the config in place of the secrets they resolved to,
+    as ``node_start`` shows params; the tool gets ``value``, the real arguments."""
+
+    __slots__ = ("refs", "value")
+
+    def __init__(self, value: Any, refs: EnvRefs) -> None:
+        self.value = value
+        self.refs = refs
+
+    def to_json(self) -> Any:
+        data = to_jsonable(self.value)
+        return restore_env_refs(data, self.refs) if self.refs else data
+
+    def __repr__(self) -> str:
+        return f"ToolArguments({self.to_json()!r})"
+
+
+class ToolNode(AsyncNode):
+    """Calls a tool (HTTP fetch, file read, CSV summary, or any registered tool)."""
+
+    Params = ToolParams
+    params: ToolParams
+
+    @functools.cached_property
+    def _tool(self) -> ToolType:
+        try:
+            tool: ToolType = self.plugin_registry().tool(self.params.tool)
+            return tool
+        except PluginError as exc:
+            raise ConfigError(f"node {self.id!r}: {exc}") from None
+
+    @functools.cached_property
+    def _compiled(self) -> tuple[Bindings, dict[str, Any]]:
+        bindings = Bindings(self.inputs, node_id=self.id)
+        available = bindings.available()
+        where = f"node {self.id!r} params.arguments"
+        arguments = {
+            name: _compile(value, f"{where}.{name}", available)
+            for name, value in self.params.arguments.items()
+        }
+        return bindings, arguments
+
+    def validate_config(self) -> None:
+        """Load-time checks: the tool exists, templates compile, and arguments known at load
+        time already match the tool's params."""
+        tool = self._tool
+        _, arguments = self._compiled
+        if tool.params is not None and not _has_template(arguments):
+            self._structure(arguments, tool)
+
+    def _structure(self, arguments: dict[str, Any], tool: ToolType) -> Any:
+        if tool.params is None:
+            return arguments
+        return structure(
+            arguments,
+            tool.params,
+            path="$.params.arguments",
+            where=f"node {self.id!r} (tool {tool.name!r})",
+        )
+
+    def _base_dir(self) -> Path:
+        deps = self.deps
+        root = (
+            Path(deps.get(FLOW_DIR_DEPENDENCY))
+            if deps is not None and deps.has(FLOW_DIR_DEPENDENCY)
+            else Path.cwd()
+        )
+        return root / self.params.base_dir if self.params.base_dir else root
+
+    async def prep_async(self, backpack: BackpackView) -> Any:
+        bindings, arguments = self._compiled
+        context = bindings.resolve(base_context(current_run_or_none(), backpack))
+        rendered = {name: _render(value, context) for name, value in arguments.items()}
+        return ToolArguments(self._structure(rendered, self._tool), self._argument_refs())
+
+    def _argument_refs(self) -> EnvRefs:
+        """Where the arguments hold ``${NAME}`` references (paths below ``arguments``)."""
+        refs: EnvRefs = getattr(self, "env_refs", None) or {}
+        return {path[1:]: ref for path, ref in refs.items() if path[:1] == ("arguments",)}
+
+    async def exec_async(self, prepared: ToolArguments) -> Any:
+        run = current_run()
+        tool = self._tool
+        run.emit(StreamEventType.TOOL_REQUEST, ToolCallPayload(tool.name, prepared))
+        context = ToolContext(base_dir=self._base_dir())
+        started = time.perf_counter()
+        # ``function(arguments)`` as the hookspec documents tools, or
+        # ``function(arguments, context)`` for tools that need the flow's folder
+        arguments = prepared.value
+        call_args = (arguments, context) if _takes_context(tool.function) else (arguments,)
+        try:
+            if inspect.iscoroutinefunction(tool.function):
+                result = await tool.function(*call_args)
+            else:
+                result = await asyncio.to_thread(tool.function, *call_args)
+        except Exception as exc:
+            message, _, _ = exception_text(exc)
+            run.emit(
+                StreamEventType.TOOL_RESPONSE,
+                ToolResponsePayload(
+                    tool.name, None, (time.perf_counter() - started) * 1e3, message
+                ),
+            )
+            raise
+        result = to_jsonable(result)
+        run.emit(
+            StreamEventType.TOOL_RESPONSE,
+            ToolResponsePayload(tool.name, result, (time.perf_counter() - started) * 1e3),
+        )
+        return result
+
+    async def post_async(self, backpack: BackpackView, arguments: Any, result: Any) -> Any:
+        backpack.pack(self.params.output_key or self.id, result)
+        return None
+
+
+def _takes_context(function: Any) -> bool:
+    """Whether a tool function accepts a second positional argument (the ToolContext)."""
+    try:
+        params = list(inspect.signature(function).parameters.values())
+    except (TypeError, ValueError):
+        return True
+    if any(p.kind is p.VAR_POSITIONAL for p in params):
+        return True
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(positional) >= 2
+
+
+def _compile(value: Any, where: str, available: frozenset[str]) -> Any:
+    """``value`` with every string holding template syntax compiled (nested ones too)."""
+    if isinstance(value, str):
+        template = Template(value, where=where)
+        template.check_names(available)
+        return value if template.is_static else template
+    if isinstance(value, dict):
+        return {k: _compile(v, f"{where}.{k}", available) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_compile(v, f"{where}[{i}]", available) for i, v in enumerate(value)]
+    return value
+
+
+def _render(value: Any, context: dict[str, Any]) -> Any:
+    if isinstance(value, Template):
+        return value.render(context)
+    if isinstance(value, dict):
+        return {k: _render(v, context) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_render(v, context) for v in value]
+    return value
+
+
+def _has_template(value: Any) -> bool:
+    if isinstance(value, Template):
+        return True
+    if isinstance(value, dict):
+        return any(_has_template(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_template(v) for v in value)
+    return False
