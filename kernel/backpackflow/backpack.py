@@ -47,6 +47,8 @@ OPS = ("pack", "append", "delete")
 _DELETED: Any = type("_Deleted", (), {"__repr__": lambda self: "<deleted>"})()
 _BASE_LOCK = threading.Lock()  # guards "check length, then extend" on list bases shared by forks
 _new = tuple.__new__  # build named tuples without their Python-level __new__ on the hot path
+_PACK = StreamEventType.BACKPACK_PACK
+_UNPACK = StreamEventType.BACKPACK_UNPACK
 
 
 class Commit(NamedTuple):
@@ -294,7 +296,12 @@ Observer = Callable[[AccessRecord], None]
 StateLike = Union["Backpack", Snapshot, Mapping[str, Any]]
 
 
+_KNOWN_KEYS: dict[str, None] = {}  # keys already found valid: most runs write the same keys
+
+
 def _check_key(key: Any) -> str:
+    if type(key) is str and key in _KNOWN_KEYS:
+        return key
     if type(key) is not str or not key or key.strip() != key or "*" in key:
         if not isinstance(key, str):
             raise InvalidKey(f"a Backpack key must be a string, got {type(key).__name__}")
@@ -302,6 +309,9 @@ def _check_key(key: Any) -> str:
             f"invalid Backpack key {key!r}: keys are non-empty strings without surrounding "
             "white space or '*'"
         )
+    if len(_KNOWN_KEYS) > 100_000:
+        _KNOWN_KEYS.clear()
+    _KNOWN_KEYS[key] = None
     return key
 
 
@@ -406,7 +416,7 @@ class Backpack:
         report: BackpackView | None = None,
     ) -> Commit | None:
         """:meth:`pack` after the namespace is known to be valid."""
-        if key not in self._current:  # keys already stored were checked when first written
+        if key not in _KNOWN_KEYS:  # keys already seen valid need no second look
             _check_key(key)
         tag_tuple = _check_tags(tags, key) if tags else ()
         t = type(value)
@@ -578,7 +588,14 @@ class Backpack:
             elif op == "pack" and length is not None:
                 written = ListPrefix(stored, length)  # later appends extend `stored` in place
             if report is not None:
-                report._report_write(commit, written)
+                # inline of report._report_write: one Python call less per write
+                report._emit(  # type: ignore[misc]
+                    _PACK,
+                    _new(
+                        BackpackPackPayload,
+                        (key, op, written, commit[0], commit[9], commit[10], True, None),
+                    ),
+                )
             else:
                 self._notify(
                     AccessRecord(
@@ -637,7 +654,9 @@ class Backpack:
                     return default
         if notify:
             if report is not None:
-                report._report_read(key, entry is not None)
+                report._emit(  # type: ignore[misc]
+                    _UNPACK, _new(BackpackUnpackPayload, (key, True, None, entry is not None))
+                )
             elif self._observers:
                 self._notify(
                     AccessRecord(

@@ -187,6 +187,11 @@ class Flow(BaseNode):
     :class:`~backpackflow.EventStreamer` (a fresh one per run when neither is given).
     """
 
+    #: The :class:`~backpackflow.config.FlowConfig` a flow was loaded from (``None`` for a flow
+    #: built in code), and its top-level document as written (``${NAME}`` references intact).
+    config: Any = None
+    config_source: dict[str, Any] | None = None
+
     def __init__(
         self,
         start: BaseNode | None = None,
@@ -303,7 +308,11 @@ class Flow(BaseNode):
         control: RunControl | None = None,
     ) -> RunResult:
         """Run the flow and return a :class:`~backpackflow.RunResult` (failures included: a
-        failed run returns ``status="failed"`` with its error; see ``run`` to raise instead)."""
+        failed run returns ``status="failed"`` with its error; see ``run`` to raise instead).
+
+        ``limits`` replaces the flow's own limits for this run (give every limit you want);
+        ``events`` is the EventStreamer to emit into (default: the flow's, else a new one);
+        ``control`` lets another task or thread cancel the run."""
         _check_backpack(backpack)
         self._compiled()  # validates the graph before the run starts
         run = self._make_run(backpack, inputs, events, run_id, limits, control, loopless=False)

@@ -477,11 +477,11 @@ class FlowLoader:
             max_tokens=limits.max_tokens,
             max_cost=limits.max_cost,
         )
-        flow.config = config  # type: ignore[attr-defined]
-        flow.config_source = _top_level_source(raw)  # type: ignore[attr-defined]
+        flow.config = config
+        flow.config_source = _top_level_source(raw)
         # what the config set, so an export shows what code changed since
         flow.config_loaded = (flow.name, flow.namespace, flow.limits)  # type: ignore[attr-defined]
-        flow.dependencies = deps  # type: ignore[attr-defined]
+        flow.deps = deps
         return flow
 
     def _check_dependencies(
@@ -598,7 +598,7 @@ class FlowLoader:
             current = (
                 unstructure_params(node.params) if attrs.has(type(node.params)) else node.params
             )
-            node.env_refs = env_ref_paths(raw_params, current)  # type: ignore[attr-defined]
+            node.env_refs = env_ref_paths(raw_params, current)
         raw_inputs = raw_node.get("inputs") if isinstance(raw_node, Mapping) else None
         if raw_inputs is not None and has_env_refs(raw_inputs):
             node.input_env_refs = env_ref_paths(raw_inputs, dict(node.inputs))  # type: ignore[attr-defined]

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import attrs
 
+from backpackflow.backpack import SnapshotRef
 from backpackflow.errors import NodeDefinitionError
 from backpackflow.events import (
     ErrorPayload,
@@ -105,6 +106,8 @@ class BaseNode:
     #: The plugin Registry the loader built the node with (``None``: the installed plugins);
     #: use :meth:`plugin_registry`.
     registry: Any = None
+    #: Where the loader resolved ``${NAME}`` references in the params (events show those).
+    env_refs: Any = None
 
     def __init__(
         self,
@@ -434,6 +437,9 @@ def _event_params(node: BaseNode) -> Any:
     return MappingProxyType(params) if type(params) is dict else params
 
 
+_NODE_START = StreamEventType.NODE_START
+
+
 _new = tuple.__new__  # build named tuples without their Python-level __new__ on the hot path
 
 
@@ -461,19 +467,26 @@ async def execute_node(
     )
     frame = NodeFrame(run, node.id, node.name, namespace, step)
     token = _current_node.set(frame)
-    view = run.backpack._view(node.id, node.name, namespace)
+    backpack = run.backpack
+    view = backpack._view(node.id, node.name, namespace)
     emit = frame.emit
-    view.report_to(emit)
+    view._emit = emit  # view.report_to(emit), inlined: the view reports its own accesses
+    view._reporter = view
     started = time.perf_counter()
+    params = node.params
+    if node.env_refs:
+        params = _event_params(node)
+    elif type(params) is dict:  # a handler may not change the node through its event
+        params = MappingProxyType(params)
     emit(
-        StreamEventType.NODE_START,
+        _NODE_START,
         _new(
             NodeStartPayload,
             (
                 node.name,
                 node.node_type or type(node).__name__,
-                _event_params(node),
-                run.backpack.snapshot_ref(),
+                params,
+                _new(SnapshotRef, (backpack, backpack._seq)),
             ),
         ),
     )

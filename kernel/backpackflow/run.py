@@ -87,6 +87,7 @@ class NodeFrame:
 
     __slots__ = (
         "_counter",
+        "_home",
         "_publish",
         "_run",
         "namespace",
@@ -105,25 +106,24 @@ class NodeFrame:
         self.step = step
         self.run_id = run.run_id
         self._run = run
+        self._home = run._home
         self._counter = run._seq
         self._publish = run.events.emit
 
     def emit(self, type: StreamEventType, payload: Any) -> None:
-        """Emit an event of this node execution."""
-        home = self._run._home
+        """Emit an event of this node execution (handed to the run's thread when called from
+        another one; see :meth:`Run.emit`)."""
+        home = self._home
         if home is not None and _thread_id() != home:
             self._run._from_thread(self, type, payload)
             return
-        self._emit_at(type, payload, _now())
-
-    def _emit_at(self, type: StreamEventType, payload: Any, timestamp: float) -> None:
         seq = next(self._counter)
         self._publish(
             _make(
                 BackpackEvent,
                 (
                     seq,
-                    timestamp,
+                    _now(),
                     self.run_id,
                     self.step,
                     self.node_id,

@@ -797,7 +797,7 @@ def test_declared_dependencies_come_from_plugin_factories_built_lazily(loader):
     }
     deps = DependencyContainer()
     flow = loader.load_flow(document, deps)
-    assert flow.dependencies is deps
+    assert flow.deps is deps
     assert "llm" in deps and deps.has("llm")
     state, _ = run(flow)
     assert state["greeting"] == "* hello"
