@@ -292,15 +292,24 @@ class FlowLoader:
         dependencies nodes need that the flow does not declare are warnings (the caller may
         provide them, which ``load_flow`` checks)."""
         from backpackflow.deps import BUILTIN_TYPES
+
         for name, spec in config.dependencies.items():
             if spec.type not in BUILTIN_TYPES:
                 _check_options(
-                    self.registry.dependency_factory, spec.type, spec.config,
-                    f"$.dependencies.{name}", "config", problems,
+                    self.registry.dependency_factory,
+                    spec.type,
+                    spec.config,
+                    f"$.dependencies.{name}",
+                    "config",
+                    problems,
                 )
         for i, sink in enumerate(config.sinks):
             _check_options(
-                self.registry.event_sink, sink.type, sink.options, f"$.sinks[{i}]", "options",
+                self.registry.event_sink,
+                sink.type,
+                sink.options,
+                f"$.sinks[{i}]",
+                "options",
                 problems,
             )
         declared = set(config.dependencies)
