@@ -7,7 +7,6 @@ import argparse
 import json
 import os
 import sys
-import warnings
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -98,7 +97,7 @@ def _migrate_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _migrate(args: argparse.Namespace, registry: Registry) -> int:
-    from backpackflow.loader import ConfigWarning, FlowLoader
+    from backpackflow.loader import FlowLoader
 
     loader = FlowLoader(registry)
     path = Path(args.file)
@@ -110,9 +109,7 @@ def _migrate(args: argparse.Namespace, registry: Registry) -> int:
     if args.check:
         print(f"{label}: version {version!r} needs migrating to {CURRENT_VERSION}", file=sys.stderr)
         return 1
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConfigWarning)
-        migrated = loader.migrate(raw, label=label)
+    migrated = loader.migrate(raw, label=label)
     report = loader.validate(migrated)
     if report.errors:
         for problem in report.errors:

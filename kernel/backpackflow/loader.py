@@ -157,7 +157,8 @@ class FlowLoader:
         )
 
     def migrate(self, data: dict[str, Any], *, label: str = "<config>") -> dict[str, Any]:
-        """``data`` rewritten to the current config version (unchanged if it already is)."""
+        """``data`` rewritten to the current config version (unchanged if it already is).
+        Pure: it warns nobody (``parse`` reports a migration among its warnings)."""
         version = data.get("version") if isinstance(data, dict) else None
         if not isinstance(version, str):
             raise ConfigError(
@@ -182,12 +183,6 @@ class FlowLoader:
                     f"(plugin {migration.plugin!r}) failed: {type(exc).__name__}: {exc}"
                 )
                 raise ConfigError(f"{label}: {what}", [what]) from exc
-        warnings.warn(
-            f"$.version: flow config version {version!r} was migrated to {CURRENT_VERSION!r}; "
-            f"run 'backpackflow migrate {label}' to rewrite the file",
-            ConfigWarning,
-            stacklevel=3,
-        )
         return data
 
     # -------------------------------------------------------------- validating
@@ -202,7 +197,14 @@ class FlowLoader:
         listing every problem found.
         """
         raw, label = self.read(source)
+        version = raw.get("version")
         raw = self.migrate(raw, label=label)
+        notices = []
+        if version != CURRENT_VERSION:
+            notices.append(
+                f"$.version: flow config version {version!r} was migrated to "
+                f"{CURRENT_VERSION!r}; run 'backpackflow migrate {label}' to rewrite the file"
+            )
         resolved = resolve_env_refs(raw, environ=environ)
         unknown = self._unknown_types(resolved.get("nodes"), "$")
         problems = [*unknown.values()] + [
@@ -221,7 +223,7 @@ class FlowLoader:
         except ConfigError as exc:
             problems = _redact(list(exc.problems), refs)
             raise ConfigError(_redact([str(exc)], refs)[0], problems) from None
-        return config, raw, warns
+        return config, raw, [*notices, *warns]
 
     def _unknown_types(self, nodes: Any, path: str) -> dict[str, str]:
         """``{"$.nodes[i].type": problem}`` for node types no plugin registered, with the
@@ -248,15 +250,13 @@ class FlowLoader:
     def validate(
         self, source: ConfigSource, *, environ: Mapping[str, str] | None = None
     ) -> ValidationReport:
-        """Every problem of ``source`` without raising: schema, graph and params checks."""
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", ConfigWarning)
-            try:
-                _, _, warns = self.parse(source, environ=environ)
-            except ConfigError as exc:
-                return ValidationReport(list(exc.problems), [])
-        migrated = [str(w.message) for w in caught if issubclass(w.category, ConfigWarning)]
-        return ValidationReport([], [*migrated, *warns])
+        """Every problem of ``source`` without raising: schema, graph and params checks.
+        (No Python warnings are issued, so it is safe to call from any thread.)"""
+        try:
+            _, _, warns = self.parse(source, environ=environ)
+        except ConfigError as exc:
+            return ValidationReport(list(exc.problems), [])
+        return ValidationReport([], warns)
 
     def _schema(self) -> dict[str, Any]:
         from backpackflow.schema import flow_schema

@@ -354,9 +354,12 @@ def _option_branches(
 
 
 def _params_branch(type_name: str, params_ref: dict[str, Any]) -> dict[str, Any]:
+    then: dict[str, Any] = {"properties": {"params": params_ref}}
+    if type_name == FLOW_NODE_TYPE:  # a nested flow is its params: they cannot be left out
+        then["required"] = ["params"]
     return {
         "if": {"properties": {"type": {"const": type_name}}, "required": ["type"]},
-        "then": {"properties": {"params": params_ref}},
+        "then": then,
     }
 
 

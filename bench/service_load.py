@@ -1,0 +1,462 @@
+"""Service load benchmark: N concurrent runs, M SSE subscribers per run, on loopback.
+
+Run: python bench/service_load.py [--runs 50] [--subscribers 2] [--database URL ...]
+     [--flow FILE --autoload]
+
+The service runs in a process of its own (``backpackflow serve`` with the benchmark's node
+types); this process starts the runs and reads every stream with ``httpx``. Printed per
+database: runs/s (all runs started → every subscriber got ``end``), the delivery latency of
+live events (emit timestamp → parsed by the subscriber; events sent as backfill because they
+happened before the subscriber connected are counted but not timed) and the counts: events
+emitted (the last seq of each run), stored (in the database) and delivered (per subscriber,
+checked to be exactly seq 1..last). Any difference is an error: exit status 1. Each database
+gets two rounds on one service; the second (steady state) is reported, the first (cold thread
+and connection pools) summarized; both are checked.
+
+Without ``--database`` it measures SQLite (a temporary file) and, when it is reachable,
+PostgreSQL (a throwaway database through ``$BACKPACKFLOW_TEST_POSTGRES_URL``, default
+``postgresql://postgres@127.0.0.1:5432/test``). The default flow is four ``bench_step`` nodes
+(each logs, awaits ``--step-ms``, reports an LLM response); ``--flow FILE`` runs any flow
+config instead (``--autoload`` loads the installed plugins, e.g. the offline LLM nodes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import os
+import secrets
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from backpackflow import AsyncNode, current_run, hookimpl
+from backpackflow.events import LLMResponsePayload, StreamEventType
+
+DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+# ------------------------------------------------------------------------------ the flow
+
+
+@attrs.frozen
+class StepParams:
+    step_ms: float = 2.0
+    logs: int = 2
+    tokens: int = 40
+
+
+class BenchStep(AsyncNode):
+    """A stand-in for an LLM step: log lines, an await, an ``llm_response`` with usage."""
+
+    Params = StepParams
+
+    async def exec_async(self, prep_res: Any) -> Any:
+        p = self.params
+        run = current_run()
+        for i in range(p.logs):
+            run.log(f"{self.id}: working ({i})")
+        await asyncio.sleep(p.step_ms / 1000)
+        usage = {"input_tokens": p.tokens, "output_tokens": p.tokens // 2}
+        run.emit(
+            StreamEventType.LLM_RESPONSE,
+            LLMResponsePayload("bench", "bench-1", "ok", usage, p.step_ms, "0.0001", True, "stop"),
+        )
+        run.add_usage(input_tokens=p.tokens, output_tokens=p.tokens // 2, cost="0.0001")
+        return f"{self.id} done"
+
+
+class BenchNodes:
+    """The plugin registering ``bench_step`` in the service process."""
+
+    __name__ = "bench_nodes"
+
+    @hookimpl
+    def backpackflow_register_node_types(self, register: Any) -> None:
+        register("bench_step", BenchStep)
+
+
+def default_flow(step_ms: float) -> dict[str, Any]:
+    names = ["plan", "research", "summarize", "write"]
+    return {
+        "version": "2.0.0",
+        "name": "bench: four steps",
+        "nodes": [{"type": "bench_step", "id": n, "params": {"step_ms": step_ms}} for n in names],
+        "edges": [{"from": a, "to": b} for a, b in itertools.pairwise(names)],
+    }
+
+
+def serve(argv: list[str]) -> int:
+    """The service process: ``backpackflow serve`` with the benchmark's node types."""
+    import backpackflow_server.plugin
+    from backpackflow.cli import build_parser
+    from backpackflow.plugins import build_registry
+
+    autoload = "--autoload" in argv
+    argv = [a for a in argv if a != "--autoload"]
+    if autoload:  # the installed plugins, plus the service's if its entry point is missing
+        registry = build_registry(plugins=[BenchNodes()], autoload=True)
+        if "serve" not in registry.commands:
+            plugins = [BenchNodes(), backpackflow_server.plugin]
+            registry = build_registry(plugins=plugins, autoload=True)
+    else:
+        import backpackflow_conditions.plugin
+        import backpackflow_store_sql.plugin
+
+        plugins = [
+            BenchNodes(),
+            backpackflow_store_sql.plugin,
+            backpackflow_conditions.plugin,
+            backpackflow_server.plugin,
+        ]
+        registry = build_registry(plugins=plugins, autoload=False)
+    args = build_parser(registry).parse_args(argv)
+    return int(args._handler(args, registry))
+
+
+# ------------------------------------------------------------------------------ the client
+
+
+@dataclass
+class Subscriber:
+    seqs: list[int] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)
+    backfilled: int = 0
+    end: dict[str, Any] | None = None
+
+
+async def subscribe(client: Any, run_id: str) -> Subscriber:
+    """Read a run's stream to its ``end``; time the events emitted after connecting."""
+    result = Subscriber()
+    connected = time.time()
+    event = data = None
+    async with client.stream("GET", f"/api/runs/{run_id}/stream") as response:
+        response.raise_for_status()
+        async for line in response.aiter_lines():
+            if line.startswith("event: "):
+                event = line[7:]
+            elif line.startswith("data: "):
+                data = line[6:]
+            elif line == "" and event is not None and data is not None:
+                received = time.time()
+                document = json.loads(data)
+                if event == "end":
+                    result.end = document
+                    return result
+                result.seqs.append(document["seq"])
+                if document["timestamp"] >= connected:
+                    result.latencies.append(received - document["timestamp"])
+                else:
+                    result.backfilled += 1
+                event = data = None
+    raise RuntimeError(f"run {run_id}: the stream closed without an end event")
+
+
+async def one_run(client: Any, workflow_id: str, subscribers: int) -> tuple[str, list[Subscriber]]:
+    response = await client.post(f"/api/workflows/{workflow_id}/runs", json={})
+    response.raise_for_status()
+    run_id = response.json()["id"]
+    results = await asyncio.gather(*(subscribe(client, run_id) for _ in range(subscribers)))
+    return run_id, list(results)
+
+
+async def load(url: str, flow: dict[str, Any], runs: int, subscribers: int) -> dict[str, Any]:
+    import httpx
+
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=runs * subscribers)
+    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
+        created = await client.post("/api/workflows", json={"name": "bench", "graph_json": flow})
+        if created.status_code != 201:
+            raise RuntimeError(f"the flow was refused: {created.text}")
+        workflow_id = created.json()["id"]
+        started = time.perf_counter()
+        outcomes = await asyncio.gather(
+            *(one_run(client, workflow_id, subscribers) for _ in range(runs))
+        )
+        elapsed = time.perf_counter() - started
+        stored_runs = await asyncio.gather(
+            *(client.get(f"/api/runs/{run_id}") for run_id, _ in outcomes)
+        )
+        health = (await client.get("/health")).json()
+
+    problems: list[str] = []
+    emitted = stored = 0
+    delivered = [0] * subscribers
+    latencies: list[float] = []
+    backfilled = 0
+    statuses: dict[str, int] = {}
+    for (run_id, subs), stored_response in zip(outcomes, stored_runs, strict=True):
+        run = stored_response.json()
+        statuses[run["status"]] = statuses.get(run["status"], 0) + 1
+        last = run["last_seq"]
+        emitted += last
+        stored += run["event_count"]
+        if run["event_count"] != last:
+            problems.append(f"run {run_id}: {last} events emitted, {run['event_count']} stored")
+        for index, sub in enumerate(subs):
+            delivered[index] += len(sub.seqs)
+            if sub.seqs != list(range(1, last + 1)):
+                problems.append(
+                    f"run {run_id}, subscriber {index}: got {len(sub.seqs)} events, not "
+                    f"exactly seq 1..{last}"
+                )
+            latencies += sub.latencies
+            backfilled += sub.backfilled
+    if health.get("events_failed"):
+        problems.append(f"the service gave up on {health['events_failed']} events")
+    latencies.sort()
+
+    def percentile(q: float) -> float:
+        if not latencies:
+            return float("nan")
+        return latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1e3
+
+    return {
+        "runs": runs,
+        "subscribers": subscribers,
+        "seconds": elapsed,
+        "runs_per_s": runs / elapsed,
+        "statuses": statuses,
+        "events_emitted": emitted,
+        "events_stored": stored,
+        "events_delivered": delivered,
+        "live_events_timed": len(latencies),
+        "backfilled_events": backfilled,
+        "latency_ms": {
+            "p50": percentile(0.50),
+            "p99": percentile(0.99),
+            "mean": statistics.fmean(latencies) * 1e3 if latencies else float("nan"),
+            "max": latencies[-1] * 1e3 if latencies else float("nan"),
+        },
+        "problems": problems,
+    }
+
+
+# ------------------------------------------------------------------------------ databases
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class PostgresDatabase:
+    """A throwaway PostgreSQL database (``None`` from :meth:`create` if unreachable)."""
+
+    def __init__(self) -> None:
+        self.engine: Any = None
+        self.name = f"bpf_bench_{secrets.token_hex(5)}"
+
+    def create(self) -> str | None:
+        try:
+            from sqlalchemy import create_engine
+            from sqlalchemy.engine import make_url
+            from sqlalchemy.pool import NullPool
+
+            admin = make_url(
+                os.environ.get("BACKPACKFLOW_TEST_POSTGRES_URL") or DEFAULT_POSTGRES_URL
+            )
+            if admin.drivername in ("postgresql", "postgres"):
+                admin = admin.set(drivername="postgresql+psycopg")
+            self.engine = create_engine(
+                admin,
+                isolation_level="AUTOCOMMIT",
+                poolclass=NullPool,
+                connect_args={"connect_timeout": 3},
+            )
+            with self.engine.connect() as connection:
+                connection.exec_driver_sql(f'CREATE DATABASE "{self.name}"')
+        except Exception as exc:  # noqa: BLE001 - PostgreSQL is optional unless asked for
+            print(f"PostgreSQL unavailable, skipped: {' '.join(str(exc).split())[:200]}")
+            return None
+        return str(admin.set(database=self.name).render_as_string(hide_password=False))
+
+    def drop(self) -> None:
+        if self.engine is not None:
+            with self.engine.connect() as connection:
+                connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+            self.engine.dispose()
+
+
+def start_service(
+    database: str, max_concurrent_runs: int, autoload: bool, files_dir: Path | None
+) -> tuple[subprocess.Popen[bytes], str]:
+    import httpx
+
+    port = free_port()
+    command = [
+        sys.executable,
+        __file__,
+        "--serve",
+        "serve",
+        "--port",
+        str(port),
+        "--database",
+        database,
+        "--no-seed",
+        "--max-concurrent-runs",
+        str(max_concurrent_runs),
+        "--log-level",
+        "warning",
+    ]
+    if autoload:
+        command.append("--autoload")
+    env = dict(os.environ)
+    if files_dir is not None:  # a flow file's relative paths point into its folder
+        env["BACKPACKFLOW_FILES_DIR"] = str(files_dir)
+    process = subprocess.Popen(command, env=env)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return process, url
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError("the service did not start")
+        time.sleep(0.05)
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process has used so far (Linux; NaN elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(
+    label: str, database: str, flow: dict[str, Any], args: argparse.Namespace
+) -> dict[str, Any]:
+    process, url = start_service(
+        database,
+        args.max_concurrent_runs or args.runs,
+        args.autoload,
+        args.flow.resolve().parent if args.flow else None,
+    )
+    try:
+        cold = None
+        if args.warmup:  # a first round fills thread and connection pools and caches
+            cold = asyncio.run(load(url, flow, args.runs, args.subscribers))
+        service_cpu, client_cpu = cpu_seconds(process.pid), time.process_time()
+        result = asyncio.run(load(url, flow, args.runs, args.subscribers))
+        result["service_cpu_s"] = cpu_seconds(process.pid) - service_cpu
+        result["client_cpu_s"] = time.process_time() - client_cpu
+        if cold is not None:
+            result["cold"] = {k: cold[k] for k in ("runs_per_s", "latency_ms", "problems")}
+    finally:
+        process.terminate()
+        process.wait(30)
+    result["backend"] = label
+    return result
+
+
+def report(result: dict[str, Any]) -> None:
+    lat = result["latency_ms"]
+    per_sub = result["events_delivered"]
+    delivered = (
+        f"{per_sub[0]} x{len(per_sub)}" if len(set(per_sub)) == 1 else ", ".join(map(str, per_sub))
+    )
+    print(
+        f"{result['backend']:<11} runs {result['runs']:>4}  subscribers/run {result['subscribers']}"
+        f"  {result['runs_per_s']:8.1f} runs/s  ({result['seconds']:.2f} s)  statuses "
+        f"{result['statuses']}"
+    )
+    print(
+        f"{'':<11} event latency p50 {lat['p50']:.2f} ms  p99 {lat['p99']:.2f} ms  "
+        f"max {lat['max']:.2f} ms  ({result['live_events_timed']} live events timed, "
+        f"{result['backfilled_events']} backfilled)"
+    )
+    print(
+        f"{'':<11} events emitted {result['events_emitted']}  stored {result['events_stored']}"
+        f"  delivered per subscriber {delivered}"
+    )
+    print(
+        f"{'':<11} CPU: service {result['service_cpu_s']:.2f} s, client "
+        f"{result['client_cpu_s']:.2f} s, on {os.cpu_count()} CPUs"
+    )
+    cold = result.get("cold")
+    if cold is not None:
+        print(
+            f"{'':<11} (first, cold round: {cold['runs_per_s']:.1f} runs/s, latency p50 "
+            f"{cold['latency_ms']['p50']:.2f} ms, p99 {cold['latency_ms']['p99']:.2f} ms)"
+        )
+        result["problems"] = [*cold["problems"], *result["problems"]]
+    for problem in result["problems"][:20]:
+        print(f"{'':<11} ERROR: {problem}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--serve"]:
+        return serve(argv[1:])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--runs", type=int, default=50, help="concurrent runs (N)")
+    parser.add_argument("--subscribers", type=int, default=2, help="SSE subscribers per run (M)")
+    parser.add_argument(
+        "--database",
+        action="append",
+        metavar="URL",
+        help="database URL (repeatable); default: SQLite, and PostgreSQL when reachable",
+    )
+    parser.add_argument("--flow", type=Path, help="a flow config file to run instead")
+    parser.add_argument(
+        "--autoload", action="store_true", help="load the installed plugins in the service"
+    )
+    parser.add_argument("--step-ms", type=float, default=2.0, help="await per default step")
+    parser.add_argument(
+        "--max-concurrent-runs", type=int, help="the service's run slots (default: --runs)"
+    )
+    parser.add_argument(
+        "--no-warmup",
+        dest="warmup",
+        action="store_false",
+        help="measure the first round (cold pools and caches) instead of the second",
+    )
+    parser.add_argument("--json", type=Path, help="also write the results to this file")
+    args = parser.parse_args(argv)
+
+    flow = json.loads(args.flow.read_text()) if args.flow else default_flow(args.step_ms)
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        targets: list[tuple[str, str]] = []
+        postgres: PostgresDatabase | None = None
+        if args.database:
+            targets = [(url.split(":", 1)[0].split("+")[0], url) for url in args.database]
+        else:
+            targets.append(("sqlite", f"sqlite:///{Path(tmp) / 'bench.db'}"))
+            postgres = PostgresDatabase()
+            url = postgres.create()
+            if url is not None:
+                targets.append(("postgresql", url))
+        try:
+            for label, url in targets:
+                results.append(measure(label, url, flow, args))
+                report(results[-1])
+        finally:
+            if postgres is not None:
+                postgres.drop()
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    failed = [r for r in results if r["problems"] or set(r["statuses"]) != {"succeeded"}]
+    if failed:
+        print(f"FAILED: {', '.join(r['backend'] for r in failed)}: events or runs were lost")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,630 @@
+"""The HTTP service: workflows, runs, traces, live SSE streams, health and a small web page.
+
+``create_app(settings, registry)`` builds the FastAPI app; its lifespan opens the run store
+(the run-store plugin serving the database URL), migrates it, fails the runs a crash left
+active, seeds the demo workflows of a new database, starts the :class:`RunManager` and, on
+shutdown, lets in-flight runs finish (or cancels them) and stores every event.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from importlib import metadata, resources
+from pathlib import Path
+from typing import Annotated, Any
+
+import anyio
+from fastapi import Depends, FastAPI, Header, Query, Request, Response
+from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from pydantic import Field
+from pydantic.json_schema import SkipJsonSchema
+from sse_starlette import EventSourceResponse
+from starlette.concurrency import run_in_threadpool
+
+import backpackflow
+from backpackflow.loader import FlowLoader
+from backpackflow.plugins import Registry, get_registry
+from backpackflow.schema import flow_schema
+from backpackflow_store_sql import (
+    DatabaseUnavailable,
+    InvalidData,
+    NotFound,
+    SchemaNotReady,
+    VersionConflict,
+)
+
+from .models import (
+    FLOW_CONFIG_REF,
+    ID_PATTERN,
+    CancelAccepted,
+    ErrorResponse,
+    Health,
+    ProblemResponse,
+    RunCreate,
+    RunDetail,
+    RunStatus,
+    RunSummary,
+    TracePage,
+    Version,
+    Workflow,
+    WorkflowCreate,
+    WorkflowSaved,
+    WorkflowUpdate,
+)
+from .runs import FlowProblems, RunConflict, RunManager, RunStore, ServiceUnavailable
+from .seeding import read_seed_files, seed_folders, seed_workflows
+from .settings import Settings
+from .streaming import run_stream
+from .validation import flow_problems, request_problems
+
+log = logging.getLogger("backpackflow_server")
+
+RECOVERY_REASON = "service restarted: the run was interrupted"
+#: The most trace events one page may hold.
+MAX_TRACE_PAGE = 1000
+#: seq is a 32-bit integer column.
+MAX_SEQ = 2**31 - 1
+#: Seconds an SSE stream gets to end cleanly when the server shuts down.
+STREAM_SHUTDOWN_GRACE = 2.0
+#: Seconds a client may leave a stream's data unread before it is dropped (it resumes).
+STREAM_SEND_TIMEOUT = 60.0
+
+
+@dataclass
+class Service:
+    """What the routes share, made by the lifespan."""
+
+    settings: Settings
+    registry: Registry
+    store: RunStore
+    loader: FlowLoader
+    manager: RunManager
+    git_sha: str | None
+
+
+def open_store(registry: Registry, url: str | None) -> RunStore:
+    """The store of the run-store plugin serving ``url`` (``None``: the default SQLite file)."""
+    store: RunStore = registry.run_store_for_url(url).factory(url)
+    return store
+
+
+def git_sha() -> str | None:
+    """``$BACKPACKFLOW_GIT_SHA``, else the commit of the checkout this code runs from."""
+    sha = os.environ.get("BACKPACKFLOW_GIT_SHA")
+    if sha:
+        return sha
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=2,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    sha = result.stdout.strip()
+    return sha if result.returncode == 0 and sha else None
+
+
+def package_version() -> str:
+    try:
+        return metadata.version("backpackflow")
+    except metadata.PackageNotFoundError:
+        return backpackflow.__version__
+
+
+def _service(request: Request) -> Service:
+    service: Service = request.app.state.service
+    return service
+
+
+#: What FastAPI takes as ``responses=``: extra documented responses by status code.
+Responses = dict[int | str, dict[str, Any]]
+
+ServiceDep = Annotated[Service, Depends(_service)]
+WorkflowId = Annotated[str, PathParam(pattern=ID_PATTERN, description="a workflow id")]
+RunId = Annotated[str, PathParam(pattern=ID_PATTERN, description="a run id")]
+# Constraints of optional parameters sit on the inner type: on the union FastAPI would drop
+# them from the spec (and SkipJsonSchema keeps "null" out of it: absent means None).
+IdText = Annotated[str, Field(pattern=ID_PATTERN)]
+Seq = Annotated[int, Field(ge=0, le=MAX_SEQ)]
+ETag = Annotated[str, Field(pattern=r'^(\*|(W/)?"?[0-9]{1,9}"?)$')]
+
+_404: Responses = {404: {"model": ErrorResponse, "description": "no such workflow or run"}}
+_422: Responses = {
+    422: {
+        "model": ProblemResponse,
+        "description": "the request is invalid; each problem has a loc and a JSON path",
+    }
+}
+_400: Responses = {400: {"model": ErrorResponse, "description": "the body is not JSON"}}
+_503: Responses = {
+    503: {"model": ErrorResponse, "description": "the database or the service is unavailable"}
+}
+
+
+def _json_text(component: str) -> dict[str, Any]:
+    return {
+        "type": "string",
+        "contentMediaType": "application/json",
+        "contentSchema": {"$ref": f"#/components/schemas/{component}"},
+    }
+
+
+#: One message of a run's stream (OpenAPI before 3.2 describes each SSE event by ``schema``).
+SSE_EVENT_SCHEMA = {
+    "oneOf": [
+        {
+            "type": "object",
+            "description": "a trace event; id is its seq (send it back as Last-Event-ID)",
+            "required": ["event", "id", "data"],
+            "properties": {
+                "event": {"const": "trace"},
+                "id": {"type": "string", "pattern": "^[0-9]+$"},
+                "data": _json_text("TraceEvent"),
+                "retry": {"type": "integer"},
+            },
+        },
+        {
+            "type": "object",
+            "description": "the run is over: its summary; the stream closes",
+            "required": ["event", "data"],
+            "properties": {
+                "event": {"const": "end"},
+                "data": _json_text("RunSummary"),
+                "retry": {"type": "integer"},
+            },
+        },
+    ]
+}
+
+
+def _problem_response(status: int, problems: ProblemResponse) -> JSONResponse:
+    return JSONResponse(problems.model_dump(mode="json"), status_code=status)
+
+
+def _error(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    """Map domain errors to statuses once, instead of try/except in every route."""
+
+    async def validation_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        return _problem_response(422, ProblemResponse(detail=request_problems(exc.errors())))
+
+    async def flow_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, FlowProblems)
+        return _problem_response(
+            422, ProblemResponse(detail=flow_problems(exc.where, exc.problems))
+        )
+
+    async def invalid_data(_: Request, exc: Exception) -> JSONResponse:
+        return _problem_response(
+            422,
+            ProblemResponse(
+                detail=flow_problems("body", [f"$: {exc}"]),
+            ),
+        )
+
+    async def not_found(_: Request, exc: Exception) -> JSONResponse:
+        return _error(404, str(exc))
+
+    async def version_conflict(_: Request, exc: Exception) -> JSONResponse:
+        return _error(412, str(exc))
+
+    async def conflict(_: Request, exc: Exception) -> JSONResponse:
+        return _error(409, str(exc))
+
+    async def unavailable(_: Request, exc: Exception) -> JSONResponse:
+        return _error(503, str(exc), {"Retry-After": "5"})
+
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(FlowProblems, flow_error)
+    app.add_exception_handler(InvalidData, invalid_data)
+    app.add_exception_handler(NotFound, not_found)
+    app.add_exception_handler(VersionConflict, version_conflict)
+    app.add_exception_handler(RunConflict, conflict)
+    for unavailable_error in (ServiceUnavailable, DatabaseUnavailable, SchemaNotReady):
+        app.add_exception_handler(unavailable_error, unavailable)
+
+
+def _check_flow(service: Service, graph_json: dict[str, Any]) -> list[str]:
+    """Validate a flow document (in the loop thread, see ``RunManager.load_flow``)."""
+    return service.manager.check_flow(graph_json)
+
+
+def _expected_version(if_match: str | None) -> int | None:
+    """The workflow version an ``If-Match`` header names (``None``: unconditional)."""
+    if if_match is None or if_match.strip() == "*":
+        return None
+    return int(if_match.strip().removeprefix("W/").strip('"'))  # the header's pattern
+
+
+def create_app(settings: Settings | None = None, registry: Registry | None = None) -> FastAPI:
+    """The service app. ``registry``: the plugins to use (default: the installed ones)."""
+    settings = settings if settings is not None else Settings()
+    registry = registry if registry is not None else get_registry()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        store = await run_in_threadpool(open_store, registry, settings.database_url)
+        try:
+            await run_in_threadpool(store.upgrade)
+            recovered = await run_in_threadpool(store.recover_interrupted, RECOVERY_REASON)
+            if recovered:
+                log.warning(
+                    "marked %d interrupted run(s) failed: %s", len(recovered), ", ".join(recovered)
+                )
+            loader = FlowLoader(registry)
+            seed_dir = settings.resolved_seed_dir()
+            seeds = [] if seed_dir is None else read_seed_files(seed_dir, loader)
+            if seed_dir is not None:
+                if not seed_dir.is_dir():
+                    log.warning("seed directory %s does not exist; nothing seeded", seed_dir)
+                await seed_workflows(store, seeds, seed_dir)
+            manager = RunManager(store, loader, settings, seed_folders(seeds))
+            await manager.start()
+            sha = await run_in_threadpool(git_sha)
+            app.state.service = Service(settings, registry, store, loader, manager, sha)
+            log.info("backpackflow service ready (database %s)", store.url)
+            try:
+                yield
+            finally:
+                await manager.shutdown()
+        finally:
+            await run_in_threadpool(store.close)
+
+    app = FastAPI(
+        title="backpackflow",
+        version=package_version(),
+        description="Stores workflows, runs them in the background and streams every run's "
+        "trace live (Server-Sent Events).",
+        lifespan=lifespan,
+    )
+    _install_error_handlers(app)
+    _document_flow_schema(app, registry)
+    _add_workflow_routes(app)
+    _add_run_routes(app)
+    _add_service_routes(app)
+    return app
+
+
+def flow_components(registry: Registry) -> dict[str, Any]:
+    """The flow JSON Schema as OpenAPI components: ``FlowConfig`` and ``FlowConfig.<def>``.
+
+    OpenAPI 3.1 schemas are JSON Schema 2020-12, so the kernel's schema fits as it is once its
+    ``$defs`` move to the components (and its ``$id`` goes: it would rebase the references).
+    """
+    document = flow_schema(registry)
+    defs = document.pop("$defs", {})
+    document.pop("$schema", None)
+    document.pop("$id", None)
+
+    def rebase(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {
+                key: (
+                    FLOW_CONFIG_REF + "." + value.removeprefix("#/$defs/")
+                    if key == "$ref" and isinstance(value, str) and value.startswith("#/$defs/")
+                    else rebase(value)
+                )
+                for key, value in node.items()
+            }
+        if isinstance(node, list):
+            return [rebase(item) for item in node]
+        return node
+
+    components = {"FlowConfig": rebase(document)}
+    components.update({f"FlowConfig.{name}": rebase(schema) for name, schema in defs.items()})
+    return components
+
+
+def _document_flow_schema(app: FastAPI, registry: Registry) -> None:
+    """Add the flow schema of the installed node types to the generated OpenAPI spec."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        spec = generate()
+        schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+        if "FlowConfig" not in schemas:
+            schemas.update(flow_components(registry))
+        return spec
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _add_workflow_routes(app: FastAPI) -> None:
+    @app.post(
+        "/api/workflows",
+        status_code=201,
+        response_model=WorkflowSaved,
+        responses={**_400, **_422, **_503},
+        tags=["workflows"],
+        summary="Create a workflow",
+    )
+    async def create_workflow(
+        body: WorkflowCreate, service: ServiceDep, response: Response
+    ) -> dict[str, Any]:
+        warnings = _check_flow(service, body.graph_json)
+        workflow = await run_in_threadpool(
+            service.store.create_workflow, body.name, body.graph_json, body.description
+        )
+        response.headers["Location"] = f"/api/workflows/{workflow['id']}"
+        response.headers["ETag"] = f'"{workflow["version"]}"'
+        return {**workflow, "warnings": warnings}
+
+    @app.get(
+        "/api/workflows",
+        response_model=list[Workflow],
+        responses=_503,
+        tags=["workflows"],
+        summary="List workflows, newest first",
+    )
+    async def list_workflows(service: ServiceDep) -> list[dict[str, Any]]:
+        return await run_in_threadpool(service.store.list_workflows)
+
+    @app.get(
+        "/api/workflows/{workflow_id}",
+        response_model=Workflow,
+        responses={**_404, **_422, **_503},
+        tags=["workflows"],
+        summary="Get a workflow (its version is the ETag)",
+    )
+    async def get_workflow(
+        workflow_id: WorkflowId, service: ServiceDep, response: Response
+    ) -> dict[str, Any]:
+        workflow = await run_in_threadpool(service.store.get_workflow, workflow_id)
+        response.headers["ETag"] = f'"{workflow["version"]}"'
+        return workflow
+
+    @app.put(
+        "/api/workflows/{workflow_id}",
+        response_model=WorkflowSaved,
+        responses={
+            **_400,
+            **_404,
+            **_422,
+            **_503,
+            412: {"model": ErrorResponse, "description": "If-Match names an older version"},
+        },
+        tags=["workflows"],
+        summary="Change a workflow (optionally only if it is still at the If-Match version)",
+    )
+    async def update_workflow(
+        workflow_id: WorkflowId,
+        body: WorkflowUpdate,
+        service: ServiceDep,
+        response: Response,
+        if_match: Annotated[
+            ETag | SkipJsonSchema[None],
+            Header(description='the ETag of GET ("3"): change only if still at that version'),
+        ] = None,
+    ) -> dict[str, Any]:
+        warnings = [] if body.graph_json is None else _check_flow(service, body.graph_json)
+        workflow = await run_in_threadpool(
+            lambda: service.store.update_workflow(
+                workflow_id,
+                name=body.name,
+                description=body.description,
+                graph_json=body.graph_json,
+                expected_version=_expected_version(if_match),
+            )
+        )
+        response.headers["ETag"] = f'"{workflow["version"]}"'
+        return {**workflow, "warnings": warnings}
+
+    @app.delete(
+        "/api/workflows/{workflow_id}",
+        status_code=204,
+        responses={**_404, **_422, **_503},
+        tags=["workflows"],
+        summary="Delete a workflow (its runs and traces are kept)",
+    )
+    async def delete_workflow(workflow_id: WorkflowId, service: ServiceDep) -> Response:
+        await run_in_threadpool(service.store.delete_workflow, workflow_id)
+        return Response(status_code=204)
+
+
+def _add_run_routes(app: FastAPI) -> None:
+    @app.post(
+        "/api/workflows/{workflow_id}/runs",
+        status_code=202,
+        response_model=RunSummary,
+        responses={**_400, **_404, **_422, **_503},
+        tags=["runs"],
+        summary="Start a run in the background; returns it (queued)",
+    )
+    async def start_run(
+        workflow_id: WorkflowId,
+        service: ServiceDep,
+        response: Response,
+        body: RunCreate | None = None,
+    ) -> dict[str, Any]:
+        body = body if body is not None else RunCreate()
+        run = await service.manager.submit(workflow_id, body.input_vars, body.triggered_by or "api")
+        response.headers["Location"] = f"/api/runs/{run['id']}"
+        return run
+
+    @app.get(
+        "/api/runs",
+        response_model=list[RunSummary],
+        responses={**_422, **_503},
+        tags=["runs"],
+        summary="List runs, newest first",
+    )
+    async def list_runs(
+        service: ServiceDep,
+        workflow_id: Annotated[IdText | SkipJsonSchema[None], Query()] = None,
+        status: Annotated[RunStatus | SkipJsonSchema[None], Query()] = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        before: Annotated[
+            IdText | SkipJsonSchema[None], Query(description="a run id: list older runs")
+        ] = None,
+    ) -> list[dict[str, Any]]:
+        return await run_in_threadpool(
+            lambda: service.store.list_runs(workflow_id, status, limit, before=before)
+        )
+
+    @app.get(
+        "/api/runs/{run_id}",
+        response_model=RunDetail,
+        responses={**_404, **_422, **_503},
+        tags=["runs"],
+        summary="A run's status, totals and steps",
+    )
+    async def get_run(run_id: RunId, service: ServiceDep) -> dict[str, Any]:
+        return await run_in_threadpool(service.store.get_run, run_id)
+
+    @app.get(
+        "/api/runs/{run_id}/trace",
+        response_model=TracePage,
+        responses={**_404, **_422, **_503},
+        tags=["runs"],
+        summary="A page of a run's stored trace events, by seq",
+        description="Events are stored in batches: while a run is active its newest events "
+        "may not be here yet; the stream has every event at once.",
+    )
+    async def get_trace(
+        run_id: RunId,
+        service: ServiceDep,
+        after: Annotated[int, Query(ge=0, le=MAX_SEQ, description="the last seq seen")] = 0,
+        limit: Annotated[int, Query(ge=1, le=MAX_TRACE_PAGE)] = 100,
+    ) -> dict[str, Any]:
+        items = await run_in_threadpool(
+            lambda: service.store.get_trace(run_id, after_seq=after, limit=limit)
+        )
+        return {
+            "run_id": run_id,
+            "items": items,
+            "next_after": items[-1]["seq"] if items else after,
+            "has_more": len(items) == limit,
+        }
+
+    @app.get(
+        "/api/runs/{run_id}/stream",
+        response_class=EventSourceResponse,
+        responses={
+            200: {
+                "description": "Server-Sent Events: `event: trace` (`id:` the seq, `data:` the "
+                "event JSON) for every event after Last-Event-ID (or ?after=), comment "
+                "heartbeats, and a final `event: end` with the run summary.",
+                "content": {"text/event-stream": {"schema": SSE_EVENT_SCHEMA}},
+            },
+            **_404,
+            **_422,
+            **_503,
+        },
+        tags=["runs"],
+        summary="Stream a run's trace live (resumable)",
+    )
+    async def stream_run(
+        run_id: RunId,
+        service: ServiceDep,
+        last_event_id: Annotated[
+            Seq | SkipJsonSchema[None],
+            Header(alias="Last-Event-ID", description="the last seq received: resume after it"),
+        ] = None,
+        after: Annotated[
+            Seq | SkipJsonSchema[None], Query(description="resume after this seq")
+        ] = None,
+    ) -> EventSourceResponse:
+        manager = service.manager
+        if manager.handle(run_id) is None:
+            await run_in_threadpool(service.store.get_run, run_id)  # 404 if there is none
+        cursor = last_event_id if last_event_id is not None else (after or 0)
+        settings = service.settings
+        shutdown = anyio.Event()  # set by sse-starlette when the server is told to exit
+        return EventSourceResponse(
+            run_stream(
+                manager,
+                run_id,
+                cursor,
+                retry_ms=settings.sse_retry_ms,
+                poll_interval=settings.poll_interval,
+                shutdown=shutdown,
+            ),
+            ping=settings.sse_heartbeat,
+            send_timeout=STREAM_SEND_TIMEOUT,
+            shutdown_event=shutdown,
+            shutdown_grace_period=STREAM_SHUTDOWN_GRACE,
+        )
+
+    @app.post(
+        "/api/runs/{run_id}/cancel",
+        status_code=202,
+        response_model=CancelAccepted,
+        responses={
+            **_404,
+            **_422,
+            **_503,
+            409: {"model": ErrorResponse, "description": "the run has already finished"},
+        },
+        tags=["runs"],
+        summary="Cancel a queued or running run",
+    )
+    async def cancel_run(run_id: RunId, service: ServiceDep) -> CancelAccepted:
+        status, detail = await service.manager.cancel(run_id)
+        return CancelAccepted(id=run_id, status=status, detail=detail)  # type: ignore[arg-type]
+
+
+def _add_service_routes(app: FastAPI) -> None:
+    @app.get("/health", response_model=Health, responses={503: {"model": Health}}, tags=["service"])
+    async def health(service: ServiceDep) -> Any:
+        manager = service.manager
+        pending, failed = manager.writer_stats()
+        try:
+            await run_in_threadpool(service.store.ping)
+            database, status = "ok", "ok"
+        except DatabaseUnavailable as exc:
+            database, status = str(exc), "unavailable"
+        body = Health(
+            status=status,  # type: ignore[arg-type]
+            database=database,
+            dialect=service.store.dialect,
+            active_runs=manager.active_count,
+            queued_runs=manager.queued_count,
+            events_pending=pending,
+            events_failed=failed,
+        )
+        if status != "ok":
+            return JSONResponse(body.model_dump(mode="json"), status_code=503)
+        return body
+
+    @app.get("/version", response_model=Version, tags=["service"])
+    async def version(service: ServiceDep) -> Version:
+        try:
+            revision = await run_in_threadpool(service.store.current_revision)
+        except Exception:  # noqa: BLE001 - /version must answer even when the database does not
+            revision = None
+        return Version(
+            name="backpackflow",
+            version=package_version(),
+            git_sha=service.git_sha,
+            schema_revision=revision,
+        )
+
+    @app.get(
+        "/api/schema/flow",
+        response_model=dict[str, Any],
+        tags=["workflows"],
+        summary="The flow config JSON Schema, with every installed node type's params",
+    )
+    async def get_flow_schema(service: ServiceDep) -> dict[str, Any]:
+        return flow_schema(service.registry)
+
+    index = resources.files("backpackflow_server").joinpath("static/index.html")
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def home() -> HTMLResponse:
+        return HTMLResponse(index.read_text(encoding="utf-8"))

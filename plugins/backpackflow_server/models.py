@@ -1,0 +1,179 @@
+"""Request and response bodies of the API (pydantic), so the OpenAPI spec says exactly what
+goes over the wire. Field names follow the store's JSON (and the FlowTrace data model)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
+
+RunStatus = Literal["queued", "running", "succeeded", "failed", "canceled"]
+StepStatus = Literal["running", "succeeded", "failed"]
+
+#: Ids the store makes are 32 hex characters; this admits any id it accepts (up to 64) while
+#: refusing what no id can contain (PostgreSQL text cannot even hold a NUL).
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
+#: Text the databases can store: anything but NUL.
+_TEXT = r"^[^\x00]*$"
+Name = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00]*\S[^\x00]*$")]
+Description = Annotated[str, Field(max_length=10_000, pattern=_TEXT)]
+#: The flow config as the OpenAPI spec shows it: the flow JSON Schema of the installed node
+#: types, which ``create_app`` adds to the spec's components (it depends on the plugins).
+FLOW_CONFIG_REF = "#/components/schemas/FlowConfig"
+FlowDocument = Annotated[dict[str, Any], WithJsonSchema({"allOf": [{"$ref": FLOW_CONFIG_REF}]})]
+DecimalText = Annotated[str, Field(pattern=r"^-?[0-9]+(\.[0-9]+)?$", examples=["0.000369"])]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class WorkflowCreate(_Body):
+    """A new workflow: a name and a flow config document (validated against the flow schema
+    composed from the installed node types; see ``GET /api/schema/flow``)."""
+
+    name: Name
+    description: Description | None = None
+    graph_json: FlowDocument
+
+
+class WorkflowUpdate(_Body):
+    """The fields to change; those left out (or null) stay as they are."""
+
+    name: Name | None = None
+    description: Description | None = None
+    graph_json: FlowDocument | None = None
+
+
+class Workflow(BaseModel):
+    id: str
+    name: str
+    description: str | None
+    graph_json: FlowDocument
+    version: int = Field(description="grows by one on every update (the ETag)")
+    created_at: datetime
+    updated_at: datetime
+
+
+class WorkflowSaved(Workflow):
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="what works but is probably not meant (e.g. an unreachable node), as "
+        "'$.path: message'",
+    )
+
+
+class RunCreate(_Body):
+    """Start a run: its input variables (checked against the flow's declared ``inputs``)."""
+
+    input_vars: dict[str, Any] = Field(default_factory=dict)
+    triggered_by: Annotated[str, Field(max_length=200, pattern=_TEXT)] | None = None
+
+
+class RunSummary(BaseModel):
+    id: str
+    workflow_id: str | None = Field(description="null once the workflow was deleted")
+    workflow_name: str | None
+    workflow_version: int | None
+    triggered_by: str | None
+    status: RunStatus
+    input_vars: dict[str, Any]
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    total_tokens_input: int
+    total_tokens_output: int
+    total_cost: DecimalText = Field(description="exact decimal, in the pricing currency")
+    total_latency_ms: float | None
+    error_summary: str | None
+    event_count: int = Field(description="trace events stored so far")
+    last_seq: int = Field(description="the highest stored event seq")
+
+
+class RunStep(BaseModel):
+    id: str
+    run_id: str
+    step: int
+    node_id: str
+    node_name: str | None
+    node_type: str | None
+    namespace: str | None
+    status: StepStatus
+    started_at: datetime | None
+    finished_at: datetime | None
+    latency_ms: float | None
+    tokens_input: int
+    tokens_output: int
+    cost: DecimalText
+    attempts: int
+    retries: int
+    cache_hit: bool
+    action: str | None
+    error: str | None
+
+
+class RunDetail(RunSummary):
+    steps: list[RunStep] = Field(description="one per node execution, in step order")
+
+
+class TraceEvent(BaseModel):
+    """The kernel's event envelope, exactly as stored and as streamed."""
+
+    id: str
+    seq: int = Field(ge=1, description="1, 2, 3 ... within the run; the SSE event id")
+    timestamp: float = Field(description="epoch seconds when the event was emitted")
+    run_id: str
+    step: int | None
+    node_id: str | None
+    node_name: str | None
+    namespace: str | None
+    type: str
+    payload: Any
+
+
+class TracePage(BaseModel):
+    run_id: str
+    items: list[TraceEvent]
+    next_after: int = Field(description="pass as ?after= to get the next page")
+    has_more: bool = Field(description="the page is full: there may be more events already")
+
+
+class CancelAccepted(BaseModel):
+    id: str
+    status: RunStatus = Field(description="the status when the cancellation was requested")
+    detail: str
+
+
+class Problem(BaseModel):
+    """One thing wrong with a request."""
+
+    loc: list[str | int] = Field(description="where, as FastAPI reports it")
+    path: str = Field(description="where, as a JSON path into the request body or parameter")
+    msg: str
+    type: str
+
+
+class ProblemResponse(BaseModel):
+    detail: list[Problem]
+
+
+class ErrorResponse(BaseModel):
+    detail: str
+
+
+class Health(BaseModel):
+    status: Literal["ok", "unavailable"]
+    database: str = Field(description="'ok', or what is wrong")
+    dialect: str
+    active_runs: int
+    queued_runs: int
+    events_pending: int = Field(description="events accepted but not yet stored")
+    events_failed: int = Field(description="events the writer gave up on since start")
+
+
+class Version(BaseModel):
+    name: str
+    version: str
+    git_sha: str | None
+    schema_revision: str | None = Field(description="the database schema revision")

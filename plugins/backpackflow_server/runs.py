@@ -1,0 +1,744 @@
+"""Background runs: bounded concurrency, one event stream per run, batched storage.
+
+Every run executes in the service's event loop as an asyncio task. A semaphore bounds how many
+execute at once; the others wait in FIFO order and stay ``queued`` in the store. Each run has
+its own :class:`~backpackflow.EventStreamer`; one subscriber hands every event to
+
+* the run's :class:`RunHandle`, an in-memory buffer (seq → event) that SSE clients read live,
+* the one shared :class:`~backpackflow_store_sql.EventWriter`, which stores events in batches
+  from its own thread; ``put`` returns at once, so storage never slows the run.
+
+On PostgreSQL several writers (threads) share the runs, each run staying with one writer so its
+events keep their order; SQLite takes one writer at a time anyway, so there the service's own
+writes and the writer's take turns on a lock instead of sleeping in SQLite's busy handler.
+
+The writer reports back which events it stored (through :class:`_AckingSink`), so the buffer
+only ever forgets events that are already in the database: an SSE client can always get any
+event either from memory or from the store, which is what makes resuming exact (see
+:mod:`backpackflow_server.streaming`). When the run ends, the manager waits until every one of
+its events is stored (or given up on by the writer), then records the final status and totals
+with ``finish_run``, wakes the SSE clients and forgets the handle: from then on the database
+alone serves the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import itertools
+import json
+import logging
+import threading
+import warnings
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+from starlette.concurrency import run_in_threadpool
+
+import backpackflow.loader
+from backpackflow import Backpack, BackpackEvent, EventStreamer, Flow, RunControl
+from backpackflow.config import structure
+from backpackflow.deps import DependencyContainer
+from backpackflow.errors import ConfigError
+from backpackflow.loader import FlowLoader
+from backpackflow_store_sql import (
+    DatabaseUnavailable,
+    EventWriter,
+    InvalidTransition,
+    WriterClosed,
+)
+from backpackflow_store_sql.store import EventDocument, event_field
+
+from .settings import Settings
+from .validation import KeepUnsetEnvironment
+
+log = logging.getLogger("backpackflow_server.runs")
+
+_T = TypeVar("_T")
+#: The dependency naming the folder a flow's relative file paths point into.
+FLOW_DIR = str(getattr(backpackflow.loader, "FLOW_DIR", "flow_dir"))
+FINAL_STATUSES = frozenset({"succeeded", "failed", "canceled"})
+SHUTDOWN_REASON = "the service shut down before the run finished"
+_MAX_ERROR_SUMMARY = 4000
+
+#: The dependency name llm nodes look their response cache up by.
+LLM_CACHE = "llm_cache"
+
+
+class RunStore(Protocol):
+    """What the service needs of a run store (:class:`~backpackflow_store_sql.SqlRunStore`
+    fits; a run store plugin for another database must offer the same)."""
+
+    url: str
+    dialect: str
+
+    def ping(self) -> None: ...
+    def close(self) -> None: ...
+    def upgrade(self, revision: str = "head") -> None: ...
+    def current_revision(self) -> str | None: ...
+    def recover_interrupted(self, reason: str) -> list[str]: ...
+    def create_workflow(
+        self, name: str, graph_json: Mapping[str, Any], description: str | None = None
+    ) -> dict[str, Any]: ...
+    def list_workflows(self) -> list[dict[str, Any]]: ...
+    def get_workflow(self, workflow_id: str) -> dict[str, Any]: ...
+    def update_workflow(
+        self,
+        workflow_id: str,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        graph_json: Mapping[str, Any] | None = None,
+        expected_version: int | None = None,
+    ) -> dict[str, Any]: ...
+    def delete_workflow(self, workflow_id: str) -> None: ...
+    def create_run(
+        self, workflow_id: str, input_vars: Mapping[str, Any], triggered_by: str | None = None
+    ) -> dict[str, Any]: ...
+    def mark_running(self, run_id: str) -> dict[str, Any]: ...
+    def finish_run(
+        self, run_id: str, status: str, error_summary: str | None = None
+    ) -> dict[str, Any]: ...
+    def get_run(self, run_id: str) -> dict[str, Any]: ...
+    def list_runs(
+        self,
+        workflow_id: str | None = None,
+        status: str | None = None,
+        limit: int = 50,
+        *,
+        before: str | None = None,
+    ) -> list[dict[str, Any]]: ...
+    def get_trace(
+        self, run_id: str, *, after_seq: int = 0, limit: int = 100
+    ) -> list[dict[str, Any]]: ...
+    def append_events(self, run_id: str, events: Sequence[EventDocument]) -> None: ...
+
+
+class ServiceUnavailable(Exception):
+    """The service cannot take a new run now (shutting down, queue full): HTTP 503."""
+
+
+class RunConflict(Exception):
+    """The run is not in a state that allows the request (e.g. cancel a finished run): 409."""
+
+
+class FlowProblems(Exception):
+    """A flow or run input is unusable; ``problems`` are ``"$.path: message"`` strings.
+
+    ``where`` says what the paths point into: ``"graph_json"`` of the request body,
+    ``"input_vars"`` of the request body, or ``"workflow"`` (the stored workflow).
+    """
+
+    def __init__(self, where: str, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.where = where
+        self.problems = problems
+
+
+def document_key(document: Mapping[str, Any]) -> str:
+    """A flow document's identity: its canonical JSON (sorted keys, no spaces)."""
+    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def error_summary(error: BaseException | None) -> str | None:
+    """``"Type: message"`` of a run's error, short enough for a summary column."""
+    if error is None:
+        return None
+    text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+    return text if len(text) <= _MAX_ERROR_SUMMARY else text[: _MAX_ERROR_SUMMARY - 1] + "…"
+
+
+class _Slot:
+    """One event of a run, serialized at most once for the SSE clients and the writer.
+
+    The writer stores anything with a ``to_json()``; giving it the slot instead of the event
+    means the event's JSON (lazy snapshots materialized) is built once, by whichever side
+    needs it first: the writer thread, or the event loop for a live client.
+    """
+
+    __slots__ = ("_document", "_text", "event")
+
+    def __init__(self, event: BackpackEvent) -> None:
+        self.event = event
+        self._document: dict[str, Any] | None = None
+        self._text: str | None = None
+
+    @property
+    def seq(self) -> int:
+        return self.event.seq
+
+    @property
+    def id(self) -> str:
+        return self.event.id
+
+    def to_json(self) -> dict[str, Any]:
+        document = self._document
+        if document is None:  # two threads may both build it: the same, immutable result
+            document = self._document = self.event.to_json()
+        return document
+
+    def text(self) -> str:
+        if self._text is None:
+            self._text = json.dumps(
+                self.to_json(), ensure_ascii=False, separators=(",", ":"), default=repr
+            )
+        return self._text
+
+
+class RunHandle:
+    """A run executing (or queued) in this process: its control, state and event buffer.
+
+    The buffer maps seq → event. ``low`` is the smallest seq still in memory: every event
+    below it is stored in the database. Only the event loop thread touches the buffer.
+    """
+
+    def __init__(
+        self,
+        run_id: str,
+        flow: Flow,
+        inputs: dict[str, Any],
+        *,
+        buffer_limit: int,
+        history_size: int,
+    ) -> None:
+        self.run_id = run_id
+        self.flow = flow
+        self.inputs = inputs
+        self.control = RunControl()
+        self.streamer = EventStreamer(history_size=history_size)
+        self.state = "queued"  # queued → starting → running → finishing → done
+        self.cancel_reason: str | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.writer: EventWriter | None = None
+        self.summary: dict[str, Any] | None = None
+        self.canceled = asyncio.Event()  # set with cancel_reason: stops waiting for a slot
+        self.low = 1
+        self._buffer_limit = buffer_limit
+        self._events: dict[int, _Slot] = {}
+        self._unsettled: set[int] = set()  # put to the writer, neither stored nor given up
+        self._lost: set[int] = set()  # given up by the writer: only memory has them
+        self._changed: asyncio.Event | None = None
+        self._settled: asyncio.Event | None = None
+
+    # ------------------------------------------------------------------ buffer (loop thread)
+
+    def accept(self, event: BackpackEvent) -> _Slot:
+        slot = self._events[event.seq] = _Slot(event)
+        self._unsettled.add(event.seq)
+        self.wake()
+        return slot
+
+    def settle(self, seqs: Sequence[int], *, stored: bool) -> None:
+        """The writer stored (or gave up on) these events: memory may let them go."""
+        unsettled = self._unsettled
+        for seq in seqs:
+            unsettled.discard(seq)
+            if not stored:
+                self._lost.add(seq)
+        events = self._events
+        while len(events) > self._buffer_limit:
+            low = self.low
+            if low in unsettled or low in self._lost or low not in events:
+                break
+            del events[low]
+            self.low = low + 1
+        if not unsettled and self._settled is not None:
+            self._settled.set()
+
+    def get(self, seq: int) -> _Slot | None:
+        return self._events.get(seq)
+
+    def next_seq_after(self, seq: int) -> int | None:
+        """The smallest buffered seq above ``seq`` (only needed to step over a lost event)."""
+        later = [s for s in self._events if s > seq]
+        return min(later) if later else None
+
+    @property
+    def finished(self) -> bool:
+        return self.state == "done"
+
+    async def changed(self) -> None:
+        """Wait until an event arrives or the run is done."""
+        if self._changed is None:
+            self._changed = asyncio.Event()
+        await self._changed.wait()
+
+    def wake(self) -> None:
+        """Wake every stream waiting in :meth:`changed` (they re-check what to do)."""
+        waiter = self._changed
+        if waiter is not None:
+            self._changed = None
+            waiter.set()
+
+    async def settled(self) -> None:
+        """Wait until the writer has stored (or given up on) every event accepted so far."""
+        while self._unsettled:
+            self._settled = asyncio.Event()
+            await self._settled.wait()
+
+    def done(self, summary: dict[str, Any]) -> None:
+        self.summary = summary
+        self.state = "done"
+        self.wake()
+
+
+class _AckingSink:
+    """The writer's view of the store: store a batch, then say which seqs are now safe.
+
+    ``on_stored`` runs in the writer thread, right after the transaction committed.
+    """
+
+    def __init__(
+        self,
+        store: RunStore,
+        on_stored: Callable[[str, list[int], bool], None],
+        write_lock: AbstractContextManager[Any],
+    ):
+        self._store = store
+        self._on_stored = on_stored
+        self._write_lock = write_lock
+
+    def append_events(self, run_id: str, events: Sequence[EventDocument]) -> None:
+        with self._write_lock:
+            self._store.append_events(run_id, events)
+        self._on_stored(run_id, [event_field(e, "seq") for e in events], True)
+
+
+class RunManager:
+    """Starts, tracks, cancels and finishes the runs of one service process."""
+
+    def __init__(
+        self,
+        store: RunStore,
+        loader: FlowLoader,
+        settings: Settings,
+        flow_dirs: Mapping[str, Path] | None = None,
+    ) -> None:
+        self.store = store
+        self.loader = loader
+        self.settings = settings
+        self._cache: Any = None
+        self._flow_dirs = dict(flow_dirs or {})  # seed documents → their folders
+        self._files_dir = settings.resolved_files_dir()  # fixed now: cwd may change later
+        self._handles: dict[str, RunHandle] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._flows: OrderedDict[tuple[str, int], Flow] = OrderedDict()
+        self._accepting = False
+        self._slots: asyncio.Semaphore | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
+        self.writers: list[EventWriter] = []
+        self._next_writer = itertools.count()
+        # SQLite: one writer at a time; a lock hands over at once where SQLite's busy handler
+        # would sleep (up to 100 ms a try). PostgreSQL writes run side by side.
+        self._write_lock: AbstractContextManager[Any] = (
+            threading.Lock() if store.dialect == "sqlite" else contextlib.nullcontext()
+        )
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        self._slots = asyncio.Semaphore(self.settings.max_concurrent_runs)
+        count = self.settings.writer_threads
+        if count is None:
+            count = 1 if self.store.dialect == "sqlite" else 4
+        sink = _AckingSink(self.store, self._settled_threadsafe, self._write_lock)
+        self.writers = [
+            EventWriter(
+                sink,
+                max_batch=self.settings.writer_max_batch,
+                max_delay=self.settings.writer_max_delay,
+                on_failure=lambda run_id, events, _error: self._settled_threadsafe(
+                    run_id, [event_field(e, "seq") for e in events], False
+                ),
+                name=f"backpackflow-event-writer-{index}",
+            )
+            for index in range(count)
+        ]
+        self._accepting = True
+
+    async def shutdown(self) -> None:
+        """Refuse new runs, cancel queued ones, give running ones ``shutdown_grace`` seconds,
+        cancel what is left, then store every event (``EventWriter.close``)."""
+        self._accepting = False
+        if self._handles:
+            log.info(
+                "shutting down: %d run(s) executing, %d queued (canceled now)",
+                self.active_count,
+                self.queued_count,
+            )
+        for handle in list(self._handles.values()):
+            if handle.state == "queued":
+                self._request_cancel(handle, SHUTDOWN_REASON)
+        running = [h.task for h in self._handles.values() if h.task is not None]
+        if running and self.settings.shutdown_grace > 0:
+            await asyncio.wait(running, timeout=self.settings.shutdown_grace)
+        for handle in list(self._handles.values()):
+            self._request_cancel(handle, SHUTDOWN_REASON)
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        for writer in self.writers:
+            await run_in_threadpool(writer.close, self.settings.flush_timeout)
+
+    # ------------------------------------------------------------------ queries
+
+    def handle(self, run_id: str) -> RunHandle | None:
+        return self._handles.get(run_id)
+
+    def writer_stats(self) -> tuple[int, int]:
+        """Events (pending, given up) over all writers."""
+        stats = [writer.stats for writer in self.writers]
+        return sum(s.pending for s in stats), sum(s.failed for s in stats)
+
+    @property
+    def active_count(self) -> int:
+        return sum(1 for h in self._handles.values() if h.state != "queued")
+
+    @property
+    def queued_count(self) -> int:
+        return sum(1 for h in self._handles.values() if h.state == "queued")
+
+    # ------------------------------------------------------------------ flows
+
+    def check_flow(self, graph_json: Mapping[str, Any]) -> list[str]:
+        """Validate a flow document as written and build it once; returns its warnings.
+
+        Building catches what the schema cannot (an unknown dependency factory, a node class
+        refusing its params); ``${NAME}`` references stay unresolved until a run loads it.
+        """
+        report = self.loader.validate(graph_json, environ=KeepUnsetEnvironment())
+        if report.errors:
+            raise FlowProblems("graph_json", list(report.errors))
+        self._load(graph_json, "graph_json", environ=KeepUnsetEnvironment())
+        return list(report.warnings)
+
+    def _response_cache(self) -> Any:
+        """The service-wide LLM response cache (built on first use), or None when disabled
+        or when no plugin provides a SQLite cache."""
+        path = self.settings.llm_cache
+        factory = self.loader.registry.dependency_factories.get("sqlite_cache")
+        if path is None or factory is None or factory.options is None:
+            return None
+        if self._cache is None:
+            options: Any = structure({"path": str(Path(path).resolve())}, factory.options)
+            self._cache = factory.factory(options, None)
+        return self._cache
+
+    def flow_dir(self, graph_json: Mapping[str, Any]) -> Path:
+        """Where the flow's relative file paths point: its seed folder if it is a demo
+        workflow as seeded, else the ``files_dir`` setting."""
+        folder = self._flow_dirs.get(document_key(graph_json))
+        return folder if folder is not None else self._files_dir
+
+    def _load(
+        self, graph_json: Mapping[str, Any], where: str, environ: Mapping[str, str] | None = None
+    ) -> Flow:
+        deps = DependencyContainer()
+        deps.register(FLOW_DIR, self.flow_dir(graph_json).resolve())
+        declared = graph_json.get("dependencies") or {}
+        cache = self._response_cache()
+        if cache is not None and LLM_CACHE not in declared:
+            deps.register(LLM_CACHE, cache)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # validation reports them
+                return self.loader.load_flow(graph_json, deps, environ=environ)
+        except ConfigError as exc:
+            raise FlowProblems(where, list(exc.problems) or [f"$: {exc}"]) from exc
+        except Exception as exc:  # a node type's own code failed to build it
+            raise FlowProblems(
+                where, [f"$: the flow cannot be loaded: {error_summary(exc)}"]
+            ) from exc
+
+    def load_flow(self, workflow: Mapping[str, Any]) -> Flow:
+        """The runnable flow of a stored workflow version (cached per id and version).
+
+        Loading (and :meth:`check_flow`) happens in the event loop thread on purpose: the
+        kernel loader records config warnings with ``warnings.catch_warnings``, which is not
+        thread-safe.
+        """
+        key = (str(workflow["id"]), int(workflow["version"]))
+        flow = self._flows.get(key)
+        if flow is not None:
+            self._flows.move_to_end(key)
+            return flow
+        flow = self._load(workflow["graph_json"], "workflow")
+        if self.settings.flow_cache_size:
+            self._flows[key] = flow
+            while len(self._flows) > self.settings.flow_cache_size:
+                self._flows.popitem(last=False)
+        return flow
+
+    @staticmethod
+    def resolve_inputs(flow: Flow, input_vars: Mapping[str, Any]) -> dict[str, Any]:
+        """The run's inputs: checked against the flow's declared ``inputs``, defaults filled.
+
+        A flow that declares no inputs takes any; one that does refuses unknown names (a
+        typo would otherwise be silently ignored) and requires the required ones.
+        """
+        config = getattr(flow, "config", None)
+        declared = dict(getattr(config, "inputs", None) or {})
+        resolved = dict(input_vars)
+        if not declared:
+            return resolved
+        problems = [
+            f"$.input_vars.{name}: unknown input; the flow declares {', '.join(sorted(declared))}"
+            for name in sorted(set(input_vars) - set(declared))
+        ]
+        for name, spec in declared.items():
+            if name in resolved:
+                continue
+            if spec.required:
+                what = f" ({spec.description})" if spec.description else ""
+                problems.append(f"$.input_vars.{name}: required input missing{what}")
+            elif spec.default is not None:
+                resolved[name] = copy.deepcopy(spec.default)
+        if problems:
+            raise FlowProblems("input_vars", problems)
+        return resolved
+
+    # ------------------------------------------------------------------ runs
+
+    async def submit(
+        self, workflow_id: str, input_vars: Mapping[str, Any], triggered_by: str | None
+    ) -> dict[str, Any]:
+        """Create a ``queued`` run and start it in the background; returns the run."""
+        self._check_accepting()
+        workflow = await run_in_threadpool(self.store.get_workflow, workflow_id)
+        flow = self.load_flow(workflow)
+        inputs = self.resolve_inputs(flow, input_vars)
+        run = await self._store_write(self.store.create_run, workflow_id, inputs, triggered_by)
+        if run["workflow_version"] != workflow["version"]:  # updated in between: run the new one
+            workflow = await run_in_threadpool(self.store.get_workflow, workflow_id)
+            try:
+                flow = self.load_flow(workflow)
+            except FlowProblems as exc:
+                await self._finish_early(run["id"], "failed", str(exc))
+                raise
+        if not self._accepting:
+            await self._finish_early(run["id"], "canceled", SHUTDOWN_REASON)
+            raise ServiceUnavailable("the service is shutting down; no new runs are started")
+        handle = RunHandle(
+            run["id"],
+            flow,
+            inputs,
+            buffer_limit=self.settings.stream_buffer_events,
+            history_size=self.settings.event_history_size,
+        )
+        handle.streamer.subscribe("*", self._subscriber(handle))
+        self._handles[handle.run_id] = handle
+        task = asyncio.create_task(self._execute(handle), name=f"backpackflow run {run['id']}")
+        handle.task = task
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return run
+
+    async def cancel(self, run_id: str) -> tuple[str, str]:
+        """Ask a run to stop; returns (its status then, what happens next)."""
+        handle = self._handles.get(run_id)
+        if handle is not None and handle.state in ("finishing", "done"):
+            raise RunConflict(f"run {run_id!r} has already ended; its status is being recorded")
+        if handle is None:
+            run = await run_in_threadpool(self.store.get_run, run_id)
+            if run["status"] in FINAL_STATUSES:
+                raise RunConflict(f"run {run_id!r} has already finished ({run['status']})")
+            raise RunConflict(
+                f"run {run_id!r} is {run['status']} but not executing in this service process "
+                "(another process runs it); cancel it there"
+            )
+        status = "queued" if handle.state == "queued" else "running"
+        if handle.cancel_reason is not None:
+            return status, f"cancellation already requested: {handle.cancel_reason}"
+        self._request_cancel(handle, "canceled through the API")
+        if status == "queued":
+            return status, "the run was queued; it will not start"
+        return status, "the run stops at its next await or node boundary"
+
+    def _check_accepting(self) -> None:
+        if not self._accepting:
+            raise ServiceUnavailable("the service is shutting down; no new runs are started")
+        slots = self._slots
+        waiting = self.queued_count
+        if slots is not None and slots.locked() and waiting >= self.settings.max_queued_runs:
+            raise ServiceUnavailable(
+                f"{waiting} runs are already waiting for one of "
+                f"{self.settings.max_concurrent_runs} slots; try again later"
+            )
+
+    def _request_cancel(self, handle: RunHandle, reason: str) -> None:
+        if handle.state in ("finishing", "done"):
+            return
+        if handle.cancel_reason is None:
+            handle.cancel_reason = reason
+        handle.canceled.set()  # a queued run stops waiting for a slot
+        handle.control.cancel(handle.cancel_reason)  # a starting or running one stops
+
+    def _subscriber(self, handle: RunHandle) -> Callable[[BackpackEvent], None]:
+        """The run's only event subscriber: buffer for SSE, queue for storage."""
+        writer = handle.writer = self.writers[next(self._next_writer) % len(self.writers)]
+        loop = self._loop
+        assert loop is not None
+
+        def accept(event: BackpackEvent) -> None:
+            slot = handle.accept(event)
+            try:
+                writer.put(handle.run_id, slot)  # constant time, never blocks
+            except WriterClosed:  # only after shutdown; the event stays in memory
+                handle.settle([event.seq], stored=False)
+
+        def on_event(event: BackpackEvent) -> None:
+            if threading.get_ident() == self._loop_thread:
+                accept(event)
+            else:  # emitted from a node's worker thread
+                loop.call_soon_threadsafe(accept, event)
+
+        return on_event
+
+    def _settled_threadsafe(self, run_id: str, seqs: list[int], stored: bool) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            loop.call_soon_threadsafe(self._settled, run_id, seqs, stored)
+        except RuntimeError:  # the loop closed meanwhile: nobody is listening any more
+            pass
+
+    def _settled(self, run_id: str, seqs: list[int], stored: bool) -> None:
+        handle = self._handles.get(run_id)
+        if handle is not None:
+            handle.settle(seqs, stored=stored)
+
+    async def _acquire_slot(self, handle: RunHandle) -> bool:
+        """Wait for a run slot (FIFO); ``False`` if the run was canceled meanwhile.
+
+        Cancellation is an event raced against the semaphore rather than ``task.cancel()``:
+        a task canceled before its first step would never run its bookkeeping.
+        """
+        slots = self._slots
+        assert slots is not None
+        if not slots.locked():
+            await slots.acquire()  # a free slot: returns without suspending
+            return handle.cancel_reason is None or self._give_back(slots)
+        acquire = asyncio.ensure_future(slots.acquire())
+        canceled = asyncio.ensure_future(handle.canceled.wait())
+        try:
+            await asyncio.wait((acquire, canceled), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            canceled.cancel()
+            if not acquire.done():
+                acquire.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await acquire
+        granted = not acquire.cancelled()
+        if granted and handle.cancel_reason is None:
+            return True
+        return granted and self._give_back(slots)
+
+    @staticmethod
+    def _give_back(slots: asyncio.Semaphore) -> bool:
+        slots.release()
+        return False
+
+    async def _execute(self, handle: RunHandle) -> None:
+        slots = self._slots
+        assert slots is not None
+        status: str
+        error: str | None
+        try:
+            if not await self._acquire_slot(handle):
+                await self._finish(handle, "canceled", handle.cancel_reason)
+                return
+            try:
+                handle.state = "starting"
+                await self._store_write(self.store.mark_running, handle.run_id)
+                handle.state = "running"
+                result = await handle.flow.execute(
+                    Backpack(),
+                    inputs=handle.inputs,
+                    events=handle.streamer,
+                    run_id=handle.run_id,
+                    control=handle.control,
+                )
+                status, error = result.status, error_summary(result.error)
+                if status == "canceled":  # say why, rather than the kernel's RunCanceled
+                    error = handle.cancel_reason or error
+            finally:
+                slots.release()
+        except Exception as exc:  # the service failed the run, not the flow
+            log.exception("run %s: the service failed while running it", handle.run_id)
+            status, error = "failed", f"service error: {error_summary(exc)}"
+        await self._finish(handle, status, error)
+
+    async def _finish(self, handle: RunHandle, status: str, error: str | None) -> None:
+        """Store every event, then the final status; then let the database serve the run."""
+        handle.state = "finishing"
+        summary: dict[str, Any] | None = None
+        try:
+            if handle.writer is not None:
+                # Ask for the batch being collected now, without waiting for max_delay; the
+                # wait itself is per run (settled), so no thread blocks on other runs' events.
+                handle.writer.flush(timeout=0)
+            try:
+                await asyncio.wait_for(handle.settled(), self.settings.flush_timeout)
+            except TimeoutError:
+                log.error(
+                    "run %s: events still unstored after %.0fs; finishing the run anyway",
+                    handle.run_id,
+                    self.settings.flush_timeout,
+                )
+            summary = await self._finish_in_store(handle.run_id, status, error)
+        except Exception:
+            log.exception("run %s: cannot record its end (%s)", handle.run_id, status)
+        finally:
+            if summary is None:
+                summary = {"id": handle.run_id, "status": status, "error_summary": error}
+            self._handles.pop(handle.run_id, None)
+            handle.done(summary)
+
+    async def _finish_in_store(
+        self, run_id: str, status: str, error: str | None
+    ) -> dict[str, Any] | None:
+        delay = 0.2
+        for attempt in range(6):
+            try:
+                return await self._store_write(self.store.finish_run, run_id, status, error)
+            except InvalidTransition:
+                run = await run_in_threadpool(self.store.get_run, run_id)
+                run.pop("steps", None)
+                log.warning("run %s was already %s; keeping that", run_id, run["status"])
+                return run
+            except DatabaseUnavailable as exc:
+                if attempt == 5:
+                    log.error(
+                        "run %s: cannot record its end (%s); it stays %r in the database "
+                        "until the next start marks it failed",
+                        run_id,
+                        exc,
+                        "running",
+                    )
+                    return None
+                await asyncio.sleep(delay)
+                delay *= 2
+        return None
+
+    async def _store_write(self, method: Callable[..., _T], *args: Any) -> _T:
+        """A store write in the thread pool, taking turns with the other writes on SQLite."""
+
+        def call() -> _T:
+            with self._write_lock:
+                return method(*args)
+
+        return await run_in_threadpool(call)
+
+    async def _finish_early(self, run_id: str, status: str, error: str) -> None:
+        """End a run that never got a handle (refused between create and start)."""
+        try:
+            await self._store_write(self.store.finish_run, run_id, status, error)
+        except Exception:
+            log.exception("run %s: cannot mark it %s", run_id, status)

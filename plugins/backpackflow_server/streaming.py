@@ -1,0 +1,178 @@
+"""The SSE stream of one run: every trace event exactly once, in seq order, then ``end``.
+
+A client names the last event it has (``Last-Event-ID`` or ``?after=``, default 0) and the
+stream continues from the next seq. The cursor only ever moves to ``cursor + 1``, so nothing is
+skipped and nothing repeats. Where event ``cursor + 1`` comes from:
+
+* the run's in-memory buffer, if the run executes in this process and still holds it (every
+  event not yet stored is there: the buffer forgets only events the writer has stored);
+* otherwise the database (``get_trace(after_seq=cursor)``): an event that left the buffer was
+  stored first, so the database has it.
+
+When the run is done (its events stored, its status final) the stream sends what is left,
+then ``event: end`` with the run summary, and closes. A run this process does not execute
+(finished, or executed by another service process sharing the database) is read from the
+database alone, polling while it is still active. Heartbeats are sse-starlette's pings
+(comment lines); a client disconnect only stops this generator, never the run. When the server
+shuts down, sse-starlette sets the response's shutdown event and the stream ends cleanly (no
+``end``: the run goes on elsewhere or is recovered, and the client resumes with Last-Event-ID).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+from sse_starlette import ServerSentEvent
+from starlette.concurrency import run_in_threadpool
+
+from .runs import FINAL_STATUSES, RunHandle, RunManager
+
+log = logging.getLogger("backpackflow_server.streaming")
+
+#: Events read from the database per query, and sent per network write at most.
+PAGE = 500
+_CHUNK_BYTES = 64 * 1024
+
+
+def _trace(seq: int, text: str) -> bytes:
+    return ServerSentEvent(text, event="trace", id=str(seq)).encode()
+
+
+def _end(summary: dict[str, Any]) -> bytes:
+    return ServerSentEvent(
+        json.dumps(summary, ensure_ascii=False, separators=(",", ":")), event="end"
+    ).encode()
+
+
+def _dumps(event: dict[str, Any]) -> str:
+    return json.dumps(event, ensure_ascii=False, separators=(",", ":"))
+
+
+class _Stop:
+    """Set when the server shuts down; wakes the handle the stream waits on."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.handle: RunHandle | None = None
+
+    async def watch(self, shutdown: anyio.Event) -> None:
+        await shutdown.wait()
+        self.requested = True
+        if self.handle is not None:
+            self.handle.wake()
+
+
+async def run_stream(
+    manager: RunManager,
+    run_id: str,
+    after: int,
+    *,
+    retry_ms: int,
+    poll_interval: float,
+    shutdown: anyio.Event,
+) -> AsyncIterator[bytes]:
+    """The SSE body: bytes of one or more SSE messages per item (fewer, larger writes)."""
+    stop = _Stop()
+    watcher = asyncio.ensure_future(stop.watch(shutdown))
+    try:
+        yield ServerSentEvent(retry=retry_ms).encode()
+        cursor = after
+        handle = manager.handle(run_id)
+        if handle is None:
+            async for chunk in _from_database(manager, run_id, cursor, poll_interval, stop):
+                if isinstance(chunk, int):  # the run turned out to execute here: switch
+                    cursor = chunk
+                    handle = manager.handle(run_id)
+                    break
+                yield chunk
+            else:
+                return
+        assert handle is not None
+        stop.handle = handle
+        async for chunk in _from_handle(manager, handle, cursor, stop):
+            yield chunk
+    finally:
+        watcher.cancel()
+
+
+async def _from_handle(
+    manager: RunManager, handle: RunHandle, cursor: int, stop: _Stop
+) -> AsyncIterator[bytes]:
+    store = manager.store
+    while not stop.requested:
+        if cursor + 1 < handle.low:  # no longer in memory, hence stored
+            page = await run_in_threadpool(
+                store.get_trace, handle.run_id, after_seq=cursor, limit=PAGE
+            )
+            chunk = bytearray()
+            for item in page:
+                if item["seq"] != cursor + 1 or cursor + 1 >= handle.low:
+                    break
+                chunk += _trace(item["seq"], _dumps(item))
+                cursor += 1
+            if chunk:
+                yield bytes(chunk)
+            else:  # cannot happen (the buffer keeps what is not stored); never spin on it
+                log.error(
+                    "run %s: events %d..%d are neither in memory nor in the database",
+                    handle.run_id,
+                    cursor + 1,
+                    handle.low - 1,
+                )
+                cursor = handle.low - 1
+            continue
+        chunk = bytearray()
+        while len(chunk) < _CHUNK_BYTES:
+            slot = handle.get(cursor + 1)
+            if slot is None:
+                break
+            chunk += _trace(cursor + 1, slot.text())
+            cursor += 1
+        if chunk:
+            yield bytes(chunk)
+            continue
+        if handle.finished:
+            later = handle.next_seq_after(cursor)
+            if later is not None:  # an event the writer lost: step over the gap
+                cursor = later - 1
+                continue
+            assert handle.summary is not None
+            yield _end(handle.summary)
+            return
+        await handle.changed()
+
+
+async def _from_database(
+    manager: RunManager, run_id: str, cursor: int, poll_interval: float, stop: _Stop
+) -> AsyncIterator[bytes | int]:
+    """Stream a run from the database; yields the cursor (an int) if the run shows up in
+    this process's manager meanwhile (it was being created when the client connected)."""
+    store = manager.store
+    final: dict[str, Any] | None = None
+    while not stop.requested:
+        page = await run_in_threadpool(store.get_trace, run_id, after_seq=cursor, limit=PAGE)
+        if page:
+            chunk = bytearray()
+            for item in page:
+                chunk += _trace(item["seq"], _dumps(item))
+            cursor = page[-1]["seq"]
+            yield bytes(chunk)
+        if len(page) == PAGE:
+            continue
+        if final is not None:  # the run was final before this read: nothing can follow
+            yield _end(final)
+            return
+        if manager.handle(run_id) is not None:
+            yield cursor
+            return
+        run = await run_in_threadpool(store.get_run, run_id)
+        if run["status"] in FINAL_STATUSES:
+            run.pop("steps", None)
+            final = run  # read once more: events stored since the read above are there now
+            continue
+        await asyncio.sleep(poll_interval)

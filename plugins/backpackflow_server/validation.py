@@ -1,0 +1,105 @@
+"""Turning problems into 422 bodies: every entry has a ``loc`` (FastAPI's) and a JSON ``path``.
+
+The kernel reports flow problems as ``"$.nodes[2].params.temperature: message"`` strings;
+FastAPI reports request problems as ``loc`` tuples. Both become the same shape here, so a
+client handles one format for every 422 of the API.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from .models import Problem
+
+_PROBLEM = re.compile(r"^(\$(?:\.[^\s.\[:]+|\[\d+\])*):\s(.*)$", re.DOTALL)
+_STEP = re.compile(r"\.([^\s.\[:]+)|\[(\d+)\]")
+_PARAMETER_SOURCES = ("path", "query", "header", "cookie")
+
+
+class KeepUnsetEnvironment(Mapping[str, str]):
+    """The process environment in which an unset ``${NAME}`` resolves to itself.
+
+    Saving a workflow checks it as written (like ``backpackflow validate --allow-unset-env``):
+    a secret may be set only where the flow runs, and is resolved when a run loads the flow.
+    """
+
+    def __getitem__(self, key: str) -> str:
+        return os.environ.get(key, "${" + key + "}")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(os.environ)
+
+    def __len__(self) -> int:
+        return len(os.environ)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self[key]
+
+
+def split_problem(problem: str) -> tuple[str, list[str | int], str]:
+    """``"$.a[2].b: msg"`` → (``"$.a[2].b"``, ``["a", 2, "b"]``, ``"msg"``)."""
+    match = _PROBLEM.match(problem)
+    if match is None:
+        return "$", [], problem
+    path, message = match.groups()
+    steps: list[str | int] = [
+        int(index) if index else name for name, index in _STEP.findall(path[1:])
+    ]
+    return path, steps, message
+
+
+def flow_problems(where: str, problems: Sequence[str]) -> list[Problem]:
+    """Problems of a flow document (``where``: ``graph_json``, ``workflow``, ``input_vars``).
+
+    Flow paths stay relative to the flow document (as ``backpackflow validate`` prints them);
+    ``loc`` places them in the request.
+    """
+    result = []
+    for problem in problems:
+        path, steps, message = split_problem(problem)
+        if where == "input_vars":  # the kernel-style path already starts at the body
+            loc: list[str | int] = ["body", *steps]
+            kind = "run_input"
+        elif where == "workflow":
+            loc = ["workflow", "graph_json", *steps]
+            kind = "stored_flow"
+        else:
+            loc = ["body", where, *steps]
+            kind = "flow_config"
+        result.append(Problem(loc=loc, path=path, msg=message, type=kind))
+    return result
+
+
+def path_of(loc: Sequence[Any]) -> str:
+    """A JSON path for a FastAPI ``loc``: body fields as ``$.a[0].b``, parameters as
+    ``query.limit`` / ``header.last-event-id`` / ``path.run_id``."""
+    if not loc:
+        return "$"
+    source, *rest = loc
+    if source != "body":
+        return ".".join(str(part) for part in loc)
+    path = "$"
+    for part in rest:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return path
+
+
+def request_problems(errors: Sequence[Mapping[str, Any]]) -> list[Problem]:
+    """FastAPI's validation errors with a JSON path added."""
+    problems = []
+    for error in errors:
+        loc = [part if isinstance(part, int) else str(part) for part in error.get("loc", ())]
+        if loc and loc[0] in _PARAMETER_SOURCES:
+            loc = loc[:2]  # a parameter is its name; the rest is pydantic's union member tag
+        problems.append(
+            Problem(
+                loc=loc,
+                path=path_of(loc),
+                msg=str(error.get("msg", "invalid")),
+                type=str(error.get("type", "value_error")),
+            )
+        )
+    return problems

@@ -1,0 +1,82 @@
+"""schemathesis against the live service's OpenAPI spec, on SQLite and PostgreSQL.
+
+Every operation gets schema-valid and schema-invalid requests (random ids, then the ids of a
+real workflow and a finished run); every response must pass schemathesis' checks: no server
+error, a documented status code, content type, headers and body. The one exception: a flow
+document that fits the flow schema may still be refused for what JSON Schema cannot say
+(an edge to an unknown node, a duplicate id ...), so ``positive_data_acceptance`` is not
+checked when creating or replacing a workflow.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from hypothesis.errors import Unsatisfiable
+from schemathesis import GenerationMode
+from schemathesis.specs.openapi.checks import positive_data_acceptance
+from server_kit import LiveServer, create_workflow, echo, flow, start_run, wait_for_status
+
+#: Examples per operation, generation mode and pass (2 modes x 2 passes per operation).
+EXAMPLES = 12
+GRAPH_SEMANTICS = {"POST /api/workflows", "PUT /api/workflows/{workflow_id}"}
+
+
+def fuzz(
+    operation: Any, base_url: str, path_parameters: dict[str, str], failures: list[str]
+) -> int:
+    """Run the operation's examples; append one line per failing example; return the count."""
+    parameters = {
+        name: value for name, value in path_parameters.items() if "{" + name + "}" in operation.path
+    }
+    excluded = [positive_data_acceptance] if operation.label in GRAPH_SEMANTICS else []
+    calls = 0
+    for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+        strategy = operation.as_strategy(mode, path_parameters=parameters or None)
+
+        label = f"{operation.label} [{mode.value}]"
+
+        @given(case=strategy)
+        @settings(
+            max_examples=EXAMPLES,
+            deadline=None,
+            database=None,
+            derandomize=True,
+            suppress_health_check=list(HealthCheck),
+        )
+        def check(case: Any) -> None:
+            nonlocal calls
+            calls += 1
+            try:
+                case.call_and_validate(base_url=base_url, excluded_checks=excluded)
+            except BaseException as exc:  # noqa: BLE001 - collect every failure, then report
+                failures.append(f"{label}: {exc}"[:2000])  # noqa: B023 - called right below
+
+        try:
+            check()
+        except Unsatisfiable:
+            assert mode is GenerationMode.NEGATIVE  # nothing of the request can be invalid
+    return calls
+
+
+def test_schemathesis_finds_no_failures(service: LiveServer) -> None:
+    with service.client() as client:
+        workflow_id = create_workflow(client, flow(echo("a"), echo("b")), name="fuzzed")
+        run = start_run(client, workflow_id)
+        wait_for_status(client, run["id"], "succeeded")
+        assert httpx.get(f"{service.url}/openapi.json").status_code == 200
+    schema = schemathesis.openapi.from_url(f"{service.url}/openapi.json")
+    failures: list[str] = []
+    labels = []
+    for result in schema.get_all_operations():
+        operation = result.ok()
+        labels.append(operation.label)
+        assert fuzz(operation, service.url, {}, failures) > 0
+        if operation.method.upper() != "DELETE":  # keep the fixed workflow for the rest
+            known = {"workflow_id": workflow_id, "run_id": run["id"]}
+            fuzz(operation, service.url, known, failures)
+    assert len(labels) == 14, labels
+    assert not failures, "\n\n".join(failures[:5]) + f"\n\n({len(failures)} failures)"

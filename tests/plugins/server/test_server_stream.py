@@ -1,0 +1,289 @@
+"""SSE over a real socket, on SQLite and PostgreSQL: live streams, heartbeats, exact resume with
+Last-Event-ID (from memory and from the database), replay of finished runs, disconnects."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+from server_kit import (
+    GATES,
+    LiveServer,
+    create_workflow,
+    echo,
+    flow,
+    gate,
+    read_stream,
+    sse_messages,
+    start_run,
+    wait_for_status,
+)
+
+from backpackflow.ids import new_id
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def stored_trace(client: httpx.Client, run_id: str) -> list[dict[str, Any]]:
+    return list(client.get(f"/api/runs/{run_id}/trace", params={"limit": 1000}).json()["items"])
+
+
+def gated_run(client: httpx.Client, *, lines: int = 3) -> tuple[dict[str, Any], str, str]:
+    """A run of echo → gate A → echo → gate B → echo, waiting at gate A."""
+    a, b = unique("a"), unique("b")
+    graph = flow(
+        echo("start", log_lines=lines),
+        gate("wait_a", a),
+        echo("middle", log_lines=lines * 3),
+        gate("wait_b", b),
+        echo("finish", log_lines=lines),
+    )
+    run = start_run(client, create_workflow(client, graph))
+    GATES.wait_until_waiting(a)
+    return run, a, b
+
+
+def test_live_stream_from_start_to_end(client: httpx.Client) -> None:
+    run, a, b = gated_run(client)
+    collected: dict[str, Any] = {}
+
+    def reader() -> None:
+        with httpx.Client(base_url=str(client.base_url), timeout=20) as own:
+            collected["events"], collected["end"] = read_stream(own, run["id"])
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    GATES.open(a)
+    GATES.open(b)
+    thread.join(20)
+    events, end = collected["events"], collected["end"]
+    assert end["status"] == "succeeded" and end["id"] == run["id"]
+    assert [e["seq"] for e in events] == list(range(1, end["last_seq"] + 1))
+    assert end["event_count"] == end["last_seq"]
+    assert events == stored_trace(client, run["id"])  # what streamed is what was stored
+    assert events[0]["type"] == "run_start" and events[-1]["type"] == "run_end"
+
+
+def test_heartbeats_while_a_run_waits(client: httpx.Client, service: LiveServer) -> None:
+    run, _, _ = gated_run(client)
+    heartbeats = 0
+    with client.stream("GET", f"/api/runs/{run['id']}/stream") as response:
+        first = True
+        for message in sse_messages(response, comments=True):
+            if first:
+                assert message.retry == service.settings.sse_retry_ms
+                first = False
+            if message.event == "comment":
+                assert message.comments[0].startswith("ping")
+                heartbeats += 1
+                if heartbeats == 2:
+                    break
+    assert heartbeats == 2
+
+
+@pytest.mark.parametrize("stop_after", [1, 4, 9])
+def test_reconnect_with_last_event_id_gets_exactly_the_missed_events(
+    client: httpx.Client, service: LiveServer, stop_after: int
+) -> None:
+    run, a, b = gated_run(client)
+    first, end = read_stream(client, run["id"], stop_after=stop_after)
+    assert end is None and [e["seq"] for e in first] == list(range(1, stop_after + 1))
+
+    GATES.open(a)  # events happen while the client is away
+    GATES.wait_until_waiting(b)
+    missed_until = wait_until_stored_beyond(client, run["id"], stop_after + 10)
+    handle = service.app.state.service.manager.handle(run["id"])
+    deadline = time.monotonic() + 5
+    while handle.low <= stop_after + 1:  # the missed events leave memory: the database has them
+        assert time.monotonic() < deadline, f"events from {handle.low} are still in memory"
+        time.sleep(0.01)
+
+    resumed: dict[str, Any] = {}
+
+    def reader() -> None:
+        with httpx.Client(base_url=str(client.base_url), timeout=20) as own:
+            resumed["events"], resumed["end"] = read_stream(
+                own, run["id"], headers={"Last-Event-ID": str(first[-1]["seq"])}
+            )
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    time.sleep(0.1)
+    GATES.open(b)
+    thread.join(20)
+    second, end = resumed["events"], resumed["end"]
+    seqs = [e["seq"] for e in first + second]
+    assert seqs == list(range(1, end["last_seq"] + 1)), "a gap or a duplicate"
+    assert second[0]["seq"] == stop_after + 1 and len(second) > missed_until - stop_after
+    assert first + second == stored_trace(client, run["id"])
+
+
+def wait_until_stored_beyond(client: httpx.Client, run_id: str, count: int) -> int:
+    """Wait until the database holds at least ``count`` events of the run (the shared
+    server keeps only 4 stored events in memory: older ones must come from the database)."""
+    deadline = time.monotonic() + 10
+    while True:
+        stored = client.get(f"/api/runs/{run_id}").json()["event_count"]
+        if stored >= count:
+            return int(stored)
+        assert time.monotonic() < deadline, f"only {stored} events stored"
+        time.sleep(0.01)
+
+
+def test_resume_with_events_not_yet_stored(serve: Any, database_url: str) -> None:
+    # The writer waits 5 s to fill a batch: every event is still only in memory.
+    server: LiveServer = serve(
+        database_url=database_url, writer_max_delay=5.0, writer_max_batch=10_000
+    )
+    with server.client() as client:
+        run, a, b = gated_run(client)
+        first, _ = read_stream(client, run["id"], stop_after=3)
+        GATES.open(a)
+        GATES.wait_until_waiting(b)
+        assert stored_trace(client, run["id"]) == []  # nothing stored yet
+        assert server.app.state.service.manager.handle(run["id"]).low == 1
+        second, _ = read_stream(client, run["id"], headers={"Last-Event-ID": "3"}, stop_after=10)
+        assert [e["seq"] for e in first + second] == list(range(1, 14))
+        third, _ = read_stream(client, run["id"], params={"after": 13}, stop_after=2)
+        assert [e["seq"] for e in third] == [14, 15]
+        GATES.open(b)
+        done = wait_for_status(client, run["id"], "succeeded", timeout=5)
+        assert [e["seq"] for e in stored_trace(client, run["id"])] == list(
+            range(1, done["last_seq"] + 1)
+        )
+
+
+def test_last_event_id_wins_over_after(client: httpx.Client) -> None:
+    run = start_run(client, create_workflow(client, flow(echo("a", log_lines=5))))
+    done = wait_for_status(client, run["id"], "succeeded")
+    events, _ = read_stream(client, run["id"], headers={"Last-Event-ID": "6"}, params={"after": 2})
+    assert [e["seq"] for e in events] == list(range(7, done["last_seq"] + 1))
+    events, _ = read_stream(client, run["id"], params={"after": 2})
+    assert [e["seq"] for e in events] == list(range(3, done["last_seq"] + 1))
+
+
+def test_a_finished_run_replays_everything_and_closes(client: httpx.Client) -> None:
+    run = start_run(client, create_workflow(client, flow(echo("a", log_lines=10))))
+    done = wait_for_status(client, run["id"], "succeeded")
+    events, end = read_stream(client, run["id"])
+    assert [e["seq"] for e in events] == list(range(1, done["last_seq"] + 1))
+    assert end["status"] == "succeeded" and end["event_count"] == done["event_count"]
+    assert events == stored_trace(client, run["id"])
+    for last in (str(done["last_seq"]), "1000000"):
+        events, end = read_stream(client, run["id"], headers={"Last-Event-ID": last})
+        assert events == [] and end["status"] == "succeeded"
+
+
+def test_bad_last_event_id_is_refused(client: httpx.Client) -> None:
+    run = start_run(client, create_workflow(client, flow(echo("a"))))
+    for value in ("abc", "-1"):
+        response = client.get(f"/api/runs/{run['id']}/stream", headers={"Last-Event-ID": value})
+        assert response.status_code == 422
+        assert response.json()["detail"][0]["path"] == "header.Last-Event-ID"
+
+
+def test_client_disconnects_do_not_affect_the_run(client: httpx.Client) -> None:
+    run, a, b = gated_run(client)
+    for _ in range(3):
+        read_stream(client, run["id"], stop_after=2)  # connect, read, hang up
+    with client.stream("GET", f"/api/runs/{run['id']}/stream") as response:
+        next(response.iter_bytes())  # hang up mid-stream, without reading further
+    GATES.open(a)
+    GATES.open(b)
+    done = wait_for_status(client, run["id"], "succeeded")
+    assert [e["seq"] for e in stored_trace(client, run["id"])] == list(
+        range(1, done["last_seq"] + 1)
+    )
+
+
+def test_concurrent_subscribers_receive_identical_streams(client: httpx.Client) -> None:
+    run, a, b = gated_run(client, lines=5)
+    results: list[list[int]] = []
+
+    def reader() -> None:
+        with httpx.Client(base_url=str(client.base_url), timeout=20) as own:
+            events, end = read_stream(own, run["id"])
+            assert end is not None
+            results.append([e["seq"] for e in events])
+
+    threads = [threading.Thread(target=reader) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.1)
+    GATES.open(a)
+    GATES.open(b)
+    for thread in threads:
+        thread.join(20)
+    done = client.get(f"/api/runs/{run['id']}").json()
+    assert results == [list(range(1, done["last_seq"] + 1))] * 4
+
+
+def test_events_emitted_from_worker_threads(client: httpx.Client) -> None:
+    name = unique("t")
+    graph = flow(
+        gate("wait", name), {"type": "threaded", "id": "worker", "params": {"log_lines": 7}}
+    )
+    run = start_run(client, create_workflow(client, graph))
+    GATES.wait_until_waiting(name)
+    collected: dict[str, Any] = {}
+
+    def reader() -> None:
+        with httpx.Client(base_url=str(client.base_url), timeout=20) as own:
+            collected["events"], collected["end"] = read_stream(own, run["id"])
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    GATES.open(name)
+    thread.join(20)
+    events = collected["events"]
+    logs = [e["payload"]["message"] for e in events if e["type"] == "log"]
+    assert logs == [f"from a thread {i}" for i in range(7)]
+    assert [e["seq"] for e in events] == list(range(1, collected["end"]["last_seq"] + 1))
+
+
+def test_stream_of_a_run_another_process_executes(
+    client: httpx.Client, service: LiveServer
+) -> None:
+    """A run this process does not execute is streamed from the database, polling."""
+    store = service.app.state.service.store
+    workflow_id = create_workflow(client, flow(echo("a")))
+    run = store.create_run(workflow_id, {}, triggered_by="elsewhere")
+    store.mark_running(run["id"])
+
+    def event(seq: int, kind: str) -> dict[str, Any]:
+        return {
+            "id": new_id(),
+            "seq": seq,
+            "timestamp": time.time(),
+            "run_id": run["id"],
+            "step": None,
+            "node_id": None,
+            "node_name": None,
+            "namespace": None,
+            "type": kind,
+            "payload": {"n": seq},
+        }
+
+    store.append_events(run["id"], [event(1, "run_start"), event(2, "log")])
+    collected: dict[str, Any] = {}
+
+    def reader() -> None:
+        with httpx.Client(base_url=str(client.base_url), timeout=20) as own:
+            collected["events"], collected["end"] = read_stream(
+                own, run["id"], headers={"Last-Event-ID": "1"}
+            )
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    time.sleep(0.3)
+    store.append_events(run["id"], [event(3, "log"), event(4, "run_end")])
+    store.finish_run(run["id"], "succeeded")
+    thread.join(20)
+    assert [e["seq"] for e in collected["events"]] == [2, 3, 4]
+    assert collected["end"]["status"] == "succeeded"
