@@ -101,7 +101,7 @@ def test_a_disabled_plugin_provides_nothing() -> None:
     assert registry.plugins[PLUGIN].status == "disabled"
     assert "text_stats" not in registry.node_types
     report = FlowLoader(registry).validate(FLOWS / "triage.json")
-    assert report.errors[0].startswith("$.nodes[0].type: 'text_stats' is not one of")
+    assert report.errors[0].startswith("$.nodes[0].type: unknown node type 'text_stats'")
 
 
 def test_a_disabled_plugin_fails_validation_on_the_command_line() -> None:

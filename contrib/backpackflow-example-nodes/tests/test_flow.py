@@ -48,7 +48,7 @@ def test_params_are_structured_into_the_params_classes(triage: Flow) -> None:
     assert isinstance(nodes["billing_tags"].params, ExtractKeywordsParams)
     assert nodes["stats"].params.words_per_minute == 238  # the default
     assert nodes["route"].params.routes[1].keywords[-1] == "stack trace"
-    assert isinstance(triage.dependencies.get("stopwords"), Stopwords)  # type: ignore[attr-defined]
+    assert isinstance(triage.deps.get("stopwords"), Stopwords)
 
 
 def test_billing_ticket(triage: Flow) -> None:
@@ -188,7 +188,10 @@ def test_a_flow_without_the_dependency_is_rejected_naming_node_and_dependency(
 def test_factory_config_errors_have_json_paths(loader: FlowLoader) -> None:
     with pytest.raises(ConfigError) as caught:
         loader.load_flow(flow_with({"stopwords": {"type": "stopwords", "config": {"lists": 1}}}))
-    assert caught.value.problems == ["$.dependencies.stopwords.config: unknown field(s) ['lists']"]
+    assert caught.value.problems == [
+        "$.dependencies.stopwords.config: Additional properties are not allowed ('lists' was "
+        "unexpected)"
+    ]
 
 
 def test_a_word_file_from_the_flow_config(loader: FlowLoader, tmp_path: Path) -> None:
