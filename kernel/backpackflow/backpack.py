@@ -1155,7 +1155,7 @@ class BackpackView:
         "_bp",
         "_emit",
         "_reads",
-        "_reporter",
+        "_reporting",
         "_writes",
         "namespace",
         "node_id",
@@ -1172,7 +1172,7 @@ class BackpackView:
         self._reads: dict[str, None] = {}
         self._writes: dict[str, None] = {}
         self._emit: Callable[[StreamEventType, Any], None] | None = None
-        self._reporter: BackpackView | None = None
+        self._reporting = False  # report_to() makes the view report its own accesses
 
     def report_to(self, emit: Callable[[StreamEventType, Any], None]) -> None:
         """Emit this view's granted accesses as ``backpack_pack`` / ``backpack_unpack`` events
@@ -1180,7 +1180,7 @@ class BackpackView:
         binds each node's view to that node's events this way). Denials still go to the
         observers."""
         self._emit = emit
-        self._reporter = self
+        self._reporting = True
 
     def _report_write(self, commit: Commit, written: Any) -> None:
         self._emit(  # type: ignore[misc]
@@ -1222,7 +1222,13 @@ class BackpackView:
 
     def pack(self, key: str, value: Any, *, tags: Iterable[str] = ()) -> Commit | None:
         commit = self._bp._pack(
-            key, value, self.node_id, self.node_name, self.namespace, tags, self._reporter
+            key,
+            value,
+            self.node_id,
+            self.node_name,
+            self.namespace,
+            tags,
+            self if self._reporting else None,
         )
         if commit is not None:
             self._writes[key] = None
@@ -1232,14 +1238,22 @@ class BackpackView:
         self, key: str, items: Iterable[Any], *, tags: Iterable[str] | None = None
     ) -> Commit | None:
         commit = self._bp._append(
-            key, items, self.node_id, self.node_name, self.namespace, tags, self._reporter
+            key,
+            items,
+            self.node_id,
+            self.node_name,
+            self.namespace,
+            tags,
+            self if self._reporting else None,
         )
         if commit is not None:
             self._writes[key] = None
         return commit
 
     def delete(self, key: str) -> Commit | None:
-        commit = self._bp._delete(key, self.node_id, self.node_name, self.namespace, self._reporter)
+        commit = self._bp._delete(
+            key, self.node_id, self.node_name, self.namespace, self if self._reporting else None
+        )
         if commit is not None:
             self._writes[key] = None
         return commit
@@ -1253,7 +1267,7 @@ class BackpackView:
             self.node_name,
             self.namespace,
             True,
-            self._reporter,
+            self if self._reporting else None,
         )
 
     def unpack_required(self, key: str) -> Any:
@@ -1265,7 +1279,7 @@ class BackpackView:
             self.node_name,
             self.namespace,
             True,
-            self._reporter,
+            self if self._reporting else None,
         )
         if value is _DELETED:
             raise KeyNotFound(f"node {self.node_id!r}: {self._bp._missing(key)}")

@@ -22,6 +22,7 @@ import math
 import threading
 import time
 import traceback
+import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from concurrent.futures import Future
@@ -368,7 +369,9 @@ class Subscription:
         handler: Handler,
         types: frozenset[str] | None,
     ) -> None:
-        self._streamer = streamer
+        # weak: a subscription must not keep its streamer (and so a run's whole history)
+        # in a reference cycle that only the cyclic GC could free
+        self._streamer = weakref.ref(streamer)
         self.pattern = pattern
         self.handler = handler
         self.types = types
@@ -385,7 +388,9 @@ class Subscription:
         return namespace is not None and self.matcher(namespace)
 
     def unsubscribe(self) -> None:
-        self._streamer.unsubscribe(self)
+        streamer = self._streamer()
+        if streamer is not None:
+            streamer.unsubscribe(self)
 
     cancel = unsubscribe
 

@@ -471,7 +471,7 @@ async def execute_node(
     view = backpack._view(node.id, node.name, namespace)
     emit = frame.emit
     view._emit = emit  # view.report_to(emit), inlined: the view reports its own accesses
-    view._reporter = view
+    view._reporting = True
     started = time.perf_counter()
     params = node.params
     if node.env_refs:
