@@ -16,7 +16,6 @@ every run.
 from __future__ import annotations
 
 import asyncio
-import copy
 import threading
 from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from types import MappingProxyType
@@ -32,6 +31,7 @@ from backpackflow.events import (
     StreamEventType,
     on_private_loop,
 )
+from backpackflow.jsondata import copy_out
 from backpackflow.node import BaseNode, default_node_id, execute_node, graph_version, iter_nodes
 from backpackflow.run import (
     Limits,
@@ -45,6 +45,9 @@ from backpackflow.run import (
 
 if TYPE_CHECKING:
     from backpackflow.backpack import BackpackView
+
+
+_NO_INPUTS: Mapping[str, Any] = MappingProxyType({})
 
 
 class _Graph:
@@ -362,7 +365,8 @@ class Flow(BaseNode):
         )
 
     async def _top_level(self, run: Run) -> Any:
-        view = run.backpack.view(node_id=self.id, node_name=self.name, namespace=self.namespace)
+        # the flow's own namespace was validated when the flow was made
+        view = run.backpack._view(self.id, self.name, self.namespace)
         if self.is_async:
             prep_res = await self.prep_async(view)  # type: ignore[attr-defined]
             exec_res, _ = await self._exec_phase(run, prep_res, self.namespace)
@@ -512,7 +516,12 @@ async def _drive_run(run: Run, body: Callable[[], Coroutine[Any, Any, Any]]) -> 
             control._loop = run._home_loop
     run.emit(
         StreamEventType.RUN_START,
-        RunStartPayload(run.flow_name, MappingProxyType(copy.deepcopy(run.inputs)), run.limits),
+        # a read-only copy: a handler must not change the run's inputs through its event
+        RunStartPayload(
+            run.flow_name,
+            MappingProxyType(copy_out(run.inputs)) if run.inputs else _NO_INPUTS,
+            run.limits,
+        ),
     )
     status, action = "succeeded", None
     error: BaseException | None = None
