@@ -164,6 +164,19 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_CACHE_PATH,
         help=f"SQLite file of the LLM response cache (default {DEFAULT_CACHE_PATH})",
     )
+    detail = parser.add_mutually_exclusive_group()
+    detail.add_argument(
+        "--verbose",
+        "-v",
+        action="store_true",
+        help="console trace with each step's prompt and raw result (console.verbose=true)",
+    )
+    detail.add_argument(
+        "--quiet",
+        "-q",
+        action="store_true",
+        help="console trace of errors, guardrails and the run's end only (console.mode=quiet)",
+    )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
@@ -230,6 +243,11 @@ def _run(args: argparse.Namespace, registry: Registry) -> int:
         specs = []
     config = getattr(flow, "config", None)
     sink_options = _sink_options(args.sink_option)
+    if args.verbose or args.quiet:
+        if "console" not in specs:
+            raise ConfigError("--verbose and --quiet shape the console trace; add --sink console")
+        console = sink_options.setdefault("console", {})
+        console.setdefault("verbose" if args.verbose else "mode", True if args.verbose else "quiet")
     sinks = []
     for spec in specs:
         if spec == "none":
