@@ -15,6 +15,7 @@ import attrs
 
 from backpackflow.config import CURRENT_VERSION, KeepUnset
 from backpackflow.errors import ConfigError
+from backpackflow.jsondata import decimal_text
 
 if TYPE_CHECKING:
     from backpackflow.cli import KernelCommand
@@ -282,12 +283,15 @@ def _run(args: argparse.Namespace, registry: Registry) -> int:
                     "run_id": result.run_id,
                     "status": result.status,
                     "error": str(result.error) if result.error else None,
-                    "totals": {**result.totals, "cost": _amount(Decimal(result.totals["cost"]))},
+                    "totals": {
+                        **result.totals,
+                        "cost": decimal_text(Decimal(result.totals["cost"])),
+                    },
                     "steps": [
                         {
                             **attrs.asdict(s),
-                            "cost": _amount(s.cost),
-                            "cost_saved": _amount(s.cost_saved),
+                            "cost": decimal_text(s.cost),
+                            "cost_saved": decimal_text(s.cost_saved),
                         }
                         for s in summary.steps
                     ],
@@ -306,11 +310,6 @@ def _run(args: argparse.Namespace, registry: Registry) -> int:
         if result.error is not None:
             print(f"error: {type(result.error).__name__}: {result.error}", file=sys.stderr)
     return 0 if result.ok else 1
-
-
-def _amount(value: Any) -> str:
-    """An exact amount in positional notation ("0.0000006", never "6E-7")."""
-    return format(value, "f") if value else "0"
 
 
 def _structure_options(options_class: type | None, data: dict[str, Any]) -> Any:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterator
+from decimal import Decimal
 from typing import Any
 
 from backpackflow.errors import InvalidValue
@@ -105,6 +106,12 @@ def copy_out(value: Any) -> Any:
     if t is list:
         return [copy_out(v) for v in value]
     return value
+
+
+def decimal_text(value: Decimal | int) -> str:
+    """An exact amount as JSON-friendly text in positional notation: ``"0.0000006"``, never
+    ``"6E-7"`` (what ``str(Decimal)`` gives); zero is ``"0"``."""
+    return format(value, "f") if value else "0"
 
 
 def json_equal(a: Any, b: Any) -> bool:

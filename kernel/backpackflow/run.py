@@ -29,6 +29,7 @@ from backpackflow.events import (
     StreamEventType,
 )
 from backpackflow.ids import new_id
+from backpackflow.jsondata import decimal_text
 
 if TYPE_CHECKING:
     from backpackflow.backpack import AccessRecord, Backpack
@@ -402,7 +403,7 @@ class Run:
             "tokens_input": self.tokens_input,
             "tokens_output": self.tokens_output,
             "total_tokens": self.total_tokens,
-            "cost": format(self.cost, "f"),
+            "cost": decimal_text(self.cost),
         }
 
     # -------------------------------------------------------------- sleeping

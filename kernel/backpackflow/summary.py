@@ -14,6 +14,7 @@ from typing import Any
 import attrs
 
 from backpackflow.events import BackpackEvent
+from backpackflow.jsondata import decimal_text
 
 
 @attrs.define
@@ -156,9 +157,9 @@ def format_table(summary: RunSummary) -> str:
                 s.status,
                 str(s.tokens_input),
                 str(s.tokens_output),
-                f"${_amount(s.cost)}",
+                f"${decimal_text(s.cost)}",
                 _ms(s.latency_ms),
-                f"hit (saved ${_amount(s.cost_saved)})" if s.cache_hit else "-",
+                f"hit (saved ${decimal_text(s.cost_saved)})" if s.cache_hit else "-",
                 "; ".join(notes),
             ]
         )
@@ -171,10 +172,10 @@ def format_table(summary: RunSummary) -> str:
             summary.status,
             str(summary.tokens_input),
             str(summary.tokens_output),
-            f"${_amount(summary.cost)}",
+            f"${decimal_text(summary.cost)}",
             _ms(summary.duration_ms),
             f"{hits}/{len(summary.steps)} hits" if hits else "-",
-            f"saved ${_amount(summary.cost_saved)}" if hits else "",
+            f"saved ${decimal_text(summary.cost_saved)}" if hits else "",
         ]
     )
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
@@ -185,11 +186,6 @@ def format_table(summary: RunSummary) -> str:
             lines.append("  ".join("-" * w for w in widths))
         lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
     return "\n".join(lines)
-
-
-def _amount(value: Decimal) -> str:
-    """An exact amount in positional notation ("0.0000006", never "6E-7")."""
-    return format(value, "f") if value else "0"
 
 
 def _ms(value: float | None) -> str:

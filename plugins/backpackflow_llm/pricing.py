@@ -37,6 +37,7 @@ from typing import Any
 import attrs
 
 from backpackflow.errors import BackpackFlowError, SerializationError
+from backpackflow.jsondata import decimal_text
 from backpackflow_llm.types import Usage
 
 __all__ = ["Cost", "PriceEntry", "PricingError", "PricingTable"]
@@ -57,11 +58,6 @@ _ENTRY_FIELDS = frozenset({"pattern", "note", *_PRICE_FIELDS})
 
 class PricingError(BackpackFlowError, ValueError):
     """Pricing data is malformed; the message names the source and the JSON path."""
-
-
-def _plain(value: Decimal) -> str:
-    """A Decimal in positional notation ("0.0025", never "2.5E-3")."""
-    return format(value, "f") if value else "0"
 
 
 @attrs.frozen
@@ -146,18 +142,18 @@ class Cost:
 
     def __str__(self) -> str:
         if not self.known:
-            return f"unknown cost (no price for this model; {_plain(self.total)} counted)"
-        return f"{_plain(self.total)} {self.currency}"
+            return f"unknown cost (no price for this model; {decimal_text(self.total)} counted)"
+        return f"{decimal_text(self.total)} {self.currency}"
 
     def to_json(self) -> dict[str, Any]:
         """Amounts as decimal strings (JSON numbers would be read back as floats)."""
         return {
-            "input": _plain(self.input),
-            "output": _plain(self.output),
-            "cached_input": _plain(self.cached_input),
-            "reasoning": _plain(self.reasoning),
-            "cache_write": _plain(self.cache_write),
-            "total": _plain(self.total),
+            "input": decimal_text(self.input),
+            "output": decimal_text(self.output),
+            "cached_input": decimal_text(self.cached_input),
+            "reasoning": decimal_text(self.reasoning),
+            "cache_write": decimal_text(self.cache_write),
+            "total": decimal_text(self.total),
             "known": self.known,
             "matched_pattern": self.matched_pattern,
             "currency": self.currency,

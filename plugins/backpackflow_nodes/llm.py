@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import json
-from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 import attrs
@@ -34,6 +33,7 @@ from backpackflow.events import (
     StreamChunkPayload,
     StreamEventType,
 )
+from backpackflow.jsondata import decimal_text
 from backpackflow.run import Run
 from backpackflow_llm import (
     FallbackInfo,
@@ -201,7 +201,7 @@ class LLMNode(AsyncNode):
                 run.emit(
                     StreamEventType.CACHE_HIT,
                     CacheHitPayload(
-                        key, _decimal_text(hit.cost.total), hit.response.usage.to_json()
+                        key, decimal_text(hit.cost.total), hit.response.usage.to_json()
                     ),
                 )
                 if request.stream:  # a streaming consumer still gets the text as a stream
@@ -290,7 +290,7 @@ class LLMNode(AsyncNode):
                 response.text,
                 response.usage.to_json(),
                 response.latency_ms,
-                _decimal_text(cost.total),
+                decimal_text(cost.total),
                 cost.known,
                 response.finish_reason,
             ),
@@ -349,11 +349,6 @@ def _usable(text: str, request: LLMRequest) -> bool:
     except ValueError:
         return False
     return True
-
-
-def _decimal_text(value: Decimal) -> str:
-    """An exact amount in positional notation ("0.0000006", never "6E-7")."""
-    return format(value, "f") if value else "0"
 
 
 def _messages(provider: Provider, request: LLMRequest) -> list[dict[str, Any]]:
