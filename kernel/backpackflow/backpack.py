@@ -588,7 +588,6 @@ class Backpack:
             elif op == "pack" and length is not None:
                 written = ListPrefix(stored, length)  # later appends extend `stored` in place
             if report is not None:
-                # inline of report._report_write: one Python call less per write
                 report._emit(  # type: ignore[misc]
                     _PACK,
                     _new(
@@ -1181,30 +1180,6 @@ class BackpackView:
         observers."""
         self._emit = emit
         self._reporting = True
-
-    def _report_write(self, commit: Commit, written: Any) -> None:
-        self._emit(  # type: ignore[misc]
-            StreamEventType.BACKPACK_PACK,
-            _new(
-                BackpackPackPayload,
-                (
-                    commit.key,
-                    commit.op,
-                    written,
-                    commit.commit_id,
-                    commit.version,
-                    commit.tags,
-                    True,
-                    None,
-                ),
-            ),
-        )
-
-    def _report_read(self, key: str, found: bool) -> None:
-        self._emit(  # type: ignore[misc]
-            StreamEventType.BACKPACK_UNPACK,
-            _new(BackpackUnpackPayload, (key, True, None, found)),
-        )
 
     @property
     def reads(self) -> list[str]:

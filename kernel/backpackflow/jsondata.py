@@ -140,9 +140,6 @@ class ListPrefix:
         self.items = items
         self.length = length
 
-    def to_list(self) -> list[Any]:
-        return [copy_out(v) for v in self.items[: self.length]]
-
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=repr)
 
