@@ -100,6 +100,7 @@ def best_us_per_event(
     for run in runs_by_name.values():  # warm-up
         for _ in range(max(10, runs // 10)):
             run()
+        settle()
     best = dict.fromkeys(runs_by_name, float("inf"))
     for _ in range(repeats):
         for name, run in runs_by_name.items():
@@ -107,6 +108,7 @@ def best_us_per_event(
             for _ in range(runs):
                 run()
             best[name] = min(best[name], time.perf_counter() - start)
+            settle()  # untimed, so no sink's leftover work lands in the next figures
     return {name: t / (runs * EVENTS_PER_RUN) * 1e6 for name, t in best.items()}
 
 
