@@ -425,16 +425,12 @@ def _fell_back(run: Run, exc: BaseException, attempts: int) -> None:
     )
 
 
-def _event_params(node: BaseNode) -> Any:
-    """The params events show: secrets resolved from ``${NAME}`` are shown as the reference."""
-    refs = getattr(node, "env_refs", None)
-    if refs:
-        from backpackflow.config import RedactedParams
+def _redacted_params(node: BaseNode) -> Any:
+    """The params events show for a node with ``env_refs``: secrets resolved from ``${NAME}``
+    are shown as the reference."""
+    from backpackflow.config import RedactedParams
 
-        return RedactedParams(node.params, refs)
-    params = node.params
-    # a handler may not change the node through its event: dict params are shown read-only
-    return MappingProxyType(params) if type(params) is dict else params
+    return RedactedParams(node.params, node.env_refs)
 
 
 _NODE_START = StreamEventType.NODE_START
@@ -475,7 +471,7 @@ async def execute_node(
     started = time.perf_counter()
     params = node.params
     if node.env_refs:
-        params = _event_params(node)
+        params = _redacted_params(node)
     elif type(params) is dict:  # a handler may not change the node through its event
         params = MappingProxyType(params)
     emit(
