@@ -551,7 +551,7 @@ async def _exec_with_retries(
             if is_async:
                 return await node.exec_async(prep_res), attempt  # type: ignore[attr-defined]
             if to_thread:
-                return await _in_thread(node.exec, prep_res), attempt
+                return await asyncio.to_thread(node.exec, prep_res), attempt
             return node.exec(prep_res), attempt
         except Exception as exc:  # noqa: BLE001 - retried, then exec_fallback decides
             if attempt >= max_retries:
@@ -566,11 +566,6 @@ async def _exec_with_retries(
             run.emit(StreamEventType.RETRY, RetryPayload(message, error_type, attempt, delay))
             await run.sleep(delay)
     raise AssertionError("unreachable")  # pragma: no cover
-
-
-async def _in_thread(fn: Callable[[Any], Any], arg: Any) -> Any:
-    """Run ``fn(arg)`` in a worker thread, keeping the run and node context."""
-    return await asyncio.to_thread(fn, arg)
 
 
 def iter_nodes(start: BaseNode) -> Iterable[BaseNode]:
