@@ -524,16 +524,11 @@ def _validate(options: ConsoleOptions) -> None:
             )
 
 
-def create(options: ConsoleOptions) -> ConsoleSink:
-    """The factory registered for ``console``."""
-    return ConsoleSink(options)
-
-
 @hookimpl
 def backpackflow_register_event_sinks(register: EventSinkRegistrar) -> None:
     register(
         SINK,
-        create,
+        ConsoleSink,
         options=ConsoleOptions,
         shorthand="mode",
         description="live trace on the terminal: pretty, quiet or jsonl; verbose shows prompts",

@@ -363,16 +363,11 @@ def _validate(options: FileSinkOptions) -> Path | None:
     return None
 
 
-def create(options: FileSinkOptions) -> JsonlFileSink:
-    """The factory registered for ``file``."""
-    return JsonlFileSink(options)
-
-
 @hookimpl
 def backpackflow_register_event_sinks(register: EventSinkRegistrar) -> None:
     register(
         SINK,
-        create,
+        JsonlFileSink,
         options=FileSinkOptions,
         shorthand="path",
         description="JSON Lines file (or one file per run in a directory), rotated, lock-safe",

@@ -419,16 +419,11 @@ def _validate(options: WebhookOptions) -> bytes | None:
     return secret.encode("utf-8")
 
 
-def create(options: WebhookOptions) -> WebhookSink:
-    """The factory registered for ``webhook``."""
-    return WebhookSink(options)
-
-
 @hookimpl
 def backpackflow_register_event_sinks(register: EventSinkRegistrar) -> None:
     register(
         SINK,
-        create,
+        WebhookSink,
         options=WebhookOptions,
         shorthand="url",
         description="batched HTTP POSTs from a background thread, retried, optionally signed",
