@@ -32,6 +32,7 @@ from backpackflow.events import (
     on_private_loop,
 )
 from backpackflow.jsondata import copy_out
+from backpackflow.namespaces import join
 from backpackflow.node import BaseNode, default_node_id, execute_node, graph_version, iter_nodes
 from backpackflow.run import (
     Limits,
@@ -142,8 +143,6 @@ def _follow(
     edges = node.successors.get(key)
     if not edges:
         if node.successors:
-            own = node.namespace
-            where = (f"{namespace}.{own}" if own else namespace) if namespace else own
             run.emit(
                 StreamEventType.LOG,
                 LogPayload(
@@ -151,7 +150,7 @@ def _follow(
                     f"flow ends after node {node.id!r}: it returned action {key!r}, which has "
                     f"no edge (edges: {sorted(node.successors)})",
                 ),
-                frame=NodeFrame(run, node.id, node.name, where, None),
+                frame=NodeFrame(run, node.id, node.name, join(namespace, node.namespace), None),
             )
         return ()
     if len(edges) == 1 and edges[0].when is None:

@@ -458,7 +458,7 @@ async def execute_node(
         else:
             node.set_params(params)
     own = node.namespace
-    namespace = (
+    namespace = (  # namespaces.join(parent_namespace, own), inlined: the hot path
         (f"{parent_namespace}.{own}" if own else parent_namespace) if parent_namespace else own
     )
     frame = NodeFrame(run, node.id, node.name, namespace, step)
