@@ -120,11 +120,9 @@ class ConsoleSink:
         stream = options.stream
         if stream == "auto":
             stream = "stdout" if options.mode == "jsonl" else "stderr"
-        self._file = file
-        self._stderr = stream == "stderr"
         self.console = Console(
             file=file,
-            stderr=self._stderr,
+            stderr=stream == "stderr",
             width=options.width,
             force_terminal=True if options.color == "always" else None,
             no_color=True if options.color == "never" else None,
@@ -185,7 +183,7 @@ class ConsoleSink:
             self._counts["events"] += 1
             try:
                 if self._mode == "jsonl":
-                    out = self._file or (sys.stderr if self._stderr else sys.stdout)
+                    out = self.console.file  # resolved per call: sys.stdout may be replaced
                     out.write(event.to_json_str() + "\n")
                     out.flush()
                     return
@@ -200,7 +198,7 @@ class ConsoleSink:
         """Nothing is buffered; returns what was shown."""
         with self._lock:
             try:
-                (self._file or (sys.stderr if self._stderr else sys.stdout)).flush()
+                self.console.file.flush()
             except (OSError, ValueError):
                 pass
             return {
