@@ -421,9 +421,8 @@ def escape_literal_refs(data: Any, keep: frozenset[tuple[str | int, ...]] = froz
 
 
 def restore_env_refs(data: Any, refs: EnvRefs) -> Any:
-    """``data`` (JSON, changed in place and returned) with each resolved value that is still
-    unchanged put back as the ``${NAME}`` reference it came from; any other literal ``${`` is
-    escaped as ``$${``."""
+    """A copy of ``data`` (JSON) with each resolved value that is still unchanged put back as
+    the ``${NAME}`` reference it came from; any other literal ``${`` is escaped as ``$${``."""
     data = escape_literal_refs(data, frozenset(refs))
     for path, (written, resolved) in refs.items():
         if not path:
@@ -452,15 +451,6 @@ class RedactedParams:
         self.refs = refs
 
     def to_json(self) -> Any:
-        data = (
-            unstructure_params(self.params)
-            if attrs.has(type(self.params))
-            else (_deepcopy_json(self.params))
-        )
+        # restore_env_refs works on a copy: the node's own params are never changed
+        data = unstructure_params(self.params) if attrs.has(type(self.params)) else self.params
         return restore_env_refs(data, self.refs)
-
-
-def _deepcopy_json(value: Any) -> Any:
-    import copy
-
-    return copy.deepcopy(value)
