@@ -105,7 +105,7 @@ def command(args: argparse.Namespace, registry: Registry) -> int:
     out = Console(width=args.width, highlight=False, markup=False, emoji=False)
     if args.list:
         return _emit(
-            args, out, {"runs": [r.summary() for r in _by_start(trace)]}, _runs_table(trace)
+            args, out, {"runs": [r.summary() for r in trace.by_start()]}, _runs_table(trace)
         )
     run = trace.find_run(args.run) if args.run else trace.latest()
     if args.state_at:
@@ -140,10 +140,6 @@ def _warn_problems(trace: Trace) -> None:
         err.print(Text(f"  ... and {count - MAX_PROBLEMS_SHOWN} more"))
 
 
-def _by_start(trace: Trace) -> list[RunTrace]:
-    return sorted(trace.runs.values(), key=lambda r: (r.started or 0.0, r.run_id))
-
-
 def _when(timestamp: float | None) -> str:
     if timestamp is None:
         return "-"
@@ -169,7 +165,7 @@ def _runs_table(trace: Trace) -> RenderableType:
     table.add_column("flow", overflow="fold", min_width=6)
     for header in ("started", "status", "nodes", "time"):
         table.add_column(header, no_wrap=True)
-    for run in _by_start(trace):
+    for run in trace.by_start():
         table.add_row(
             run.run_id,
             run.flow_name or "-",

@@ -205,8 +205,12 @@ class Trace:
     duplicates: int = 0
     outside_runs: int = 0
 
+    def by_start(self) -> list[RunTrace]:
+        """The runs, earliest first (by their first event, then by id)."""
+        return sorted(self.runs.values(), key=lambda r: (r.started or 0.0, r.run_id))
+
     def latest(self) -> RunTrace:
-        return max(self.runs.values(), key=lambda r: (r.started or 0.0, r.run_id))
+        return self.by_start()[-1]
 
     def find_run(self, query: str) -> RunTrace:
         """The run ``query`` names: its id, or a part of it found in exactly one run id."""
