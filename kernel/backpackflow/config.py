@@ -319,8 +319,9 @@ params_converter.register_structure_hook(Any, lambda value, _: value)
 # ------------------------------------------------------------------------------- env references
 
 #: A reference: ``${NAME}`` or ``${NAME:-default}``; ``$${`` escapes a literal ``${``.
-_ENV_REF = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-_ENV_SUBST = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_REFERENCE = r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}"
+_ENV_REF = re.compile(r"(?<!\$)" + _REFERENCE)
+_ENV_SUBST = re.compile(r"\$\$\{|" + _REFERENCE)  # an escape, or a reference to replace
 
 
 def has_env_refs(value: Any) -> bool:
