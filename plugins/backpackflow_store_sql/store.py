@@ -359,6 +359,11 @@ def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
         yield items[start : start + _IN_CHUNK]
 
 
+def _check_name(name: Any) -> None:
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidData(f"a workflow needs a non-empty name, not {name!r}")
+
+
 def _positive(name: str, value: int, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise InvalidData(f"{name} must be an integer >= {minimum}, not {value!r}")
@@ -505,6 +510,13 @@ class SqlRunStore:
             return _strip_nul(value)
         return value
 
+    def _json_object(self, value: Any, what: str) -> dict[str, Any]:
+        """``value`` as a JSON object to store (see :meth:`_json`)."""
+        if not isinstance(value, Mapping):
+            raise InvalidData(f"{what} must be a JSON object, not {type(value).__name__}")
+        document: dict[str, Any] = self._json(dict(value), what)
+        return document
+
     @staticmethod
     def _get_workflow(session: Session, workflow_id: str, *, lock: bool = False) -> Workflow:
         query = select(Workflow).where(Workflow.id == workflow_id)
@@ -527,11 +539,8 @@ class SqlRunStore:
         self, name: str, graph_json: Mapping[str, Any], description: str | None = None
     ) -> dict[str, Any]:
         """Store a flow config document as version 1 of a new workflow."""
-        if not isinstance(name, str) or not name.strip():
-            raise InvalidData(f"a workflow needs a non-empty name, not {name!r}")
-        if not isinstance(graph_json, Mapping):
-            raise InvalidData(f"graph_json must be a JSON object, not {type(graph_json).__name__}")
-        document = self._json(dict(graph_json), "graph_json")
+        _check_name(name)
+        document = self._json_object(graph_json, "graph_json")
         now = _now()
         workflow = Workflow(
             id=new_id(),
@@ -572,15 +581,9 @@ class SqlRunStore:
         ``expected_version`` makes the update conditional (optimistic locking for HTTP
         ``If-Match``): if the stored version differs, :class:`VersionConflict` is raised.
         """
-        if name is not None and (not isinstance(name, str) or not name.strip()):
-            raise InvalidData(f"a workflow needs a non-empty name, not {name!r}")
-        document = None
-        if graph_json is not None:
-            if not isinstance(graph_json, Mapping):
-                raise InvalidData(
-                    f"graph_json must be a JSON object, not {type(graph_json).__name__}"
-                )
-            document = self._json(dict(graph_json), "graph_json")
+        if name is not None:
+            _check_name(name)
+        document = None if graph_json is None else self._json_object(graph_json, "graph_json")
         with self._write() as session:
             workflow = self._get_workflow(session, workflow_id, lock=True)
             if expected_version is not None and workflow.version != expected_version:
@@ -680,9 +683,7 @@ class SqlRunStore:
         triggered_by: str | None = None,
     ) -> dict[str, Any]:
         """A new ``queued`` run of the workflow's current version."""
-        if not isinstance(input_vars, Mapping):
-            raise InvalidData(f"input_vars must be a JSON object, not {type(input_vars).__name__}")
-        variables = self._json(dict(input_vars), "input_vars")
+        variables = self._json_object(input_vars, "input_vars")
         with self._write() as session:
             workflow = self._get_workflow(session, workflow_id)
             run = WorkflowRun(
