@@ -387,12 +387,14 @@ def _pick(graph: _Graph, pending: Sequence[BaseNode], running: Sequence[BaseNode
 def _runnable(
     graph: _Graph, node: BaseNode, pending: Sequence[BaseNode], running: Sequence[BaseNode]
 ) -> bool:
+    """True when no other pending or running node can still reach ``node``."""
     key = id(node)
     reach = graph.reach
-    for other in pending:
-        if other is not node and key in reach.get(id(other), ()):
-            return False
-    return all(not (other is not node and key in reach.get(id(other), ())) for other in running)
+    for others in (pending, running):
+        for other in others:
+            if other is not node and key in reach.get(id(other), ()):
+                return False
+    return True
 
 
 class AsyncFlow(Flow):
