@@ -280,11 +280,8 @@ def _timeline(trace: Trace, run: RunTrace) -> RenderableType:
             _notes(step),
         )
     parts.append(table)
-    for guard in run.guardrails:
-        if not any(guard in s.guardrails for s in run.steps.values()):
-            parts.append(
-                Text(f"⚠ guardrail {guard.get('limit')}: {guard.get('message')}", "yellow")
-            )
+    for guard in run.guardrails:  # those of a node are in its notes
+        parts.append(Text(f"⚠ guardrail {guard.get('limit')}: {guard.get('message')}", "yellow"))
     parts.append(_run_summary(run))
     return Group(*parts)
 

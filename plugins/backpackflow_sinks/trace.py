@@ -111,8 +111,8 @@ class RunTrace:
     steps: dict[int, Step] = attrs.Factory(dict)
     start: dict[str, Any] | None = None
     end: dict[str, Any] | None = None
-    guardrails: list[dict[str, Any]] = attrs.Factory(list)
-    run_logs: list[dict[str, Any]] = attrs.Factory(list)
+    guardrails: list[dict[str, Any]] = attrs.Factory(list)  # outside any node execution
+    run_logs: list[dict[str, Any]] = attrs.Factory(list)  # outside any node execution
 
     @property
     def flow_name(self) -> str | None:
@@ -362,8 +362,6 @@ def _build_run(run_id: str, events: list[dict[str, Any]]) -> RunTrace:
                 step_no, event.get("node_id"), event.get("node_name"), None, event.get("namespace")
             )
         _apply(step, kind, p, event)
-        if kind == "guardrail":
-            run.guardrails.append(p)
     return run
 
 
