@@ -460,8 +460,7 @@ class FlowLoader:
         if from_file and not deps.has(FLOW_DIR):  # where the flow's relative file paths point
             deps.register(FLOW_DIR, Path(str(source)).resolve().parent)
         deps.add_from_config(config.dependencies, self.registry)
-        problems: list[str] = []
-        self._check_dependencies(config.nodes, deps, "$", problems)
+        problems = self._missing_dependencies(config.nodes, deps)
         if problems:
             raise ConfigError("; ".join(problems), problems)
         name = config.name
@@ -493,20 +492,13 @@ class FlowLoader:
         flow.deps = deps
         return flow
 
-    def _check_dependencies(
-        self,
-        nodes: Sequence[NodeConfig],
-        deps: DependencyContainer,
-        path: str,
-        problems: list[str],
-    ) -> None:
-        for i, node in enumerate(nodes):
-            where = f"{path}.nodes[{i}]"
-            if node.type == FLOW_NODE_TYPE:
-                sub = node.params
-                assert isinstance(sub, SubflowParams)
-                self._check_dependencies(sub.nodes, deps, f"{where}.params", problems)
-                continue
+    def _missing_dependencies(
+        self, nodes: Sequence[NodeConfig], deps: DependencyContainer
+    ) -> list[str]:
+        """A problem for each dependency a node (nested flows included) needs that ``deps``
+        does not provide."""
+        problems: list[str] = []
+        for where, node in _walk_nodes(nodes, "$"):
             needed = [*self.node_type(node.type).dependencies, *node.dependencies]
             for name in needed:
                 if not deps.has(name):
@@ -515,6 +507,7 @@ class FlowLoader:
                         f"which is not provided (provided: {', '.join(deps.names()) or 'none'}); "
                         "declare it in the flow's 'dependencies' or register it in the container"
                     )
+        return problems
 
     def _build_flow(
         self,
