@@ -609,14 +609,7 @@ def _isolated(function: Callable[..., Any], plugin: str, registry: Registry) -> 
         try:
             return function(*args)
         except Exception as exc:  # noqa: BLE001 - a broken plugin is reported, not fatal
-            if info is not None:
-                info.status = "broken"
-                info.reason = f"backpackflow_configure raised {type(exc).__name__}: {exc}"
-            registry.errors.append(
-                f"plugin {plugin!r}: backpackflow_configure raised {type(exc).__name__}: {exc}"
-            )
-            if os.environ.get("BACKPACKFLOW_DEBUG"):
-                traceback.print_exc(file=sys.stderr)
+            _hook_raised(registry, plugin, "backpackflow_configure", exc)
             return None
 
     return call
@@ -649,12 +642,20 @@ def _collect(pm: pluggy.PluginManager, registry: Registry) -> None:
             try:
                 impl.function(**kwargs)
             except Exception as exc:  # noqa: BLE001 - a broken plugin is reported, not fatal
-                info.status = "broken"
-                info.reason = f"{hook_name} raised {type(exc).__name__}: {exc}"
-                registry.errors.append(f"plugin {impl.plugin_name!r}: {info.reason}")
+                _hook_raised(registry, impl.plugin_name, hook_name, exc)
                 registry._withdraw(impl.plugin_name)
-                if os.environ.get("BACKPACKFLOW_DEBUG"):
-                    traceback.print_exc(file=sys.stderr)
+
+
+def _hook_raised(registry: Registry, plugin: str, hook_name: str, exc: Exception) -> None:
+    """Report ``plugin`` broken because its hook raised ``exc`` (with the traceback on stderr
+    when ``BACKPACKFLOW_DEBUG`` is set); call it from the ``except`` block."""
+    reason = f"{hook_name} raised {type(exc).__name__}: {exc}"
+    info = registry.plugins.get(plugin)
+    if info is not None:
+        info.status, info.reason = "broken", reason
+    registry.errors.append(f"plugin {plugin!r}: {reason}")
+    if os.environ.get("BACKPACKFLOW_DEBUG"):
+        traceback.print_exc(file=sys.stderr)
 
 
 _default: Registry | None = None
