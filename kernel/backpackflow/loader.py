@@ -213,14 +213,14 @@ class FlowLoader:
             if not any(p.startswith(f"{where}: ") for where in unknown)
         ]
         # a problem may quote a value: never one a ${NAME} reference resolved to
-        refs = env_ref_paths(raw, resolved)
         if problems:
-            problems = _redact(problems, refs)
+            problems = _redact(problems, env_ref_paths(raw, resolved))
             raise ConfigError(_join(label, problems), problems)
         try:
             config = structure(resolved, FlowConfig)
             config, warns = self._check(config, raw, label)
         except ConfigError as exc:
+            refs = env_ref_paths(raw, resolved)
             problems = _redact(list(exc.problems), refs)
             raise ConfigError(_redact([str(exc)], refs)[0], problems) from None
         return config, raw, [*notices, *warns]
