@@ -71,7 +71,7 @@ def test_retries_then_fallback_succeed_and_no_key_leaks(capsys, tmp_path, wire_s
     assert step["notes"] == "2 retries; 1 fallback"
     assert dollars(step["cost"]) > 0
     assert total["status"] == "succeeded"
-    assert len(openai.received) == 3 and len(anthropic.received) == 1
+    assert len(openai.requests) == 3 and len(anthropic.requests) == 1
     outputs = [out, err]
     if events_file.exists():
         events = [json.loads(line) for line in events_file.read_text().splitlines()]

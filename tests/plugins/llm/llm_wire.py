@@ -1,23 +1,25 @@
-"""Real HTTP servers on 127.0.0.1 that play scripted replies and record what they received.
+"""Real HTTP servers on 127.0.0.1 that speak the LLM wire formats: scripted replies, recorded
+requests.
 
-Each :class:`WireServer` runs ``http.server.ThreadingHTTPServer`` on port 0 in a thread. It
-answers every request with the next :class:`Reply` of its script (the last one repeats), so a
-test can say "429, then 200" or "500 forever". Streams are sent as real chunked
-``text/event-stream`` bodies; a reply can hang (never answer) or cut the connection
-mid-stream. Nothing here reaches beyond the loopback interface.
+Each :class:`WireServer` (a :class:`loopback.ScriptedServer`) answers every request with the
+next :class:`Reply` of its script (the last one repeats), so a test can say "429, then 200" or
+"500 forever". Streams are sent as real chunked ``text/event-stream`` bodies; a reply can hang
+(never answer) or cut the connection mid-stream. Nothing here reaches beyond the loopback
+interface.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import sys
-import threading
-from collections.abc import Coroutine
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable, Coroutine, Iterator
+from http.server import BaseHTTPRequestHandler
 from typing import Any, TypeVar
 
 import attrs
+import pytest
+
+from loopback import ScriptedServer, serving
 
 T = TypeVar("T")
 
@@ -73,51 +75,9 @@ def anthropic_events(*events: dict[str, Any]) -> list[str]:
     return [f"event: {e['type']}\ndata: {json.dumps(e)}\n\n" for e in events]
 
 
-class WireServer:
+class WireServer(ScriptedServer[Reply, Received]):
     def __init__(self, *script: Reply) -> None:
-        self.script = list(script) or [Reply()]
-        self.received: list[Received] = []
-        self.release = threading.Event()
-        self._lock = threading.Lock()
-        self._httpd = _QuietServer(("127.0.0.1", 0), _handler_for(self))
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
-        )
-
-    @property
-    def url(self) -> str:
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    def start(self) -> WireServer:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.release.set()
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(timeout=5)
-
-    def next_reply(self, received: Received) -> Reply:
-        with self._lock:
-            self.received.append(received)
-            index = min(len(self.received), len(self.script)) - 1
-            return self.script[index]
-
-    @property
-    def last(self) -> Received:
-        return self.received[-1]
-
-
-class _QuietServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client that hangs up early (a test that got its error) is expected; anything else
-        # is a bug in the fake server and must show.
-        if not isinstance(sys.exc_info()[1], ConnectionError):
-            super().handle_error(request, client_address)
+        super().__init__(script or [Reply()], _handler_for(self))
 
 
 def _handler_for(server: WireServer) -> type[BaseHTTPRequestHandler]:
@@ -159,3 +119,10 @@ def _handler_for(server: WireServer) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(data)
 
     return Handler
+
+
+@pytest.fixture
+def wire_server() -> Iterator[Callable[..., WireServer]]:
+    """``wire_server(Reply(...), ...)`` starts a server playing that script; all are stopped
+    (hanging handlers released) when the test ends."""
+    yield from serving(WireServer)

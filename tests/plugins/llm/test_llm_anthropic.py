@@ -227,4 +227,4 @@ def test_missing_key(wire_server):
     server = wire_server(Reply(json=MESSAGE))
     with pytest.raises(MissingAPIKey, match="ANTHROPIC_API_KEY"):
         run(AnthropicProvider(base_url=server.url).complete(request()))
-    assert server.received == []
+    assert server.requests == []

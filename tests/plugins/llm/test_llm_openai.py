@@ -305,7 +305,7 @@ def test_missing_key_raises_only_when_called_and_names_the_variable(wire_server)
     assert info.value.env_var == "MY_OPENAI_KEY"
     assert "MY_OPENAI_KEY" in str(info.value) and "api_key=" in str(info.value)
     assert not info.value.transient
-    assert server.received == []  # nothing was sent
+    assert server.requests == []  # nothing was sent
 
 
 def test_repr_never_shows_the_key():
@@ -325,7 +325,7 @@ def test_shared_client_is_used_and_left_open(wire_server):
             assert not client.is_closed
 
     run(go())
-    assert len(server.received) == 2
+    assert len(server.requests) == 2
     assert server.last.headers["openai-organization"] == "org-1"
 
 

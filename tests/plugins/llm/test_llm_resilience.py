@@ -249,8 +249,8 @@ def test_http_429_with_retry_after_then_success(wire_server):
     rec = Recorder()
     response = run(rec.go([(openai(server.url), "gpt-4o-mini")]))
     assert response.text == "ok"
-    assert len(server.received) == 2
-    assert server.received[0].body == server.received[1].body  # the same request again
+    assert len(server.requests) == 2
+    assert server.requests[0].body == server.requests[1].body  # the same request again
     assert rec.sleep.delays == [1.0]
     assert isinstance(rec.retries[0].error, RateLimited)
 
@@ -276,7 +276,7 @@ def test_http_5xx_forever_falls_back_to_the_other_provider(wire_server):
         "claude-3-5-haiku-20241022",
         "from claude",
     )
-    assert len(down.received) == 3
+    assert len(down.requests) == 3
     assert claude.last.json()["model"] == "claude-3-5-haiku-latest"
     assert claude.last.json()["messages"] == [{"role": "user", "content": "Hi there."}]
     [fallback] = rec.fallbacks
@@ -294,7 +294,7 @@ def test_a_silent_server_times_out_is_retried_then_falls_back(wire_server):
         )
     )
     assert response.provider == "offline"
-    assert len(silent.received) == 2
+    assert len(silent.requests) == 2
     assert all(isinstance(r.error, ProviderTimeout) for r in rec.retries)
     assert isinstance(rec.fallbacks[0].error, ProviderTimeout)
 
@@ -304,7 +304,7 @@ def test_401_is_not_retried(wire_server):
     rec = Recorder()
     response = run(rec.go([(openai(server.url), "gpt-4o"), (OfflineProvider(), "offline-1")]))
     assert response.provider == "offline"
-    assert len(server.received) == 1
+    assert len(server.requests) == 1
     assert rec.retries == []
     assert rec.fallbacks[0].error.status == 401
 
@@ -351,5 +351,5 @@ def test_anthropic_overloaded_stream_falls_back(wire_server):
         )
     )
     assert response.provider == "offline"
-    assert len(claude.received) == 3
+    assert len(claude.requests) == 3
     assert rec.fallbacks[0].error.status == 529

@@ -12,20 +12,21 @@ import copy
 import itertools
 import json
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import attrs
 import pytest
 
+from loopback import LoopbackServer, drop_api_keys, keep_requests_local
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "llm"))
 
-from llm_wire import Reply, WireServer
+from llm_wire import wire_server as wire_server  # a fixture, for the conftests
 
 import backpackflow.plugins
 from backpackflow import Backpack
@@ -265,39 +266,14 @@ class Page:
     delay: float = 0.0
 
 
-class PageServer:
+class PageServer(LoopbackServer):
     """A real HTTP server on 127.0.0.1 answering GETs from a dict of paths (404 otherwise)."""
 
     def __init__(self, pages: Mapping[str, Page]) -> None:
+        super().__init__(_page_handler(self))
         self.pages = dict(pages)
         self.hits: list[str] = []
         self.headers: list[dict[str, str]] = []  # of each request, names in lower case
-        self._httpd = _Quiet(("127.0.0.1", 0), _page_handler(self))
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
-        )
-
-    @property
-    def url(self) -> str:
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    def __enter__(self) -> PageServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(timeout=5)
-
-
-class _Quiet(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        if not isinstance(sys.exc_info()[1], ConnectionError):
-            super().handle_error(request, client_address)
 
 
 def _page_handler(server: PageServer) -> type[BaseHTTPRequestHandler]:
@@ -331,32 +307,12 @@ def _page_handler(server: PageServer) -> type[BaseHTTPRequestHandler]:
 # (imported by the conftest of tests/plugins/nodes and of tests/e2e)
 
 
-@pytest.fixture
-def wire_server() -> Iterator[Callable[..., WireServer]]:
-    """``wire_server(Reply(...), ...)`` starts an OpenAI/Anthropic-style server on 127.0.0.1
-    playing that script (the last reply repeats); all are stopped when the test ends."""
-    servers: list[WireServer] = []
-
-    def start(*script: Reply) -> WireServer:
-        server = WireServer(*script).start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()
-
-
 @pytest.fixture(autouse=True)
 def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No real API keys, no proxies (requests stay on 127.0.0.1), and a scratch working
     directory so nothing is written into the repository."""
-    for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY"):
-        monkeypatch.delenv(name, raising=False)
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.delenv("all_proxy", raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    drop_api_keys(monkeypatch)
+    keep_requests_local(monkeypatch)
     monkeypatch.chdir(tmp_path)
 
 

@@ -53,7 +53,7 @@ def test_a_hit_short_circuits_the_call_costs_zero_and_reports_the_cost_saved(
     first = execute(flow)
     second = execute(flow)
 
-    assert len(openai.received) == 1  # the second run never reached the provider
+    assert len(openai.requests) == 1  # the second run never reached the provider
     assert first.of("cache_hit") == []
     paid = first.one("llm_response")
     assert Decimal(paid["cost"]) > 0
@@ -208,5 +208,5 @@ def test_an_answer_that_is_not_the_json_asked_for_is_not_cached(wire_server, mon
     assert second.of("cache_hit") == []
     assert second.result.ok, second.result.error
     assert second.result.backpack.peek("ask") == {"city": "Paris"}
-    assert len(openai.received) == 2
+    assert len(openai.requests) == 2
     assert len(execute(flow).of("cache_hit")) == 1  # the good answer is cached

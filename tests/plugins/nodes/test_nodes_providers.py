@@ -140,12 +140,12 @@ def test_openai_500s_are_retried_then_anthropic_answers(wire_server, keys):
     assert ran.result.backpack.peek("ask") == "Paris."
 
     # the wire: three OpenAI attempts with the key from the environment, then Anthropic
-    assert len(openai.received) == 3
-    for received in openai.received:
+    assert len(openai.requests) == 3
+    for received in openai.requests:
         assert received.path == "/chat/completions"
         assert received.headers["authorization"] == f"Bearer {openai_key}"
         assert received.json()["messages"] == messages
-    (sent,) = anthropic.received
+    (sent,) = anthropic.requests
     assert sent.path == "/messages"
     assert sent.headers["x-api-key"] == anthropic_key
     assert sent.json()["system"] == "Answer in one word."
@@ -183,7 +183,7 @@ def test_a_429_with_retry_after_is_honoured(wire_server, keys):
     assert "retry after 1s" in retry["error"]
     assert elapsed >= 0.95
     assert ran.one("llm_response")["text"] == "Paris."
-    assert len(openai.received) == 2
+    assert len(openai.requests) == 2
 
 
 def test_retry_after_is_capped_by_retry_max_delay(wire_server, keys):
@@ -207,7 +207,7 @@ def test_a_4xx_is_not_retried_but_falls_back_at_once(wire_server, keys):
 
     assert ran.result.ok
     assert ran.of("retry") == []
-    assert len(openai.received) == 1
+    assert len(openai.requests) == 1
     reason = ran.one("fallback")["reason"]
     assert reason.startswith("ProviderRequestError not retryable (1 attempt)")
     assert "The model does not exist" in reason
@@ -231,7 +231,7 @@ def test_when_every_provider_fails_the_run_fails_listing_every_attempt(wire_serv
     ran = run_flow(flow_doc(with_fallback(), dependencies=providers(openai.url, anthropic.url)))
 
     assert ran.result.status == "failed"
-    assert len(openai.received) == 3 and len(anthropic.received) == 3
+    assert len(openai.requests) == 3 and len(anthropic.requests) == 3
     assert len(ran.of("retry")) == 4
     assert len(ran.of("fallback")) == 1
     assert ran.of("llm_response") == []
@@ -294,7 +294,7 @@ def test_no_key_at_all_fails_with_the_variable_to_set(wire_server):
     ran = run_flow(flow_doc(ask(), dependencies=deps))
     assert ran.result.status == "failed"
     assert "OPENAI_API_KEY" in ran.error
-    assert openai.received == []
+    assert openai.requests == []
 
 
 # ------------------------------------------------------------------------------- the wire formats
@@ -530,7 +530,7 @@ def test_a_provider_that_does_not_answer_times_out_and_is_retried(wire_server, k
     ran = run_flow(flow_doc(offline_fallback(**FAST_RETRIES), dependencies=deps))
     assert ran.result.ok, ran.result.error
     assert [r["error_type"] for r in ran.of("retry")] == ["ProviderTimeout"] * 2
-    assert len(silent.received) == 3
+    assert len(silent.requests) == 3
     assert "no answer within 0.2s" in ran.one("fallback")["reason"]
 
 

@@ -6,10 +6,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import pytest
-from sinks_support import HookServer, Reply
+from sinks_support import HookServer
 
 from backpackflow.plugins import Registry, build_registry
 from backpackflow_sinks import console, inspect, jsonl, webhook
+from loopback import keep_requests_local, serving
 
 
 @pytest.fixture
@@ -22,28 +23,10 @@ def registry() -> Registry:
 def hook_server() -> Iterator[Callable[..., HookServer]]:
     """``hook_server(Reply(...), ...)`` starts a server playing that script; every server is
     stopped (hanging handlers released) when the test ends."""
-    servers: list[HookServer] = []
-
-    def start(*script: Reply) -> HookServer:
-        server = HookServer(*script).start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()
+    yield from serving(HookServer)
 
 
 @pytest.fixture(autouse=True)
 def _loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
     """No proxy from the developer's environment may route test requests off the machine."""
-    for name in (
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "ALL_PROXY",
-        "http_proxy",
-        "https_proxy",
-        "all_proxy",
-    ):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    keep_requests_local(monkeypatch)

@@ -1,23 +1,28 @@
 """Flows, nodes and a scripted HTTP server shared by the sink and inspect tests.
 
-The server is ``http.server.ThreadingHTTPServer`` on 127.0.0.1, port 0: it answers each request
-with the next step of its script (the last step repeats) and records every request (headers,
-exact body bytes, arrival time). A step may hang (never answer until the test ends) or wait at a
-gate before answering. Nothing here reaches beyond the loopback interface.
+The server is a :class:`loopback.ScriptedServer` on 127.0.0.1: it answers each request with the
+next step of its script (the last step repeats) and records every request (headers, exact body
+bytes, arrival time). A step may hang (never answer until the test ends) or wait at a gate
+before answering. Nothing here reaches beyond the loopback interface.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import sys
 import threading
 import time
 from collections.abc import Iterable
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
 from typing import Any
 
 import attrs
+
+# tests/, for ``loopback`` (also in the writer processes that import only this folder)
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from backpackflow import Backpack, EventStreamer, Flow, Node, current_run
 from backpackflow.events import (
@@ -28,6 +33,7 @@ from backpackflow.events import (
 )
 from backpackflow.plugins import EventSink, attach_sinks
 from backpackflow.run import Limits, RunResult
+from loopback import ScriptedServer
 
 # ------------------------------------------------------------------------------ nodes
 
@@ -217,14 +223,10 @@ class Request:
         return json.loads(self.body)
 
 
-class HookServer:
+class HookServer(ScriptedServer[Reply, Request]):
     """A scripted webhook endpoint (see the module docstring)."""
 
     def __init__(self, *script: Reply) -> None:
-        self.script = list(script) or [Reply()]
-        self.requests: list[Request] = []
-        self.arrived = threading.Condition()
-        self.release = threading.Event()  # set at stop: hanging handlers return
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -234,13 +236,9 @@ class HookServer:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
                 body = self.rfile.read(length)
-                with owner.arrived:
-                    index = len(owner.requests)
-                    owner.requests.append(
-                        Request(self.path, dict(self.headers.items()), body, time.monotonic())
-                    )
-                    owner.arrived.notify_all()
-                reply = owner.script[min(index, len(owner.script) - 1)]
+                reply = owner.next_reply(
+                    Request(self.path, dict(self.headers.items()), body, time.monotonic())
+                )
                 if reply.gate is not None:
                     reply.gate.wait(10)
                 if reply.hang:
@@ -256,36 +254,11 @@ class HookServer:
                 self.end_headers()
                 self.wfile.write(payload)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        )
+        super().__init__(script or [Reply()], Handler)
 
     @property
     def url(self) -> str:
-        host, port = self.server.server_address[:2]
-        return f"http://{host!s}:{port}/hook"
-
-    def start(self) -> HookServer:
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
-
-    def wait_for(self, count: int, timeout: float = 5.0) -> bool:
-        """Wait until ``count`` requests arrived."""
-        deadline = time.monotonic() + timeout
-        with self.arrived:
-            while len(self.requests) < count:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self.arrived.wait(left)
-        return True
+        return f"{super().url}/hook"
 
     def events(self) -> list[dict[str, Any]]:
         """Every event received, in order (retried batches once, by batch id)."""
