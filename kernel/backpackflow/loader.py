@@ -139,9 +139,7 @@ class FlowLoader:
                 return copy_in(dict(source), "flow config"), "<config>"
             except InvalidValue as exc:
                 raise ConfigError(str(exc)) from None
-        if isinstance(source, Path) or (
-            isinstance(source, str) and not source.lstrip().startswith("{")
-        ):
+        if _is_file(source):
             path = Path(source)
             try:
                 text = path.read_text(encoding="utf-8")
@@ -456,7 +454,7 @@ class FlowLoader:
         for message in warns:
             warnings.warn(message, ConfigWarning, stacklevel=2)
         deps = deps if deps is not None else DependencyContainer()
-        from_file = isinstance(source, (str, Path)) and not str(source).lstrip().startswith("{")
+        from_file = _is_file(source)
         if from_file and not deps.has(FLOW_DIR):  # where the flow's relative file paths point
             deps.register(FLOW_DIR, Path(str(source)).resolve().parent)
         deps.add_from_config(config.dependencies, self.registry)
@@ -854,6 +852,13 @@ def _redact(problems: list[str], refs: Mapping[Any, tuple[str, str]]) -> list[st
             problem = problem.replace(resolved, written)
         redacted.append(problem)
     return redacted
+
+
+def _is_file(source: ConfigSource) -> bool:
+    """Whether ``source`` names a flow file (a path, or text that is not a JSON object)."""
+    return isinstance(source, Path) or (
+        isinstance(source, str) and not source.lstrip().startswith("{")
+    )
 
 
 def _parse_json(text: str, label: str) -> dict[str, Any]:
