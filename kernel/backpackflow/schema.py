@@ -344,12 +344,7 @@ def _option_branches(
             continue
         ref, option_defs = params_schema_components(options, f"{kind}.{name}.")
         defs.update(option_defs)
-        branches.append(
-            {
-                "if": {"properties": {"type": {"const": name}}, "required": ["type"]},
-                "then": {"properties": {field: ref}},
-            }
-        )
+        branches.append(_if_type(name, {"properties": {field: ref}}))
     return branches
 
 
@@ -357,6 +352,11 @@ def _params_branch(type_name: str, params_ref: dict[str, Any]) -> dict[str, Any]
     then: dict[str, Any] = {"properties": {"params": params_ref}}
     if type_name == FLOW_NODE_TYPE:  # a nested flow is its params: they cannot be left out
         then["required"] = ["params"]
+    return _if_type(type_name, then)
+
+
+def _if_type(type_name: str, then: dict[str, Any]) -> dict[str, Any]:
+    """``if type == type_name then <then>``."""
     return {
         "if": {"properties": {"type": {"const": type_name}}, "required": ["type"]},
         "then": then,
