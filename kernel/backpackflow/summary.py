@@ -7,7 +7,7 @@ the run total is the sum of the steps, to the last digit.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -124,20 +124,23 @@ def summarize(events: Iterable[BackpackEvent | Mapping[str, Any]]) -> RunSummary
     return summary
 
 
+#: The columns of :func:`format_table`, in order (the header row).
+COLUMNS = (
+    "#",
+    "node",
+    "type",
+    "status",
+    "tokens in",
+    "tokens out",
+    "cost",
+    "latency",
+    "cache",
+    "notes",
+)
+
+
 def format_table(summary: RunSummary) -> str:
     """The summary as a plain-text table (no terminal features needed)."""
-    header = [
-        "#",
-        "node",
-        "type",
-        "status",
-        "tokens in",
-        "tokens out",
-        "cost",
-        "latency",
-        "cache",
-        "notes",
-    ]
     rows = []
     for s in summary.steps:
         notes = []
@@ -178,14 +181,14 @@ def format_table(summary: RunSummary) -> str:
             f"saved ${decimal_text(summary.cost_saved)}" if hits else "",
         ]
     )
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(header, widths, strict=True)).rstrip()]
-    lines.append("  ".join("-" * w for w in widths))
-    for i, row in enumerate(rows):
-        if i == len(rows) - 1:
-            lines.append("  ".join("-" * w for w in widths))
-        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-    return "\n".join(lines)
+    widths = [max(len(r[i]) for r in [COLUMNS, *rows]) for i in range(len(COLUMNS))]
+    rule = "  ".join("-" * w for w in widths)
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
+
+    *steps, total = rows
+    return "\n".join([line(COLUMNS), rule, *map(line, steps), rule, line(total)])
 
 
 def _ms(value: float | None) -> str:
