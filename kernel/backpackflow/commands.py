@@ -39,9 +39,9 @@ def _validate(args: argparse.Namespace, registry: Registry) -> int:
     from backpackflow.loader import FlowLoader
 
     loader = FlowLoader(registry)
+    environ = KeepUnset(os.environ) if args.allow_unset_env else None
     failed = 0
     for name in args.files:
-        environ = KeepUnset(os.environ) if args.allow_unset_env else None
         report = loader.validate(Path(name), environ=environ)
         for problem in report.errors:
             print(f"{name}: {problem}", file=sys.stderr)
