@@ -34,7 +34,7 @@ from backpackflow.events import (
     StreamEventType,
 )
 from backpackflow.jsondata import decimal_text
-from backpackflow.run import Run
+from backpackflow.run import current_run_or_none
 from backpackflow_llm import (
     FallbackInfo,
     LLMRequest,
@@ -176,7 +176,7 @@ class LLMNode(AsyncNode):
 
     async def prep_async(self, backpack: BackpackView) -> LLMRequest:
         bindings, prompt, system = self._templates
-        context = bindings.resolve(base_context(_run_or_none(), backpack))
+        context = bindings.resolve(base_context(current_run_or_none(), backpack))
         text = _as_text(prompt.render(context))
         params = self.params
         return LLMRequest(
@@ -321,17 +321,11 @@ class LLMNode(AsyncNode):
                     f"node {self.id!r}: the model's answer is not valid JSON ({exc}); the raw "
                     "answer is in the node's exec_complete and llm_response events"
                 ) from None
-        run = _run_or_none()
+        run = current_run_or_none()
         if run is not None:
             run.outputs[self.id] = output
         backpack.pack(self.params.output_key or self.id, output)
         return None
-
-
-def _run_or_none() -> Run | None:
-    from backpackflow.run import current_run_or_none
-
-    return current_run_or_none()
 
 
 def _as_text(value: Any) -> str:
