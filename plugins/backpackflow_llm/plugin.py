@@ -17,16 +17,18 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import attrs
 import msgspec
 
 from backpackflow import hookimpl
+from backpackflow.loader import FLOW_DIR
 from backpackflow.plugins import DependencyFactoryRegistrar
 from backpackflow_llm.cache import MemoryCache, SQLiteCache
 from backpackflow_llm.pricing import PricingTable
 from backpackflow_llm.providers import AnthropicProvider, OfflineProvider, OpenAIProvider
+from backpackflow_llm.providers.offline import Failure
 
 PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
 
@@ -39,9 +41,7 @@ class OfflineOptions:
     latency_ms: Annotated[float, msgspec.Meta(ge=0)] = 0.0
     fail_first: Annotated[int, msgspec.Meta(ge=0)] = 0
     fail_models: list[str] = attrs.field(factory=list)
-    failure: Literal["server", "rate_limit", "timeout", "connection", "request", "malformed"] = (
-        "server"
-    )
+    failure: Failure = "server"
     retry_after: Annotated[float, msgspec.Meta(ge=0)] | None = None
 
 
@@ -128,8 +128,8 @@ def _memory_cache(options: MemoryCacheOptions, container: Any) -> MemoryCache:
 def _near_flow(path: str, container: Any) -> Path:
     """A relative path in a flow's dependencies means relative to the flow's file."""
     resolved = Path(path)
-    if not resolved.is_absolute() and container is not None and container.has("flow_dir"):
-        resolved = Path(container.get("flow_dir")) / resolved
+    if not resolved.is_absolute() and container is not None and container.has(FLOW_DIR):
+        resolved = Path(container.get(FLOW_DIR)) / resolved
     return resolved
 
 

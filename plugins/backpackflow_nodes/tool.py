@@ -24,12 +24,11 @@ from backpackflow.events import (
     exception_text,
     to_jsonable,
 )
+from backpackflow.loader import FLOW_DIR
 from backpackflow.plugins import ToolType
 from backpackflow.run import current_run_or_none
 from backpackflow_nodes.templating import Bindings, Template, base_context
 from backpackflow_nodes.tools import ToolContext
-
-FLOW_DIR_DEPENDENCY = "flow_dir"
 
 
 @attrs.frozen(kw_only=True)
@@ -107,11 +106,7 @@ class ToolNode(AsyncNode):
 
     def _base_dir(self) -> Path:
         deps = self.deps
-        root = (
-            Path(deps.get(FLOW_DIR_DEPENDENCY))
-            if deps is not None and deps.has(FLOW_DIR_DEPENDENCY)
-            else Path.cwd()
-        )
+        root = Path(deps.get(FLOW_DIR)) if deps is not None and deps.has(FLOW_DIR) else Path.cwd()
         return root / self.params.base_dir if self.params.base_dir else root
 
     async def prep_async(self, backpack: BackpackView) -> Any:
