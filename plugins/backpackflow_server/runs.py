@@ -39,19 +39,18 @@ from typing import Any, Protocol, TypeVar
 
 from starlette.concurrency import run_in_threadpool
 
-import backpackflow.loader
 from backpackflow import Backpack, BackpackEvent, EventStreamer, Flow, RunControl
 from backpackflow.config import structure
 from backpackflow.deps import DependencyContainer
 from backpackflow.errors import ConfigError
-from backpackflow.loader import FlowLoader
+from backpackflow.loader import FLOW_DIR, FlowLoader
 from backpackflow_store_sql import (
     DatabaseUnavailable,
     EventWriter,
     InvalidTransition,
     WriterClosed,
 )
-from backpackflow_store_sql.store import EventDocument, event_field
+from backpackflow_store_sql.store import FINAL_STATUSES, EventDocument, event_field
 
 from .settings import Settings
 from .validation import KeepUnsetEnvironment
@@ -59,9 +58,6 @@ from .validation import KeepUnsetEnvironment
 log = logging.getLogger("backpackflow_server.runs")
 
 _T = TypeVar("_T")
-#: The dependency naming the folder a flow's relative file paths point into.
-FLOW_DIR = str(getattr(backpackflow.loader, "FLOW_DIR", "flow_dir"))
-FINAL_STATUSES = frozenset({"succeeded", "failed", "canceled"})
 SHUTDOWN_REASON = "the service shut down before the run finished"
 _MAX_ERROR_SUMMARY = 4000
 

@@ -30,7 +30,9 @@ import anyio
 from sse_starlette import ServerSentEvent
 from starlette.concurrency import run_in_threadpool
 
-from .runs import FINAL_STATUSES, RunHandle, RunManager
+from backpackflow_store_sql.store import FINAL_STATUSES
+
+from .runs import RunHandle, RunManager
 
 log = logging.getLogger("backpackflow_server.streaming")
 
