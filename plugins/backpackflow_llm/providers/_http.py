@@ -190,8 +190,12 @@ class HTTPProvider:
         raise NotImplementedError
 
     def error_message(self, data: Any) -> str | None:
-        """The human message inside an error body, if the body has the usual shape."""
-        raise NotImplementedError
+        """The human message inside an error body, if the body has the usual shape
+        (``{"error": {"message": ...}}``, as both OpenAI and Anthropic send)."""
+        if isinstance(data, dict) and isinstance(data.get("error"), dict):
+            message = data["error"].get("message")
+            return message if isinstance(message, str) else None
+        return None
 
     # ---- the call ---------------------------------------------------------------------------
 
@@ -328,6 +332,12 @@ class HTTPProvider:
             hint="check base_url (redirects are not followed); not retried",
             **common,
         )
+
+
+def reported_model(data: dict[str, Any], default: str) -> str:
+    """The model an answer says it came from (``data["model"]``), else ``default``."""
+    model = data.get("model")
+    return model if isinstance(model, str) and model else default
 
 
 def _ms_since(started: float) -> float:

@@ -14,6 +14,7 @@ from backpackflow_llm.providers._http import (
     WireError,
     field,
     loads_event,
+    reported_model,
     token_count,
 )
 from backpackflow_llm.providers.base import OnChunk
@@ -122,7 +123,7 @@ class AnthropicProvider(HTTPProvider):
             text="".join(texts),
             usage=_usage(field(data, "usage", kind=dict)),
             provider=self.name,
-            model=_model(data, request.model),
+            model=reported_model(data, request.model),
             finish_reason=stop if isinstance(stop, str) else None,
             latency_ms=latency_ms,
             raw=data,
@@ -179,16 +180,10 @@ class AnthropicProvider(HTTPProvider):
         return StreamResult(
             text="".join(parts),
             usage=_usage(counts),
-            model=_model(message, request.model),
+            model=reported_model(message, request.model),
             finish_reason=stop,
             raw={**message, "stop_reason": stop, "usage": counts},
         )
-
-    def error_message(self, data: Any) -> str | None:
-        if isinstance(data, dict) and isinstance(data.get("error"), dict):
-            message = data["error"].get("message")
-            return message if isinstance(message, str) else None
-        return None
 
     def _stream_error(self, data: dict[str, Any], model: str) -> ProviderError:
         """An ``error`` event sent after the 200 status (e.g. ``overloaded_error``)."""
@@ -220,11 +215,6 @@ def _emit(piece: str, parts: list[str], on_chunk: OnChunk | None) -> None:
         parts.append(piece)
         if on_chunk is not None:
             on_chunk(piece)
-
-
-def _model(data: dict[str, Any], default: str) -> str:
-    model = data.get("model")
-    return model if isinstance(model, str) and model else default
 
 
 _COUNT_FIELDS = (

@@ -14,6 +14,7 @@ from backpackflow_llm.providers._http import (
     WireError,
     field,
     loads_event,
+    reported_model,
     token_count,
 )
 from backpackflow_llm.providers.base import OnChunk
@@ -118,7 +119,7 @@ class OpenAIProvider(HTTPProvider):
             text=content,
             usage=_usage(field(data, "usage", kind=dict)),
             provider=self.name,
-            model=_model(data, request.model),
+            model=reported_model(data, request.model),
             finish_reason=finish if isinstance(finish, str) else None,
             latency_ms=latency_ms,
             raw=data,
@@ -146,7 +147,7 @@ class OpenAIProvider(HTTPProvider):
                     raise WireError("stream event is not a JSON object")
                 if "error" in data:
                     raise self._stream_error(data, request.model)
-                model = _model(data, model)
+                model = reported_model(data, model)
                 for choice in field(data, "choices", kind=list):
                     if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                         continue
@@ -175,12 +176,6 @@ class OpenAIProvider(HTTPProvider):
             raise WireError("no usage in the stream (the server ignored stream_options)")
         return StreamResult("".join(parts), usage, model, finish, raw)
 
-    def error_message(self, data: Any) -> str | None:
-        if isinstance(data, dict) and isinstance(data.get("error"), dict):
-            message = data["error"].get("message")
-            return message if isinstance(message, str) else None
-        return None
-
     def _stream_error(self, data: dict[str, Any], model: str) -> ProviderError:
         """An error sent as a stream event after the 200 status (e.g. the server broke)."""
         raw_error = data["error"]
@@ -192,11 +187,6 @@ class OpenAIProvider(HTTPProvider):
         if kind in ("invalid_request_error", "invalid_api_key", "insufficient_quota"):
             return ProviderRequestError(detail, provider=self.name, model=model)
         return ServerError(detail, provider=self.name, model=model)
-
-
-def _model(data: dict[str, Any], default: str) -> str:
-    model = data.get("model")
-    return model if isinstance(model, str) and model else default
 
 
 def _usage(data: Any) -> Usage:
