@@ -46,9 +46,7 @@ def _trace(seq: int, text: str) -> bytes:
 
 
 def _end(summary: dict[str, Any]) -> bytes:
-    return ServerSentEvent(
-        json.dumps(summary, ensure_ascii=False, separators=(",", ":")), event="end"
-    ).encode()
+    return ServerSentEvent(_dumps(summary), event="end").encode()
 
 
 def _dumps(event: dict[str, Any]) -> str:
