@@ -4,24 +4,18 @@ with the reason and the install command, conflicts, and ``--json``."""
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import subprocess
 import sys
-import textwrap
 
-import importlib_metadata
 import pytest
 
-import backpackflow.plugins as plugins_module
 from backpackflow import __version__, cli
 from backpackflow.plugins import (
     DISABLE_AUTOLOAD_ENV,
     DISABLE_PLUGINS_ENV,
-    ENTRY_POINT_GROUP,
     build_registry,
-    reset_registry,
 )
 
 NODES_PLUGIN = """
@@ -76,52 +70,19 @@ def backpackflow_register_commands(cli):
 """
 
 
-@pytest.fixture
-def site(tmp_path, monkeypatch):
-    """Fake installed distributions; the plugin host sees only their entry points."""
-    root = tmp_path / "site"
-    root.mkdir()
-    monkeypatch.syspath_prepend(str(root))
-    monkeypatch.delenv(DISABLE_AUTOLOAD_ENV, raising=False)
-    monkeypatch.delenv(DISABLE_PLUGINS_ENV, raising=False)
-    loaded_before = set(sys.modules)
-
-    def entry_points(*, group):
-        found = []
-        for dist in importlib_metadata.distributions(path=[str(root)]):
-            found.extend(dist.entry_points.select(group=group))
-        return found
-
-    monkeypatch.setattr(plugins_module, "entry_points", entry_points)
-    reset_registry()
-
-    def add(dist, version, modules, entry_points):
-        for name, source in modules.items():
-            (root / f"{name}.py").write_text(textwrap.dedent(source))
-        info = root / f"{dist.replace('-', '_')}-{version}.dist-info"
-        info.mkdir()
-        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
-        lines = "\n".join(f"{n} = {v}" for n, v in entry_points.items())
-        (info / "entry_points.txt").write_text(f"[{ENTRY_POINT_GROUP}]\n{lines}\n")
-        importlib.invalidate_caches()
-
-    yield add
-    reset_registry()
-    for name in set(sys.modules) - loaded_before:
-        if name.startswith("bpf_cli_"):
-            del sys.modules[name]
+pytestmark = pytest.mark.usefixtures("clean_plugin_environment")  # tests/kernel/conftest.py
 
 
 @pytest.fixture
 def installed(site):
-    site(
+    site.add(
         "acme-nodes",
         "1.4.0",
         {"bpf_cli_nodes": NODES_PLUGIN, "bpf_cli_llm": "import bpf_cli_openai_sdk\n"},
         {"acme": "bpf_cli_nodes", "acme_llm": "bpf_cli_llm [openai]"},
     )
-    site("rival-nodes", "0.2", {"bpf_cli_rival": RIVAL_PLUGIN}, {"rival": "bpf_cli_rival"})
-    site("tools-pkg", "3.0", {"bpf_cli_cmds": COMMAND_PLUGIN}, {"greeter": "bpf_cli_cmds"})
+    site.add("rival-nodes", "0.2", {"bpf_cli_rival": RIVAL_PLUGIN}, {"rival": "bpf_cli_rival"})
+    site.add("tools-pkg", "3.0", {"bpf_cli_cmds": COMMAND_PLUGIN}, {"greeter": "bpf_cli_cmds"})
 
 
 def plugin_blocks(text):

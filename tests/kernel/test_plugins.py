@@ -4,18 +4,14 @@ the environment switches, and clear errors that never stop the other plugins loa
 
 from __future__ import annotations
 
-import importlib
 import sys
-import textwrap
 import types
 from decimal import Decimal
 
 import attrs
-import importlib_metadata
 import pluggy
 import pytest
 
-import backpackflow.plugins as plugins_module
 from backpackflow import (
     Backpack,
     BackpackFlowError,
@@ -87,56 +83,7 @@ class MemoryOptions:
     limit: int = 10
 
 
-@pytest.fixture(autouse=True)
-def _clean_environment(monkeypatch):
-    monkeypatch.delenv(DISABLE_AUTOLOAD_ENV, raising=False)
-    monkeypatch.delenv(DISABLE_PLUGINS_ENV, raising=False)
-    monkeypatch.delenv("BACKPACKFLOW_DEBUG", raising=False)
-    reset_registry()
-    yield
-    reset_registry()
-
-
-# ------------------------------------------------------------------------------- fake dists
-
-
-@pytest.fixture
-def site(tmp_path, monkeypatch):
-    """A directory of fake installed distributions; ``backpackflow.plugins`` sees only the
-    entry points of those (not whatever the test environment has installed)."""
-    root = tmp_path / "site"
-    root.mkdir()
-    monkeypatch.syspath_prepend(str(root))
-    loaded_before = set(sys.modules)
-
-    def entry_points(*, group):
-        found = []
-        for dist in importlib_metadata.distributions(path=[str(root)]):
-            found.extend(dist.entry_points.select(group=group))
-        return found
-
-    monkeypatch.setattr(plugins_module, "entry_points", entry_points)
-    yield FakeSite(root)
-    for name in set(sys.modules) - loaded_before:
-        if name.startswith("bpf_fake"):
-            del sys.modules[name]
-
-
-class FakeSite:
-    def __init__(self, root):
-        self.root = root
-
-    def module(self, name, source):
-        (self.root / f"{name}.py").write_text(textwrap.dedent(source))
-        importlib.invalidate_caches()
-
-    def dist(self, name, version, entry_points):
-        info = self.root / f"{name.replace('-', '_')}-{version}.dist-info"
-        info.mkdir()
-        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
-        lines = [f"{n} = {v}" for n, v in entry_points.items()]
-        (info / "entry_points.txt").write_text(f"[{ENTRY_POINT_GROUP}]\n" + "\n".join(lines))
-        importlib.invalidate_caches()
+pytestmark = pytest.mark.usefixtures("clean_plugin_environment")  # tests/kernel/conftest.py
 
 
 GOOD_PLUGIN = """
