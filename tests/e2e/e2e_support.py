@@ -6,19 +6,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from backpackflow.cli import main
-
-COLUMNS = [
-    "#",
-    "node",
-    "type",
-    "status",
-    "tokens in",
-    "tokens out",
-    "cost",
-    "latency",
-    "cache",
-    "notes",
-]
+from backpackflow.summary import COLUMNS
 
 
 def table(stdout: str) -> tuple[list[dict[str, str]], dict[str, str]]:
