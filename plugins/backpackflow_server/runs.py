@@ -29,6 +29,7 @@ import copy
 import itertools
 import json
 import logging
+import os
 import threading
 import warnings
 from collections import OrderedDict
@@ -40,7 +41,7 @@ from typing import Any, Protocol, TypeVar
 from starlette.concurrency import run_in_threadpool
 
 from backpackflow import Backpack, BackpackEvent, EventStreamer, Flow, RunControl
-from backpackflow.config import structure
+from backpackflow.config import KeepUnset, structure
 from backpackflow.deps import DependencyContainer
 from backpackflow.errors import ConfigError
 from backpackflow.loader import FLOW_DIR, FlowLoader
@@ -53,7 +54,6 @@ from backpackflow_store_sql import (
 from backpackflow_store_sql.store import FINAL_STATUSES, EventDocument, event_field
 
 from .settings import Settings
-from .validation import KeepUnsetEnvironment
 
 log = logging.getLogger("backpackflow_server.runs")
 
@@ -408,10 +408,11 @@ class RunManager:
         Building catches what the schema cannot (an unknown dependency factory, a node class
         refusing its params); ``${NAME}`` references stay unresolved until a run loads it.
         """
-        report = self.loader.validate(graph_json, environ=KeepUnsetEnvironment())
+        environ = KeepUnset(os.environ)  # like ``backpackflow validate --allow-unset-env``
+        report = self.loader.validate(graph_json, environ=environ)
         if report.errors:
             raise FlowProblems("graph_json", list(report.errors))
-        self._load(graph_json, "graph_json", environ=KeepUnsetEnvironment())
+        self._load(graph_json, "graph_json", environ=environ)
         return list(report.warnings)
 
     def _response_cache(self) -> Any:

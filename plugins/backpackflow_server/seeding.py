@@ -16,16 +16,17 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import warnings
 from pathlib import Path
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
+from backpackflow.config import KeepUnset
 from backpackflow.loader import FlowLoader
 
 from .runs import RunStore, document_key
-from .validation import KeepUnsetEnvironment
 
 log = logging.getLogger("backpackflow_server.seeding")
 
@@ -46,7 +47,7 @@ def read_seed_files(directory: Path, loader: FlowLoader) -> list[dict[str, Any]]
         if not isinstance(document, dict):
             log.warning("not seeding %s: a flow config is a JSON object", path)
             continue
-        report = loader.validate(document, environ=KeepUnsetEnvironment())
+        report = loader.validate(document, environ=KeepUnset(os.environ))
         if report.errors:
             log.warning("not seeding %s: %s", path, "; ".join(report.errors))
             continue

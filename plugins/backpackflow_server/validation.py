@@ -7,9 +7,8 @@ client handles one format for every 422 of the API.
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .models import Problem
@@ -17,26 +16,6 @@ from .models import Problem
 _PROBLEM = re.compile(r"^(\$(?:\.[^\s.\[:]+|\[\d+\])*):\s(.*)$", re.DOTALL)
 _STEP = re.compile(r"\.([^\s.\[:]+)|\[(\d+)\]")
 _PARAMETER_SOURCES = ("path", "query", "header", "cookie")
-
-
-class KeepUnsetEnvironment(Mapping[str, str]):
-    """The process environment in which an unset ``${NAME}`` resolves to itself.
-
-    Saving a workflow checks it as written (like ``backpackflow validate --allow-unset-env``):
-    a secret may be set only where the flow runs, and is resolved when a run loads the flow.
-    """
-
-    def __getitem__(self, key: str) -> str:
-        return os.environ.get(key, "${" + key + "}")
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(os.environ)
-
-    def __len__(self) -> int:
-        return len(os.environ)
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self[key]
 
 
 def split_problem(problem: str) -> tuple[str, list[str | int], str]:
