@@ -595,10 +595,7 @@ class FlowLoader:
         raw_params = raw_node.get("params") if isinstance(raw_node, Mapping) else None
         if raw_params is not None and has_env_refs(raw_params):
             # exports and events show the references, never the resolved secrets
-            current = (
-                unstructure_params(node.params) if attrs.has(type(node.params)) else node.params
-            )
-            node.env_refs = env_ref_paths(raw_params, current)
+            node.env_refs = env_ref_paths(raw_params, node.params_json())
         raw_inputs = raw_node.get("inputs") if isinstance(raw_node, Mapping) else None
         if raw_inputs is not None and has_env_refs(raw_inputs):
             node.input_env_refs = env_ref_paths(raw_inputs, dict(node.inputs))  # type: ignore[attr-defined]
