@@ -16,6 +16,7 @@ import asyncio
 import itertools
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -229,6 +230,11 @@ def gate(node_id: str, name: str) -> dict[str, Any]:
     return {"type": "gate", "id": node_id, "params": {"gate": name}}
 
 
+def unique(prefix: str) -> str:
+    """A gate or workflow name of this test alone (tests share a server and the gates)."""
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
 # ------------------------------------------------------------------------------ live server
 
 #: Settings of the test servers: small buffers (streams exercise the database path), short
@@ -362,6 +368,28 @@ def read_stream(
             elif message.event == "end":
                 return events, message.json()
     raise AssertionError("the stream closed without an end event")
+
+
+class StreamReader:
+    """Reads a run's stream (:func:`read_stream`) in a thread, with a client of its own, while
+    the test goes on; :meth:`join` gives (trace events, the ``end`` summary)."""
+
+    def __init__(self, client: httpx.Client, run_id: str, **options: Any) -> None:
+        self._base_url = str(client.base_url)
+        self._run_id = run_id
+        self._options = options
+        self._result: tuple[list[dict[str, Any]], dict[str, Any] | None] | None = None
+        self._thread = threading.Thread(target=self._read)
+        self._thread.start()
+
+    def _read(self) -> None:
+        with httpx.Client(base_url=self._base_url, timeout=20) as own:
+            self._result = read_stream(own, self._run_id, **self._options)
+
+    def join(self, timeout: float = 20) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+        self._thread.join(timeout)
+        assert self._result is not None, "the stream was not read to its end"
+        return self._result
 
 
 def wait_for_status(

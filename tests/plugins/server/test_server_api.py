@@ -3,7 +3,6 @@ bounded concurrency, validation errors with JSON paths, 404s, health and version
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 import httpx
@@ -16,13 +15,9 @@ from server_kit import (
     flow,
     gate,
     start_run,
+    unique,
     wait_for_status,
 )
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
 
 # ------------------------------------------------------------------------------ workflows
 

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ from server_kit import (
     gate,
     read_stream,
     start_run,
+    unique,
     wait_for_status,
 )
 
@@ -39,10 +39,6 @@ from backpackflow_server.runs import SHUTDOWN_REASON
 from backpackflow_store_sql import SqlRunStore, mask_url
 
 KIT = Path(__file__).with_name("server_kit.py")
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 # ------------------------------------------------------------------------------ recovery

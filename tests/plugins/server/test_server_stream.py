@@ -3,9 +3,7 @@ Last-Event-ID (from memory and from the database), replay of finished runs, disc
 
 from __future__ import annotations
 
-import threading
 import time
-import uuid
 from typing import Any
 
 import httpx
@@ -13,6 +11,7 @@ import pytest
 from server_kit import (
     GATES,
     LiveServer,
+    StreamReader,
     create_workflow,
     echo,
     flow,
@@ -20,14 +19,11 @@ from server_kit import (
     read_stream,
     sse_messages,
     start_run,
+    unique,
     wait_for_status,
 )
 
 from backpackflow.ids import new_id
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 def stored_trace(client: httpx.Client, run_id: str) -> list[dict[str, Any]]:
@@ -51,18 +47,10 @@ def gated_run(client: httpx.Client, *, lines: int = 3) -> tuple[dict[str, Any], 
 
 def test_live_stream_from_start_to_end(client: httpx.Client) -> None:
     run, a, b = gated_run(client)
-    collected: dict[str, Any] = {}
-
-    def reader() -> None:
-        with httpx.Client(base_url=str(client.base_url), timeout=20) as own:
-            collected["events"], collected["end"] = read_stream(own, run["id"])
-
-    thread = threading.Thread(target=reader)
-    thread.start()
+    reader = StreamReader(client, run["id"])
     GATES.open(a)
     GATES.open(b)
-    thread.join(20)
-    events, end = collected["events"], collected["end"]
+    events, end = reader.join()
     assert end["status"] == "succeeded" and end["id"] == run["id"]
     assert [e["seq"] for e in events] == list(range(1, end["last_seq"] + 1))
     assert end["event_count"] == end["last_seq"]
@@ -104,20 +92,10 @@ def test_reconnect_with_last_event_id_gets_exactly_the_missed_events(
         assert time.monotonic() < deadline, f"events from {handle.low} are still in memory"
         time.sleep(0.01)
 
-    resumed: dict[str, Any] = {}
-
-    def reader() -> None:
-        with httpx.Client(base_url=str(client.base_url), timeout=20) as own:
-            resumed["events"], resumed["end"] = read_stream(
-                own, run["id"], headers={"Last-Event-ID": str(first[-1]["seq"])}
-            )
-
-    thread = threading.Thread(target=reader)
-    thread.start()
+    reader = StreamReader(client, run["id"], headers={"Last-Event-ID": str(first[-1]["seq"])})
     time.sleep(0.1)
     GATES.open(b)
-    thread.join(20)
-    second, end = resumed["events"], resumed["end"]
+    second, end = reader.join()
     seqs = [e["seq"] for e in first + second]
     assert seqs == list(range(1, end["last_seq"] + 1)), "a gap or a duplicate"
     assert second[0]["seq"] == stop_after + 1 and len(second) > missed_until - stop_after
@@ -204,22 +182,15 @@ def test_client_disconnects_do_not_affect_the_run(client: httpx.Client) -> None:
 
 def test_concurrent_subscribers_receive_identical_streams(client: httpx.Client) -> None:
     run, a, b = gated_run(client, lines=5)
-    results: list[list[int]] = []
-
-    def reader() -> None:
-        with httpx.Client(base_url=str(client.base_url), timeout=20) as own:
-            events, end = read_stream(own, run["id"])
-            assert end is not None
-            results.append([e["seq"] for e in events])
-
-    threads = [threading.Thread(target=reader) for _ in range(4)]
-    for thread in threads:
-        thread.start()
+    readers = [StreamReader(client, run["id"]) for _ in range(4)]
     time.sleep(0.1)
     GATES.open(a)
     GATES.open(b)
-    for thread in threads:
-        thread.join(20)
+    results = []
+    for reader in readers:
+        events, end = reader.join()
+        assert end is not None
+        results.append([e["seq"] for e in events])
     done = client.get(f"/api/runs/{run['id']}").json()
     assert results == [list(range(1, done["last_seq"] + 1))] * 4
 
@@ -231,20 +202,12 @@ def test_events_emitted_from_worker_threads(client: httpx.Client) -> None:
     )
     run = start_run(client, create_workflow(client, graph))
     GATES.wait_until_waiting(name)
-    collected: dict[str, Any] = {}
-
-    def reader() -> None:
-        with httpx.Client(base_url=str(client.base_url), timeout=20) as own:
-            collected["events"], collected["end"] = read_stream(own, run["id"])
-
-    thread = threading.Thread(target=reader)
-    thread.start()
+    reader = StreamReader(client, run["id"])
     GATES.open(name)
-    thread.join(20)
-    events = collected["events"]
+    events, end = reader.join()
     logs = [e["payload"]["message"] for e in events if e["type"] == "log"]
     assert logs == [f"from a thread {i}" for i in range(7)]
-    assert [e["seq"] for e in events] == list(range(1, collected["end"]["last_seq"] + 1))
+    assert [e["seq"] for e in events] == list(range(1, end["last_seq"] + 1))
 
 
 def test_stream_of_a_run_another_process_executes(
@@ -271,19 +234,10 @@ def test_stream_of_a_run_another_process_executes(
         }
 
     store.append_events(run["id"], [event(1, "run_start"), event(2, "log")])
-    collected: dict[str, Any] = {}
-
-    def reader() -> None:
-        with httpx.Client(base_url=str(client.base_url), timeout=20) as own:
-            collected["events"], collected["end"] = read_stream(
-                own, run["id"], headers={"Last-Event-ID": "1"}
-            )
-
-    thread = threading.Thread(target=reader)
-    thread.start()
+    reader = StreamReader(client, run["id"], headers={"Last-Event-ID": "1"})
     time.sleep(0.3)
     store.append_events(run["id"], [event(3, "log"), event(4, "run_end")])
     store.finish_run(run["id"], "succeeded")
-    thread.join(20)
-    assert [e["seq"] for e in collected["events"]] == [2, 3, 4]
-    assert collected["end"]["status"] == "succeeded"
+    events, end = reader.join()
+    assert [e["seq"] for e in events] == [2, 3, 4]
+    assert end["status"] == "succeeded"
