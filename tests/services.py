@@ -5,6 +5,8 @@ by ``tests/conftest.py``, so every test directory can use it).
   ``$BACKPACKFLOW_TEST_POSTGRES_URL`` (default ``postgresql://postgres@127.0.0.1:5432/test``)
   and returns its URL; all are dropped when the session ends.
 - ``postgres_url`` (session): one such fresh, empty database.
+- ``new_database(request, backend, sqlite_file)``: a new, empty database on either of
+  :data:`BACKENDS`, for fixtures parametrized over them.
 - When PostgreSQL cannot be reached, tests using them skip with the reason, or fail when
   ``BACKPACKFLOW_REQUIRE_SERVICES=1`` (CI sets it so a missing service cannot pass silently).
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -76,6 +79,15 @@ def postgres_databases() -> Iterator[Callable[[], str]]:
         for name in created:
             connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     engine.dispose()
+
+
+def new_database(request: pytest.FixtureRequest, backend: str, sqlite_file: Path) -> str:
+    """The URL of a new, empty database: the SQLite file ``sqlite_file``, or (``backend``
+    ``"postgresql"``) one from ``postgres_databases``."""
+    if backend == "sqlite":
+        return f"sqlite:///{sqlite_file}"
+    factory: Callable[[], str] = request.getfixturevalue("postgres_databases")
+    return factory()
 
 
 @pytest.fixture(scope="session")

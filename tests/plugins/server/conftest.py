@@ -16,15 +16,7 @@ from server_kit import GATES, TEST_SETTINGS, LiveServer, make_registry
 
 from backpackflow.plugins import Registry
 from backpackflow_server import Settings
-
-BACKENDS = ("sqlite", "postgresql")
-
-
-def new_database(request: pytest.FixtureRequest, backend: str, directory: Path) -> str:
-    if backend == "sqlite":
-        return f"sqlite:///{directory / 'service.db'}"
-    factory: Callable[[], str] = request.getfixturevalue("postgres_databases")
-    return factory()
+from services import BACKENDS, new_database
 
 
 @pytest.fixture(scope="session")
@@ -35,7 +27,7 @@ def registry() -> Registry:
 @pytest.fixture(params=BACKENDS)
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A new, empty database on each backend."""
-    return new_database(request, request.param, tmp_path)
+    return new_database(request, request.param, tmp_path / "service.db")
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -43,7 +35,7 @@ def service(
     request: pytest.FixtureRequest, registry: Registry, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LiveServer]:
     """A live server shared by a module's tests, on each backend."""
-    url = new_database(request, request.param, tmp_path_factory.mktemp("service"))
+    url = new_database(request, request.param, tmp_path_factory.mktemp("service") / "service.db")
     server = LiveServer(Settings(database_url=url, **TEST_SETTINGS), registry).start()
     yield server
     GATES.open_all()

@@ -16,9 +16,7 @@ import pytest
 from backpackflow.ids import new_id
 from backpackflow_store_sql import SqlRunStore
 from backpackflow_store_sql.models import Base
-
-BACKENDS = ("sqlite", "postgresql")
-
+from services import BACKENDS, new_database
 
 # --------------------------------------------------------------------------- store fixtures
 
@@ -36,10 +34,7 @@ def migrated_postgres_url(postgres_url: str) -> str:
 @pytest.fixture(params=BACKENDS)
 def db_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
     """The URL of an empty database (no schema) on each backend."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'store.db'}"
-    factory: Callable[[], str] = request.getfixturevalue("postgres_databases")
-    return factory()
+    return new_database(request, request.param, tmp_path / "store.db")
 
 
 @pytest.fixture(params=BACKENDS)
