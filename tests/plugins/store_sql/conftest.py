@@ -23,11 +23,8 @@ from services import BACKENDS, new_database
 
 @pytest.fixture(scope="session")
 def migrated_postgres_url(postgres_url: str) -> str:
-    store = SqlRunStore(postgres_url)
-    try:
+    with SqlRunStore(postgres_url) as store:
         store.upgrade()
-    finally:
-        store.close()
     return postgres_url
 
 

@@ -23,8 +23,7 @@ def _differences(store: SqlRunStore, metadata=Base.metadata) -> list[object]:
 
 
 def test_upgrade_creates_the_schema_and_rerunning_it_is_a_no_op(db_url: str) -> None:
-    store = SqlRunStore(db_url)
-    try:
+    with SqlRunStore(db_url) as store:
         assert store.current_revision() is None
         store.upgrade()
         assert store.current_revision() == store.head_revision() == "0001"
@@ -33,40 +32,31 @@ def test_upgrade_creates_the_schema_and_rerunning_it_is_a_no_op(db_url: str) -> 
         assert store.current_revision() == "0001"
         assert store.get_workflow(workflow["id"])["name"] == "kept"
         assert set(inspect(store.engine).get_table_names()) >= TABLES
-    finally:
-        store.close()
 
 
 def test_models_and_migrations_agree(db_url: str) -> None:
-    store = SqlRunStore(db_url)
-    try:
+    with SqlRunStore(db_url) as store:
         store.upgrade()
         assert _differences(store) == []
         # The comparison is not vacuous: a model change it should see, it sees.
         changed = copy.deepcopy(Base.metadata)
         changed.tables["workflow_runs"].c.total_cost.type = Integer()
         assert any("total_cost" in repr(d) for d in _differences(store, changed))
-    finally:
-        store.close()
 
 
 def test_downgrade_to_base_and_back(db_url: str) -> None:
-    store = SqlRunStore(db_url)
-    try:
+    with SqlRunStore(db_url) as store:
         store.upgrade()
         with store.engine.begin() as connection:
             command.downgrade(store.alembic_config(connection), "base")
         assert not TABLES & set(inspect(store.engine).get_table_names())
         store.upgrade()
         assert store.current_revision() == "0001"
-    finally:
-        store.close()
 
 
 def test_operations_before_upgrade_fail_loudly(db_url: str) -> None:
-    store = SqlRunStore(db_url)
-    try:
-        with pytest.raises(SchemaNotReady, match=r"revision None .* needs 0001.*upgrade\(\)"):
-            store.list_workflows()
-    finally:
-        store.close()
+    with (
+        SqlRunStore(db_url) as store,
+        pytest.raises(SchemaNotReady, match=r"revision None .* needs 0001.*upgrade\(\)"),
+    ):
+        store.list_workflows()
