@@ -416,7 +416,9 @@ class Backpack:
         report: BackpackView | None = None,
     ) -> Commit | None:
         """:meth:`pack` after the namespace is known to be valid."""
-        if key not in _KNOWN_KEYS:  # keys already seen valid need no second look
+        # _check_key's fast path, inlined (``__class__`` measured cheaper than type() here); the
+        # class test keeps unhashable keys and str subclasses out of the _KNOWN_KEYS lookup
+        if key.__class__ is not str or key not in _KNOWN_KEYS:
             _check_key(key)
         tag_tuple = _check_tags(tags, key) if tags else ()
         t = type(value)

@@ -63,10 +63,24 @@ def test_non_json_value_is_refused_naming_key_and_type():
     assert bp.get_history() == []
 
 
-@pytest.mark.parametrize("key", ["", " padded", "a*b", 7, None])
+@pytest.mark.parametrize("key", ["", " padded", "a*b", 7, None, ["k"]])
 def test_invalid_keys_are_refused(key):
     with pytest.raises(InvalidKey):
         Backpack().pack(key, 1)
+
+
+def test_a_key_that_only_equals_a_known_key_is_still_refused():
+    class Key(str):
+        pass
+
+    bp = Backpack()
+    view = bp.view(node_id="n")
+    bp.pack("k", 1)
+    view.pack("k", 2)
+    for pack in (bp.pack, view.pack):
+        with pytest.raises(InvalidKey):
+            pack(Key("k"), 3)
+    assert bp.get_version("k") == 2
 
 
 def test_get_item_has_metadata():
