@@ -587,8 +587,10 @@ class Backpack:
         if report is not None or self._observers:
             if written is _DELETED:
                 written = None
-            elif op == "pack" and length is not None:
-                written = ListPrefix(stored, length)  # later appends extend `stored` in place
+            elif written is stored and length is not None:
+                # a new list base (a pack's, or the append that made the key): later appends
+                # extend it in place, so report only the part this op wrote
+                written = ListPrefix(stored, length)
             if report is not None:
                 report._emit(  # type: ignore[misc]
                     _PACK,

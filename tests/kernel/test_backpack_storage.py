@@ -3,6 +3,7 @@ import time
 import pytest
 
 from backpackflow import Backpack, InvalidKey, InvalidNamespace, InvalidValue, KeyNotFound
+from backpackflow.jsondata import summarize
 
 
 def test_pack_and_unpack_round_trip():
@@ -221,6 +222,24 @@ def test_peek_does_not_notify_observers():
     assert seen == []
     bp.unpack("a")
     assert [r.op for r in seen] == ["unpack"]
+
+
+def test_observers_and_views_are_told_what_each_write_wrote_not_the_list_as_extended():
+    bp = Backpack()
+    seen = []
+    bp.add_observer(seen.append)
+    reported = []
+    view = bp.view(node_id="n")
+    view.report_to(lambda _type, payload: reported.append(payload))
+    for write in (bp, view):
+        packed, appended = f"{write is view}-packed", f"{write is view}-appended"
+        write.pack(packed, ["a"])
+        write.append(packed, ["b"])
+        write.append(appended, ["a"])  # the append that makes the key
+        write.append(appended, ["b"])
+    expected = [("pack", '["a"]'), ("append", '["b"]'), ("append", '["a"]'), ("append", '["b"]')]
+    assert [(r.op, summarize(r.value)) for r in seen] == expected
+    assert [(p.op, p.value_summary) for p in reported] == expected
 
 
 def test_observer_sees_writes_and_reads_and_can_be_removed():
