@@ -140,6 +140,10 @@ class ListPrefix:
         self.items = items
         self.length = length
 
+    def to_json(self) -> list[Any]:
+        """The items it stands for (a copy of the list, not of the items)."""
+        return self.items[: self.length]
+
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=repr)
 

@@ -196,7 +196,7 @@ class JsonlFileSink:
                 value = payload.value
                 # stored values are immutable JSON data: encode them in place, no copy
                 data["payload"]["value"] = (
-                    value.items[: value.length] if isinstance(value, ListPrefix) else value
+                    value.to_json() if isinstance(value, ListPrefix) else value
                 )
         return _ENCODER.encode(data) + "\n"
 

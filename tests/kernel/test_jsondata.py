@@ -72,3 +72,15 @@ def test_summarize_truncates_and_never_raises():
     text = summarize("x" * 1000, limit=50)
     assert len(text) == 50 and text.endswith("…")
     assert "object" in summarize(object())
+
+
+def test_a_pack_event_value_of_a_list_serializes_as_what_was_written():
+    from backpackflow import Backpack
+    from backpackflow.events import to_jsonable
+
+    seen = []
+    backpack = Backpack()
+    backpack.add_observer(lambda record: seen.append(record))
+    backpack.pack("items", ["a"])
+    backpack.append("items", ["b"])
+    assert [to_jsonable(r.value) for r in seen] == [["a"], ["b"]]
