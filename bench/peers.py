@@ -226,7 +226,7 @@ def burr_us_per_node(runs: int, repeats: int = 5) -> float:
 
 # --- registry -----------------------------------------------------------------------------
 
-PEERS: dict[str, Callable[[int], float]] = {
+PEERS: dict[str, Callable[[int, int], float]] = {
     "pocketflow": pocketflow_us_per_node,
     "langgraph": langgraph_us_per_node,
     "langgraph+checkpointer": langgraph_checkpointer_us_per_node,
@@ -283,7 +283,7 @@ def main(argv: list[str] | None = None) -> None:
         if version is None:
             print(f"{name:24} not installed")
             continue
-        print(f"{name:24} {fn(args.runs):9.2f} us/node   ({version})")
+        print(f"{name:24} {fn(args.runs, 5):9.2f} us/node   ({version})")
 
 
 if __name__ == "__main__":
