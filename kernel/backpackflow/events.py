@@ -24,7 +24,7 @@ import time
 import traceback
 import weakref
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future
 from contextvars import ContextVar
 from typing import Any, NamedTuple
@@ -421,7 +421,9 @@ class EventStreamer:
         self._route: dict[
             tuple[str | None, str | None, str], tuple[tuple[Handler, Subscription], ...]
         ] = {}
-        self._counts: dict[str, int] = {}
+        # every type counted from 0, so emitting adds with no lookup default (get_stats shows
+        # the types seen)
+        self._counts: dict[str, int] = dict.fromkeys(StreamEventType, 0)
         self._nodes: set[str] = set()
         self._handler_errors = 0
         self._pending: set[asyncio.Future[Any] | Future[Any]] = set()
@@ -474,7 +476,7 @@ class EventStreamer:
     def _rebuild_routes(self) -> None:
         """Forget cached routes; when every subscriber takes everything, route by broadcast."""
         self._route.clear()
-        if self._subs and all(s.matcher is None and s.types is None for s in self._subs):
+        if all(s.matcher is None and s.types is None for s in self._subs):  # none: ()
             self._broadcast = tuple((s.handler, s) for s in self._subs)
         else:
             self._broadcast = None
@@ -491,7 +493,10 @@ class EventStreamer:
         return self._seq
 
     def emit(self, event: BackpackEvent) -> None:
-        """Record ``event`` and hand it to every matching subscriber, synchronously."""
+        """Record ``event`` and hand it to every matching subscriber, synchronously.
+
+        :meth:`Emitter.emit` is this method inlined after building the event: keep the two
+        alike (tests/kernel/test_events.py checks they record and deliver the same)."""
         _, _, _, _, node_id, _, namespace, type_, _ = event
         counts = self._counts
         counts[type_] = counts.get(type_, 0) + 1
@@ -501,25 +506,35 @@ class EventStreamer:
             self._history.append(event)
         route = self._broadcast
         if route is None:
-            if not self._subs:
-                return
-            key = (node_id, namespace, type_)
-            route = self._route.get(key)
-            if route is None:
-                route = tuple(
-                    (s.handler, s) for s in self._subs if s.matches(node_id, namespace, type_)
-                )
-                if len(self._route) > 50_000:
-                    self._route.clear()
-                self._route[key] = route
+            route = self._route_of(node_id, namespace, type_)
         for handler, sub in route:
             try:
                 result = handler(event)
             except Exception as exc:  # noqa: BLE001 - one subscriber never breaks the flow
                 self._handler_failed(sub, exc)
                 continue
-            if result is not None and inspect.isawaitable(result):
-                self._schedule(sub, result)
+            if result is not None:
+                self._maybe_schedule(sub, result)
+
+    def _route_of(
+        self, node_id: str | None, namespace: str | None, type_: str
+    ) -> tuple[tuple[Handler, Subscription], ...]:
+        """The subscribers an event goes to, when not every subscriber takes everything."""
+        key = (node_id, namespace, type_)
+        route = self._route.get(key)
+        if route is None:
+            route = tuple(
+                (s.handler, s) for s in self._subs if s.matches(node_id, namespace, type_)
+            )
+            if len(self._route) > 50_000:
+                self._route.clear()
+            self._route[key] = route
+        return route
+
+    def _maybe_schedule(self, sub: Subscription, result: Any) -> None:
+        """A handler returned something: schedule it if it is awaitable."""
+        if inspect.isawaitable(result):
+            self._schedule(sub, result)
 
     def emit_event(
         self,
@@ -666,7 +681,7 @@ class EventStreamer:
     def get_stats(self) -> dict[str, Any]:
         return {
             "total_events": sum(self._counts.values()),
-            "by_type": dict(self._counts),
+            "by_type": {t: n for t, n in self._counts.items() if n},
             "unique_nodes": len(self._nodes),
             "subscribers": len(self._subs),
             "handler_errors": self._handler_errors,
@@ -684,6 +699,107 @@ class EventStreamer:
 
     def to_json_str(self, **filters: Any) -> str:
         return json.dumps(self.to_json(**filters), ensure_ascii=False, default=repr)
+
+
+class Emitter:
+    """Emits events of one origin (run, step, node, namespace) into an :class:`EventStreamer`.
+
+    :meth:`emit` builds the event and dispatches it in one call: every lifecycle and Backpack
+    event of a node goes through here, so this is the runner's hot path, and it inlines
+    :meth:`EventStreamer.emit` rather than calling it. ``home`` binds the emitter to one thread:
+    an event emitted from another thread is handed to ``away(emitter, type, payload)`` instead
+    (a run hands such events to its event-loop thread).
+    """
+
+    __slots__ = (
+        "_away",
+        "_counter",
+        "_home",
+        "_stream",
+        "namespace",
+        "node_id",
+        "node_name",
+        "run_id",
+        "step",
+    )
+
+    def __init__(
+        self,
+        stream: EventStreamer,
+        counter: Iterator[int],
+        run_id: str | None,
+        step: int | None,
+        node_id: str | None,
+        node_name: str | None,
+        namespace: str | None,
+        *,
+        home: int | None = None,
+        away: Callable[[Emitter, StreamEventType, Any], None] | None = None,
+    ) -> None:
+        self._stream = stream
+        self._counter = counter
+        self.run_id = run_id
+        self.step = step
+        self.node_id = node_id
+        self.node_name = node_name
+        self.namespace = namespace
+        self._home = home
+        self._away = away
+
+    def emit(self, type: StreamEventType, payload: Any) -> None:
+        """Emit an event of this origin (see the class docstring for other threads)."""
+        home = self._home
+        if home is not None and _thread_id() != home:
+            self._away(self, type, payload)  # type: ignore[misc]
+            return
+        stream = self._stream
+        node_id = self.node_id
+        event = _make(
+            BackpackEvent,
+            (
+                next(self._counter),
+                _now(),
+                self.run_id,
+                self.step,
+                node_id,
+                self.node_name,
+                self.namespace,
+                type,
+                payload,
+            ),
+        )
+        # EventStreamer.emit from here on
+        counts = stream._counts
+        try:
+            counts[type] += 1
+        except KeyError:  # a type string that is no StreamEventType: counted all the same
+            counts[type] = 1
+        if type is _NODE_START and node_id is not None:
+            stream._nodes.add(node_id)
+        if stream.history_size:
+            stream._history.append(event)
+        route = stream._broadcast
+        if route is None:
+            route = stream._route_of(node_id, self.namespace, type)
+        for handler, sub in route:
+            try:
+                result = handler(event)
+            except Exception as exc:  # noqa: BLE001 - one subscriber never breaks the flow
+                stream._handler_failed(sub, exc)
+                continue
+            if result is not None:
+                stream._maybe_schedule(sub, result)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(node_id={self.node_id!r}, step={self.step}, "
+            f"run_id={self.run_id!r})"
+        )
+
+
+_make = tuple.__new__  # BackpackEvent(...) without its Python-level __new__: the hot path
+_thread_id = threading.get_ident
+_now = time.time
 
 
 def _check_type(value: str) -> str:

@@ -16,7 +16,6 @@ every run.
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -510,8 +509,7 @@ async def _drive_run(run: Run, body: Callable[[], Coroutine[Any, Any, Any]]) -> 
     observers.append(observer)
     control = run.control
     if not run.loopless:
-        run._home_loop = asyncio.get_running_loop()
-        run._home = threading.get_ident()
+        run.bind_to_loop()
         if control is not None:
             control._task = asyncio.current_task()
             control._loop = run._home_loop
@@ -523,6 +521,7 @@ async def _drive_run(run: Run, body: Callable[[], Coroutine[Any, Any, Any]]) -> 
             MappingProxyType(copy_out(run.inputs)) if run.inputs else _NO_INPUTS,
             run.limits,
         ),
+        frame=run._frame,
     )
     status, action = "succeeded", None
     error: BaseException | None = None
@@ -573,7 +572,7 @@ async def _drive_run(run: Run, body: Callable[[], Coroutine[Any, Any, Any]]) -> 
                 action if isinstance(action, str) else None,
                 totals,
             ),
-            frame=None,
+            frame=run._frame,
         )
         observers.remove(observer)
         _current_node.reset(node_token)

@@ -11,6 +11,7 @@ import asyncio
 import itertools
 import threading
 import time
+import weakref
 from collections.abc import Mapping
 from contextvars import ContextVar
 from decimal import Decimal
@@ -23,6 +24,7 @@ from backpackflow.events import (
     BackpackEvent,
     BackpackPackPayload,
     BackpackUnpackPayload,
+    Emitter,
     EventStreamer,
     GuardrailPayload,
     LogPayload,
@@ -82,67 +84,31 @@ class Limits:
         }
 
 
-class NodeFrame:
+class NodeFrame(Emitter):
     """The node execution that code is running in (see :func:`current_node`); its
-    :meth:`emit` stamps events with the node's identity and step (the runner's hot path)."""
+    :meth:`~backpackflow.events.Emitter.emit` stamps events with the node's identity and step
+    (from another thread, the event is handed to the run's thread; see :meth:`Run.emit`)."""
 
-    __slots__ = (
-        "_counter",
-        "_home",
-        "_publish",
-        "_run",
-        "namespace",
-        "node_id",
-        "node_name",
-        "run_id",
-        "step",
-    )
+    __slots__ = ()
 
     def __init__(
         self, run: Run, node_id: str, node_name: str, namespace: str | None, step: int | None
     ) -> None:
-        self.node_id = node_id
-        self.node_name = node_name
-        self.namespace = namespace
-        self.step = step
-        self.run_id = run.run_id
-        self._run = run
-        self._home = run._home
-        self._counter = run._seq
-        self._publish = run.events.emit
-
-    def emit(self, type: StreamEventType, payload: Any) -> None:
-        """Emit an event of this node execution (handed to the run's thread when called from
-        another one; see :meth:`Run.emit`)."""
-        home = self._home
-        if home is not None and _thread_id() != home:
-            self._run._from_thread(self, type, payload)
-            return
-        seq = next(self._counter)
-        self._publish(
-            _make(
-                BackpackEvent,
-                (
-                    seq,
-                    _now(),
-                    self.run_id,
-                    self.step,
-                    self.node_id,
-                    self.node_name,
-                    self.namespace,
-                    type,
-                    payload,
-                ),
-            )
+        Emitter.__init__(
+            self,
+            run.events,
+            run._seq,
+            run.run_id,
+            step,
+            node_id,
+            node_name,
+            namespace,
+            home=run._home,
+            away=None if run._home is None else run._from_thread,
         )
 
-    def __repr__(self) -> str:
-        return f"NodeFrame(node_id={self.node_id!r}, step={self.step}, run_id={self.run_id!r})"
 
-
-_make = tuple.__new__  # BackpackEvent(...) without its Python-level __new__: hot path
 _thread_id = threading.get_ident
-_now = time.time
 
 
 class RunControl:
@@ -231,6 +197,7 @@ class Run:
         #: emitted from other threads are handed to it (see :meth:`emit`).
         self._home: int | None = None
         self._home_loop: asyncio.AbstractEventLoop | None = None
+        self._frame = self._run_frame()  # stamps run-level events
         limits = self.limits
         #: Whether any limit beyond max_steps needs checking before each node.
         self._watch = (
@@ -242,36 +209,52 @@ class Run:
     # -------------------------------------------------------------- events
 
     def emit(
-        self, type: StreamEventType, payload: Any = None, *, frame: NodeFrame | None = None
-    ) -> BackpackEvent | None:
-        """Emit an event in this run, stamped with the current node (or ``frame``).
+        self, type: StreamEventType, payload: Any = None, *, frame: Emitter | None = None
+    ) -> None:
+        """Emit an event in this run, stamped with the current node (or ``frame``); run-level
+        when no node of this run is executing.
 
         From a worker thread (a ``blocking`` node's exec, a parallel batch item) the event is
         handed to the run's event-loop thread, so subscribers see every run's events in one
         thread, in ``seq`` order; it keeps the time it was emitted at."""
         if frame is None:
             frame = _current_node.get()
-        home = self._home
-        if home is not None and _thread_id() != home:
-            self._from_thread(frame, type, payload)
-            return None
-        return self._emit_at(frame, type, payload, time.time())
+            if frame is None or frame._counter is not self._seq:  # none, or another run's
+                frame = self._frame
+        frame.emit(type, payload)
 
-    def _from_thread(self, frame: NodeFrame | None, type: StreamEventType, payload: Any) -> None:
+    def bind_to_loop(self) -> None:
+        """Make the running event loop's thread this run's home: events emitted from other
+        threads are handed to it."""
+        self._home_loop = asyncio.get_running_loop()
+        self._home = threading.get_ident()
+        self._frame = self._run_frame()
+
+    def _run_frame(self) -> Emitter:
+        away = None
+        if self._home is not None:
+            run = weakref.ref(self)  # the run holds this frame: no reference cycle
+
+            def away(frame: Emitter, type: StreamEventType, payload: Any) -> None:
+                me = run()
+                if me is not None:
+                    me._from_thread(frame, type, payload)
+
+        return Emitter(
+            self.events, self._seq, self.run_id, None, None, None, None, home=self._home, away=away
+        )
+
+    def _from_thread(self, frame: Emitter, type: StreamEventType, payload: Any) -> None:
         assert self._home_loop is not None
         self._home_loop.call_soon_threadsafe(self._emit_at, frame, type, payload, time.time())
 
     def _emit_at(
-        self, frame: NodeFrame | None, type: StreamEventType, payload: Any, timestamp: float
-    ) -> BackpackEvent:
-        seq = next(self._seq)
-        if frame is None:
-            event = BackpackEvent(
-                seq, timestamp, self.run_id, None, None, None, None, type, payload
-            )
-        else:
-            event = BackpackEvent(
-                seq,
+        self, frame: Emitter, type: StreamEventType, payload: Any, timestamp: float
+    ) -> None:
+        """Emit an event handed over from another thread, with the time it was emitted at."""
+        self.events.emit(
+            BackpackEvent(
+                next(self._seq),
                 timestamp,
                 self.run_id,
                 frame.step,
@@ -281,8 +264,7 @@ class Run:
                 type,
                 payload,
             )
-        self.events.emit(event)
-        return event
+        )
 
     def log(self, message: str, *, level: str = "info", data: Any = None) -> None:
         """Emit a ``log`` event from node code."""

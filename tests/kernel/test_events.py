@@ -5,6 +5,7 @@ the history ring buffer, queries, stats, JSON export and lazy state snapshots.""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import math
@@ -25,6 +26,7 @@ from backpackflow import (
     Subscription,
     current_run,
 )
+from backpackflow.events import Emitter
 
 T = StreamEventType
 
@@ -309,6 +311,81 @@ def test_emission_is_synchronous_and_in_subscription_order():
     streamer.on(T.CUSTOM, lambda e: order.append(("second", e.seq)))
     event = emit_at(streamer)
     assert order == [("first", event.seq), ("second", event.seq)]  # before emit returned
+
+
+def _wired_streamer():
+    """A streamer with a wildcard, a namespace, a node-id, a typed and a raising subscriber;
+    returns it and what each subscriber got (events without their timestamps)."""
+    streamer = EventStreamer(history_size=3)
+    got = {}
+    for name, pattern, types in [
+        ("all", "*", None),
+        ("sales", "sales.**", None),
+        ("node", "n2", None),
+        ("ends", "*", [T.NODE_END, T.RUN_END]),
+    ]:
+        got[name] = []
+        streamer.subscribe(
+            pattern, lambda e, n=name: got[n].append(e._replace(timestamp=0)), types=types
+        )
+    streamer.subscribe("support.*", lambda e: 1 / 0)
+    return streamer, got
+
+
+EMISSIONS = [
+    ("n1", "sales.chat", T.NODE_START),
+    ("n2", "support.chat", T.NODE_END),
+    ("n2", None, T.CUSTOM),
+    (None, None, T.RUN_END),
+    ("n3", "sales", "custom"),  # a plain string type, as node code may pass
+]
+
+
+def test_an_emitter_records_and_delivers_exactly_as_emit_does():
+    """Emitter.emit inlines EventStreamer.emit: the two must not drift apart."""
+    by_emit, got_emit = _wired_streamer()
+    by_emitter, got_emitter = _wired_streamer()
+    counter = itertools.count(1)
+    for seq, (node_id, namespace, type_) in enumerate(EMISSIONS, 1):
+        by_emit.emit(
+            BackpackEvent(seq, 1.0, "run", 7, node_id, "Name", namespace, type_, {"i": seq})
+        )
+        Emitter(by_emitter, counter, "run", 7, node_id, "Name", namespace).emit(type_, {"i": seq})
+    assert got_emitter == got_emit
+    assert got_emit["all"] and got_emit["sales"] and got_emit["node"] and got_emit["ends"]
+    assert [e._replace(timestamp=0) for e in by_emitter.get_events()] == [
+        e._replace(timestamp=0) for e in by_emit.get_events()
+    ]
+    assert by_emitter.get_stats() == by_emit.get_stats()
+    assert by_emit.get_stats()["handler_errors"] == 1
+    assert by_emit.get_stats()["by_type"] == {
+        T.NODE_START: 1,
+        T.NODE_END: 1,
+        T.CUSTOM: 2,
+        T.RUN_END: 1,
+    }
+
+
+def test_an_emitter_bound_to_a_thread_hands_other_threads_events_away():
+    streamer = EventStreamer()
+    handed = []
+    emitter = Emitter(
+        streamer,
+        itertools.count(1),
+        "run",
+        1,
+        "n1",
+        "N1",
+        None,
+        home=threading.get_ident(),
+        away=lambda frame, type_, payload: handed.append((frame, type_, payload)),
+    )
+    emitter.emit(T.CUSTOM, "here")
+    worker = threading.Thread(target=emitter.emit, args=(T.CUSTOM, "there"))
+    worker.start()
+    worker.join()
+    assert [e.payload for e in streamer.get_events()] == ["here"]
+    assert handed == [(emitter, T.CUSTOM, "there")]
 
 
 # ------------------------------------------------------------------------------- isolation
