@@ -275,9 +275,9 @@ class _KeyLog:
 
     __slots__ = ("entries", "seqs", "start")
 
-    def __init__(self) -> None:
-        self.seqs: list[int] = []
-        self.entries: list[_Entry] = []
+    def __init__(self, seqs: list[int] | None = None, entries: list[_Entry] | None = None) -> None:
+        self.seqs: list[int] = [] if seqs is None else seqs
+        self.entries: list[_Entry] = [] if entries is None else entries
         self.start = 0
 
     def at(self, seq: int) -> _Entry | None:
@@ -545,11 +545,7 @@ class Backpack:
                         base.extend(stored)
                     stored, length = base, len(base)
             log = self._logs.get(key)
-            if log is None:
-                log = self._logs[key] = _KeyLog()
-                version = 1
-            else:
-                version = log.entries[-1][0].version + 1
+            version = 1 if log is None else log.entries[-1][0].version + 1
             self._seq += 1
             head = self._head
             seq = self._seq
@@ -570,8 +566,11 @@ class Backpack:
                 ),
             )
             entry: _Entry = (commit, stored, length)
-            log.seqs.append(seq)
-            log.entries.append(entry)
+            if log is None:
+                self._logs[key] = _KeyLog([seq], [entry])
+            else:
+                log.seqs.append(seq)
+                log.entries.append(entry)
             if stored is _DELETED:
                 del self._current[key]
             else:
@@ -1042,8 +1041,15 @@ class Backpack:
             validate_namespace(namespace, where=f"node {node_id!r}")
         return self._view(node_id, node_name, namespace)
 
-    def _view(self, node_id: str, node_name: str | None, namespace: str | None) -> BackpackView:
-        """:meth:`view` without re-validating ``namespace`` (the runner composes valid ones)."""
+    def _view(
+        self,
+        node_id: str,
+        node_name: str | None,
+        namespace: str | None,
+        emit: Callable[[StreamEventType, Any], None] | None = None,
+    ) -> BackpackView:
+        """:meth:`view` without re-validating ``namespace`` (the runner composes valid ones);
+        ``emit``: see :meth:`BackpackView.report_to`."""
         marks = self._node_marks.get(node_id)
         if marks is None:
             self._node_marks[node_id] = [self._seq]
@@ -1052,7 +1058,7 @@ class Backpack:
                 oldest = self._oldest_seq()
                 marks[:] = [m for m in marks if m >= oldest]
             marks.append(self._seq)
-        return BackpackView(self, node_id, node_name, namespace)
+        return BackpackView(self, node_id, node_name, namespace, emit)
 
     # ------------------------------------------------------------------ serialization
 
@@ -1158,7 +1164,6 @@ class BackpackView:
         "_bp",
         "_emit",
         "_reads",
-        "_reporting",
         "_writes",
         "namespace",
         "node_id",
@@ -1166,7 +1171,12 @@ class BackpackView:
     )
 
     def __init__(
-        self, backpack: Backpack, node_id: str, node_name: str | None, namespace: str | None
+        self,
+        backpack: Backpack,
+        node_id: str,
+        node_name: str | None,
+        namespace: str | None,
+        emit: Callable[[StreamEventType, Any], None] | None = None,
     ) -> None:
         self._bp = backpack
         self.node_id = node_id
@@ -1174,8 +1184,8 @@ class BackpackView:
         self.namespace = namespace
         self._reads: dict[str, None] = {}
         self._writes: dict[str, None] = {}
-        self._emit: Callable[[StreamEventType, Any], None] | None = None
-        self._reporting = False  # report_to() makes the view report its own accesses
+        # set (here or by report_to): the view reports its own accesses through it
+        self._emit = emit
 
     def report_to(self, emit: Callable[[StreamEventType, Any], None]) -> None:
         """Emit this view's granted accesses as ``backpack_pack`` / ``backpack_unpack`` events
@@ -1183,7 +1193,6 @@ class BackpackView:
         binds each node's view to that node's events this way). Denials still go to the
         observers."""
         self._emit = emit
-        self._reporting = True
 
     @property
     def reads(self) -> list[str]:
@@ -1207,7 +1216,7 @@ class BackpackView:
             self.node_name,
             self.namespace,
             tags,
-            self if self._reporting else None,
+            None if self._emit is None else self,
         )
         if commit is not None:
             self._writes[key] = None
@@ -1223,7 +1232,7 @@ class BackpackView:
             self.node_name,
             self.namespace,
             tags,
-            self if self._reporting else None,
+            None if self._emit is None else self,
         )
         if commit is not None:
             self._writes[key] = None
@@ -1231,7 +1240,7 @@ class BackpackView:
 
     def delete(self, key: str) -> Commit | None:
         commit = self._bp._delete(
-            key, self.node_id, self.node_name, self.namespace, self if self._reporting else None
+            key, self.node_id, self.node_name, self.namespace, None if self._emit is None else self
         )
         if commit is not None:
             self._writes[key] = None
@@ -1246,7 +1255,7 @@ class BackpackView:
             self.node_name,
             self.namespace,
             True,
-            self if self._reporting else None,
+            None if self._emit is None else self,
         )
 
     def unpack_required(self, key: str) -> Any:
@@ -1258,7 +1267,7 @@ class BackpackView:
             self.node_name,
             self.namespace,
             True,
-            self if self._reporting else None,
+            None if self._emit is None else self,
         )
         if value is _DELETED:
             raise KeyNotFound(f"node {self.node_id!r}: {self._bp._missing(key)}")

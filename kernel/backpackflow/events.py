@@ -732,7 +732,6 @@ class Emitter:
         node_id: str | None,
         node_name: str | None,
         namespace: str | None,
-        *,
         home: int | None = None,
         away: Callable[[Emitter, StreamEventType, Any], None] | None = None,
     ) -> None:

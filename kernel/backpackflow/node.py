@@ -464,10 +464,8 @@ async def execute_node(
     frame = NodeFrame(run, node.id, node.name, namespace, step)
     token = _current_node.set(frame)
     backpack = run.backpack
-    view = backpack._view(node.id, node.name, namespace)
     emit = frame.emit
-    view._emit = emit  # view.report_to(emit), inlined: the view reports its own accesses
-    view._reporting = True
+    view = backpack._view(node.id, node.name, namespace, emit)  # reports its own accesses
     started = time.perf_counter()
     params = node.params
     if node.env_refs:

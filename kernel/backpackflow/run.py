@@ -12,7 +12,7 @@ import itertools
 import threading
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -94,18 +94,16 @@ class NodeFrame(Emitter):
     def __init__(
         self, run: Run, node_id: str, node_name: str, namespace: str | None, step: int | None
     ) -> None:
-        Emitter.__init__(
-            self,
-            run.events,
-            run._seq,
-            run.run_id,
-            step,
-            node_id,
-            node_name,
-            namespace,
-            home=run._home,
-            away=None if run._home is None else run._from_thread,
-        )
+        # Emitter.__init__, inlined: one frame is made per node execution
+        self._stream = run.events
+        self._counter = run._seq
+        self.run_id = run.run_id
+        self.step = step
+        self.node_id = node_id
+        self.node_name = node_name
+        self.namespace = namespace
+        self._home = run._home
+        self._away = run._away
 
 
 _thread_id = threading.get_ident
@@ -197,6 +195,7 @@ class Run:
         #: emitted from other threads are handed to it (see :meth:`emit`).
         self._home: int | None = None
         self._home_loop: asyncio.AbstractEventLoop | None = None
+        self._away: Callable[[Emitter, StreamEventType, Any], None] | None = None
         self._frame = self._run_frame()  # stamps run-level events
         limits = self.limits
         #: Whether any limit beyond max_steps needs checking before each node.
@@ -228,20 +227,19 @@ class Run:
         threads are handed to it."""
         self._home_loop = asyncio.get_running_loop()
         self._home = threading.get_ident()
+        run = weakref.ref(self)  # the run holds this function: no reference cycle
+
+        def away(frame: Emitter, type: StreamEventType, payload: Any) -> None:
+            me = run()
+            if me is not None:
+                me._from_thread(frame, type, payload)
+
+        self._away = away
         self._frame = self._run_frame()
 
     def _run_frame(self) -> Emitter:
-        away = None
-        if self._home is not None:
-            run = weakref.ref(self)  # the run holds this frame: no reference cycle
-
-            def away(frame: Emitter, type: StreamEventType, payload: Any) -> None:
-                me = run()
-                if me is not None:
-                    me._from_thread(frame, type, payload)
-
         return Emitter(
-            self.events, self._seq, self.run_id, None, None, None, None, home=self._home, away=away
+            self.events, self._seq, self.run_id, None, None, None, None, self._home, self._away
         )
 
     def _from_thread(self, frame: Emitter, type: StreamEventType, payload: Any) -> None:
