@@ -416,7 +416,8 @@ class EventStreamer:
             raise ValueError(f"history_size must be an int >= 0, got {history_size!r}")
         self.id = new_id()
         self.history_size = history_size
-        self._history: deque[BackpackEvent] = deque(maxlen=history_size or None)
+        # maxlen 0 (history off) drops what is appended: emitting appends unconditionally
+        self._history: deque[BackpackEvent] = deque(maxlen=history_size)
         self._subs: list[Subscription] = []
         self._route: dict[
             tuple[str | None, str | None, str], tuple[tuple[Handler, Subscription], ...]
@@ -502,8 +503,7 @@ class EventStreamer:
         counts[type_] = counts.get(type_, 0) + 1
         if type_ is _NODE_START and node_id is not None:
             self._nodes.add(node_id)
-        if self.history_size:
-            self._history.append(event)
+        self._history.append(event)
         route = self._broadcast
         if route is None:
             route = self._route_of(node_id, namespace, type_)
@@ -775,8 +775,7 @@ class Emitter:
             counts[type] = 1
         if type is _NODE_START and node_id is not None:
             stream._nodes.add(node_id)
-        if stream.history_size:
-            stream._history.append(event)
+        stream._history.append(event)
         route = stream._broadcast
         if route is None:
             route = stream._route_of(node_id, self.namespace, type)

@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 
 
 _NO_INPUTS: Mapping[str, Any] = MappingProxyType({})
+_new = tuple.__new__
 
 
 class _Graph:
@@ -260,6 +261,13 @@ class Flow(BaseNode):
             if run._watch:  # usage limits: a node that went over ends the run here
                 run.check_limits()
             last_action = action
+            key = "default" if action is None else action
+            edges = node.successors.get(key) if type(key) is str else None
+            if edges is not None and len(edges) == 1 and edges[0].when is None:
+                target = edges[0].target  # one unconditional successor: _follow's common case
+                if target not in pending:
+                    pending.append(target)
+                continue
             for target in _follow(run, node, action, output, namespace):
                 if target not in pending:
                     pending.append(target)
@@ -513,15 +521,17 @@ async def _drive_run(run: Run, body: Callable[[], Coroutine[Any, Any, Any]]) -> 
         if control is not None:
             control._task = asyncio.current_task()
             control._loop = run._home_loop
-    run.emit(
+    run._frame.emit(
         StreamEventType.RUN_START,
-        # a read-only copy: a handler must not change the run's inputs through its event
-        RunStartPayload(
-            run.flow_name,
-            MappingProxyType(copy_out(run.inputs)) if run.inputs else _NO_INPUTS,
-            run.limits,
+        _new(  # RunStartPayload(...) without its Python-level __new__, as for every event
+            RunStartPayload,
+            (
+                run.flow_name,
+                # a read-only copy: a handler must not change the run's inputs through its event
+                MappingProxyType(copy_out(run.inputs)) if run.inputs else _NO_INPUTS,
+                run.limits,
+            ),
         ),
-        frame=run._frame,
     )
     status, action = "succeeded", None
     error: BaseException | None = None
@@ -561,34 +571,39 @@ async def _drive_run(run: Run, body: Callable[[], Coroutine[Any, Any, Any]]) -> 
         run.status = status
         duration_ms = run.elapsed * 1e3
         totals = run.totals()
-        run.emit(
+        run._frame.emit(
             StreamEventType.RUN_END,
-            RunEndPayload(
-                status,
-                duration_ms,
-                run.node_count,
-                None if error is None else (str(error) or type(error).__name__),
-                None if error is None else type(error).__name__,
-                action if isinstance(action, str) else None,
-                totals,
+            _new(
+                RunEndPayload,
+                (
+                    status,
+                    duration_ms,
+                    run.node_count,
+                    None if error is None else (str(error) or type(error).__name__),
+                    None if error is None else type(error).__name__,
+                    action if isinstance(action, str) else None,
+                    totals,
+                ),
             ),
-            frame=run._frame,
         )
         observers.remove(observer)
         _current_node.reset(node_token)
         _current_run.reset(token)
     if reraise is not None:
         raise reraise
-    return RunResult(
-        run.run_id,
-        status,
-        action,
-        error,
-        duration_ms,
-        run.node_count,
-        totals,
-        run.backpack,
-        run.events,
+    return _new(
+        RunResult,
+        (
+            run.run_id,
+            status,
+            action,
+            error,
+            duration_ms,
+            run.node_count,
+            totals,
+            run.backpack,
+            run.events,
+        ),
     )
 
 
