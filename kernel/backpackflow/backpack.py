@@ -363,7 +363,9 @@ class Backpack:
         self._first_commit_id: str | None = None
         self._evicted = 0
         self._permissions: dict[str, Permissions] = {}
-        self._node_marks: dict[str, list[int]] = {}
+        # node id -> the seqs at which views were made for it: an int for one (most nodes run
+        # once per Backpack, and a list per node measurably slowed runs), else a list
+        self._node_marks: dict[str, int | list[int]] = {}
         self._max_denials = max_denials
         self._denials: deque[AccessRecord] | None = None
         self._observers: list[Observer] = []
@@ -856,13 +858,20 @@ class Backpack:
         commit = self._commits[self._commit_start + seq - self._oldest_seq()]
         return Snapshot(self._state_at(seq), commit.commit_id, seq)
 
+    def _marks_of(self, node_id: str) -> list[int]:
+        """The seqs at which views were made for ``node_id``, oldest first (a new list)."""
+        marks = self._node_marks.get(node_id)
+        if marks is None:
+            return []
+        return [marks] if isinstance(marks, int) else list(marks)
+
     def get_snapshot_before_node(self, node_id: str, *, occurrence: int = 0) -> Snapshot:
         """The state just before ``node_id`` ran (its first run; ``occurrence=-1`` for the latest).
 
         A node "runs" from when a view is made for it (the flow runner does this); for writes
         made with ``node_id=`` directly, it is the state before its first commit.
         """
-        marks = self._node_marks.get(node_id)
+        marks = self._marks_of(node_id)
         if marks:
             try:
                 seq = marks[occurrence]
@@ -922,8 +931,8 @@ class Backpack:
             fork._permissions = dict(self._permissions)
             fork._node_marks = {
                 n: kept
-                for n, marks in self._node_marks.items()
-                if (kept := [m for m in marks if m <= seq])
+                for n in self._node_marks
+                if (kept := [m for m in self._marks_of(n) if m <= seq])
             }
         return fork
 
@@ -1052,8 +1061,10 @@ class Backpack:
         ``emit``: see :meth:`BackpackView.report_to`."""
         marks = self._node_marks.get(node_id)
         if marks is None:
-            self._node_marks[node_id] = [self._seq]
+            self._node_marks[node_id] = self._seq
         else:
+            if isinstance(marks, int):
+                marks = self._node_marks[node_id] = [marks]
             if self._evicted and marks[0] < self._oldest_seq():
                 oldest = self._oldest_seq()
                 marks[:] = [m for m in marks if m >= oldest]
@@ -1101,7 +1112,7 @@ class Backpack:
             "base": base,
             "commits": commits,
             "permissions": {n: p.to_json() for n, p in self._permissions.items()},
-            "node_marks": {n: list(m) for n, m in self._node_marks.items()},
+            "node_marks": {n: self._marks_of(n) for n in self._node_marks},
             "denials": [d.to_json() for d in self._denials or ()],
         }
 
