@@ -141,7 +141,7 @@ def _path(parts: Any) -> str:
 
 
 def load_backpack(cls: type[Backpack], data: Mapping[str, Any] | str | bytes) -> Backpack:
-    from backpackflow.backpack import _DELETED, AccessRecord, Commit, _KeyLog
+    from backpackflow.backpack import _DELETED, AccessRecord, Commit
 
     if isinstance(data, (str, bytes)):
         try:
@@ -184,13 +184,14 @@ def load_backpack(cls: type[Backpack], data: Mapping[str, Any] | str | bytes) ->
     bp._first_commit_id = data["first_commit_id"]
     bp._evicted = data["evicted"]
 
-    def add(key: str, entry: _Entry) -> None:
+    def add(key: str, commit: Commit, stored: Any, length: int | None) -> None:
+        entry: _Entry = (commit, stored, length, commit.seq)
         log = bp._logs.get(key)
         if log is None:
-            log = bp._logs[key] = _KeyLog()
-        log.seqs.append(entry[0].seq)
-        log.entries.append(entry)
-        if entry[1] is _DELETED:
+            bp._logs[key] = [entry]
+        else:
+            log.append(entry)
+        if stored is _DELETED:
             bp._current.pop(key, None)
         else:
             bp._current[key] = entry
@@ -199,12 +200,12 @@ def load_backpack(cls: type[Backpack], data: Mapping[str, Any] | str | bytes) ->
         where = f"$.base[{i}]"
         commit = commit_of(raw["commit"], f"{where}.commit")
         if raw["deleted"]:
-            add(commit.key, (commit, _DELETED, None))
+            add(commit.key, commit, _DELETED, None)
         else:
             if "value" not in raw:
                 raise SerializationError(f"Backpack JSON {where}: a live base entry needs 'value'")
             value = value_of(raw["value"], f"{where}.value")
-            add(commit.key, (commit, value, len(value) if type(value) is list else None))
+            add(commit.key, commit, value, len(value) if type(value) is list else None)
 
     previous: Commit | None = None
     for i, raw in enumerate(data["commits"]):
@@ -223,7 +224,7 @@ def load_backpack(cls: type[Backpack], data: Mapping[str, Any] | str | bytes) ->
             if "value" not in raw:
                 raise SerializationError(f"Backpack JSON {where}: a pack commit needs 'value'")
             value = value_of(raw["value"], f"{where}.value")
-            add(commit.key, (commit, value, len(value) if type(value) is list else None))
+            add(commit.key, commit, value, len(value) if type(value) is list else None)
         elif commit.op == "append":
             if "items" not in raw:
                 raise SerializationError(f"Backpack JSON {where}: an append commit needs 'items'")
@@ -238,9 +239,9 @@ def load_backpack(cls: type[Backpack], data: Mapping[str, Any] | str | bytes) ->
                     )
                 base = current[1]
                 base.extend(items)
-            add(commit.key, (commit, base, len(base)))
+            add(commit.key, commit, base, len(base))
         else:
-            add(commit.key, (commit, _DELETED, None))
+            add(commit.key, commit, _DELETED, None)
         bp._commits.append(commit)
         previous = commit
     if previous is not None and previous.seq != data["seq"]:

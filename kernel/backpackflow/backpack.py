@@ -16,6 +16,7 @@ stored: every stored object is immutable in practice, and snapshots share them f
 from __future__ import annotations
 
 import json
+import operator
 import threading
 import time
 from bisect import bisect_right
@@ -164,8 +165,10 @@ class Diff:
         }
 
 
-# An entry is (commit, stored value or list base or _DELETED, list length or None).
-_Entry = tuple[Commit, Any, int | None]
+# An entry is (commit, stored value or list base or _DELETED, list length or None, commit seq).
+# The seq is repeated so that a key's log (a list of entries) is searched by seq in C.
+_Entry = tuple[Commit, Any, int | None, int]
+_entry_seq = operator.itemgetter(3)
 
 
 def _entry_value(entry: _Entry) -> Any:
@@ -266,31 +269,6 @@ class SnapshotRef(NamedTuple):
         return f"SnapshotRef(backpack={self.backpack._id!r}, seq={self.seq})"
 
 
-class _KeyLog:
-    """The version index of one key: commit seqs in order and their entries.
-
-    ``start`` skips entries dropped by ``max_history``; the entry at ``start`` may be older than
-    the oldest retained commit (it is then the key's *base*: its value at that point).
-    """
-
-    __slots__ = ("entries", "seqs", "start")
-
-    def __init__(self, seqs: list[int] | None = None, entries: list[_Entry] | None = None) -> None:
-        self.seqs: list[int] = [] if seqs is None else seqs
-        self.entries: list[_Entry] = [] if entries is None else entries
-        self.start = 0
-
-    def at(self, seq: int) -> _Entry | None:
-        i = bisect_right(self.seqs, seq, self.start) - 1
-        return self.entries[i] if i >= self.start else None
-
-    def compact(self) -> None:
-        if self.start > 32 and self.start * 2 > len(self.seqs):
-            del self.seqs[: self.start]
-            del self.entries[: self.start]
-            self.start = 0
-
-
 Observer = Callable[[AccessRecord], None]
 
 StateLike = Union["Backpack", Snapshot, Mapping[str, Any]]
@@ -353,7 +331,11 @@ class Backpack:
         self.forked_from: dict[str, str] | None = None
         self._lock = threading.Lock()
         self._current: dict[str, _Entry] = {}
-        self._logs: dict[str, _KeyLog] = {}
+        # key -> its log: every retained entry, oldest first. A log may start with entries that
+        # max_history dropped: _log_starts holds where such a log's live part starts (its
+        # first entry there may predate the oldest retained commit: it is the key's base).
+        self._logs: dict[str, list[_Entry]] = {}
+        self._log_starts: dict[str, int] = {}
         self._commits: list[Commit] = []
         self._commit_start = 0
         self._by_id: dict[str, Commit] = {}  # built lazily by _lookup: writes far outnumber lookups
@@ -547,7 +529,7 @@ class Backpack:
                         base.extend(stored)
                     stored, length = base, len(base)
             log = self._logs.get(key)
-            version = 1 if log is None else log.entries[-1][0].version + 1
+            version = 1 if log is None else log[-1][0].version + 1
             self._seq += 1
             head = self._head
             seq = self._seq
@@ -567,12 +549,11 @@ class Backpack:
                     tags,
                 ),
             )
-            entry: _Entry = (commit, stored, length)
+            entry: _Entry = (commit, stored, length, seq)
             if log is None:
-                self._logs[key] = _KeyLog([seq], [entry])
+                self._logs[key] = [entry]
             else:
-                log.seqs.append(seq)
-                log.entries.append(entry)
+                log.append(entry)
             if stored is _DELETED:
                 del self._current[key]
             else:
@@ -623,10 +604,18 @@ class Backpack:
         self._commit_start += 1
         self._by_id.pop(commit.commit_id, None)
         self._evicted += 1
-        log = self._logs[commit.key]
-        if log.seqs[log.start] != commit.seq:  # drop the older base: this entry is the new base
-            log.start += 1
-        log.compact()
+        key = commit.key
+        log = self._logs[key]
+        start = self._log_starts.get(key, 0)
+        if log[start][3] != commit.seq:  # drop the older base: this entry is the new base
+            start += 1
+        if start > 32 and start * 2 > len(log):
+            del log[:start]
+            start = 0
+        if start:
+            self._log_starts[key] = start
+        else:
+            self._log_starts.pop(key, None)
         if self._commit_start > 1024 and self._commit_start * 2 > len(self._commits):
             del self._commits[: self._commit_start]
             self._commit_start = 0
@@ -776,7 +765,7 @@ class Backpack:
         if log is None:
             return []
         oldest = self._commits[self._commit_start].seq if self._commits[self._commit_start :] else 0
-        return [e[0] for e in log.entries[log.start :] if e[0].seq >= oldest]
+        return [e[0] for e in log[self._log_starts.get(key, 0) :] if e[0].seq >= oldest]
 
     def get_commit(self, commit_id: str) -> Commit:
         commit = self._lookup(commit_id)
@@ -818,11 +807,12 @@ class Backpack:
         if seq == self._seq:
             return dict(self._current)
         entries: dict[str, _Entry] = {}
+        starts = self._log_starts
         for key, log in self._logs.items():
-            seqs = log.seqs
-            i = bisect_right(seqs, seq, log.start) - 1
-            if i >= log.start:
-                entry = log.entries[i]
+            start = starts.get(key, 0) if starts else 0
+            i = bisect_right(log, seq, start, key=_entry_seq) - 1
+            if i >= start:
+                entry = log[i]
                 if entry[1] is not _DELETED:
                     entries[key] = entry
         return entries
@@ -919,13 +909,11 @@ class Backpack:
             fork._first_commit_id = self._first_commit_id
             fork._evicted = self._evicted
             for key, log in self._logs.items():
-                i = bisect_right(log.seqs, seq, log.start)
-                if i > log.start:
-                    copy = _KeyLog()
-                    copy.seqs = log.seqs[log.start : i]
-                    copy.entries = log.entries[log.start : i]
-                    fork._logs[key] = copy
-                    last = copy.entries[-1]
+                start = self._log_starts.get(key, 0)
+                i = bisect_right(log, seq, start, key=_entry_seq)
+                if i > start:
+                    copy = fork._logs[key] = log[start:i]
+                    last = copy[-1]
                     if last[1] is not _DELETED:
                         fork._current[key] = last
             fork._permissions = dict(self._permissions)
@@ -1078,8 +1066,10 @@ class Backpack:
         data. ``Backpack.from_json(bp.to_json())`` is an exact copy."""
         oldest = self._oldest_seq()
         base = []
-        for log in self._logs.values():
-            entry = log.entries[log.start] if log.start < len(log.entries) else None
+        starts = self._log_starts
+        for key, log in self._logs.items():
+            start = starts.get(key, 0)
+            entry = log[start] if start < len(log) else None
             if entry is not None and entry[0].seq < oldest:
                 item = {"commit": entry[0].to_json(), "deleted": entry[1] is _DELETED}
                 if entry[1] is not _DELETED:
@@ -1089,12 +1079,13 @@ class Backpack:
         for commit in self._commits[self._commit_start :]:
             data = commit.to_json()
             log = self._logs[commit.key]
-            i = bisect_right(log.seqs, commit.seq, log.start) - 1
-            entry = log.entries[i]
+            start = starts.get(commit.key, 0)
+            i = bisect_right(log, commit.seq, start, key=_entry_seq) - 1
+            entry = log[i]
             if commit.op == "pack":
                 data["value"] = _entry_value(entry)
             elif commit.op == "append":
-                prev = log.entries[i - 1] if i > log.start else None
+                prev = log[i - 1] if i > start else None
                 seen = prev[2] if prev is not None and prev[2] is not None else 0
                 assert entry[2] is not None
                 data["items"] = [copy_out(v) for v in entry[1][seen : entry[2]]]
