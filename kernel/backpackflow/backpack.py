@@ -270,6 +270,9 @@ class SnapshotRef(NamedTuple):
 
 
 Observer = Callable[[AccessRecord], None]
+#: How a node view reports its accesses as events: ``emit(type, payload, timestamp=None)``
+#: (a pack's event carries its commit's time), e.g. :meth:`backpackflow.events.Emitter.emit`.
+Reporter = Callable[..., Any]
 
 StateLike = Union["Backpack", Snapshot, Mapping[str, Any]]
 
@@ -580,6 +583,7 @@ class Backpack:
                         BackpackPackPayload,
                         (key, op, written, commit[0], commit[9], commit[10], True, None),
                     ),
+                    commit[3],  # the event is stamped with its commit's time
                 )
             else:
                 self._notify(
@@ -1043,7 +1047,7 @@ class Backpack:
         node_id: str,
         node_name: str | None,
         namespace: str | None,
-        emit: Callable[[StreamEventType, Any], None] | None = None,
+        emit: Reporter | None = None,
     ) -> BackpackView:
         """:meth:`view` without re-validating ``namespace`` (the runner composes valid ones);
         ``emit``: see :meth:`BackpackView.report_to`."""
@@ -1178,7 +1182,7 @@ class BackpackView:
         node_id: str,
         node_name: str | None,
         namespace: str | None,
-        emit: Callable[[StreamEventType, Any], None] | None = None,
+        emit: Reporter | None = None,
     ) -> None:
         self._bp = backpack
         self.node_id = node_id
@@ -1194,7 +1198,7 @@ class BackpackView:
         through ``emit(type, payload)`` instead of telling the Backpack's observers (the runner
         binds each node's view to that node's events this way). Denials still go to the
         observers."""
-        self._emit = emit
+        self._emit = lambda type, payload, timestamp=None: emit(type, payload)
 
     @property
     def reads(self) -> list[str]:

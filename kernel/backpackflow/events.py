@@ -707,8 +707,8 @@ class Emitter:
     :meth:`emit` builds the event and dispatches it in one call: every lifecycle and Backpack
     event of a node goes through here, so this is the runner's hot path, and it inlines
     :meth:`EventStreamer.emit` rather than calling it. ``home`` binds the emitter to one thread:
-    an event emitted from another thread is handed to ``away(emitter, type, payload)`` instead
-    (a run hands such events to its event-loop thread).
+    an event emitted from another thread is handed to ``away(emitter, type, payload, timestamp)``
+    instead (a run hands such events to its event-loop thread).
     """
 
     __slots__ = (
@@ -733,7 +733,7 @@ class Emitter:
         node_name: str | None,
         namespace: str | None,
         home: int | None = None,
-        away: Callable[[Emitter, StreamEventType, Any], None] | None = None,
+        away: Callable[[Emitter, StreamEventType, Any, float], None] | None = None,
     ) -> None:
         self._stream = stream
         self._counter = counter
@@ -745,19 +745,23 @@ class Emitter:
         self._home = home
         self._away = away
 
-    def emit(self, type: StreamEventType, payload: Any) -> None:
-        """Emit an event of this origin (see the class docstring for other threads)."""
+    def emit(self, type: StreamEventType, payload: Any, timestamp: float | None = None) -> float:
+        """Emit an event of this origin (see the class docstring for other threads), stamped
+        with ``timestamp`` (default: now). Returns the time stamped, so that callers measure
+        durations on the events' own clock."""
+        if timestamp is None:
+            timestamp = _now()
         home = self._home
         if home is not None and _thread_id() != home:
-            self._away(self, type, payload)  # type: ignore[misc]
-            return
+            self._away(self, type, payload, timestamp)  # type: ignore[misc]
+            return timestamp
         stream = self._stream
         node_id = self.node_id
         event = _make(
             BackpackEvent,
             (
                 next(self._counter),
-                _now(),
+                timestamp,
                 self.run_id,
                 self.step,
                 node_id,
@@ -787,6 +791,7 @@ class Emitter:
                 continue
             if result is not None:
                 stream._maybe_schedule(sub, result)
+        return timestamp
 
     def __repr__(self) -> str:
         return (

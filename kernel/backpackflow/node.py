@@ -437,6 +437,7 @@ _NODE_START = StreamEventType.NODE_START
 
 
 _new = tuple.__new__  # build named tuples without their Python-level __new__ on the hot path
+_now = time.time
 
 
 async def execute_node(
@@ -466,13 +467,13 @@ async def execute_node(
     backpack = run.backpack
     emit = frame.emit
     view = backpack._view(node.id, node.name, namespace, emit)  # reports its own accesses
-    started = time.perf_counter()
     params = node.params
     if node.env_refs:
         params = _redacted_params(node)
     elif type(params) is dict:  # a handler may not change the node through its event
         params = MappingProxyType(params)
-    emit(
+    # durations are measured between the events' own timestamps (one clock read per event)
+    started = emit(
         _NODE_START,
         _new(
             NodeStartPayload,
@@ -488,9 +489,10 @@ async def execute_node(
     try:
         is_async = node.is_async
         prep_res = await node.prep_async(view) if is_async else node.prep(view)  # type: ignore[attr-defined]
-        emit(StreamEventType.PREP_COMPLETE, _new(PrepCompletePayload, (prep_res, [*view._reads])))
+        exec_started = emit(
+            StreamEventType.PREP_COMPLETE, _new(PrepCompletePayload, (prep_res, [*view._reads]))
+        )
         phase = "exec"
-        exec_started = time.perf_counter()
         if (
             type(node)._exec_phase is _PLAIN_EXEC_PHASE
             and not is_async
@@ -506,21 +508,24 @@ async def execute_node(
         else:
             exec_res, attempts = await node._exec_phase(run, prep_res, namespace)
         run.outputs[node.id] = exec_res  # post may replace it (e.g. with parsed JSON)
+        now = _now()
+        took = (now - exec_started) * 1e3
         emit(
             StreamEventType.EXEC_COMPLETE,
-            _new(
-                ExecCompletePayload,
-                (exec_res, attempts, (time.perf_counter() - exec_started) * 1e3),
-            ),
+            _new(ExecCompletePayload, (exec_res, attempts, took if took > 0.0 else 0.0)),
+            now,
         )
         phase = "post"
         if is_async:
             action = await node.post_async(view, prep_res, exec_res)  # type: ignore[attr-defined]
         else:
             action = node.post(view, prep_res, exec_res)
+        now = _now()
+        took = (now - started) * 1e3  # 0 if the wall clock was set back meanwhile
         emit(
             StreamEventType.NODE_END,
-            _new(NodeEndPayload, (action, [*view._writes], (time.perf_counter() - started) * 1e3)),
+            _new(NodeEndPayload, (action, [*view._writes], took if took > 0.0 else 0.0)),
+            now,
         )
         return action, run.outputs.get(node.id, exec_res)
     except BaseException as exc:

@@ -195,7 +195,7 @@ class Run:
         #: emitted from other threads are handed to it (see :meth:`emit`).
         self._home: int | None = None
         self._home_loop: asyncio.AbstractEventLoop | None = None
-        self._away: Callable[[Emitter, StreamEventType, Any], None] | None = None
+        self._away: Callable[[Emitter, StreamEventType, Any, float], None] | None = None
         self._frame = self._run_frame()  # stamps run-level events
         limits = self.limits
         #: Whether any limit beyond max_steps needs checking before each node.
@@ -229,10 +229,10 @@ class Run:
         self._home = threading.get_ident()
         run = weakref.ref(self)  # the run holds this function: no reference cycle
 
-        def away(frame: Emitter, type: StreamEventType, payload: Any) -> None:
+        def away(frame: Emitter, type: StreamEventType, payload: Any, timestamp: float) -> None:
             me = run()
             if me is not None:
-                me._from_thread(frame, type, payload)
+                me._from_thread(frame, type, payload, timestamp)
 
         self._away = away
         self._frame = self._run_frame()
@@ -242,9 +242,11 @@ class Run:
             self.events, self._seq, self.run_id, None, None, None, None, self._home, self._away
         )
 
-    def _from_thread(self, frame: Emitter, type: StreamEventType, payload: Any) -> None:
+    def _from_thread(
+        self, frame: Emitter, type: StreamEventType, payload: Any, timestamp: float
+    ) -> None:
         assert self._home_loop is not None
-        self._home_loop.call_soon_threadsafe(self._emit_at, frame, type, payload, time.time())
+        self._home_loop.call_soon_threadsafe(self._emit_at, frame, type, payload, timestamp)
 
     def _emit_at(
         self, frame: Emitter, type: StreamEventType, payload: Any, timestamp: float

@@ -378,14 +378,14 @@ def test_an_emitter_bound_to_a_thread_hands_other_threads_events_away():
         "N1",
         None,
         home=threading.get_ident(),
-        away=lambda frame, type_, payload: handed.append((frame, type_, payload)),
+        away=lambda frame, type_, payload, at: handed.append((frame, type_, payload, at)),
     )
     emitter.emit(T.CUSTOM, "here")
-    worker = threading.Thread(target=emitter.emit, args=(T.CUSTOM, "there"))
+    worker = threading.Thread(target=emitter.emit, args=(T.CUSTOM, "there", 123.5))
     worker.start()
     worker.join()
     assert [e.payload for e in streamer.get_events()] == ["here"]
-    assert handed == [(emitter, T.CUSTOM, "there")]
+    assert handed == [(emitter, T.CUSTOM, "there", 123.5)]  # with the time it was emitted at
 
 
 # ------------------------------------------------------------------------------- isolation
@@ -859,3 +859,18 @@ def test_backpack_accesses_outside_runs_emit_nothing():
     bp.pack("after", 1)
     bp.unpack("after")
     assert len(streamer.get_events()) == count
+
+
+def test_durations_and_commit_times_are_the_events_own_timestamps():
+    """A node's durations are differences of its events' timestamps, and a pack's event is
+    stamped with its commit's time: a consumer can line the three up exactly."""
+    streamer = EventStreamer()
+    result = Flow(Reader()).execute_sync(Backpack({"question": "q"}), events=streamer)
+    by_type = {e.type: e for e in streamer.get_events()}
+    start, prep = by_type[T.NODE_START], by_type[T.PREP_COMPLETE]
+    done, end = by_type[T.EXEC_COMPLETE], by_type[T.NODE_END]
+    assert end.payload.duration_ms == pytest.approx((end.timestamp - start.timestamp) * 1e3)
+    assert done.payload.duration_ms == pytest.approx((done.timestamp - prep.timestamp) * 1e3)
+    commit = result.backpack.get_item("answer")
+    assert by_type[T.BACKPACK_PACK].payload.commit_id == commit.commit_id
+    assert by_type[T.BACKPACK_PACK].timestamp == commit.timestamp
