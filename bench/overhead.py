@@ -7,7 +7,7 @@ telemetry (node lifecycle and Backpack events), one wildcard subscriber, and the
 ring buffer at its default size (10,000 events). Each run gets a fresh Backpack, as users do.
 
 Setup: pip install -r bench/requirements-peers.txt   (peers are benchmark-only dependencies)
-Run:   python bench/overhead.py [--runs 2000] [--repeats 5]
+Run:   python bench/overhead.py [--runs 2000] [--repeats 7]
 
 Goals (DESIGN §5, issue "Event bus, node lifecycle and flow runner"): ours <= 6x bare
 PocketFlow, >= 40x faster than LangGraph with its checkpointer, and >= 300,000 events/s through
@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from backpackflow import Backpack, EventStreamer
 from backpackflow.events import BackpackEvent, NodeEndPayload, StreamEventType
 from flows import linear_flow
-from peers import EXPECTED, NODES, PEERS, START, available, measure
+from peers import EXPECTED, NODES, RUNNERS, START, available, measure
 
 
 def ours(history_size: int = 10_000) -> Callable[[], int]:
@@ -80,48 +80,76 @@ def dispatch_rate(events: int = 200_000, subscribers: int = 5) -> float:
     return events / elapsed
 
 
+def interleaved(
+    candidates: dict[str, tuple[Callable[[], int], int]], repeats: int
+) -> dict[str, list[float]]:
+    """µs per node of each candidate ``name: (run, runs per repeat)``, one figure per repeat.
+    Every candidate is warmed up first (caches, the specializing interpreter, and our history
+    ring buffer reach their steady state), then the repeats take turns: a slow patch of a shared
+    machine hits every candidate of that repeat alike, and ratios are taken repeat by repeat."""
+    for run, runs in candidates.values():
+        measure(run, 1, 1, expected=EXPECTED, warmup=max(10, runs // 2))
+    samples: dict[str, list[float]] = {name: [] for name in candidates}
+    for _ in range(repeats):
+        for name, (run, runs) in candidates.items():
+            samples[name].append(measure(run, runs, 1, expected=EXPECTED, warmup=0))
+    return samples
+
+
+def ratio(numerator: list[float], denominator: list[float]) -> float:
+    """The median of the per-repeat ratios (figures of one repeat were timed side by side)."""
+    return statistics.median(n / d for n, d in zip(numerator, denominator, strict=True))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=2000)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args(argv)
 
     print(
         f"python {sys.version.split()[0]}; {NODES}-node linear flow; median of "
-        f"{args.repeats} x {args.runs} runs; microseconds per node"
+        f"{args.repeats} interleaved repeats of {args.runs} runs (LangGraph: a tenth); "
+        "microseconds per node"
     )
-    results: dict[str, float] = {}
-    ours_default = measure(ours(), args.runs, args.repeats, expected=EXPECTED)
-    results["backpackflow"] = ours_default
-    ours_small = measure(ours(history_size=1_000), args.runs, args.repeats, expected=EXPECTED)
     installed = available()
-    for name, fn in PEERS.items():
+    candidates: dict[str, tuple[Callable[[], int], int]] = {
+        "backpackflow": (ours(), args.runs),
+        "backpackflow (1k history)": (ours(history_size=1_000), args.runs),
+    }
+    for name, build in RUNNERS.items():
         if installed.get(name) is None:
             print(f"  {name:<24} not installed (pip install -r bench/requirements-peers.txt)")
             continue
         runs = args.runs if "langgraph" not in name else max(args.runs // 10, 50)
-        results[name] = fn(runs, args.repeats)
+        candidates[name] = (build(), runs)
+    samples = interleaved(candidates, args.repeats)
+    ours_default = samples["backpackflow"]
+    ours_small = samples.pop("backpackflow (1k history)")
     print()
-    for name, value in results.items():
+    for name, values in samples.items():
         version = installed.get(name) or ""
-        print(f"  {name:<24} {value:>9.2f} us/node  {version}")
-    print(f"  {'backpackflow (1k history)':<24} {ours_small:>9.2f} us/node")
-    print()
-    if "pocketflow" in results:
-        ratio = ours_default / results["pocketflow"]
-        print(f"backpackflow / PocketFlow:               {ratio:5.1f}x   (goal <= 6x)")
+        print(f"  {name:<24} {statistics.median(values):>9.2f} us/node  {version}")
+    print(f"  {'backpackflow (1k history)':<24} {statistics.median(ours_small):>9.2f} us/node")
+    print("\nratios: the median of the per-repeat ratios")
+    if "pocketflow" in samples:
+        pocketflow = samples["pocketflow"]
         print(
-            f"backpackflow (1k history) / PocketFlow:  {ours_small / results['pocketflow']:5.1f}x"
+            f"backpackflow / PocketFlow:               {ratio(ours_default, pocketflow):5.1f}x"
+            "   (goal <= 6x)"
         )
-    if "langgraph+checkpointer" in results:
-        faster = results["langgraph+checkpointer"] / ours_default
+        print(f"backpackflow (1k history) / PocketFlow:  {ratio(ours_small, pocketflow):5.1f}x")
+    if "langgraph+checkpointer" in samples:
+        faster = ratio(samples["langgraph+checkpointer"], ours_default)
         print(f"LangGraph+checkpointer / backpackflow:   {faster:5.1f}x   (goal >= 40x)")
-    if "langgraph" in results:
+    if "langgraph" in samples:
         print(
-            f"LangGraph / backpackflow:                {results['langgraph'] / ours_default:5.1f}x"
+            f"LangGraph / backpackflow:                "
+            f"{ratio(samples['langgraph'], ours_default):5.1f}x"
         )
-    if "burr" in results:
-        print(f"Burr / backpackflow:                     {results['burr'] / ours_default:5.1f}x")
+    if "burr" in samples:
+        burr = ratio(samples["burr"], ours_default)
+        print(f"Burr / backpackflow:                     {burr:5.1f}x")
     rates = [dispatch_rate() for _ in range(3)]
     print(
         f"\nevent dispatch, 5 pattern subscribers: {statistics.median(rates):,.0f} events/s "

@@ -226,6 +226,14 @@ def burr_us_per_node(runs: int, repeats: int = 5) -> float:
 
 # --- registry -----------------------------------------------------------------------------
 
+#: peer -> a builder of one run of its flow (built once; each call of the result is one run)
+RUNNERS: dict[str, Callable[[], Callable[[], int]]] = {
+    "pocketflow": _pocketflow_run,
+    "langgraph": _langgraph_run,
+    "langgraph+checkpointer": _langgraph_checkpointer_run,
+    "burr": _burr_run,
+}
+
 PEERS: dict[str, Callable[[int, int], float]] = {
     "pocketflow": pocketflow_us_per_node,
     "langgraph": langgraph_us_per_node,
