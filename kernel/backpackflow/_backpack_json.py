@@ -188,7 +188,9 @@ def load_backpack(cls: type[Backpack], data: Mapping[str, Any] | str | bytes) ->
         entry: _Entry = (commit, stored, length, commit.seq)
         log = bp._logs.get(key)
         if log is None:
-            bp._logs[key] = [entry]
+            bp._logs[key] = entry  # a key written once keeps its entry unwrapped
+        elif isinstance(log, tuple):
+            bp._logs[key] = [log, entry]
         else:
             log.append(entry)
         if stored is _DELETED:
