@@ -437,6 +437,7 @@ _NODE_START = StreamEventType.NODE_START
 
 
 _new = tuple.__new__  # build named tuples without their Python-level __new__ on the hot path
+_NO_PARAMS: Mapping[str, Any] = MappingProxyType({})
 _now = time.time
 
 
@@ -471,7 +472,7 @@ async def execute_node(
     if node.env_refs:
         params = _redacted_params(node)
     elif type(params) is dict:  # a handler may not change the node through its event
-        params = MappingProxyType(params)
+        params = MappingProxyType(params) if params else _NO_PARAMS
     # durations are measured between the events' own timestamps (one clock read per event)
     started = emit(
         _NODE_START,

@@ -176,7 +176,7 @@ class Run:
         self.flow_name = flow_name
         self.backpack = backpack
         self.events = events
-        self.inputs: dict[str, Any] = dict(inputs or {})
+        self.inputs: dict[str, Any] = dict(inputs) if inputs else {}
         self.limits = limits or Limits()
         self.control = control  # None: nobody can cancel this run from outside
         self.loopless = loopless
