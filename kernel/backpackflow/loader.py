@@ -719,7 +719,8 @@ def _limits_document(limits: Limits) -> dict[str, Any]:
     if limits.max_tokens is not None:
         document["max_tokens"] = limits.max_tokens
     if limits.max_cost is not None:
-        document["max_cost"] = str(limits.max_cost)
+        # positional, as written and as the schema takes it: str() gives "1E-7" for 0.0000001
+        document["max_cost"] = format(limits.max_cost, "f")
     return document
 
 

@@ -80,7 +80,7 @@ class Limits:
             "max_steps": self.max_steps,
             "timeout": self.timeout,
             "max_tokens": self.max_tokens,
-            "max_cost": None if self.max_cost is None else str(self.max_cost),
+            "max_cost": None if self.max_cost is None else format(self.max_cost, "f"),
         }
 
 

@@ -22,6 +22,7 @@ the migration does not understand is an error naming its path, never dropped.
 from __future__ import annotations
 
 import sys
+from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -122,8 +123,9 @@ def migrate_flowtrace_v1(document: dict[str, Any]) -> dict[str, Any]:
         else:
             _unknown(limits, set(_LIMITS), "$.limits", problems)
             migrated_limits = {_LIMITS[k]: v for k, v in limits.items() if k in _LIMITS}
-            if isinstance(migrated_limits.get("max_cost"), (int, float)):
-                migrated_limits["max_cost"] = str(migrated_limits["max_cost"])
+            cost = migrated_limits.get("max_cost")
+            if type(cost) in (int, float):  # an exact, positional decimal string: 1e-07 is
+                migrated_limits["max_cost"] = format(Decimal(repr(cost)), "f")  # "0.0000001"
             result["limits"] = migrated_limits
     if problems:
         raise ConfigError("; ".join(problems), problems)

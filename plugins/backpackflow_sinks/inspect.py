@@ -38,6 +38,7 @@ from rich.table import Table
 from rich.text import Text
 
 from backpackflow import hookimpl
+from backpackflow.jsondata import decimal_text
 from backpackflow.plugins import CommandRegistrar, Registry
 from backpackflow_sinks._common import decimal_or_none, format_cost, format_ms, tail, truncate
 from backpackflow_sinks.trace import (
@@ -233,7 +234,7 @@ def _step_row_json(step: Step) -> dict[str, Any]:
         "retries": len(step.retries),
         "tokens_input": step.tokens_in,
         "tokens_output": step.tokens_out,
-        "cost": str(step.cost),
+        "cost": decimal_text(step.cost),
         "cache_hits": step.cache_hits,
         "error": step.error,
     }

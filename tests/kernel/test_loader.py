@@ -234,6 +234,16 @@ def test_export_of_a_loaded_flow_is_byte_identical_after_reload(loader):
     }
 
 
+@pytest.mark.parametrize("cost", ["0.0000001", "0.50", "0", "12"])
+def test_a_max_cost_is_exported_exactly_as_written(loader, cost):
+    document = three_node_flow()
+    document["limits"] = {"max_cost": cost}
+    flow = loader.load_flow(document)
+    exported = loader.export_flow(flow)
+    assert exported["limits"] == {"max_cost": cost}  # str(Decimal) would give "1E-7"
+    assert loader.export_flow(loader.load_flow(exported)) == exported
+
+
 def build_in_code() -> Flow:
     ask = ChatNode(id="ask", params=ChatParams(model="gpt-4", temperature=1.0))
     route = DecideNode(id="route", params={"key": "question"}, namespace="routing")
