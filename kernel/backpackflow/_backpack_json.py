@@ -141,7 +141,7 @@ def _path(parts: Any) -> str:
 
 
 def load_backpack(cls: type[Backpack], data: Mapping[str, Any] | str | bytes) -> Backpack:
-    from backpackflow.backpack import _DELETED, AccessRecord, Commit
+    from backpackflow.backpack import _DELETED, AccessRecord, Commit, _log_with
 
     if isinstance(data, (str, bytes)):
         try:
@@ -186,13 +186,7 @@ def load_backpack(cls: type[Backpack], data: Mapping[str, Any] | str | bytes) ->
 
     def add(key: str, commit: Commit, stored: Any, length: int | None) -> None:
         entry: _Entry = (commit, stored, length, commit.seq)
-        log = bp._logs.get(key)
-        if log is None:
-            bp._logs[key] = entry  # a key written once keeps its entry unwrapped
-        elif isinstance(log, tuple):
-            bp._logs[key] = [log, entry]
-        else:
-            log.append(entry)
+        bp._logs[key] = _log_with(bp._logs.get(key), entry)
         if stored is _DELETED:
             bp._current.pop(key, None)
         else:

@@ -178,6 +178,16 @@ def _as_log(log: _Entry | list[_Entry] | None) -> list[_Entry]:
     return [log] if isinstance(log, tuple) else log
 
 
+def _log_with(log: _Entry | list[_Entry] | None, entry: _Entry) -> _Entry | list[_Entry]:
+    """A key's log with ``entry`` added last (a first entry stays unwrapped; see _as_log)."""
+    if log is None:
+        return entry
+    if isinstance(log, tuple):
+        return [log, entry]
+    log.append(entry)
+    return log
+
+
 def _entry_value(entry: _Entry) -> Any:
     """A caller-owned copy of the value an entry holds."""
     value, length = entry[1], entry[2]
@@ -569,12 +579,7 @@ class Backpack:
                 ),
             )
             entry: _Entry = (commit, stored, length, seq)
-            if log is None:
-                self._logs[key] = entry
-            elif isinstance(log, tuple):
-                self._logs[key] = [log, entry]
-            else:
-                log.append(entry)
+            self._logs[key] = _log_with(log, entry)
             if stored is _DELETED:
                 del self._current[key]
             else:

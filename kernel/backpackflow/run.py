@@ -21,7 +21,6 @@ import attrs
 
 from backpackflow.errors import BackpackFlowError, GuardrailExceeded, RunCanceled
 from backpackflow.events import (
-    BackpackEvent,
     BackpackPackPayload,
     BackpackUnpackPayload,
     Emitter,
@@ -245,26 +244,10 @@ class Run:
     def _from_thread(
         self, frame: Emitter, type: StreamEventType, payload: Any, timestamp: float
     ) -> None:
+        """Hand an event emitted on another thread to the run's thread: the frame emits it
+        there, with the time it was emitted at."""
         assert self._home_loop is not None
-        self._home_loop.call_soon_threadsafe(self._emit_at, frame, type, payload, timestamp)
-
-    def _emit_at(
-        self, frame: Emitter, type: StreamEventType, payload: Any, timestamp: float
-    ) -> None:
-        """Emit an event handed over from another thread, with the time it was emitted at."""
-        self.events.emit(
-            BackpackEvent(
-                next(self._seq),
-                timestamp,
-                self.run_id,
-                frame.step,
-                frame.node_id,
-                frame.node_name,
-                frame.namespace,
-                type,
-                payload,
-            )
-        )
+        self._home_loop.call_soon_threadsafe(frame.emit, type, payload, timestamp)
 
     def log(self, message: str, *, level: str = "info", data: Any = None) -> None:
         """Emit a ``log`` event from node code."""
