@@ -104,11 +104,6 @@ def _pocketflow_run() -> Callable[[], int]:
     return run
 
 
-def pocketflow_us_per_node(runs: int, repeats: int = 5) -> float:
-    """PocketFlow: µs per node, bare Node/Flow over a shared dict."""
-    return measure(_pocketflow_run(), runs, repeats)
-
-
 # --- LangGraph ----------------------------------------------------------------------------
 
 
@@ -145,6 +140,7 @@ def _langgraph_builder() -> Any:
 
 
 def _langgraph_run() -> Callable[[], int]:
+    """The compiled StateGraph without a checkpointer; each call is one ``invoke``."""
     graph = _langgraph_builder().compile()
 
     def run() -> int:
@@ -170,16 +166,6 @@ def _langgraph_checkpointer_run() -> Callable[[], int]:
         return graph.invoke({"k0": START}, config)[f"k{NODES}"]
 
     return run
-
-
-def langgraph_us_per_node(runs: int, repeats: int = 5) -> float:
-    """LangGraph: µs per node, compiled StateGraph without checkpointer, ``invoke``."""
-    return measure(_langgraph_run(), runs, repeats)
-
-
-def langgraph_checkpointer_us_per_node(runs: int, repeats: int = 5) -> float:
-    """LangGraph with InMemorySaver: µs per node, one ``thread_id`` per run."""
-    return measure(_langgraph_checkpointer_run(), runs, repeats)
 
 
 # --- Burr ---------------------------------------------------------------------------------
@@ -219,11 +205,6 @@ def _burr_run() -> Callable[[], int]:
     return run
 
 
-def burr_us_per_node(runs: int, repeats: int = 5) -> float:
-    """Burr: µs per node, ApplicationBuilder with 5 actions and transitions, run to the end."""
-    return measure(_burr_run(), runs, repeats)
-
-
 # --- registry -----------------------------------------------------------------------------
 
 #: peer -> a builder of one run of its flow (built once; each call of the result is one run)
@@ -232,13 +213,6 @@ RUNNERS: dict[str, Callable[[], Callable[[], int]]] = {
     "langgraph": _langgraph_run,
     "langgraph+checkpointer": _langgraph_checkpointer_run,
     "burr": _burr_run,
-}
-
-PEERS: dict[str, Callable[[int, int], float]] = {
-    "pocketflow": pocketflow_us_per_node,
-    "langgraph": langgraph_us_per_node,
-    "langgraph+checkpointer": langgraph_checkpointer_us_per_node,
-    "burr": burr_us_per_node,
 }
 
 # peer -> (modules that must import, distributions whose versions are reported)
@@ -286,12 +260,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     versions = available()
     print(f"{NODES}-node linear flow, {args.runs} runs x 5 repeats, median µs per node")
-    for name, fn in PEERS.items():
+    for name, build in RUNNERS.items():
         version = versions[name]
         if version is None:
             print(f"{name:24} not installed")
             continue
-        print(f"{name:24} {fn(args.runs, 5):9.2f} us/node   ({version})")
+        print(f"{name:24} {measure(build(), args.runs, 5):9.2f} us/node   ({version})")
 
 
 if __name__ == "__main__":
