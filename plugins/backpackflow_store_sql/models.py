@@ -4,6 +4,8 @@ The migrations in ``migrations/versions`` create exactly these tables; a test co
 on SQLite and PostgreSQL. Constraint names follow :data:`NAMING_CONVENTION` so later migrations
 can alter them by name (SQLite batch mode needs named constraints).
 
+API tokens of the service (``api_tokens``) are stored as SHA-256 digests, never as the token.
+
 Delete behaviour: deleting a workflow keeps its runs (``workflow_id`` becomes NULL; the run keeps
 ``workflow_name`` and ``workflow_version``) so trace history is never lost by accident; its
 provider bindings go with it. Deleting a run deletes its steps and events.
@@ -40,6 +42,8 @@ NAMING_CONVENTION = {
 }
 
 RUN_STATUSES = ("queued", "running", "succeeded", "failed", "canceled")
+#: Roles of API tokens, most privileged first (the service's docs/security.md says what each may).
+TOKEN_ROLES = ("admin", "runner", "viewer")
 STEP_STATUSES = ("running", "succeeded", "failed")
 
 ID = String(64)  # new_id() makes 32 hex characters; room for ids made elsewhere
@@ -163,3 +167,21 @@ class ProviderBinding(Base):
     model: Mapped[str] = mapped_column(Text)
     temperature: Mapped[float | None] = mapped_column(Double)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ApiToken(Base):
+    """An API token of the service: the SHA-256 digest of its secret (the secret itself is
+    shown once, when made, and never stored), a name, a role, and when it stops working."""
+
+    __tablename__ = "api_tokens"
+    __table_args__ = (CheckConstraint(_in("role", TOKEN_ROLES), name="role"),)
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    name: Mapped[str] = mapped_column(Text)
+    role: Mapped[str] = mapped_column(STATUS)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    hint: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -56,12 +56,15 @@ from .errors import (
 )
 from .models import (
     RUN_STATUSES,
+    TOKEN_ROLES,
+    ApiToken,
     ProviderBinding,
     RunStep,
     TraceEvent,
     Workflow,
     WorkflowRun,
 )
+from .portable import UNPORTABLE, make_portable, unportable_problems, unportable_text
 
 log = logging.getLogger("backpackflow_store_sql")
 
@@ -146,6 +149,23 @@ def normalize_url(url: str | None) -> URL:
     )
 
 
+#: How U+0000 or a lone surrogate looks inside JSON text written by ``json.dumps``: escaped
+#: (U+0000 always; surrogates with ``ensure_ascii``), or a raw surrogate. A hit may be a false
+#: alarm (an escaped backslash, a surrogate pair): it only means "look at the strings".
+_JSON_UNPORTABLE = re.compile(r"[\ud800-\udfff]|\\u0000")
+_ESCAPED_UNPORTABLE = re.compile(r"\\u(?:0000|[dD][89a-fA-F][0-9a-fA-F]{2})")
+
+
+def _load_sqlite_json(text: str) -> Any:
+    """Read a JSON column on SQLite. Rows written before the store refused lone surrogates
+    may hold one (as a ``\\udXXX`` escape); it reads back as U+FFFD, so such a row can never
+    again break a list of runs or workflows."""
+    value = json.loads(text)
+    if _ESCAPED_UNPORTABLE.search(text):
+        return make_portable(value)
+    return value
+
+
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     # The SQLAlchemy recipe for real SQLite transactions: the driver stops issuing its own
     # BEGIN (which it defers to the first write, too late for read-modify-write) and
@@ -179,6 +199,7 @@ def create_store_engine(url: URL, **engine_options: Any) -> Engine:
                 ) from exc
             connect_args = {"check_same_thread": False, "timeout": 30.0}
             connect_args.update(engine_options.pop("connect_args", {}))
+            engine_options.setdefault("json_deserializer", _load_sqlite_json)
             engine = create_engine(url, connect_args=connect_args, **engine_options)
             event.listen(engine, "connect", _sqlite_on_connect)
             event.listen(engine, "begin", _sqlite_on_begin)
@@ -222,17 +243,6 @@ def _add(a: Decimal, b: Decimal) -> Decimal:
 
 def _elapsed_ms(start: datetime | None, end: datetime) -> float | None:
     return None if start is None else (end - start).total_seconds() * 1000.0
-
-
-def _strip_nul(value: Any) -> Any:
-    """PostgreSQL text and JSONB cannot hold U+0000; it becomes U+FFFD there (only there)."""
-    if isinstance(value, str):
-        return value.replace("\x00", "\ufffd")
-    if isinstance(value, dict):
-        return {_strip_nul(k): _strip_nul(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_strip_nul(v) for v in value]
-    return value
 
 
 def _int_field(value: Any) -> int | None:
@@ -354,6 +364,21 @@ def _binding_dict(b: ProviderBinding) -> dict[str, Any]:
     }
 
 
+def _token_dict(t: ApiToken, now: datetime) -> dict[str, Any]:
+    expired = t.expires_at is not None and t.expires_at <= now
+    return {
+        "id": t.id,
+        "name": t.name,
+        "role": t.role,
+        "hint": t.hint,
+        "created_at": _iso(t.created_at),
+        "expires_at": _iso(t.expires_at),
+        "last_used_at": _iso(t.last_used_at),
+        "revoked_at": _iso(t.revoked_at),
+        "active": t.revoked_at is None and not expired,
+    }
+
+
 def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), _IN_CHUNK):
         yield items[start : start + _IN_CHUNK]
@@ -362,6 +387,19 @@ def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
 def _check_name(name: Any) -> None:
     if not isinstance(name, str) or not name.strip():
         raise InvalidData(f"a workflow needs a non-empty name, not {name!r}")
+    _check_text("the workflow name", name)
+
+
+def _check_text(what: str, value: str | None) -> None:
+    """Refuse user text neither database can store (the same on both, see ``portable``)."""
+    reason = None if value is None else unportable_text(value)
+    if reason is not None:
+        raise InvalidData(f"{what} {reason}")
+
+
+def _portable_text(value: str | None) -> str | None:
+    """Text a run produced, with what the databases cannot hold replaced by U+FFFD."""
+    return value if value is None or UNPORTABLE.search(value) is None else make_portable(value)
 
 
 def _positive(name: str, value: int, minimum: int = 1) -> int:
@@ -501,20 +539,29 @@ class SqlRunStore:
                 f"of backpackflow needs {head}: call SqlRunStore.upgrade() at start-up"
             ) from error
 
-    def _json(self, value: Any, what: str, error: type[StoreError] = InvalidData) -> Any:
+    @staticmethod
+    def _json_text(value: Any, what: str, error: type[StoreError]) -> str:
         try:
-            text = json.dumps(value, allow_nan=False)
-        except (TypeError, ValueError) as exc:
+            return json.dumps(value, allow_nan=False, ensure_ascii=False)
+        except (TypeError, ValueError, RecursionError) as exc:
             raise error(f"{what} is not JSON data: {exc}") from exc
-        if self._pg and "\\u0000" in text:
-            return _strip_nul(value)
+
+    def _json(self, value: Any, what: str, error: type[StoreError] = InvalidData) -> Any:
+        """A run's JSON data to store: U+0000 and lone surrogates become U+FFFD (on both
+        backends alike: PostgreSQL cannot hold them, and SQLite must not differ)."""
+        if _JSON_UNPORTABLE.search(self._json_text(value, what, error)):
+            return make_portable(value)
         return value
 
     def _json_object(self, value: Any, what: str) -> dict[str, Any]:
-        """``value`` as a JSON object to store (see :meth:`_json`)."""
+        """A user's JSON object to store; refused if a string in it cannot be stored."""
         if not isinstance(value, Mapping):
             raise InvalidData(f"{what} must be a JSON object, not {type(value).__name__}")
-        document: dict[str, Any] = self._json(dict(value), what)
+        document = dict(value)
+        if _JSON_UNPORTABLE.search(self._json_text(document, what, InvalidData)):
+            problems = unportable_problems(document, root="$", limit=1)
+            if problems:
+                raise InvalidData(f"{what}: {problems[0]}")
         return document
 
     @staticmethod
@@ -540,6 +587,7 @@ class SqlRunStore:
     ) -> dict[str, Any]:
         """Store a flow config document as version 1 of a new workflow."""
         _check_name(name)
+        _check_text("the workflow description", description)
         document = self._json_object(graph_json, "graph_json")
         now = _now()
         workflow = Workflow(
@@ -556,11 +604,18 @@ class SqlRunStore:
             session.flush()
             return _workflow_dict(workflow)
 
-    def list_workflows(self) -> list[dict[str, Any]]:
-        """Every workflow, newest first."""
+    def list_workflows(
+        self, limit: int | None = None, *, before: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Workflows newest first: at most ``limit`` (``None``: all), older than the workflow
+        ``before`` (an id: the last of the previous page)."""
+        query = select(Workflow).order_by(Workflow.id.desc())
+        if limit is not None:
+            query = query.limit(_positive("limit", limit))
+        if before is not None:
+            query = query.where(Workflow.id < before)
         with self._read() as session:
-            rows = session.scalars(select(Workflow).order_by(Workflow.id.desc()))
-            return [_workflow_dict(w) for w in rows]
+            return [_workflow_dict(w) for w in session.scalars(query)]
 
     def get_workflow(self, workflow_id: str) -> dict[str, Any]:
         """One workflow; :class:`NotFound` if there is none with this id."""
@@ -583,6 +638,7 @@ class SqlRunStore:
         """
         if name is not None:
             _check_name(name)
+        _check_text("the workflow description", description)
         document = None if graph_json is None else self._json_object(graph_json, "graph_json")
         with self._write() as session:
             workflow = self._get_workflow(session, workflow_id, lock=True)
@@ -674,6 +730,109 @@ class SqlRunStore:
             if result.rowcount == 0:  # type: ignore[attr-defined]
                 raise NotFound("provider binding", binding_id)
 
+    # ----------------------------------------------------------------------- API tokens
+
+    def create_token(
+        self,
+        name: str,
+        role: str,
+        token_hash: str,
+        *,
+        hint: str,
+        expires_at: datetime | None = None,
+    ) -> dict[str, Any]:
+        """Record a new API token by the SHA-256 digest of its secret (64 hex characters).
+
+        ``hint`` is the first characters of the secret, shown by listings so a person can
+        tell tokens apart. Names are unique among tokens that still work.
+        """
+        if role not in TOKEN_ROLES:
+            raise InvalidData(f"unknown role {role!r}; one of {', '.join(TOKEN_ROLES)}")
+        if not isinstance(name, str) or not name.strip() or len(name) > 200:
+            raise InvalidData(f"a token needs a name of 1-200 characters, not {name!r}")
+        _check_text("the token name", name)
+        if not re.fullmatch(r"[0-9a-f]{64}", token_hash):
+            raise InvalidData("token_hash must be a SHA-256 digest as 64 lower-case hex digits")
+        if expires_at is not None and expires_at.tzinfo is None:
+            raise InvalidData("expires_at must be time-zone aware")
+        now = _now()
+        token = ApiToken(
+            id=new_id(),
+            name=name,
+            role=role,
+            token_hash=token_hash,
+            hint=hint[:16],
+            created_at=now,
+            expires_at=expires_at,
+        )
+        with self._write() as session:
+            if self._active_tokens(session, now, name=name):
+                raise InvalidData(f"a token named {name!r} exists; revoke it or pick a new name")
+            session.add(token)
+            session.flush()
+            return _token_dict(token, now)
+
+    @staticmethod
+    def _active_tokens(session: Session, now: datetime, **where: Any) -> list[ApiToken]:
+        query = select(ApiToken).where(
+            ApiToken.revoked_at.is_(None),
+            (ApiToken.expires_at.is_(None)) | (ApiToken.expires_at > now),
+        )
+        for column, value in where.items():
+            query = query.where(getattr(ApiToken, column) == value)
+        return list(session.scalars(query))
+
+    def list_tokens(self, *, include_inactive: bool = False) -> list[dict[str, Any]]:
+        """Tokens newest first (those revoked or expired only with ``include_inactive``);
+        never their secrets, which the store does not have."""
+        now = _now()
+        with self._read() as session:
+            if include_inactive:
+                rows = list(session.scalars(select(ApiToken)))
+            else:
+                rows = self._active_tokens(session, now)
+            rows.sort(key=lambda token: token.id, reverse=True)
+            return [_token_dict(token, now) for token in rows]
+
+    def find_token(
+        self, *, token_hash: str | None = None, token_id: str | None = None
+    ) -> dict[str, Any] | None:
+        """The token with this digest (or id) if it still works: not revoked, not expired."""
+        if (token_hash is None) == (token_id is None):
+            raise InvalidData("find_token takes exactly one of token_hash and token_id")
+        where = {"token_hash": token_hash} if token_hash is not None else {"id": token_id}
+        now = _now()
+        with self._read() as session:
+            found = self._active_tokens(session, now, **where)
+            return _token_dict(found[0], now) if found else None
+
+    def count_active_tokens(self) -> int:
+        """How many tokens work now."""
+        with self._read() as session:
+            return len(self._active_tokens(session, _now()))
+
+    def touch_token(self, token_id: str, when: datetime | None = None) -> None:
+        """Record that a token was used (the service does so at most once a minute)."""
+        with self._write() as session:
+            token = session.get(ApiToken, token_id)
+            if token is not None:
+                token.last_used_at = when or _now()
+
+    def revoke_token(self, id_or_name: str) -> dict[str, Any]:
+        """Revoke a token named by its id, or by the name of a token that still works."""
+        now = _now()
+        with self._write() as session:
+            token = session.get(ApiToken, id_or_name)
+            if token is None:
+                named = self._active_tokens(session, now, name=id_or_name)
+                if not named:
+                    raise NotFound("token", id_or_name)
+                token = named[0]
+            if token.revoked_at is None:
+                token.revoked_at = now
+            session.flush()
+            return _token_dict(token, now)
+
     # ----------------------------------------------------------------------- runs
 
     def create_run(
@@ -684,6 +843,7 @@ class SqlRunStore:
     ) -> dict[str, Any]:
         """A new ``queued`` run of the workflow's current version."""
         variables = self._json_object(input_vars, "input_vars")
+        _check_text("triggered_by", triggered_by)
         with self._write() as session:
             workflow = self._get_workflow(session, workflow_id)
             run = WorkflowRun(
@@ -746,7 +906,7 @@ class SqlRunStore:
         if run.total_latency_ms is None:
             run.total_latency_ms = _elapsed_ms(run.started_at, now)
         if error_summary is not None:
-            run.error_summary = error_summary
+            run.error_summary = _portable_text(error_summary)
 
     def get_run(self, run_id: str) -> dict[str, Any]:
         """A run with its totals and ``steps`` (one dict per node execution, by step)."""
@@ -820,7 +980,11 @@ class SqlRunStore:
         if not isinstance(raw, Mapping):
             raise InvalidEvent(f"event #{index} of the batch is not a JSON object: {raw!r:.80}")
         event_id = raw.get("id")
-        if not isinstance(event_id, str) or not 0 < len(event_id) <= 64:
+        if (
+            not isinstance(event_id, str)
+            or not 0 < len(event_id) <= 64
+            or UNPORTABLE.search(event_id)
+        ):
             raise InvalidEvent(f"event #{index} of the batch needs an id (1-64 characters)")
         where = f"event {event_id!r} (#{index} of the batch)"
 
@@ -828,7 +992,7 @@ class SqlRunStore:
             value = raw.get(key)
             if value is not None and not isinstance(value, str):
                 raise InvalidEvent(f"{where}: {key} must be a string, not {value!r:.80}")
-            return value
+            return _portable_text(value)
 
         seq, step, ts = raw.get("seq"), raw.get("step"), raw.get("timestamp")
         if isinstance(seq, bool) or not isinstance(seq, int) or seq < 1:

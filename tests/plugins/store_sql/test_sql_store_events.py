@@ -299,14 +299,25 @@ def test_payloads_round_trip(store: SqlRunStore, run: dict[str, Any], trace: Any
     assert [e["payload"] for e in store.get_trace(run["id"])] == payloads
 
 
-def test_nul_characters(store: SqlRunStore, run: dict[str, Any], trace: Any) -> None:
+def test_text_neither_database_holds_is_replaced_alike(
+    store: SqlRunStore, run: dict[str, Any], trace: Any
+) -> None:
+    """U+0000 and lone surrogates in what a run produced become U+FFFD on both backends
+    (PostgreSQL cannot hold them; SQLite must not answer differently), keys and envelope
+    texts included; the batch is stored, never lost."""
     t = trace(run["id"])
-    store.append_events(run["id"], [t.event("log", {"text": "a\x00b", "k\x00": ["\x00"]})])
-    payload = store.get_trace(run["id"])[0]["payload"]
-    if store.dialect == "postgresql":  # PostgreSQL text cannot hold U+0000
-        assert payload == {"text": "a\ufffdb", "k\ufffd": ["\ufffd"]}
-    else:
-        assert payload == {"text": "a\x00b", "k\x00": ["\x00"]}
+    event = t.event("log", {"text": "a\x00b", "k\x00": ["\x00", "\ud800x"], "ok": "é😀"})
+    event["node_name"] = "n\x00ame\udfff"
+    store.append_events(run["id"], [event])
+    stored = store.get_trace(run["id"])[0]
+    assert stored["payload"] == {
+        "text": "a\ufffdb",
+        "k\ufffd": ["\ufffd", "\ufffdx"],
+        "ok": "é😀",  # a real astral character is not a lone surrogate
+    }
+    assert stored["node_name"] == "n\ufffdame\ufffd"
+    store.finish_run(run["id"], "failed", "bad \x00 text \udc80")
+    assert store.get_run(run["id"])["error_summary"] == "bad \ufffd text \ufffd"
 
 
 def test_trace_pages(store: SqlRunStore, run: dict[str, Any], trace: Any) -> None:

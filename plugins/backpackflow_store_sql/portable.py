@@ -1,0 +1,135 @@
+"""Text both databases store alike: no U+0000 and no lone surrogate, anywhere in a document.
+
+PostgreSQL refuses U+0000 in ``text`` and ``jsonb``; a lone surrogate (``"\\ud800"`` in JSON)
+is not Unicode at all: PostgreSQL refuses it, SQLite stores it as JSON text that later fails to
+serialize (every list holding it answered 500). So the store applies one rule on both backends:
+
+* data a user gives (workflow names and documents, run inputs) is *refused* when it holds such a
+  character (:func:`unportable_problems` names the JSON path), before anything is written;
+* data a run produces (trace event payloads, error texts) is *kept*, each such character
+  replaced by U+FFFD (:func:`make_portable`), so a tool that read a binary file never loses the
+  run's trace.
+
+The walks are iterative (a document nested 100,000 deep must not raise RecursionError), and a
+C-speed regular expression decides first whether a string needs looking at character by
+character at all.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+#: U+0000 and every surrogate code point: what neither database holds as text.
+UNPORTABLE = re.compile("[\x00\ud800-\udfff]")
+REPLACEMENT = "\ufffd"
+#: Keys a JSON path shows as ``.key`` (what ``backpackflow_server.validation`` parses back).
+_PLAIN_KEY = re.compile(r"[^\s.\[\]:'\"\x00\ud800-\udfff]+")
+
+
+def unportable_text(text: str) -> str | None:
+    """Why ``text`` cannot be stored (``None``: it can)."""
+    match = UNPORTABLE.search(text)
+    if match is None:
+        return None
+    where = match.start()
+    if match.group() == "\x00":
+        return f"contains a NUL character (U+0000) at position {where}"
+    code = ord(match.group())
+    return f"contains a lone surrogate (U+{code:04X}, not Unicode text) at position {where}"
+
+
+def _path(parent: str, key: str | int) -> str:
+    if isinstance(key, int):
+        return f"{parent}[{key}]"
+    if _PLAIN_KEY.fullmatch(key):
+        return f"{parent}.{key}"
+    return f"{parent}[{_quoted(key)}]"
+
+
+def _quoted(key: str) -> str:
+    """A key for a message: printable, with what cannot be printed escaped."""
+    return repr(key.encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace"))
+
+
+def _children(value: Any, path: str) -> Iterator[tuple[str, Any, str | None]]:
+    """(path, child, key-problem) of a dict or list."""
+    if isinstance(value, dict):
+        for key, child in value.items():
+            problem = unportable_text(key) if isinstance(key, str) else None
+            yield _path(path, key), child, problem
+    else:
+        for index, child in enumerate(value):
+            yield _path(path, index), child, None
+
+
+def unportable_problems(
+    document: Any, *, root: str = "$", max_depth: int | None = None, limit: int = 20
+) -> list[str]:
+    """``"$.path: message"`` for each string (key or value) the databases cannot store, and
+    for nesting deeper than ``max_depth`` (containers inside containers; ``None``: no bound).
+
+    Stops after ``limit`` problems: a client needs the first few, not a million.
+    """
+    problems: list[str] = []
+    if isinstance(document, str):
+        reason = unportable_text(document)
+        return [] if reason is None else [f"{root}: {reason}"]
+    if not isinstance(document, dict | list):
+        return []
+    stack: list[tuple[str, Any, int]] = [(root, document, 1)]
+    while stack and len(problems) < limit:
+        path, value, depth = stack.pop()
+        if max_depth is not None and depth > max_depth:
+            problems.append(
+                f"{path}: nested {depth} levels deep; at most {max_depth} levels of objects "
+                "and arrays are accepted"
+            )
+            continue
+        children = []
+        for child_path, child, key_problem in _children(value, path):
+            if key_problem is not None:
+                problems.append(f"{child_path}: the key {key_problem}")
+            if isinstance(child, str):
+                reason = unportable_text(child)
+                if reason is not None:
+                    problems.append(f"{child_path}: {reason}")
+            elif isinstance(child, dict | list):
+                children.append((child_path, child, depth + 1))
+        stack.extend(reversed(children))  # report in document order
+    return problems[:limit]
+
+
+def make_portable(value: Any) -> Any:
+    """A copy of ``value`` with U+0000 and lone surrogates replaced by U+FFFD in every string
+    (keys too). Strings without them are shared, not copied."""
+    if isinstance(value, str):
+        return UNPORTABLE.sub(REPLACEMENT, value) if UNPORTABLE.search(value) else value
+    if not isinstance(value, dict | list):
+        return value
+    # Iterative copy: rebuild containers bottom-up so that depth cannot overflow the stack.
+    root: list[Any] = [None]
+    stack: list[tuple[Any, Any, Any]] = [(value, root, 0)]
+    while stack:
+        source, target, slot = stack.pop()
+        if isinstance(source, dict):
+            copy: Any = {}
+            for key, child in source.items():
+                key = make_portable(key) if isinstance(key, str) else key
+                copy[key] = child
+                if isinstance(child, dict | list):
+                    stack.append((child, copy, key))
+                elif isinstance(child, str):
+                    copy[key] = make_portable(child)
+        elif isinstance(source, list):
+            copy = list(source)
+            for index, child in enumerate(source):
+                if isinstance(child, dict | list):
+                    stack.append((child, copy, index))
+                elif isinstance(child, str):
+                    copy[index] = make_portable(child)
+        else:  # pragma: no cover - only containers are pushed
+            copy = source
+        target[slot] = copy
+    return root[0]
