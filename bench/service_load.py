@@ -1,7 +1,7 @@
 """Service load benchmark: N concurrent runs, M SSE subscribers per run, on loopback.
 
 Run: python bench/service_load.py [--runs 50] [--subscribers 2] [--database URL ...]
-     [--flow FILE --autoload]
+     [--flow FILE --autoload] [--auth tokens|local-dev]
 
 The service runs in a process of its own (``backpackflow serve`` with the benchmark's node
 types); this process starts the runs and reads every stream with ``httpx``. Printed per
@@ -18,6 +18,8 @@ PostgreSQL (a throwaway database through ``$BACKPACKFLOW_TEST_POSTGRES_URL``, de
 ``postgresql://postgres@127.0.0.1:5432/test``). The default flow is four ``bench_step`` nodes
 (each logs, awaits ``--step-ms``, reports an LLM response); ``--flow FILE`` runs any flow
 config instead (``--autoload`` loads the installed plugins, e.g. the offline LLM nodes).
+The client authenticates with an admin token made for the run, as any deployment's would
+(``--auth local-dev``: a service without tokens).
 """
 
 from __future__ import annotations
@@ -169,11 +171,17 @@ async def one_run(client: Any, workflow_id: str, subscribers: int) -> tuple[str,
     return run_id, list(results)
 
 
-async def load(url: str, flow: dict[str, Any], runs: int, subscribers: int) -> dict[str, Any]:
+async def load(
+    url: str, flow: dict[str, Any], runs: int, subscribers: int, token: str | None = None
+) -> dict[str, Any]:
+    """One round; ``token``: the API token to send (``None``: a local-dev service)."""
     import httpx
 
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=runs * subscribers)
-    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
+    headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(
+        base_url=url, timeout=120, limits=limits, headers=headers
+    ) as client:
         created = await client.post("/api/workflows", json={"name": "bench", "graph_json": flow})
         if created.status_code != 201:
             raise RuntimeError(f"the flow was refused: {created.text}")
@@ -288,8 +296,24 @@ class PostgresDatabase:
             self.engine.dispose()
 
 
+def create_token(database: str) -> str:
+    """An admin token in ``database`` (as ``backpackflow tokens create --role admin``)."""
+    from backpackflow_server.auth import hash_token, new_token
+    from backpackflow_store_sql import SqlRunStore
+
+    secret = new_token()
+    with SqlRunStore(database) as store:
+        store.upgrade()
+        store.create_token(f"bench-{secret[-8:]}", "admin", hash_token(secret), hint="bench")
+    return secret
+
+
 def start_service(
-    database: str, max_concurrent_runs: int, autoload: bool, files_dir: Path | None
+    database: str,
+    max_concurrent_runs: int,
+    autoload: bool,
+    files_dir: Path | None,
+    local_dev: bool = False,
 ) -> tuple[subprocess.Popen[bytes], str]:
     import httpx
 
@@ -311,6 +335,8 @@ def start_service(
     ]
     if autoload:
         command.append("--autoload")
+    if local_dev:
+        command.append("--local-dev")
     env = dict(os.environ)
     if files_dir is not None:  # a flow file's relative paths point into its folder
         env["BACKPACKFLOW_FILES_DIR"] = str(files_dir)
@@ -341,18 +367,21 @@ def cpu_seconds(pid: int) -> float:
 def measure(
     label: str, database: str, flow: dict[str, Any], args: argparse.Namespace
 ) -> dict[str, Any]:
+    local_dev = args.auth == "local-dev"
+    token = None if local_dev else create_token(database)
     process, url = start_service(
         database,
         args.max_concurrent_runs or args.runs,
         args.autoload,
         args.flow.resolve().parent if args.flow else None,
+        local_dev,
     )
     try:
         cold = None
         if args.warmup:  # a first round fills thread and connection pools and caches
-            cold = asyncio.run(load(url, flow, args.runs, args.subscribers))
+            cold = asyncio.run(load(url, flow, args.runs, args.subscribers, token))
         service_cpu, client_cpu = cpu_seconds(process.pid), time.process_time()
-        result = asyncio.run(load(url, flow, args.runs, args.subscribers))
+        result = asyncio.run(load(url, flow, args.runs, args.subscribers, token))
         result["service_cpu_s"] = cpu_seconds(process.pid) - service_cpu
         result["client_cpu_s"] = time.process_time() - client_cpu
         if cold is not None:
@@ -425,6 +454,12 @@ def main(argv: list[str] | None = None) -> int:
         dest="warmup",
         action="store_false",
         help="measure the first round (cold pools and caches) instead of the second",
+    )
+    parser.add_argument(
+        "--auth",
+        choices=["tokens", "local-dev"],
+        default="tokens",
+        help="the service's auth mode (tokens: the client sends an admin token)",
     )
     parser.add_argument("--json", type=Path, help="also write the results to this file")
     args = parser.parse_args(argv)

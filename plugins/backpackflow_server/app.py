@@ -4,6 +4,10 @@
 (the run-store plugin serving the database URL), migrates it, fails the runs a crash left
 active, seeds the demo workflows of a new database, starts the :class:`RunManager` and, on
 shutdown, lets in-flight runs finish (or cancels them) and stores every event.
+
+Every request passes the edge first (:mod:`.edge`: Host and Origin checks, body limit, JSON
+checks); every ``/api`` route names the role it needs (:mod:`.auth`); every failure a client
+sees is a message and, for server-side failures, an error id (:mod:`.disclosure`).
 """
 
 from __future__ import annotations
@@ -40,6 +44,18 @@ from backpackflow_store_sql import (
     VersionConflict,
 )
 
+from .auth import (
+    SESSION_COOKIE,
+    Admin,
+    Authenticator,
+    NotAllowed,
+    NotAuthenticated,
+    Runner,
+    Viewer,
+    require,
+)
+from .disclosure import log_failure, new_error_id, with_error_id
+from .edge import BodyTooLarge, flow_size_problems, install_edge
 from .models import (
     FLOW_CONFIG_REF,
     ID_PATTERN,
@@ -51,6 +67,8 @@ from .models import (
     RunDetail,
     RunStatus,
     RunSummary,
+    Session,
+    SessionCreate,
     TracePage,
     Version,
     Workflow,
@@ -75,6 +93,9 @@ MAX_SEQ = 2**31 - 1
 STREAM_SHUTDOWN_GRACE = 2.0
 #: Seconds a client may leave a stream's data unread before it is dropped (it resumes).
 STREAM_SEND_TIMEOUT = 60.0
+#: The largest pages of the list endpoints.
+MAX_RUNS_PAGE = 500
+MAX_WORKFLOWS_PAGE = 200
 
 
 @dataclass
@@ -87,6 +108,7 @@ class Service:
     loader: FlowLoader
     manager: RunManager
     git_sha: str | None
+    authenticator: Authenticator
 
 
 def open_store(registry: Registry, url: str | None) -> RunStore:
@@ -131,6 +153,7 @@ def _service(request: Request) -> Service:
 Responses = dict[int | str, dict[str, Any]]
 
 ServiceDep = Annotated[Service, Depends(_service)]
+VIEWER = require("viewer")
 WorkflowId = Annotated[str, PathParam(pattern=ID_PATTERN, description="a workflow id")]
 RunId = Annotated[str, PathParam(pattern=ID_PATTERN, description="a run id")]
 # Constraints of optional parameters sit on the inner type: on the union FastAPI would drop
@@ -139,6 +162,24 @@ IdText = Annotated[str, Field(pattern=ID_PATTERN)]
 Seq = Annotated[int, Field(ge=0, le=MAX_SEQ)]
 ETag = Annotated[str, Field(pattern=r'^(\*|(W/)?"?[0-9]{1,9}"?)$')]
 
+_401: Responses = {
+    401: {
+        "model": ErrorResponse,
+        "description": "no valid token or session (see the bearer and session security schemes)",
+    }
+}
+_403: Responses = {
+    403: {
+        "model": ErrorResponse,
+        "description": "the token's role does not allow this, a change made with the session "
+        "cookie lacks X-CSRF-Token, or a browser origin may not change anything here",
+    }
+}
+#: What every authenticated route may answer besides its own statuses.
+_AUTH: Responses = {**_401, **_403}
+_413: Responses = {
+    413: {"model": ErrorResponse, "description": "the body is larger than max_body_bytes"}
+}
 _404: Responses = {404: {"model": ErrorResponse, "description": "no such workflow or run"}}
 _422: Responses = {
     422: {
@@ -149,6 +190,12 @@ _422: Responses = {
 _400: Responses = {400: {"model": ErrorResponse, "description": "the body is not JSON"}}
 _503: Responses = {
     503: {"model": ErrorResponse, "description": "the database or the service is unavailable"}
+}
+_LINK_HEADER = {
+    "Link": {
+        "description": 'the next page, when there is one: <URL>; rel="next"',
+        "schema": {"type": "string"},
+    }
 }
 
 
@@ -192,12 +239,18 @@ def _problem_response(status: int, problems: ProblemResponse) -> JSONResponse:
     return JSONResponse(problems.model_dump(mode="json"), status_code=status)
 
 
-def _error(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+def _error(
+    status: int, detail: str, headers: dict[str, str] | None = None, error_id: str | None = None
+) -> JSONResponse:
+    body: dict[str, Any] = {"detail": detail}
+    if error_id is not None:
+        body["error_id"] = error_id
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def _install_error_handlers(app: FastAPI) -> None:
-    """Map domain errors to statuses once, instead of try/except in every route."""
+    """Map domain errors to statuses once, instead of try/except in every route. Anything
+    else is a bug: 500 with an error id, the traceback in the server log only."""
 
     async def validation_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
@@ -229,19 +282,59 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def unavailable(_: Request, exc: Exception) -> JSONResponse:
         return _error(503, str(exc), {"Retry-After": "5"})
 
+    async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        error_id = new_error_id()  # the message names the database: log it, don't send it
+        log_failure(error_id, f"{request.method} {request.url.path}: {exc}")
+        detail = with_error_id("the database is unavailable; try again later", error_id)
+        return _error(503, detail, {"Retry-After": "5"}, error_id)
+
+    async def not_authenticated(_: Request, exc: Exception) -> JSONResponse:
+        return _error(401, str(exc), {"WWW-Authenticate": "Bearer"})
+
+    async def not_allowed(_: Request, exc: Exception) -> JSONResponse:
+        return _error(403, str(exc))
+
+    async def body_too_large(_: Request, exc: Exception) -> JSONResponse:
+        return _error(413, str(exc), {"Connection": "close"})
+
+    async def server_error(request: Request, exc: Exception) -> JSONResponse:
+        error_id = new_error_id()
+        log_failure(error_id, f"{request.method} {request.url.path} failed", exc)
+        detail = with_error_id("the service failed to answer this request", error_id)
+        return _error(500, detail, error_id=error_id)
+
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(FlowProblems, flow_error)
     app.add_exception_handler(InvalidData, invalid_data)
     app.add_exception_handler(NotFound, not_found)
     app.add_exception_handler(VersionConflict, version_conflict)
     app.add_exception_handler(RunConflict, conflict)
-    for unavailable_error in (ServiceUnavailable, DatabaseUnavailable, SchemaNotReady):
-        app.add_exception_handler(unavailable_error, unavailable)
+    app.add_exception_handler(ServiceUnavailable, unavailable)
+    for database_error in (DatabaseUnavailable, SchemaNotReady):
+        app.add_exception_handler(database_error, database_unavailable)
+    app.add_exception_handler(NotAuthenticated, not_authenticated)
+    app.add_exception_handler(NotAllowed, not_allowed)
+    app.add_exception_handler(BodyTooLarge, body_too_large)
+    app.add_exception_handler(Exception, server_error)
 
 
-def _check_flow(service: Service, graph_json: dict[str, Any]) -> list[str]:
-    """Validate a flow document (in the loop thread, see ``RunManager.load_flow``)."""
-    return service.manager.check_flow(graph_json)
+async def _check_flow(service: Service, graph_json: dict[str, Any]) -> list[str]:
+    """Validate a flow document: its size here, the rest in a worker thread (the kernel's
+    checks and building the flow are CPU work that must not stall the event loop)."""
+    problems = flow_size_problems(graph_json, service.settings.max_flow_nodes)
+    if problems:
+        raise FlowProblems("graph_json", problems)
+    return await service.manager.off_loop(service.manager.check_flow, graph_json)
+
+
+def _next_page(
+    request: Request, response: Response, items: list[dict[str, Any]], limit: int
+) -> None:
+    """Trim the one extra item a list asked for; if there was one, link the next page."""
+    if len(items) > limit:
+        del items[limit:]
+        url = request.url.include_query_params(limit=limit, before=items[-1]["id"])
+        response.headers["Link"] = f'<{url.path}?{url.query}>; rel="next"'
 
 
 def _expected_version(if_match: str | None) -> int | None:
@@ -276,7 +369,17 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
             manager = RunManager(store, loader, settings, seed_folders(seeds))
             await manager.start()
             sha = await run_in_threadpool(git_sha)
-            app.state.service = Service(settings, registry, store, loader, manager, sha)
+            authenticator = Authenticator(store, settings)
+            app.state.service = Service(
+                settings, registry, store, loader, manager, sha, authenticator
+            )
+            if settings.auth == "local-dev":
+                log.warning("local-dev mode: no API token needed; loopback clients only")
+            elif not await run_in_threadpool(store.count_active_tokens):
+                log.warning(
+                    "no API token exists yet, so every API request gets 401: create one with "
+                    "'backpackflow tokens create --role admin' (or serve with --local-dev)"
+                )
             log.info("backpackflow service ready (database %s)", store.url)
             try:
                 yield
@@ -292,8 +395,10 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
         "trace live (Server-Sent Events).",
         lifespan=lifespan,
     )
+    install_edge(app, settings)
     _install_error_handlers(app)
     _document_flow_schema(app, registry)
+    _add_session_routes(app)
     _add_workflow_routes(app)
     _add_run_routes(app)
     _add_service_routes(app)
@@ -344,42 +449,119 @@ def _document_flow_schema(app: FastAPI, registry: Registry) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+def _add_session_routes(app: FastAPI) -> None:
+    @app.post(
+        "/api/session",
+        response_model=Session,
+        responses={**_401, **_403, **_413, **_422},
+        tags=["session"],
+        summary="Log the web page in with a token: sets the session cookie",
+        description="The cookie is HttpOnly and SameSite=Strict and holds no token; changes "
+        "made with it need the returned csrf_token in X-CSRF-Token.",
+    )
+    async def log_in(body: SessionCreate, service: ServiceDep, request: Request) -> JSONResponse:
+        authenticator = service.authenticator
+        principal = await authenticator.from_token(body.token)
+        if principal is None:
+            raise NotAuthenticated("the token is unknown, revoked or expired")
+        cookie, csrf = authenticator.session_cookie(principal)
+        secure = service.settings.session_cookie_secure
+        response = JSONResponse(
+            Session(
+                name=principal.name,
+                role=principal.role,
+                via="cookie",
+                csrf_token=csrf,
+            ).model_dump(mode="json")
+        )
+        response.set_cookie(
+            SESSION_COOKIE,
+            cookie,
+            max_age=authenticator.session_max_age,
+            path="/",
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https" if secure is None else secure,
+        )
+        log.info("web session started for %s", principal.name)
+        return response
+
+    @app.get(
+        "/api/session",
+        response_model=Session,
+        responses=_AUTH,
+        tags=["session"],
+        summary="Who the caller is (and the session's csrf_token)",
+    )
+    async def who_am_i(who: Viewer) -> Session:
+        return Session(name=who.name, role=who.role, via=who.via, csrf_token=who.csrf_token)
+
+    @app.delete(
+        "/api/session",
+        status_code=204,
+        tags=["session"],
+        summary="Log the web page out: removes the session cookie",
+    )
+    async def log_out() -> Response:
+        response = Response(status_code=204)
+        response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
+        return response
+
+
 def _add_workflow_routes(app: FastAPI) -> None:
     @app.post(
         "/api/workflows",
         status_code=201,
         response_model=WorkflowSaved,
-        responses={**_400, **_422, **_503},
+        responses={**_400, **_AUTH, **_413, **_422, **_503},
         tags=["workflows"],
-        summary="Create a workflow",
+        summary="Create a workflow (admin)",
     )
     async def create_workflow(
-        body: WorkflowCreate, service: ServiceDep, response: Response
+        body: WorkflowCreate, service: ServiceDep, response: Response, who: Admin
     ) -> dict[str, Any]:
-        warnings = _check_flow(service, body.graph_json)
+        warnings = await _check_flow(service, body.graph_json)
         workflow = await run_in_threadpool(
             service.store.create_workflow, body.name, body.graph_json, body.description
         )
         response.headers["Location"] = f"/api/workflows/{workflow['id']}"
         response.headers["ETag"] = f'"{workflow["version"]}"'
+        log.info("workflow %s created by %s", workflow["id"], who.name)
         return {**workflow, "warnings": warnings}
 
     @app.get(
         "/api/workflows",
         response_model=list[Workflow],
-        responses=_503,
+        responses={200: {"headers": _LINK_HEADER}, **_AUTH, **_422, **_503},
         tags=["workflows"],
-        summary="List workflows, newest first",
+        summary="List workflows, newest first, a page at a time",
+        description="A full page carries a `Link` header to the next one (`before` = the "
+        "last id of this page).",
+        dependencies=[VIEWER],
     )
-    async def list_workflows(service: ServiceDep) -> list[dict[str, Any]]:
-        return await run_in_threadpool(service.store.list_workflows)
+    async def list_workflows(
+        service: ServiceDep,
+        request: Request,
+        response: Response,
+        limit: Annotated[int, Query(ge=1, le=MAX_WORKFLOWS_PAGE)] = 50,
+        before: Annotated[
+            IdText | SkipJsonSchema[None],
+            Query(description="a workflow id: list older workflows (the next page)"),
+        ] = None,
+    ) -> list[dict[str, Any]]:
+        items = await run_in_threadpool(
+            lambda: service.store.list_workflows(limit + 1, before=before)
+        )
+        _next_page(request, response, items, limit)
+        return items
 
     @app.get(
         "/api/workflows/{workflow_id}",
         response_model=Workflow,
-        responses={**_404, **_422, **_503},
+        responses={**_AUTH, **_404, **_422, **_503},
         tags=["workflows"],
         summary="Get a workflow (its version is the ETag)",
+        dependencies=[VIEWER],
     )
     async def get_workflow(
         workflow_id: WorkflowId, service: ServiceDep, response: Response
@@ -393,25 +575,28 @@ def _add_workflow_routes(app: FastAPI) -> None:
         response_model=WorkflowSaved,
         responses={
             **_400,
+            **_AUTH,
             **_404,
+            **_413,
             **_422,
             **_503,
             412: {"model": ErrorResponse, "description": "If-Match names an older version"},
         },
         tags=["workflows"],
-        summary="Change a workflow (optionally only if it is still at the If-Match version)",
+        summary="Change a workflow (admin; optionally only if still at the If-Match version)",
     )
     async def update_workflow(
         workflow_id: WorkflowId,
         body: WorkflowUpdate,
         service: ServiceDep,
         response: Response,
+        who: Admin,
         if_match: Annotated[
             ETag | SkipJsonSchema[None],
             Header(description='the ETag of GET ("3"): change only if still at that version'),
         ] = None,
     ) -> dict[str, Any]:
-        warnings = [] if body.graph_json is None else _check_flow(service, body.graph_json)
+        warnings = [] if body.graph_json is None else await _check_flow(service, body.graph_json)
         workflow = await run_in_threadpool(
             lambda: service.store.update_workflow(
                 workflow_id,
@@ -422,17 +607,19 @@ def _add_workflow_routes(app: FastAPI) -> None:
             )
         )
         response.headers["ETag"] = f'"{workflow["version"]}"'
+        log.info("workflow %s changed by %s", workflow_id, who.name)
         return {**workflow, "warnings": warnings}
 
     @app.delete(
         "/api/workflows/{workflow_id}",
         status_code=204,
-        responses={**_404, **_422, **_503},
+        responses={**_AUTH, **_404, **_422, **_503},
         tags=["workflows"],
-        summary="Delete a workflow (its runs and traces are kept)",
+        summary="Delete a workflow (admin; its runs and traces are kept)",
     )
-    async def delete_workflow(workflow_id: WorkflowId, service: ServiceDep) -> Response:
+    async def delete_workflow(workflow_id: WorkflowId, service: ServiceDep, who: Admin) -> Response:
         await run_in_threadpool(service.store.delete_workflow, workflow_id)
+        log.info("workflow %s deleted by %s", workflow_id, who.name)
         return Response(status_code=204)
 
 
@@ -441,47 +628,58 @@ def _add_run_routes(app: FastAPI) -> None:
         "/api/workflows/{workflow_id}/runs",
         status_code=202,
         response_model=RunSummary,
-        responses={**_400, **_404, **_422, **_503},
+        responses={**_400, **_AUTH, **_404, **_413, **_422, **_503},
         tags=["runs"],
-        summary="Start a run in the background; returns it (queued)",
+        summary="Start a run in the background (runner); returns it (queued)",
     )
     async def start_run(
         workflow_id: WorkflowId,
         service: ServiceDep,
         response: Response,
+        who: Runner,
         body: RunCreate | None = None,
     ) -> dict[str, Any]:
         body = body if body is not None else RunCreate()
         run = await service.manager.submit(workflow_id, body.input_vars, body.triggered_by or "api")
         response.headers["Location"] = f"/api/runs/{run['id']}"
+        log.info("run %s of workflow %s started by %s", run["id"], workflow_id, who.name)
         return run
 
     @app.get(
         "/api/runs",
         response_model=list[RunSummary],
-        responses={**_422, **_503},
+        responses={200: {"headers": _LINK_HEADER}, **_AUTH, **_422, **_503},
         tags=["runs"],
-        summary="List runs, newest first",
+        summary="List runs, newest first, a page at a time",
+        description="A full page carries a `Link` header to the next one (`before` = the "
+        "last id of this page).",
+        dependencies=[VIEWER],
     )
     async def list_runs(
         service: ServiceDep,
+        request: Request,
+        response: Response,
         workflow_id: Annotated[IdText | SkipJsonSchema[None], Query()] = None,
         status: Annotated[RunStatus | SkipJsonSchema[None], Query()] = None,
-        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        limit: Annotated[int, Query(ge=1, le=MAX_RUNS_PAGE)] = 50,
         before: Annotated[
-            IdText | SkipJsonSchema[None], Query(description="a run id: list older runs")
+            IdText | SkipJsonSchema[None],
+            Query(description="a run id: list older runs (the next page)"),
         ] = None,
     ) -> list[dict[str, Any]]:
-        return await run_in_threadpool(
-            lambda: service.store.list_runs(workflow_id, status, limit, before=before)
+        items = await run_in_threadpool(
+            lambda: service.store.list_runs(workflow_id, status, limit + 1, before=before)
         )
+        _next_page(request, response, items, limit)
+        return items
 
     @app.get(
         "/api/runs/{run_id}",
         response_model=RunDetail,
-        responses={**_404, **_422, **_503},
+        responses={**_AUTH, **_404, **_422, **_503},
         tags=["runs"],
         summary="A run's status, totals and steps",
+        dependencies=[VIEWER],
     )
     async def get_run(run_id: RunId, service: ServiceDep) -> dict[str, Any]:
         return await run_in_threadpool(service.store.get_run, run_id)
@@ -489,8 +687,9 @@ def _add_run_routes(app: FastAPI) -> None:
     @app.get(
         "/api/runs/{run_id}/trace",
         response_model=TracePage,
-        responses={**_404, **_422, **_503},
+        responses={**_AUTH, **_404, **_422, **_503},
         tags=["runs"],
+        dependencies=[VIEWER],
         summary="A page of a run's stored trace events, by seq",
         description="Events are stored in batches: while a run is active its newest events "
         "may not be here yet; the stream has every event at once.",
@@ -521,12 +720,16 @@ def _add_run_routes(app: FastAPI) -> None:
                 "heartbeats, and a final `event: end` with the run summary.",
                 "content": {"text/event-stream": {"schema": SSE_EVENT_SCHEMA}},
             },
+            **_AUTH,
             **_404,
             **_422,
             **_503,
         },
         tags=["runs"],
         summary="Stream a run's trace live (resumable)",
+        description="Browsers' EventSource cannot send Authorization: log the page in "
+        "(POST /api/session) and the session cookie authenticates the stream.",
+        dependencies=[VIEWER],
     )
     async def stream_run(
         run_id: RunId,
@@ -565,16 +768,18 @@ def _add_run_routes(app: FastAPI) -> None:
         status_code=202,
         response_model=CancelAccepted,
         responses={
+            **_AUTH,
             **_404,
             **_422,
             **_503,
             409: {"model": ErrorResponse, "description": "the run has already finished"},
         },
         tags=["runs"],
-        summary="Cancel a queued or running run",
+        summary="Cancel a queued or running run (runner)",
     )
-    async def cancel_run(run_id: RunId, service: ServiceDep) -> CancelAccepted:
+    async def cancel_run(run_id: RunId, service: ServiceDep, who: Runner) -> CancelAccepted:
         status, detail = await service.manager.cancel(run_id)
+        log.info("run %s: cancellation requested by %s", run_id, who.name)
         return CancelAccepted(id=run_id, status=status, detail=detail)  # type: ignore[arg-type]
 
 
@@ -586,8 +791,10 @@ def _add_service_routes(app: FastAPI) -> None:
         try:
             await run_in_threadpool(service.store.ping)
             database, status = "ok", "ok"
-        except DatabaseUnavailable as exc:
-            database, status = str(exc), "unavailable"
+        except DatabaseUnavailable as exc:  # the message names the database: log it only
+            error_id = new_error_id()
+            log_failure(error_id, f"health check: {exc}")
+            database, status = with_error_id("unavailable", error_id), "unavailable"
         body = Health(
             status=status,  # type: ignore[arg-type]
             database=database,
@@ -617,8 +824,10 @@ def _add_service_routes(app: FastAPI) -> None:
     @app.get(
         "/api/schema/flow",
         response_model=dict[str, Any],
+        responses=_AUTH,
         tags=["workflows"],
         summary="The flow config JSON Schema, with every installed node type's params",
+        dependencies=[VIEWER],
     )
     async def get_flow_schema(service: ServiceDep) -> dict[str, Any]:
         return flow_schema(service.registry)

@@ -16,7 +16,7 @@ StepStatus = Literal["running", "succeeded", "failed"]
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 #: Text the databases can store: anything but NUL.
 _TEXT = r"^[^\x00]*$"
-Name = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00]*\S[^\x00]*$")]
+Name = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00]*[^\s\x00][^\x00]*$")]
 Description = Annotated[str, Field(max_length=10_000, pattern=_TEXT)]
 #: The flow config as the OpenAPI spec shows it: the flow JSON Schema of the installed node
 #: types, which ``create_app`` adds to the spec's components (it depends on the plugins).
@@ -67,7 +67,11 @@ class WorkflowSaved(Workflow):
 class RunCreate(_Body):
     """Start a run: its input variables (checked against the flow's declared ``inputs``)."""
 
-    input_vars: dict[str, Any] = Field(default_factory=dict)
+    input_vars: dict[str, Any] = Field(
+        default_factory=dict,
+        description="JSON data; strings without U+0000 or lone surrogates, nested at most "
+        "max_json_depth (64) levels",
+    )
     triggered_by: Annotated[str, Field(max_length=200, pattern=_TEXT)] | None = None
 
 
@@ -160,6 +164,27 @@ class ProblemResponse(BaseModel):
 
 class ErrorResponse(BaseModel):
     detail: str
+    error_id: str | None = Field(
+        default=None,
+        description="names the server log entry with the whole story (server errors only)",
+    )
+
+
+class SessionCreate(_Body):
+    """Log the web page in: an API token, exchanged for a session cookie."""
+
+    token: Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class Session(BaseModel):
+    """Who the caller is."""
+
+    name: str = Field(description="the token's name ('local-dev' in local-dev mode)")
+    role: Literal["admin", "runner", "viewer"]
+    via: Literal["bearer", "cookie", "local-dev"]
+    csrf_token: str | None = Field(
+        description="send it as X-CSRF-Token with every change made with the session cookie"
+    )
 
 
 class Health(BaseModel):

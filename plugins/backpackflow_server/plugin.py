@@ -1,4 +1,5 @@
-"""CLI commands of the service: ``backpackflow serve`` and ``backpackflow db upgrade|current``.
+"""CLI commands of the service: ``backpackflow serve``, ``backpackflow db upgrade|current``
+and ``backpackflow tokens create|list|revoke`` (in :mod:`.tokens`).
 
 Options override the ``BACKPACKFLOW_*`` environment (see :class:`Settings`), which overrides
 the defaults; ``--database`` and ``BACKPACKFLOW_DATABASE_URL`` name the database.
@@ -8,11 +9,15 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import ipaddress
+import socket
 import sys
 from typing import TYPE_CHECKING, Any
 
 from backpackflow import hookimpl
 from backpackflow.plugins import CommandRegistrar, Registry
+
+from .tokens import run_tokens, token_arguments
 
 if TYPE_CHECKING:
     from .settings import Settings
@@ -56,6 +61,31 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
         choices=["critical", "error", "warning", "info", "debug"],
         help="server log level",
     )
+    # Who may call the service and from where (docs/security.md).
+    parser.add_argument(
+        "--local-dev",
+        action="store_true",
+        help="no API token: every loopback client is an admin (only with a loopback --host)",
+    )
+    parser.add_argument(
+        "--allowed-host",
+        action="append",
+        metavar="HOST",
+        help="a Host name clients reach the service by, added to $BACKPACKFLOW_ALLOWED_HOSTS "
+        "(default: the loopback names); repeatable",
+    )
+    parser.add_argument(
+        "--allowed-origin",
+        action="append",
+        metavar="ORIGIN",
+        help="a browser origin (https://example.com) that may change things; repeatable",
+    )
+    parser.add_argument(
+        "--cors-origin",
+        action="append",
+        metavar="ORIGIN",
+        help="a browser origin allowed to call the API with CORS (off by default); repeatable",
+    )
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -73,7 +103,64 @@ def _settings(args: argparse.Namespace) -> Settings:
             overrides[field] = value
     if getattr(args, "no_seed", False):
         overrides["seed"] = False
+    if getattr(args, "local_dev", False):
+        overrides["auth"] = "local-dev"
+    for option, field in (
+        ("allowed_host", "allowed_hosts"),
+        ("allowed_origin", "allowed_origins"),
+        ("cors_origin", "cors_origins"),
+    ):
+        extra = getattr(args, option, None)
+        if extra:
+            overrides[field] = [*getattr(Settings(), field), *extra]
     return Settings(**overrides)
+
+
+def _is_loopback_host(host: str) -> bool:
+    """Whether every address ``host`` names is a loopback address (``127.0.0.1``, ``::1``,
+    ``localhost``); ``0.0.0.0`` and ``::`` (every interface) are not."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except OSError:
+        return False
+    return bool(addresses) and all(
+        ipaddress.ip_address(str(a).split("%")[0]).is_loopback for a in addresses
+    )
+
+
+def _public_serve_problem(host: str, settings: Settings, registry: Registry) -> str | None:
+    """Why ``serve`` must not listen on the non-loopback ``host`` with these settings."""
+    from .app import open_store
+    from .settings import LOOPBACK_HOSTS
+
+    if settings.auth == "local-dev":
+        return (
+            f"local-dev mode needs no token, so it serves loopback addresses only, not "
+            f"{host!r}: create a token (backpackflow tokens create --role admin) and drop "
+            "--local-dev (and BACKPACKFLOW_AUTH=local-dev)"
+        )
+    if host in ("0.0.0.0", "::", "") and set(settings.allowed_hosts) <= set(LOOPBACK_HOSTS):
+        return (
+            f"--host {host!r} listens on every address: name the hosts clients reach "
+            "the service by with --allowed-host flows.example.com (or "
+            "BACKPACKFLOW_ALLOWED_HOSTS; '*' accepts any Host header)"
+        )
+    store = open_store(registry, settings.database_url)
+    try:
+        store.upgrade()
+        tokens = store.count_active_tokens()
+    finally:
+        store.close()
+    if not tokens:
+        return (
+            f"no API token exists in {store.url}, so nobody could use a service on {host!r}: "
+            "create one first with backpackflow tokens create --role admin (same --database)"
+        )
+    return None
 
 
 def _serve(args: argparse.Namespace, registry: Registry) -> int:
@@ -87,6 +174,14 @@ def _serve(args: argparse.Namespace, registry: Registry) -> int:
     except ValidationError as exc:
         print(f"backpackflow serve: invalid settings:\n{exc}", file=sys.stderr)
         return 2
+    if not _is_loopback_host(args.host):
+        problem = _public_serve_problem(args.host, settings, registry)
+        if problem is not None:
+            print(f"backpackflow serve: {problem}", file=sys.stderr)
+            return 2
+        if args.host not in ("0.0.0.0", "::", "") and args.host not in settings.allowed_hosts:
+            hosts = [*settings.allowed_hosts, args.host.lower()]
+            settings = settings.model_copy(update={"allowed_hosts": hosts})
     uvicorn.run(
         create_app(settings, registry),
         host=args.host,
@@ -134,6 +229,12 @@ def backpackflow_register_commands(cli: CommandRegistrar) -> None:
         arguments=_serve_arguments,
     )
     cli.add("db", _db, help="migrate or inspect the service database", arguments=_db_arguments)
+    cli.add(
+        "tokens",
+        run_tokens,
+        help="create, list and revoke the service's API tokens",
+        arguments=token_arguments,
+    )
 
 
 #: What the entry point names ("<module>:plugin [extra]"): this module itself.

@@ -30,29 +30,34 @@ import itertools
 import json
 import logging
 import os
+import re
 import threading
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+import anyio
 from starlette.concurrency import run_in_threadpool
 
 from backpackflow import Backpack, BackpackEvent, EventStreamer, Flow, RunControl
 from backpackflow.config import KeepUnset, structure
 from backpackflow.deps import DependencyContainer
 from backpackflow.errors import ConfigError
-from backpackflow.loader import FLOW_DIR, FlowLoader
+from backpackflow.loader import FLOW_DIR, ConfigWarning, FlowLoader
 from backpackflow_store_sql import (
     DatabaseUnavailable,
     EventWriter,
     InvalidTransition,
     WriterClosed,
 )
+from backpackflow_store_sql.portable import JSON_UNPORTABLE, make_portable
 from backpackflow_store_sql.store import FINAL_STATUSES, EventDocument, event_field
 
+from .disclosure import client_event, client_message, log_failure, new_error_id, with_error_id
 from .settings import Settings
 
 log = logging.getLogger("backpackflow_server.runs")
@@ -63,6 +68,22 @@ _MAX_ERROR_SUMMARY = 4000
 
 #: The dependency name llm nodes look their response cache up by.
 LLM_CACHE = "llm_cache"
+
+#: Only this module's calls of the loader (see :func:`_quiet_config_warnings`).
+_THIS_MODULE = re.escape(__name__) + r"\Z"
+
+
+def _quiet_config_warnings() -> None:
+    """Validation reports a flow's config warnings; loading it must not print them again.
+
+    One filter for this module's calls alone, added if missing (a test harness may reset the
+    filters): ``warnings.catch_warnings`` around each load would swap the process-wide filters
+    from several worker threads at once.
+    """
+    for _action, _, category, module, _ in warnings.filters:
+        if category is ConfigWarning and module is not None and module.pattern == _THIS_MODULE:
+            return
+    warnings.filterwarnings("ignore", category=ConfigWarning, module=_THIS_MODULE)
 
 
 class RunStore(Protocol):
@@ -80,7 +101,9 @@ class RunStore(Protocol):
     def create_workflow(
         self, name: str, graph_json: Mapping[str, Any], description: str | None = None
     ) -> dict[str, Any]: ...
-    def list_workflows(self) -> list[dict[str, Any]]: ...
+    def list_workflows(
+        self, limit: int | None = None, *, before: str | None = None
+    ) -> list[dict[str, Any]]: ...
     def get_workflow(self, workflow_id: str) -> dict[str, Any]: ...
     def update_workflow(
         self,
@@ -112,6 +135,12 @@ class RunStore(Protocol):
         self, run_id: str, *, after_seq: int = 0, limit: int = 100
     ) -> list[dict[str, Any]]: ...
     def append_events(self, run_id: str, events: Sequence[EventDocument]) -> None: ...
+    # API tokens (see backpackflow_server.auth)
+    def find_token(
+        self, *, token_hash: str | None = None, token_id: str | None = None
+    ) -> dict[str, Any] | None: ...
+    def touch_token(self, token_id: str, when: datetime | None = None) -> None: ...
+    def count_active_tokens(self) -> int: ...
 
 
 class ServiceUnavailable(Exception):
@@ -140,12 +169,20 @@ def document_key(document: Mapping[str, Any]) -> str:
     return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def error_summary(error: BaseException | None) -> str | None:
-    """``"Type: message"`` of a run's error, short enough for a summary column."""
+def error_summary(error: BaseException | None, context: str = "a run failed") -> str | None:
+    """``"Type: message (error id …)"`` of a run's error, short enough for a summary column,
+    server paths redacted; the error and its stack are logged under the id."""
     if error is None:
         return None
-    text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
-    return text if len(text) <= _MAX_ERROR_SUMMARY else text[: _MAX_ERROR_SUMMARY - 1] + "…"
+    error_id = new_error_id()
+    log_failure(error_id, context, error)
+    text = client_message(error)
+    room = _MAX_ERROR_SUMMARY - len(with_error_id("", error_id))
+    text = text if len(text) <= room else text[: room - 1] + "…"
+    return with_error_id(text, error_id)
+
+
+_BUILD_LOCK = threading.Lock()
 
 
 class _Slot:
@@ -153,7 +190,9 @@ class _Slot:
 
     The writer stores anything with a ``to_json()``; giving it the slot instead of the event
     means the event's JSON (lazy snapshots materialized) is built once, by whichever side
-    needs it first: the writer thread, or the event loop for a live client.
+    needs it first: the writer thread, or the event loop for a live client. Built as clients
+    may see it (:func:`~backpackflow_server.disclosure.client_event`: no stack, an error id)
+    and as the store keeps it (no U+0000 or lone surrogate), so live and stored agree.
     """
 
     __slots__ = ("_document", "_text", "event")
@@ -173,16 +212,30 @@ class _Slot:
 
     def to_json(self) -> dict[str, Any]:
         document = self._document
-        if document is None:  # two threads may both build it: the same, immutable result
-            document = self._document = self.event.to_json()
+        if document is None:
+            with _BUILD_LOCK:  # once: an error event gets one error id, logged once
+                if self._document is None:
+                    self._build()
+            document = self._document
+            assert document is not None
         return document
 
+    def _build(self) -> None:
+        document = client_event(self.event.to_json())
+        text = json.dumps(document, ensure_ascii=False, separators=(",", ":"), default=repr)
+        if JSON_UNPORTABLE.search(text):
+            document = make_portable(document)
+            text = json.dumps(document, ensure_ascii=False, separators=(",", ":"), default=repr)
+        self._text = text
+        self._document = document
+
     def text(self) -> str:
-        if self._text is None:
-            self._text = json.dumps(
-                self.to_json(), ensure_ascii=False, separators=(",", ":"), default=repr
-            )
-        return self._text
+        text = self._text
+        if text is None:
+            self.to_json()
+            text = self._text
+            assert text is not None
+        return text
 
 
 class RunHandle:
@@ -323,6 +376,8 @@ class RunManager:
         self._handles: dict[str, RunHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._flows: OrderedDict[tuple[str, int], Flow] = OrderedDict()
+        self._flows_lock = threading.Lock()  # flows load in worker threads
+        self._workers: anyio.CapacityLimiter | None = None
         self._accepting = False
         self._slots: asyncio.Semaphore | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -340,6 +395,7 @@ class RunManager:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
+        self._workers = anyio.CapacityLimiter(self.settings.validation_threads)
         self._slots = asyncio.Semaphore(self.settings.max_concurrent_runs)
         count = self.settings.writer_threads
         if count is None:
@@ -402,6 +458,12 @@ class RunManager:
 
     # ------------------------------------------------------------------ flows
 
+    async def off_loop(self, function: Callable[..., _T], *args: Any) -> _T:
+        """``function(*args)`` in a worker thread, at most ``validation_threads`` at once:
+        CPU work of a request (validating, loading a flow, checking a large body) must not
+        stall the event loop, which serves every other request and stream."""
+        return await anyio.to_thread.run_sync(function, *args, limiter=self._workers)
+
     def check_flow(self, graph_json: Mapping[str, Any]) -> list[str]:
         """Validate a flow document as written and build it once; returns its warnings.
 
@@ -422,10 +484,11 @@ class RunManager:
         factory = self.loader.registry.dependency_factories.get("sqlite_cache")
         if path is None or factory is None or factory.options is None:
             return None
-        if self._cache is None:
-            options: Any = structure({"path": str(Path(path).resolve())}, factory.options)
-            self._cache = factory.factory(options, None)
-        return self._cache
+        with self._flows_lock:
+            if self._cache is None:
+                options: Any = structure({"path": str(Path(path).resolve())}, factory.options)
+                self._cache = factory.factory(options, None)
+            return self._cache
 
     def flow_dir(self, graph_json: Mapping[str, Any]) -> Path:
         """Where the flow's relative file paths point: its seed folder if it is a demo
@@ -442,34 +505,32 @@ class RunManager:
         cache = self._response_cache()
         if cache is not None and LLM_CACHE not in declared:
             deps.register(LLM_CACHE, cache)
+        _quiet_config_warnings()
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # validation reports them
-                return self.loader.load_flow(graph_json, deps, environ=environ)
+            return self.loader.load_flow(graph_json, deps, environ=environ)
         except ConfigError as exc:
             raise FlowProblems(where, list(exc.problems) or [f"$: {exc}"]) from exc
         except Exception as exc:  # a node type's own code failed to build it
-            raise FlowProblems(
-                where, [f"$: the flow cannot be loaded: {error_summary(exc)}"]
-            ) from exc
+            summary = error_summary(exc, "a node type failed to build a flow")
+            raise FlowProblems(where, [f"$: the flow cannot be loaded: {summary}"]) from exc
 
     def load_flow(self, workflow: Mapping[str, Any]) -> Flow:
         """The runnable flow of a stored workflow version (cached per id and version).
 
-        Loading (and :meth:`check_flow`) happens in the event loop thread on purpose: the
-        kernel loader records config warnings with ``warnings.catch_warnings``, which is not
-        thread-safe.
+        Called in a worker thread (:meth:`off_loop`), like :meth:`check_flow`.
         """
         key = (str(workflow["id"]), int(workflow["version"]))
-        flow = self._flows.get(key)
-        if flow is not None:
-            self._flows.move_to_end(key)
-            return flow
+        with self._flows_lock:
+            flow = self._flows.get(key)
+            if flow is not None:
+                self._flows.move_to_end(key)
+                return flow
         flow = self._load(workflow["graph_json"], "workflow")
         if self.settings.flow_cache_size:
-            self._flows[key] = flow
-            while len(self._flows) > self.settings.flow_cache_size:
-                self._flows.popitem(last=False)
+            with self._flows_lock:
+                self._flows[key] = flow
+                while len(self._flows) > self.settings.flow_cache_size:
+                    self._flows.popitem(last=False)
         return flow
 
     @staticmethod
@@ -508,13 +569,13 @@ class RunManager:
         """Create a ``queued`` run and start it in the background; returns the run."""
         self._check_accepting()
         workflow = await run_in_threadpool(self.store.get_workflow, workflow_id)
-        flow = self.load_flow(workflow)
+        flow = await self.off_loop(self.load_flow, workflow)
         inputs = self.resolve_inputs(flow, input_vars)
         run = await self._store_write(self.store.create_run, workflow_id, inputs, triggered_by)
         if run["workflow_version"] != workflow["version"]:  # updated in between: run the new one
             workflow = await run_in_threadpool(self.store.get_workflow, workflow_id)
             try:
-                flow = self.load_flow(workflow)
+                flow = await self.off_loop(self.load_flow, workflow)
             except FlowProblems as exc:
                 await self._finish_early(run["id"], "failed", str(exc))
                 raise
@@ -662,14 +723,17 @@ class RunManager:
                     run_id=handle.run_id,
                     control=handle.control,
                 )
-                status, error = result.status, error_summary(result.error)
-                if status == "canceled":  # say why, rather than the kernel's RunCanceled
-                    error = handle.cancel_reason or error
+                status = result.status
+                if status == "canceled" and handle.cancel_reason:  # say why, not RunCanceled
+                    error = handle.cancel_reason
+                else:
+                    error = error_summary(result.error, f"run {handle.run_id} {status}")
             finally:
                 slots.release()
         except Exception as exc:  # the service failed the run, not the flow
             log.exception("run %s: the service failed while running it", handle.run_id)
-            status, error = "failed", f"service error: {error_summary(exc)}"
+            summary = error_summary(exc, f"run {handle.run_id}: the service failed")
+            status, error = "failed", f"service error: {summary}"
         await self._finish(handle, status, error)
 
     async def _finish(self, handle: RunHandle, status: str, error: str | None) -> None:

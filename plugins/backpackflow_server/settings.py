@@ -7,10 +7,13 @@ pydantic-settings reads and validates the environment (``BACKPACKFLOW_MAX_CONCUR
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 #: Where file tools of the service's runs read unless ``files_dir`` says otherwise.
 DEFAULT_FILES_DIR = Path(".backpackflow") / "files"
@@ -18,6 +21,10 @@ DEFAULT_FILES_DIR = Path(".backpackflow") / "files"
 PACKAGED_SEED_DIR = Path(__file__).resolve().parent / "examples"
 #: The repository's ``examples/`` folder, for an editable install or a source checkout.
 REPOSITORY_SEED_DIR = Path(__file__).resolve().parents[2] / "examples"
+#: The names a browser on this machine reaches a loopback service by.
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+#: A list setting read from the environment as "a,b,c" (or a JSON array).
+TextList = Annotated[list[str], NoDecode]
 
 
 class Settings(BaseSettings):
@@ -100,6 +107,101 @@ class Settings(BaseSettings):
         gt=0,
         description="how often a stream polls the database for a run another process executes",
     )
+
+    # ------------------------------------------------------------------ the service edge
+    # Who may call the API, from where, and how much one request may ask (docs/security.md).
+
+    auth: Literal["tokens", "local-dev"] = Field(
+        default="tokens",
+        description="'tokens': every API request needs an API token (Authorization: Bearer, "
+        "or the web UI's session cookie); 'local-dev': no token, every loopback client is an "
+        "admin -- only for a service listening on a loopback address (serve refuses "
+        "otherwise, and requests from other addresses are refused)",
+    )
+    allowed_hosts: TextList = Field(
+        default=list(LOOPBACK_HOSTS),
+        description="Host header values the service answers ('*.example.com' matches "
+        "subdomains; '*' any host): other names get 400, which defeats DNS rebinding",
+    )
+    allowed_origins: TextList = Field(
+        default=[],
+        description="browser origins ('https://flows.example.com') allowed to send "
+        "state-changing requests besides the service's own origin",
+    )
+    cors_origins: TextList = Field(
+        default=[],
+        description="origins a browser may call the API from with CORS (off when empty); "
+        "they may also send state-changing requests",
+    )
+    session_secret: SecretStr | None = Field(
+        default=None,
+        description="key signing the web UI's session cookies; None: a random key per process "
+        "(sessions end when it restarts; set one shared key for several service processes)",
+    )
+    session_max_age: int = Field(
+        default=8 * 3600, ge=60, description="seconds a web UI session lasts"
+    )
+    session_cookie_secure: bool | None = Field(
+        default=None,
+        description="mark the session cookie Secure (HTTPS only); None: when the request "
+        "came over HTTPS",
+    )
+    token_cache_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="seconds a checked token is remembered (a revoked token stops working "
+        "within this time); 0: look every request up",
+    )
+    max_body_bytes: int = Field(
+        default=1024 * 1024, ge=1024, description="the largest request body; larger get 413"
+    )
+    max_json_depth: int = Field(
+        default=64,
+        ge=8,
+        le=200,
+        description="how deep objects and arrays may nest in a request body (422 beyond)",
+    )
+    max_flow_nodes: int = Field(
+        default=1000, ge=1, description="nodes a flow may have, nested flows included (422)"
+    )
+    validation_threads: int = Field(
+        default=2,
+        ge=1,
+        description="worker threads validating and loading flows and large request bodies "
+        "(off the event loop, so one request cannot stall the others)",
+    )
+
+    @field_validator("allowed_hosts", "allowed_origins", "cors_origins", mode="before")
+    @classmethod
+    def _text_list(cls, value: Any) -> Any:
+        """``"a, b"`` or ``'["a", "b"]'`` (as environment variables hold them) → a list."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _host_patterns(cls, hosts: list[str]) -> list[str]:
+        for host in hosts:
+            if host != "*" and ("*" in host[1:] or (host.startswith("*") and host[:2] != "*.")):
+                raise ValueError(f"{host!r}: a wildcard host is '*' or like '*.example.com'")
+        return [host.lower() for host in hosts]
+
+    @field_validator("allowed_origins", "cors_origins")
+    @classmethod
+    def _origins(cls, origins: list[str]) -> list[str]:
+        normalized = []
+        for origin in origins:
+            parts = urlsplit(origin.strip())
+            if parts.scheme not in ("http", "https") or not parts.netloc or parts.path.strip("/"):
+                raise ValueError(
+                    f"{origin!r}: an origin is scheme://host[:port], e.g. https://example.com"
+                )
+            normalized.append(f"{parts.scheme}://{parts.netloc}".lower())
+        return normalized
 
     def resolved_files_dir(self) -> Path:
         """Where file tools of workflows read (see ``files_dir``), as an absolute path."""

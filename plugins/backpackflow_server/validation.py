@@ -31,7 +31,8 @@ def split_problem(problem: str) -> tuple[str, list[str | int], str]:
 
 
 def flow_problems(where: str, problems: Sequence[str]) -> list[Problem]:
-    """Problems of a flow document (``where``: ``graph_json``, ``workflow``, ``input_vars``).
+    """Problems of a flow document (``where``: ``graph_json``, ``workflow``, ``input_vars``),
+    or of the request body itself (``body``: text the databases cannot store, deep nesting).
 
     Flow paths stay relative to the flow document (as ``backpackflow validate`` prints them);
     ``loc`` places them in the request.
@@ -42,6 +43,8 @@ def flow_problems(where: str, problems: Sequence[str]) -> list[Problem]:
         if where == "input_vars":  # the kernel-style path already starts at the body
             loc: list[str | int] = ["body", *steps]
             kind = "run_input"
+        elif where == "body":
+            loc, kind = ["body", *steps], "request_body"
         elif where == "workflow":
             loc = ["workflow", "graph_json", *steps]
             kind = "stored_flow"

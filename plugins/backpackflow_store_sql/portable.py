@@ -24,6 +24,10 @@ from typing import Any
 #: U+0000 and every surrogate code point: what neither database holds as text.
 UNPORTABLE = re.compile("[\x00\ud800-\udfff]")
 REPLACEMENT = "\ufffd"
+#: How U+0000 or a lone surrogate shows in JSON text written by ``json.dumps``: U+0000 always
+#: escaped, a surrogate escaped (``ensure_ascii``) or raw. A hit may be a false alarm (an
+#: escaped backslash, a surrogate pair): it only means "look at the strings".
+JSON_UNPORTABLE = re.compile(r"[\ud800-\udfff]|\\u(?:0000|[dD][89a-fA-F][0-9a-fA-F]{2})")
 #: Keys a JSON path shows as ``.key`` (what ``backpackflow_server.validation`` parses back).
 _PLAIN_KEY = re.compile(r"[^\s.\[\]:'\"\x00\ud800-\udfff]+")
 

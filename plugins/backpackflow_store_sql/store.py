@@ -64,7 +64,13 @@ from .models import (
     Workflow,
     WorkflowRun,
 )
-from .portable import UNPORTABLE, make_portable, unportable_problems, unportable_text
+from .portable import (
+    JSON_UNPORTABLE,
+    UNPORTABLE,
+    make_portable,
+    unportable_problems,
+    unportable_text,
+)
 
 log = logging.getLogger("backpackflow_store_sql")
 
@@ -149,19 +155,12 @@ def normalize_url(url: str | None) -> URL:
     )
 
 
-#: How U+0000 or a lone surrogate looks inside JSON text written by ``json.dumps``: escaped
-#: (U+0000 always; surrogates with ``ensure_ascii``), or a raw surrogate. A hit may be a false
-#: alarm (an escaped backslash, a surrogate pair): it only means "look at the strings".
-_JSON_UNPORTABLE = re.compile(r"[\ud800-\udfff]|\\u0000")
-_ESCAPED_UNPORTABLE = re.compile(r"\\u(?:0000|[dD][89a-fA-F][0-9a-fA-F]{2})")
-
-
 def _load_sqlite_json(text: str) -> Any:
     """Read a JSON column on SQLite. Rows written before the store refused lone surrogates
     may hold one (as a ``\\udXXX`` escape); it reads back as U+FFFD, so such a row can never
     again break a list of runs or workflows."""
     value = json.loads(text)
-    if _ESCAPED_UNPORTABLE.search(text):
+    if JSON_UNPORTABLE.search(text):
         return make_portable(value)
     return value
 
@@ -549,7 +548,7 @@ class SqlRunStore:
     def _json(self, value: Any, what: str, error: type[StoreError] = InvalidData) -> Any:
         """A run's JSON data to store: U+0000 and lone surrogates become U+FFFD (on both
         backends alike: PostgreSQL cannot hold them, and SQLite must not differ)."""
-        if _JSON_UNPORTABLE.search(self._json_text(value, what, error)):
+        if JSON_UNPORTABLE.search(self._json_text(value, what, error)):
             return make_portable(value)
         return value
 
@@ -558,7 +557,7 @@ class SqlRunStore:
         if not isinstance(value, Mapping):
             raise InvalidData(f"{what} must be a JSON object, not {type(value).__name__}")
         document = dict(value)
-        if _JSON_UNPORTABLE.search(self._json_text(document, what, InvalidData)):
+        if JSON_UNPORTABLE.search(self._json_text(document, what, InvalidData)):
             problems = unportable_problems(document, root="$", limit=1)
             if problems:
                 raise InvalidData(f"{what}: {problems[0]}")

@@ -29,6 +29,7 @@ from backpackflow import AsyncNode, Node, current_run, hookimpl
 from backpackflow.events import LLMResponsePayload, StreamEventType
 from backpackflow.plugins import Registry, build_registry
 from backpackflow_server import Settings, create_app
+from backpackflow_server.auth import hash_token, new_token
 
 # ------------------------------------------------------------------------------ node types
 
@@ -250,10 +251,15 @@ TEST_SETTINGS: dict[str, Any] = {
 
 
 class LiveServer:
-    """The app served by uvicorn on 127.0.0.1 (a free port) in a background thread."""
+    """The app served by uvicorn on 127.0.0.1 (a free port) in a background thread.
+
+    Unless it runs in local-dev mode, starting it creates an admin token, which
+    :meth:`client` sends; :meth:`token` makes more (of any role).
+    """
 
     def __init__(self, settings: Settings, registry: Registry) -> None:
         self.settings = settings
+        self.admin_token: str | None = None
         self.app = create_app(settings, registry)
         config = uvicorn.Config(
             self.app,
@@ -276,7 +282,17 @@ class LiveServer:
             time.sleep(0.01)
         port = self.server.servers[0].sockets[0].getsockname()[1]
         self.url = f"http://127.0.0.1:{port}"
+        if self.settings.auth == "tokens":
+            self.admin_token = self.token("admin")
         return self
+
+    def token(self, role: str, **options: Any) -> str:
+        """A new API token of ``role`` in the server's store (``name``, ``expires_at``)."""
+        secret = new_token()
+        self.app.state.service.store.create_token(
+            options.pop("name", unique(role)), role, hash_token(secret), hint="test", **options
+        )
+        return secret
 
     def stop(self) -> None:
         self.server.should_exit = True
@@ -284,7 +300,15 @@ class LiveServer:
         assert not self.thread.is_alive(), "the service did not stop"
 
     def client(self, **options: Any) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=options.pop("timeout", 20.0), **options)
+        """A client of the server, authenticated as admin unless ``token`` says otherwise
+        (``token=None``: no credentials)."""
+        token = options.pop("token", self.admin_token)
+        headers = dict(options.pop("headers", {}))
+        if token is not None:
+            headers.setdefault("Authorization", f"Bearer {token}")
+        return httpx.Client(
+            base_url=self.url, timeout=options.pop("timeout", 20.0), headers=headers, **options
+        )
 
     def __enter__(self) -> LiveServer:
         return self.start()
@@ -376,6 +400,7 @@ class StreamReader:
 
     def __init__(self, client: httpx.Client, run_id: str, **options: Any) -> None:
         self._base_url = str(client.base_url)
+        self._headers = client.headers  # its credentials
         self._run_id = run_id
         self._options = options
         self._result: tuple[list[dict[str, Any]], dict[str, Any] | None] | None = None
@@ -383,7 +408,7 @@ class StreamReader:
         self._thread.start()
 
     def _read(self) -> None:
-        with httpx.Client(base_url=self._base_url, timeout=20) as own:
+        with httpx.Client(base_url=self._base_url, headers=self._headers, timeout=20) as own:
             self._result = read_stream(own, self._run_id, **self._options)
 
     def join(self, timeout: float = 20) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:

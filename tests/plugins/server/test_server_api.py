@@ -3,6 +3,7 @@ bounded concurrency, validation errors with JSON paths, 404s, health and version
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import httpx
@@ -204,7 +205,7 @@ def test_failed_run_keeps_its_events(client: httpx.Client) -> None:
     graph = flow(echo("before", log_lines=3), {"type": "fail", "id": "boom", "params": {}})
     run = start_run(client, create_workflow(client, graph))
     failed = wait_for_status(client, run["id"], "failed")
-    assert failed["error_summary"] == "RuntimeError: boom"
+    assert re.fullmatch(r"RuntimeError: boom \(error id [0-9a-f]{16}\)", failed["error_summary"])
     assert [(s["node_id"], s["status"]) for s in failed["steps"]] == [
         ("before", "succeeded"),
         ("boom", "failed"),
@@ -349,7 +350,7 @@ def test_health_version_schema_docs_and_page(client: httpx.Client, service: Live
     assert body["dialect"] in ("sqlite", "postgresql")
     version = client.get("/version").json()
     assert version["name"] == "backpackflow" and version["version"]
-    assert version["schema_revision"] == "0001"
+    assert version["schema_revision"] == "0002"
     assert version["git_sha"] is None or len(version["git_sha"]) >= 7
 
     schema = client.get("/api/schema/flow").json()

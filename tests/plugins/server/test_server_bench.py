@@ -37,7 +37,8 @@ def test_benchmark_counts_every_event(database_url: str) -> None:
     )
     settings: dict[str, Any] = {**TEST_SETTINGS, "max_concurrent_runs": 8}
     with LiveServer(Settings(database_url=database_url, **settings), registry) as server:
-        result = asyncio.run(bench.load(server.url, bench.default_flow(1.0), 8, 2))
+        token = server.admin_token
+        result = asyncio.run(bench.load(server.url, bench.default_flow(1.0), 8, 2, token))
     assert result["problems"] == []
     assert result["statuses"] == {"succeeded": 8}
     assert result["events_emitted"] == result["events_stored"] > 8 * 20

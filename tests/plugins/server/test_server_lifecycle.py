@@ -102,6 +102,7 @@ def start_process(database_url: str, port: int) -> subprocess.Popen[str]:
             "--no-seed",
             "--log-level",
             "warning",
+            "--local-dev",  # these tests are about crashes and signals, not tokens
         ],
         env=env,
         stdout=subprocess.PIPE,
@@ -323,13 +324,13 @@ def run_cli(*argv: str) -> tuple[int, str]:
 
 def test_db_commands(database_url: str) -> None:
     status, text = run_cli("db", "current", "--database", database_url)
-    assert status == 0 and "empty (never upgraded) (needs upgrade to 0001)" in text
+    assert status == 0 and "empty (never upgraded) (needs upgrade to 0002)" in text
     status, text = run_cli("db", "upgrade", "--database", database_url)
-    assert status == 0 and "upgraded empty -> 0001" in text
+    assert status == 0 and "upgraded empty -> 0002" in text
     status, text = run_cli("db", "upgrade", "--database", database_url)
-    assert status == 0 and "already at 0001" in text
+    assert status == 0 and "already at 0002" in text
     status, text = run_cli("db", "current", "--database", database_url)
-    assert status == 0 and "0001 (up to date)" in text
+    assert status == 0 and "0002 (up to date)" in text
     assert text.startswith(mask_url(database_url))  # a password would be masked
 
 

@@ -26,7 +26,11 @@ GRAPH_SEMANTICS = {"POST /api/workflows", "PUT /api/workflows/{workflow_id}"}
 
 
 def fuzz(
-    operation: Any, base_url: str, path_parameters: dict[str, str], failures: list[str]
+    operation: Any,
+    base_url: str,
+    path_parameters: dict[str, str],
+    failures: list[str],
+    headers: dict[str, str],
 ) -> int:
     """Run the operation's examples; append one line per failing example; return the count."""
     parameters = {
@@ -51,7 +55,7 @@ def fuzz(
             nonlocal calls
             calls += 1
             try:
-                case.call_and_validate(base_url=base_url, excluded_checks=excluded)
+                case.call_and_validate(base_url=base_url, headers=headers, excluded_checks=excluded)
             except BaseException as exc:  # noqa: BLE001 - collect every failure, then report
                 failures.append(f"{label}: {exc}"[:2000])  # noqa: B023 - called right below
 
@@ -69,14 +73,15 @@ def test_schemathesis_finds_no_failures(service: LiveServer) -> None:
         wait_for_status(client, run["id"], "succeeded")
         assert httpx.get(f"{service.url}/openapi.json").status_code == 200
     schema = schemathesis.openapi.from_url(f"{service.url}/openapi.json")
+    auth = {"Authorization": f"Bearer {service.admin_token}"}  # with auth on, as served
     failures: list[str] = []
     labels = []
     for result in schema.get_all_operations():
         operation = result.ok()
         labels.append(operation.label)
-        assert fuzz(operation, service.url, {}, failures) > 0
+        assert fuzz(operation, service.url, {}, failures, auth) > 0
         if operation.method.upper() != "DELETE":  # keep the fixed workflow for the rest
             known = {"workflow_id": workflow_id, "run_id": run["id"]}
-            fuzz(operation, service.url, known, failures)
-    assert len(labels) == 14, labels
+            fuzz(operation, service.url, known, failures, auth)
+    assert len(labels) == 17, labels
     assert not failures, "\n\n".join(failures[:5]) + f"\n\n({len(failures)} failures)"
