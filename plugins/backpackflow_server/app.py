@@ -54,7 +54,7 @@ from .auth import (
     Viewer,
     require,
 )
-from .disclosure import log_failure, new_error_id, with_error_id
+from .disclosure import ErrorIds, log_failure, new_error_id, with_error_id
 from .edge import BodyTooLarge, flow_size_problems, install_edge
 from .models import (
     FLOW_CONFIG_REF,
@@ -250,7 +250,8 @@ def _error(
 
 def _install_error_handlers(app: FastAPI) -> None:
     """Map domain errors to statuses once, instead of try/except in every route. Anything
-    else is a bug: 500 with an error id, the traceback in the server log only."""
+    else is a bug: 500 with an error id, the traceback in the server log only. Call after
+    :func:`install_edge` (the middleware added last is the outermost)."""
 
     async def validation_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
@@ -297,12 +298,6 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def body_too_large(_: Request, exc: Exception) -> JSONResponse:
         return _error(413, str(exc), {"Connection": "close"})
 
-    async def server_error(request: Request, exc: Exception) -> JSONResponse:
-        error_id = new_error_id()
-        log_failure(error_id, f"{request.method} {request.url.path} failed", exc)
-        detail = with_error_id("the service failed to answer this request", error_id)
-        return _error(500, detail, error_id=error_id)
-
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(FlowProblems, flow_error)
     app.add_exception_handler(InvalidData, invalid_data)
@@ -315,7 +310,7 @@ def _install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(NotAuthenticated, not_authenticated)
     app.add_exception_handler(NotAllowed, not_allowed)
     app.add_exception_handler(BodyTooLarge, body_too_large)
-    app.add_exception_handler(Exception, server_error)
+    app.add_middleware(ErrorIds)  # anything else: 500 with an error id (outermost)
 
 
 async def _check_flow(service: Service, graph_json: dict[str, Any]) -> list[str]:

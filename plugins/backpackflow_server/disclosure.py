@@ -4,9 +4,10 @@ Stack traces and absolute server paths stay in the server log. Every failure a c
 gets an *error id*; the log entry holding the whole story (the stack, the unredacted message)
 carries the same id, so an operator finds it with ``grep <id>``. This applies to
 
-* unexpected exceptions of the app (500 with ``{"detail", "error_id"}``, see ``app.py``),
+* unexpected exceptions of the app (500 with ``{"detail", "error_id"}``: :class:`ErrorIds`),
 * ``error`` trace events (their ``stack`` goes to the log; clients get ``error_id``), and the
-  error texts of ``retry``, ``tool_response`` and ``fallback`` events,
+  error texts of ``retry``, ``tool_response``, ``fallback``, ``guardrail`` and ``run_end``
+  events,
 * a run's ``error_summary`` and the messages of flows a node type's code failed to build,
 * the database being unavailable (its URL and driver message go to the log).
 """
@@ -17,6 +18,9 @@ import logging
 import re
 import secrets
 from typing import Any
+
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("backpackflow_server.errors")
 
@@ -33,6 +37,8 @@ _ERROR_FIELDS = {
     "retry": ("error",),
     "tool_response": ("error",),
     "fallback": ("reason",),
+    "run_end": ("error",),
+    "guardrail": ("message",),
 }
 
 
@@ -92,3 +98,38 @@ def client_event(document: dict[str, Any]) -> dict[str, Any]:
         if isinstance(value, str):
             payload[field] = redact(value)
     return document
+
+
+class ErrorIds:
+    """The outermost middleware: an exception nothing else handled becomes a 500 answer with
+    an error id, its traceback logged under the id.
+
+    Starlette's own handler for ``Exception`` answers too, but then re-raises, and the server
+    closes the connection (a client reusing it gets a reset). Here the request ends normally.
+    An exception after the answer started (a stream) can only end the connection: re-raised.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watched_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched_send)
+        except Exception as exc:
+            if started:
+                raise
+            error_id = new_error_id()
+            log_failure(error_id, f"{scope['method']} {scope['path']} failed", exc)
+            detail = with_error_id("the service failed to answer this request", error_id)
+            response = JSONResponse({"detail": detail, "error_id": error_id}, status_code=500)
+            await response(scope, receive, send)

@@ -57,7 +57,14 @@ from backpackflow_store_sql import (
 from backpackflow_store_sql.portable import JSON_UNPORTABLE, make_portable
 from backpackflow_store_sql.store import FINAL_STATUSES, EventDocument, event_field
 
-from .disclosure import client_event, client_message, log_failure, new_error_id, with_error_id
+from .disclosure import (
+    client_event,
+    client_message,
+    log_failure,
+    new_error_id,
+    redact,
+    with_error_id,
+)
 from .settings import Settings
 
 log = logging.getLogger("backpackflow_server.runs")
@@ -509,7 +516,13 @@ class RunManager:
         try:
             return self.loader.load_flow(graph_json, deps, environ=environ)
         except ConfigError as exc:
-            raise FlowProblems(where, list(exc.problems) or [f"$: {exc}"]) from exc
+            problems = list(exc.problems) or [f"$: {exc}"]
+            cause = exc.__cause__
+            if cause is not None and not isinstance(cause, ConfigError):  # a plugin's code
+                error_id = new_error_id()
+                log_failure(error_id, "a node type failed to build a flow", cause)
+                problems = [with_error_id(redact(problem), error_id) for problem in problems]
+            raise FlowProblems(where, problems) from exc
         except Exception as exc:  # a node type's own code failed to build it
             summary = error_summary(exc, "a node type failed to build a flow")
             raise FlowProblems(where, [f"$: the flow cannot be loaded: {summary}"]) from exc
