@@ -55,34 +55,38 @@ def _database(request: pytest.FixtureRequest, backend: str, folder: Path) -> str
 
 
 @pytest.fixture(scope="module")
-def server(
+def shared_servers(
     request: pytest.FixtureRequest,
     backend: str,
     registry: Registry,
     tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[LiveServer]:
-    """A live server with API tokens on, shared by a module's tests, on each backend."""
-    url = _database(request, backend, tmp_path_factory.mktemp("server"))
-    live = LiveServer(Settings(database_url=url, **TEST_SETTINGS), registry).start()
-    yield live
+) -> Iterator[Callable[..., LiveServer]]:
+    """``start(name, **settings)`` → a server of the module (per backend), started once."""
+    started: dict[str, LiveServer] = {}
+
+    def start(name: str, **settings: Any) -> LiveServer:
+        if name not in started:
+            url = _database(request, backend, tmp_path_factory.mktemp(name))
+            merged = {**TEST_SETTINGS, **settings}
+            started[name] = LiveServer(Settings(database_url=url, **merged), registry).start()
+        return started[name]
+
+    yield start
     GATES.open_all()
-    live.stop()
+    for live in started.values():
+        live.stop()
 
 
 @pytest.fixture(scope="module")
-def dev_server(
-    request: pytest.FixtureRequest,
-    backend: str,
-    registry: Registry,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[LiveServer]:
+def server(shared_servers: Callable[..., LiveServer]) -> LiveServer:
+    """A live server with API tokens on, shared by a module's tests, on each backend."""
+    return shared_servers("server")
+
+
+@pytest.fixture(scope="module")
+def dev_server(shared_servers: Callable[..., LiveServer]) -> LiveServer:
     """A live server in local-dev mode, shared by a module's tests, on each backend."""
-    url = _database(request, backend, tmp_path_factory.mktemp("dev"))
-    settings = Settings(database_url=url, **{**TEST_SETTINGS, "auth": "local-dev"})
-    live = LiveServer(settings, registry).start()
-    yield live
-    GATES.open_all()
-    live.stop()
+    return shared_servers("dev", auth="local-dev")
 
 
 @pytest.fixture
