@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
                 }
                 login = clients["cookie"].post("/api/session", json={"token": token})
                 login.raise_for_status()
-                paths = {}
+                paths: dict[Any, str] = {}
                 for name, client in clients.items():
                     setup = client if name != "cookie" else clients["bearer"]
                     run_id = paths.get(setup.base_url) or finished_run(setup)

@@ -386,8 +386,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     app = FastAPI(
         title="backpackflow",
         version=package_version(),
-        description="Stores workflows, runs them in the background and streams every run's "
-        "trace live (Server-Sent Events).",
+        description=_description(settings),
         lifespan=lifespan,
     )
     install_edge(app, settings)
@@ -398,6 +397,29 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     _add_run_routes(app)
     _add_service_routes(app)
     return app
+
+
+def _description(settings: Settings) -> str:
+    """The spec's introduction: what the service does, who may call it, and its limits."""
+    access = (
+        "Local-dev mode: no token; loopback clients only."
+        if settings.auth == "local-dev"
+        else "Every `/api` route needs an API token (`Authorization: Bearer`, or the web "
+        "page's session cookie): a viewer reads, a runner also starts and cancels runs, an "
+        "admin also edits workflows. 401 without a valid one, 403 when its role does not allow "
+        "the request."
+    )
+    return (
+        "Stores workflows, runs them in the background and streams every run's trace live "
+        f"(Server-Sent Events).\n\n{access} Browsers may change things only from the "
+        "service's own origin (or configured ones); other Host names get 400.\n\n"
+        f"Limits: request bodies up to {settings.max_body_bytes} bytes (413 beyond); JSON "
+        f"nested up to {settings.max_json_depth} levels and flows of up to "
+        f"{settings.max_flow_nodes} nodes (422 beyond); strings without U+0000 or lone "
+        "surrogates (422). Lists are pages: `limit` and `before` (the last id of the page "
+        "before); a full page links the next one in its `Link` header. Server-side failures "
+        "answer with a message and an `error_id` naming the server log entry."
+    )
 
 
 def flow_components(registry: Registry) -> dict[str, Any]:
@@ -494,6 +516,7 @@ def _add_session_routes(app: FastAPI) -> None:
     @app.delete(
         "/api/session",
         status_code=204,
+        responses=_403,
         tags=["session"],
         summary="Log the web page out: removes the session cookie",
     )
@@ -538,7 +561,10 @@ def _add_workflow_routes(app: FastAPI) -> None:
         service: ServiceDep,
         request: Request,
         response: Response,
-        limit: Annotated[int, Query(ge=1, le=MAX_WORKFLOWS_PAGE)] = 50,
+        limit: Annotated[
+            int,
+            Query(ge=1, le=MAX_WORKFLOWS_PAGE, description="workflows in the page"),
+        ] = 50,
         before: Annotated[
             IdText | SkipJsonSchema[None],
             Query(description="a workflow id: list older workflows (the next page)"),
@@ -656,7 +682,7 @@ def _add_run_routes(app: FastAPI) -> None:
         response: Response,
         workflow_id: Annotated[IdText | SkipJsonSchema[None], Query()] = None,
         status: Annotated[RunStatus | SkipJsonSchema[None], Query()] = None,
-        limit: Annotated[int, Query(ge=1, le=MAX_RUNS_PAGE)] = 50,
+        limit: Annotated[int, Query(ge=1, le=MAX_RUNS_PAGE, description="runs in the page")] = 50,
         before: Annotated[
             IdText | SkipJsonSchema[None],
             Query(description="a run id: list older runs (the next page)"),

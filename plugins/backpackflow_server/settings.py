@@ -158,7 +158,7 @@ class Settings(BaseSettings):
     max_json_depth: int = Field(
         default=64,
         ge=8,
-        le=200,
+        le=200,  # the deepest the run store keeps (backpackflow_store_sql.portable.MAX_DEPTH)
         description="how deep objects and arrays may nest in a request body (422 beyond)",
     )
     max_flow_nodes: int = Field(

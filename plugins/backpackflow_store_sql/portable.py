@@ -1,4 +1,5 @@
-"""Text both databases store alike: no U+0000 and no lone surrogate, anywhere in a document.
+"""Text both databases store alike: no U+0000 and no lone surrogate, anywhere in a document;
+and documents no deeper than :data:`MAX_DEPTH`, so that every one can be read back and sent.
 
 PostgreSQL refuses U+0000 in ``text`` and ``jsonb``; a lone surrogate (``"\\ud800"`` in JSON)
 is not Unicode at all: PostgreSQL refuses it, SQLite stores it as JSON text that later fails to
@@ -9,6 +10,10 @@ serialize (every list holding it answered 500). So the store applies one rule on
 * data a run produces (trace event payloads, error texts) is *kept*, each such character
   replaced by U+FFFD (:func:`make_portable`), so a tool that read a binary file never loses the
   run's trace.
+
+Depth is bounded the same way: user data nested deeper than :data:`MAX_DEPTH` is refused, run
+output is cut there, and a document an older version stored deeper reads back cut (an HTTP
+layer serializing it would fail: pydantic stops at 255 levels).
 
 The walks are iterative (a document nested 100,000 deep must not raise RecursionError), and a
 C-speed regular expression decides first whether a string needs looking at character by
@@ -24,6 +29,9 @@ from typing import Any
 #: U+0000 and every surrogate code point: what neither database holds as text.
 UNPORTABLE = re.compile("[\x00\ud800-\udfff]")
 REPLACEMENT = "\ufffd"
+#: The deepest nesting of objects and arrays the store keeps.
+MAX_DEPTH = 200
+#: What replaces a container nested deeper than the bound.
 #: How U+0000 or a lone surrogate shows in JSON text written by ``json.dumps``: U+0000 always
 #: escaped, a surrogate escaped (``ensure_ascii``) or raw. A hit may be a false alarm (an
 #: escaped backslash, a surrogate pair): it only means "look at the strings".
@@ -105,35 +113,44 @@ def unportable_problems(
     return problems[:limit]
 
 
-def make_portable(value: Any) -> Any:
+def may_nest_deeper(text: str, depth: int = MAX_DEPTH) -> bool:
+    """Whether the JSON ``text`` might nest deeper than ``depth`` (never wrong when False:
+    a document cannot nest deeper than it has brackets)."""
+    return text.count("[") + text.count("{") > depth
+
+
+def make_portable(value: Any, max_depth: int | None = None) -> Any:
     """A copy of ``value`` with U+0000 and lone surrogates replaced by U+FFFD in every string
-    (keys too). Strings without them are shared, not copied."""
+    (keys too), and containers nested deeper than ``max_depth`` replaced by a marker string.
+    Strings without those characters are shared, not copied."""
     if isinstance(value, str):
         return UNPORTABLE.sub(REPLACEMENT, value) if UNPORTABLE.search(value) else value
     if not isinstance(value, dict | list):
         return value
-    # Iterative copy: rebuild containers bottom-up so that depth cannot overflow the stack.
+    marker = f"<cut: nested deeper than {max_depth} levels>"
+    # Iterative copy: rebuild containers top-down so that depth cannot overflow the stack.
     root: list[Any] = [None]
-    stack: list[tuple[Any, Any, Any]] = [(value, root, 0)]
+    stack: list[tuple[Any, Any, Any, int]] = [(value, root, 0, 1)]
     while stack:
-        source, target, slot = stack.pop()
+        source, target, slot, depth = stack.pop()
+        if max_depth is not None and depth > max_depth:
+            target[slot] = marker
+            continue
         if isinstance(source, dict):
             copy: Any = {}
             for key, child in source.items():
                 key = make_portable(key) if isinstance(key, str) else key
                 copy[key] = child
                 if isinstance(child, dict | list):
-                    stack.append((child, copy, key))
+                    stack.append((child, copy, key, depth + 1))
                 elif isinstance(child, str):
                     copy[key] = make_portable(child)
-        elif isinstance(source, list):
+        else:
             copy = list(source)
             for index, child in enumerate(source):
                 if isinstance(child, dict | list):
-                    stack.append((child, copy, index))
+                    stack.append((child, copy, index, depth + 1))
                 elif isinstance(child, str):
                     copy[index] = make_portable(child)
-        else:  # pragma: no cover - only containers are pushed
-            copy = source
         target[slot] = copy
     return root[0]

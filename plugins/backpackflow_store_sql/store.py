@@ -66,8 +66,10 @@ from .models import (
 )
 from .portable import (
     JSON_UNPORTABLE,
+    MAX_DEPTH,
     UNPORTABLE,
     make_portable,
+    may_nest_deeper,
     unportable_problems,
     unportable_text,
 )
@@ -155,13 +157,16 @@ def normalize_url(url: str | None) -> URL:
     )
 
 
-def _load_sqlite_json(text: str) -> Any:
-    """Read a JSON column on SQLite. Rows written before the store refused lone surrogates
-    may hold one (as a ``\\udXXX`` escape); it reads back as U+FFFD, so such a row can never
-    again break a list of runs or workflows."""
+def _load_json(text: str | bytes) -> Any:
+    """Read a JSON column. Rows written before the store refused lone surrogates or deep
+    nesting may hold them; they read back replaced (U+FFFD) and cut (at ``MAX_DEPTH``), so
+    such a row can never again break a list of runs or workflows. Two C-speed checks of the
+    text decide whether the document needs a look at all (psycopg hands JSONB over as bytes)."""
+    if not isinstance(text, str):
+        text = bytes(text).decode("utf-8")
     value = json.loads(text)
-    if JSON_UNPORTABLE.search(text):
-        return make_portable(value)
+    if JSON_UNPORTABLE.search(text) or may_nest_deeper(text):
+        return make_portable(value, MAX_DEPTH)
     return value
 
 
@@ -198,7 +203,7 @@ def create_store_engine(url: URL, **engine_options: Any) -> Engine:
                 ) from exc
             connect_args = {"check_same_thread": False, "timeout": 30.0}
             connect_args.update(engine_options.pop("connect_args", {}))
-            engine_options.setdefault("json_deserializer", _load_sqlite_json)
+            engine_options.setdefault("json_deserializer", _load_json)
             engine = create_engine(url, connect_args=connect_args, **engine_options)
             event.listen(engine, "connect", _sqlite_on_connect)
             event.listen(engine, "begin", _sqlite_on_begin)
@@ -208,6 +213,7 @@ def create_store_engine(url: URL, **engine_options: Any) -> Engine:
             pg_args["connect_timeout"] = 10
         pg_args.update(engine_options.pop("connect_args", {}))
         engine_options.setdefault("pool_pre_ping", True)
+        engine_options.setdefault("json_deserializer", _load_json)  # psycopg reads JSONB with it
         return create_engine(url, connect_args=pg_args, **engine_options)
     except (ArgumentError, NoSuchModuleError, ImportError) as exc:
         raise StoreConfigError(
@@ -542,14 +548,20 @@ class SqlRunStore:
     def _json_text(value: Any, what: str, error: type[StoreError]) -> str:
         try:
             return json.dumps(value, allow_nan=False, ensure_ascii=False)
-        except (TypeError, ValueError, RecursionError) as exc:
+        except (TypeError, ValueError) as exc:
             raise error(f"{what} is not JSON data: {exc}") from exc
 
     def _json(self, value: Any, what: str, error: type[StoreError] = InvalidData) -> Any:
-        """A run's JSON data to store: U+0000 and lone surrogates become U+FFFD (on both
-        backends alike: PostgreSQL cannot hold them, and SQLite must not differ)."""
-        if JSON_UNPORTABLE.search(self._json_text(value, what, error)):
-            return make_portable(value)
+        """A run's JSON data to store: U+0000 and lone surrogates become U+FFFD, nesting is
+        cut at ``MAX_DEPTH`` (on both backends alike: PostgreSQL cannot hold the characters,
+        nothing can send back what is too deep, and SQLite must not differ)."""
+        try:
+            text = self._json_text(value, what, error)
+        except RecursionError:  # deeper than json.dumps goes: cut, then check the rest
+            value = make_portable(value, MAX_DEPTH)
+            text = self._json_text(value, what, error)
+        if JSON_UNPORTABLE.search(text) or may_nest_deeper(text):
+            return make_portable(value, MAX_DEPTH)
         return value
 
     def _json_object(self, value: Any, what: str) -> dict[str, Any]:
@@ -557,8 +569,12 @@ class SqlRunStore:
         if not isinstance(value, Mapping):
             raise InvalidData(f"{what} must be a JSON object, not {type(value).__name__}")
         document = dict(value)
-        if JSON_UNPORTABLE.search(self._json_text(document, what, InvalidData)):
-            problems = unportable_problems(document, root="$", limit=1)
+        try:
+            text = self._json_text(document, what, InvalidData)
+        except RecursionError:
+            text = "{" * (MAX_DEPTH + 1)  # surely too deep: the walk below says where
+        if JSON_UNPORTABLE.search(text) or may_nest_deeper(text):
+            problems = unportable_problems(document, max_depth=MAX_DEPTH, limit=1)
             if problems:
                 raise InvalidData(f"{what}: {problems[0]}")
         return document

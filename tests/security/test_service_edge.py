@@ -41,6 +41,7 @@ from attack_kit import (
     unique,
     wait_for_status,
 )
+from sqlalchemy import text as sql
 
 from backpackflow_server.auth import SESSION_COOKIE, hash_token
 
@@ -660,24 +661,37 @@ def test_text_the_databases_cannot_store_is_refused_alike(server: LiveServer, ba
         assert client.get("/api/workflows").status_code == 200
 
 
-def test_a_poison_row_stored_by_an_older_version_breaks_no_list(serve: Any, backend: str) -> None:
-    if backend != "sqlite":
-        pytest.skip("PostgreSQL never stored a lone surrogate: it refused it")
+def test_poison_rows_stored_by_an_older_version_break_no_list(serve: Any, backend: str) -> None:
+    """What the issue found stored -- input variables nested 300 deep (both databases took
+    them), a lone surrogate (SQLite took it) -- reads back cut and replaced: every list and
+    every run answers."""
     server = serve()
+    legacy = {"deep": json.dumps({"v": deep(300)})}
+    if backend == "sqlite":  # PostgreSQL refused a lone surrogate even then
+        legacy["surrogate"] = '{"v": "\\ud800"}'
+    store = server.app.state.service.store
+    cast = "CAST(:v AS JSONB)" if backend == "postgresql" else ":v"
     with server.client() as client:
         workflow_id = create_workflow(client, flow(echo("a")))
-        run = start_run(client, workflow_id)
-        wait_for_status(client, run["id"], "succeeded")
-        store = server.app.state.service.store
-        with store.engine.begin() as connection:  # what the issue found stored
-            connection.exec_driver_sql(
-                "UPDATE workflow_runs SET input_vars = ? WHERE id = ?",
-                ('{"v": "\\ud800"}', run["id"]),
-            )
+        runs = {}
+        for name, stored in legacy.items():
+            run = start_run(client, workflow_id)
+            wait_for_status(client, run["id"], "succeeded")
+            with store.engine.begin() as connection:
+                connection.execute(
+                    sql(f"UPDATE workflow_runs SET input_vars = {cast} WHERE id = :id"),
+                    {"v": stored, "id": run["id"]},
+                )
+            runs[name] = run["id"]
         listed = client.get("/api/runs")
-        assert listed.status_code == 200
-        assert listed.json()[0]["input_vars"] == {"v": "\ufffd"}
-        assert client.get(f"/api/runs/{run['id']}").status_code == 200
+        assert listed.status_code == 200, listed.text
+        by_id = {r["id"]: r for r in listed.json()}
+        assert "nested deeper than 200 levels" in json.dumps(by_id[runs["deep"]]["input_vars"])
+        if "surrogate" in runs:
+            assert by_id[runs["surrogate"]]["input_vars"] == {"v": "\ufffd"}
+        for run_id in runs.values():
+            assert client.get(f"/api/runs/{run_id}").status_code == 200
+            assert client.get(f"/api/runs/{run_id}/trace").status_code == 200
 
 
 def test_text_a_run_produces_is_stored_and_streamed_alike(server: LiveServer) -> None:

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import text
 
 from backpackflow_store_sql import InvalidData, SqlRunStore
-from backpackflow_store_sql.portable import make_portable, unportable_problems
+from backpackflow_store_sql.portable import MAX_DEPTH, make_portable, unportable_problems
 
 BAD_TEXTS = ["a\x00b", "\ud800", "x\udfff"]
 
@@ -55,6 +55,48 @@ def test_a_legacy_sqlite_row_with_a_lone_surrogate_reads_back_replaced(tmp_path:
         assert listed[0]["input_vars"] == {"x": "\ufffd", "emoji": "😀"}
         json.dumps(listed, ensure_ascii=False).encode("utf-8")  # serializable as UTF-8
         assert store.get_run(run["id"])["input_vars"]["x"] == "\ufffd"
+
+
+def nested(levels: int) -> Any:
+    value: Any = "leaf"
+    for _ in range(levels):
+        value = {"a": value}
+    return value
+
+
+def depth_of(value: Any) -> int:
+    """Objects nested in one another (each with one member), ``value`` the first."""
+    depth = 0
+    while isinstance(value, dict):
+        value, depth = next(iter(value.values())), depth + 1
+    return depth
+
+
+def test_nesting_is_bounded_alike(store: SqlRunStore, run: dict[str, Any], trace: Any) -> None:
+    workflow = store.create_workflow("ok", {"deep": nested(MAX_DEPTH - 1)})  # at the bound
+    for levels in (MAX_DEPTH, 5_000):
+        with pytest.raises(InvalidData, match=f"at most {MAX_DEPTH} levels"):
+            store.create_run(workflow["id"], {"v": nested(levels)})
+    t = trace(run["id"])
+    store.append_events(run["id"], [t.event("log", {"v": nested(5_000)})])  # run output: cut
+    payload = store.get_trace(run["id"])[0]["payload"]
+    assert depth_of(payload) == MAX_DEPTH
+    assert "nested deeper than" in json.dumps(payload)
+
+
+def test_a_legacy_row_nested_too_deeply_reads_back_cut(store: SqlRunStore) -> None:
+    workflow = store.create_workflow("wf", {"nodes": []})
+    run = store.create_run(workflow["id"], {"x": 1})
+    legacy = json.dumps({"v": nested(300)})  # what an older version stored (the issue's 256+)
+    cast = "CAST(:v AS JSONB)" if store.dialect == "postgresql" else ":v"
+    with store.engine.begin() as connection:
+        connection.execute(
+            text(f"UPDATE workflow_runs SET input_vars = {cast} WHERE id = :id"),
+            {"v": legacy, "id": run["id"]},
+        )
+    [listed] = store.list_runs()
+    assert depth_of(listed["input_vars"]) == MAX_DEPTH
+    assert store.get_run(run["id"])["input_vars"] == listed["input_vars"]
 
 
 def test_workflow_pages(store: SqlRunStore) -> None:
