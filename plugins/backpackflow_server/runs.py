@@ -54,7 +54,7 @@ from backpackflow_store_sql import (
     InvalidTransition,
     WriterClosed,
 )
-from backpackflow_store_sql.portable import JSON_UNPORTABLE, make_portable
+from backpackflow_store_sql.portable import make_portable, may_be_unportable
 from backpackflow_store_sql.store import FINAL_STATUSES, EventDocument, event_field
 
 from .disclosure import (
@@ -189,9 +189,6 @@ def error_summary(error: BaseException | None, context: str = "a run failed") ->
     return with_error_id(text, error_id)
 
 
-_BUILD_LOCK = threading.Lock()
-
-
 class _Slot:
     """One event of a run, serialized at most once for the SSE clients and the writer.
 
@@ -202,12 +199,13 @@ class _Slot:
     and as the store keeps it (no U+0000 or lone surrogate), so live and stored agree.
     """
 
-    __slots__ = ("_document", "_text", "event")
+    __slots__ = ("_document", "_lock", "_text", "event")
 
     def __init__(self, event: BackpackEvent) -> None:
         self.event = event
         self._document: dict[str, Any] | None = None
         self._text: str | None = None
+        self._lock = threading.Lock()  # the writer thread and the loop may both ask at once
 
     @property
     def seq(self) -> int:
@@ -220,7 +218,7 @@ class _Slot:
     def to_json(self) -> dict[str, Any]:
         document = self._document
         if document is None:
-            with _BUILD_LOCK:  # once: an error event gets one error id, logged once
+            with self._lock:  # built once: an error event gets one error id, logged once
                 if self._document is None:
                     self._build()
             document = self._document
@@ -230,7 +228,7 @@ class _Slot:
     def _build(self) -> None:
         document = client_event(self.event.to_json())
         text = json.dumps(document, ensure_ascii=False, separators=(",", ":"), default=repr)
-        if JSON_UNPORTABLE.search(text):
+        if may_be_unportable(text):
             document = make_portable(document)
             text = json.dumps(document, ensure_ascii=False, separators=(",", ":"), default=repr)
         self._text = text
@@ -743,9 +741,8 @@ class RunManager:
                     error = error_summary(result.error, f"run {handle.run_id} {status}")
             finally:
                 slots.release()
-        except Exception as exc:  # the service failed the run, not the flow
-            log.exception("run %s: the service failed while running it", handle.run_id)
-            summary = error_summary(exc, f"run {handle.run_id}: the service failed")
+        except Exception as exc:  # noqa: BLE001 - the service failed the run, not the flow
+            summary = error_summary(exc, f"run {handle.run_id}: the service failed running it")
             status, error = "failed", f"service error: {summary}"
         await self._finish(handle, status, error)
 

@@ -32,10 +32,9 @@ REPLACEMENT = "\ufffd"
 #: The deepest nesting of objects and arrays the store keeps.
 MAX_DEPTH = 200
 #: What replaces a container nested deeper than the bound.
-#: How U+0000 or a lone surrogate shows in JSON text written by ``json.dumps``: U+0000 always
-#: escaped, a surrogate escaped (``ensure_ascii``) or raw. A hit may be a false alarm (an
-#: escaped backslash, a surrogate pair): it only means "look at the strings".
-JSON_UNPORTABLE = re.compile(r"[\ud800-\udfff]|\\u(?:0000|[dD][89a-fA-F][0-9a-fA-F]{2})")
+#: An escape in JSON text that may stand for U+0000 or a surrogate (``ensure_ascii`` writes
+#: every surrogate so, and a valid pair as two: a false alarm that only costs a closer look).
+_ESCAPE = re.compile(r"\\u(?:0000|[dD][89a-fA-F])")
 #: Keys a JSON path shows as ``.key`` (what ``backpackflow_server.validation`` parses back).
 _PLAIN_KEY = re.compile(r"[^\s.\[\]:'\"\x00\ud800-\udfff]+")
 
@@ -113,10 +112,26 @@ def unportable_problems(
     return problems[:limit]
 
 
+def may_be_unportable(text: str) -> bool:
+    """Whether JSON text (``json.dumps`` output, with or without ``ensure_ascii``) may hold
+    U+0000 or a lone surrogate. Never wrong when False; a True is checked by a walk. Costs a
+    substring search, and for non-ASCII text an encoding -- not a regular expression scan of
+    every character."""
+    if "\\u" in text and _ESCAPE.search(text):
+        return True
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # a raw surrogate
+            return True
+    return False
+
+
 def may_nest_deeper(text: str, depth: int = MAX_DEPTH) -> bool:
     """Whether the JSON ``text`` might nest deeper than ``depth`` (never wrong when False:
-    a document cannot nest deeper than it has brackets)."""
-    return text.count("[") + text.count("{") > depth
+    a document cannot nest deeper than it has brackets, nor have more than half its
+    length)."""
+    return len(text) > 2 * depth and text.count("[") + text.count("{") > depth
 
 
 def make_portable(value: Any, max_depth: int | None = None) -> Any:

@@ -65,10 +65,10 @@ from .models import (
     WorkflowRun,
 )
 from .portable import (
-    JSON_UNPORTABLE,
     MAX_DEPTH,
     UNPORTABLE,
     make_portable,
+    may_be_unportable,
     may_nest_deeper,
     unportable_problems,
     unportable_text,
@@ -165,7 +165,7 @@ def _load_json(text: str | bytes) -> Any:
     if not isinstance(text, str):
         text = bytes(text).decode("utf-8")
     value = json.loads(text)
-    if JSON_UNPORTABLE.search(text) or may_nest_deeper(text):
+    if may_be_unportable(text) or may_nest_deeper(text):
         return make_portable(value, MAX_DEPTH)
     return value
 
@@ -560,7 +560,7 @@ class SqlRunStore:
         except RecursionError:  # deeper than json.dumps goes: cut, then check the rest
             value = make_portable(value, MAX_DEPTH)
             text = self._json_text(value, what, error)
-        if JSON_UNPORTABLE.search(text) or may_nest_deeper(text):
+        if may_be_unportable(text) or may_nest_deeper(text):
             return make_portable(value, MAX_DEPTH)
         return value
 
@@ -571,9 +571,10 @@ class SqlRunStore:
         document = dict(value)
         try:
             text = self._json_text(document, what, InvalidData)
-        except RecursionError:
-            text = "{" * (MAX_DEPTH + 1)  # surely too deep: the walk below says where
-        if JSON_UNPORTABLE.search(text) or may_nest_deeper(text):
+            suspect = may_be_unportable(text) or may_nest_deeper(text)
+        except RecursionError:  # surely too deep: the walk below says where
+            suspect = True
+        if suspect:
             problems = unportable_problems(document, max_depth=MAX_DEPTH, limit=1)
             if problems:
                 raise InvalidData(f"{what}: {problems[0]}")
