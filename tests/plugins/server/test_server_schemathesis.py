@@ -1,8 +1,10 @@
 """schemathesis against the live service's OpenAPI spec, on SQLite and PostgreSQL.
 
 Every operation gets schema-valid and schema-invalid requests (random ids, then the ids of a
-real workflow and a finished run); every response must pass schemathesis' checks: no server
-error, a documented status code, content type, headers and body. The one exception: a flow
+real workflow and a finished run), with auth on as served: each request carries an admin
+token, and schemathesis' ``ignored_auth`` check repeats successful ones without it, which must
+then be refused. Every response must pass schemathesis' checks: no server error, a documented
+status code, content type, headers and body. The one exception: a flow
 document that fits the flow schema may still be refused for what JSON Schema cannot say
 (an edge to an unknown node, a duplicate id ...), so ``positive_data_acceptance`` is not
 checked when creating or replacing a workflow.
