@@ -35,7 +35,6 @@ from backpackflow.namespaces import join
 from backpackflow.node import BaseNode, default_node_id, execute_node, graph_version, iter_nodes
 from backpackflow.run import (
     Limits,
-    NodeFrame,
     Run,
     RunControl,
     RunResult,
@@ -45,6 +44,8 @@ from backpackflow.run import (
 
 if TYPE_CHECKING:
     from backpackflow.backpack import BackpackView
+    from backpackflow.sandbox import SandboxPolicy
+    from backpackflow.secrets import SecretMasker
 
 
 _NO_INPUTS: Mapping[str, Any] = MappingProxyType({})
@@ -52,9 +53,13 @@ _new = tuple.__new__
 
 
 class _Graph:
-    """What the scheduler needs of a flow's graph, computed once per graph change."""
+    """What the scheduler needs of a flow's graph, computed once per graph change.
 
-    __slots__ = ("needs_loop", "nodes", "reach", "version")
+    Reachability (which nodes a node can still lead to) is computed per node on first need and
+    kept: only joins and parallel branches ask, and only for the nodes pending or running at
+    once, so a long chain never pays for it (all of it up front would be quadratic)."""
+
+    __slots__ = ("_reach", "needs_loop", "nodes", "version")
 
     def __init__(self, flow: Flow) -> None:
         self.version = graph_version[0]
@@ -64,18 +69,23 @@ class _Graph:
                 f"flow {flow.id!r} has no start node: use Flow(start) or flow.start(node)"
             )
         self.nodes = list(iter_nodes(start))
-        self.reach: dict[int, set[int]] = {}
-        for node in self.nodes:
-            seen: set[int] = set()
+        self._reach: dict[int, set[int]] = {}
+        self.needs_loop = flow.parallel or flow.is_async or any(n._needs_loop() for n in self.nodes)
+        _assign_ids(flow, self.nodes)
+
+    def reach(self, node: BaseNode) -> set[int]:
+        """The ids of every node ``node`` leads to through edges (iterative search, cached)."""
+        found = self._reach.get(id(node))
+        if found is None:
+            found = set()
             stack = [e.target for edges in node.successors.values() for e in edges]
             while stack:
                 target = stack.pop()
-                if id(target) not in seen:
-                    seen.add(id(target))
+                if id(target) not in found:
+                    found.add(id(target))
                     stack.extend(e.target for edges in target.successors.values() for e in edges)
-            self.reach[id(node)] = seen
-        self.needs_loop = flow.parallel or flow.is_async or any(n._needs_loop() for n in self.nodes)
-        _assign_ids(flow, self.nodes)
+            self._reach[id(node)] = found
+        return found
 
 
 def _assign_ids(flow: Flow, nodes: Sequence[BaseNode]) -> None:
@@ -150,7 +160,7 @@ def _follow(
                     f"flow ends after node {node.id!r}: it returned action {key!r}, which has "
                     f"no edge (edges: {sorted(node.successors)})",
                 ),
-                frame=NodeFrame(run, node.id, node.name, join(namespace, node.namespace), None),
+                frame=run.node_frame(node.id, node.name, join(namespace, node.namespace), None),
             )
         return ()
     if len(edges) == 1 and edges[0].when is None:
@@ -193,6 +203,10 @@ class Flow(BaseNode):
     #: built in code), and its top-level document as written (``${NAME}`` references intact).
     config: Any = None
     config_source: dict[str, Any] | None = None
+    #: The sandbox policy its runs apply (``None``: :data:`~backpackflow.sandbox.TRUSTED`) and
+    #: the secrets its events mask (``None``: none); the loader sets both.
+    policy: SandboxPolicy | None = None
+    secrets: SecretMasker | None = None
 
     def __init__(
         self,
@@ -271,7 +285,11 @@ class Flow(BaseNode):
                 if target not in pending:
                     pending.append(target)
                 continue
-            for target in _follow(run, node, action, output, namespace):
+            if run.offload:  # conditions are flow-supplied expressions: off the event loop
+                targets = await asyncio.to_thread(_follow, run, node, action, output, namespace)
+            else:
+                targets = _follow(run, node, action, output, namespace)
+            for target in targets:
                 if target not in pending:
                     pending.append(target)
         return last_action
@@ -299,7 +317,13 @@ class Flow(BaseNode):
                     if run._watch:
                         run.check_limits()
                     last_action = action
-                    for target in _follow(run, node, action, output, namespace):
+                    if run.offload:
+                        targets = await asyncio.to_thread(
+                            _follow, run, node, action, output, namespace
+                        )
+                    else:
+                        targets = _follow(run, node, action, output, namespace)
+                    for target in targets:
                         if target not in pending:
                             pending.append(target)
         finally:
@@ -371,6 +395,8 @@ class Flow(BaseNode):
             run_id=run_id,
             control=control,
             loopless=loopless,
+            policy=self.policy,
+            secrets=self.secrets,
         )
 
     async def _top_level(self, run: Run) -> Any:
@@ -402,10 +428,9 @@ def _runnable(
 ) -> bool:
     """True when no other pending or running node can still reach ``node``."""
     key = id(node)
-    reach = graph.reach
     for others in (pending, running):
         for other in others:
-            if other is not node and key in reach.get(id(other), ()):
+            if other is not node and key in graph.reach(other):
                 return False
     return True
 
@@ -571,6 +596,7 @@ async def _drive_run(run: Run, body: Callable[[], Coroutine[Any, Any, Any]]) -> 
     except BaseException as exc:  # noqa: BLE001 - KeyboardInterrupt etc.: record, then re-raise
         status, error, reraise = "failed", exc, exc
     finally:
+        run.stopped = True  # work left in worker threads stops at its next check
         if control is not None:
             control._task = None
             control._loop = None

@@ -34,6 +34,7 @@ from backpackflow.events import (
     StreamEventType,
 )
 from backpackflow.jsondata import decimal_text
+from backpackflow.jsondata import loads as load_json
 from backpackflow.run import current_run_or_none
 from backpackflow_llm import (
     FallbackInfo,
@@ -47,7 +48,7 @@ from backpackflow_llm import (
     cache_key,
     complete_with_fallback,
 )
-from backpackflow_nodes.templating import Bindings, Template, base_context
+from backpackflow_nodes.templating import Bindings, Template, base_context, off_loop
 
 NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
 
@@ -175,6 +176,10 @@ class LLMNode(AsyncNode):
     # -------------------------------------------------------------- lifecycle
 
     async def prep_async(self, backpack: BackpackView) -> LLMRequest:
+        return await off_loop(lambda: self._request(backpack))
+
+    def _request(self, backpack: BackpackView) -> LLMRequest:
+        """The request, its templates rendered (in a worker thread where the policy says)."""
         bindings, prompt, system = self._templates
         context = bindings.resolve(base_context(current_run_or_none(), backpack))
         text = _as_text(prompt.render(context))
@@ -315,8 +320,8 @@ class LLMNode(AsyncNode):
         output: Any = text
         if self.params.response_format == "json":
             try:
-                output = json.loads(text)
-            except ValueError as exc:
+                output = load_json(text)
+            except ValueError as exc:  # not JSON, or nested too deeply to store
                 raise LLMOutputError(
                     f"node {self.id!r}: the model's answer is not valid JSON ({exc}); the raw "
                     "answer is in the node's exec_complete and llm_response events"
@@ -339,7 +344,7 @@ def _usable(text: str, request: LLMRequest) -> bool:
     if request.response_format != "json":
         return True
     try:
-        json.loads(text)
+        load_json(text)
     except ValueError:
         return False
     return True

@@ -274,6 +274,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
                     log.warning("seed directory %s does not exist; nothing seeded", seed_dir)
                 await seed_workflows(store, seeds, seed_dir)
             manager = RunManager(store, loader, settings, seed_folders(seeds))
+            log.info("flow sandbox: %s", manager.policy.describe())
             await manager.start()
             sha = await run_in_threadpool(git_sha)
             app.state.service = Service(settings, registry, store, loader, manager, sha)
@@ -448,11 +449,17 @@ def _add_run_routes(app: FastAPI) -> None:
     async def start_run(
         workflow_id: WorkflowId,
         service: ServiceDep,
+        request: Request,
         response: Response,
         body: RunCreate | None = None,
     ) -> dict[str, Any]:
         body = body if body is not None else RunCreate()
-        run = await service.manager.submit(workflow_id, body.input_vars, body.triggered_by or "api")
+        run = await service.manager.submit(
+            workflow_id,
+            body.input_vars,
+            body.triggered_by or "api",
+            server_address=request.scope.get("server"),  # flows may not call this address
+        )
         response.headers["Location"] = f"/api/runs/{run['id']}"
         return run
 

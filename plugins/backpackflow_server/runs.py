@@ -29,7 +29,6 @@ import copy
 import itertools
 import json
 import logging
-import os
 import threading
 import warnings
 from collections import OrderedDict
@@ -38,13 +37,18 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+import attrs
 from starlette.concurrency import run_in_threadpool
 
 from backpackflow import Backpack, BackpackEvent, EventStreamer, Flow, RunControl
 from backpackflow.config import KeepUnset, structure
 from backpackflow.deps import DependencyContainer
-from backpackflow.errors import ConfigError
+from backpackflow.egress import EgressDenied, EndpointSet
+from backpackflow.errors import BackpackFlowError, ConfigError
 from backpackflow.loader import FLOW_DIR, FlowLoader
+from backpackflow.plugins import EventSink, make_sink
+from backpackflow.sandbox import SandboxPolicy
+from backpackflow.secrets import SecretMasker
 from backpackflow_store_sql import (
     DatabaseUnavailable,
     EventWriter,
@@ -54,6 +58,7 @@ from backpackflow_store_sql import (
 from backpackflow_store_sql.store import FINAL_STATUSES, EventDocument, event_field
 
 from .settings import Settings
+from .settings import _names as _setting_list
 
 log = logging.getLogger("backpackflow_server.runs")
 
@@ -140,12 +145,31 @@ def document_key(document: Mapping[str, Any]) -> str:
     return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def error_summary(error: BaseException | None) -> str | None:
-    """``"Type: message"`` of a run's error, short enough for a summary column."""
+def error_summary(error: BaseException | None, secrets: SecretMasker | None = None) -> str | None:
+    """``"Type: message"`` of a run's error, short enough for a summary column, with the
+    flow's ``secrets`` masked (the summary is shown to API clients as the events are)."""
     if error is None:
         return None
     text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+    if secrets is not None:
+        text = secrets.mask_text(text)
     return text if len(text) <= _MAX_ERROR_SUMMARY else text[: _MAX_ERROR_SUMMARY - 1] + "…"
+
+
+def _service_files(store: Any, settings: Settings) -> tuple[Path, ...]:
+    """Files of the service itself that flows may never read, even inside the files folder:
+    the SQLite database (and its journal files) and the LLM response cache."""
+    denied: list[Path] = []
+    url = str(getattr(store, "url", "") or "")
+    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+        database = Path(url.removeprefix("sqlite:///").split("?", 1)[0])
+        denied += [
+            database,
+            *(Path(f"{database}{suffix}") for suffix in ("-wal", "-shm", "-journal")),
+        ]
+    if settings.llm_cache is not None:
+        denied.append(Path(settings.llm_cache))
+    return tuple(path.absolute() for path in denied)
 
 
 class _Slot:
@@ -211,6 +235,7 @@ class RunHandle:
         self.task: asyncio.Task[None] | None = None
         self.writer: EventWriter | None = None
         self.summary: dict[str, Any] | None = None
+        self.sinks: list[EventSink] = []  # the sinks the flow declares, for this run
         self.canceled = asyncio.Event()  # set with cancel_reason: stops waiting for a slot
         self.low = 1
         self._buffer_limit = buffer_limit
@@ -320,6 +345,13 @@ class RunManager:
         self._cache: Any = None
         self._flow_dirs = dict(flow_dirs or {})  # seed documents → their folders
         self._files_dir = settings.resolved_files_dir()  # fixed now: cwd may change later
+        #: The addresses this service is reached on (learned from the requests that start
+        #: runs): flows may not call the service's own API.
+        self.self_endpoints = EndpointSet()
+        #: What every flow of the service may do (files, network, environment, templates).
+        self.policy = settings.sandbox_policy(
+            files_deny=_service_files(store, settings), self_endpoints=self.self_endpoints
+        )
         self._handles: dict[str, RunHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._flows: OrderedDict[tuple[str, int], Flow] = OrderedDict()
@@ -406,14 +438,44 @@ class RunManager:
         """Validate a flow document as written and build it once; returns its warnings.
 
         Building catches what the schema cannot (an unknown dependency factory, a node class
-        refusing its params); ``${NAME}`` references stay unresolved until a run loads it.
+        refusing its params, a ``base_dir`` leaving the files folder); ``${NAME}`` references
+        to allowed variables stay unresolved until a run loads it, references to variables
+        the policy does not let flows read are refused now; so are sinks of types the
+        operator does not allow and sink URLs denied whatever DNS says.
         """
-        environ = KeepUnset(os.environ)  # like ``backpackflow validate --allow-unset-env``
-        report = self.loader.validate(graph_json, environ=environ)
+        # like ``backpackflow validate --allow-unset-env``, within the policy's allowlist
+        environ = KeepUnset(self.policy.environ())
+        report = self.loader.validate(graph_json, environ=environ, policy=self.policy)
         if report.errors:
             raise FlowProblems("graph_json", list(report.errors))
+        problems = self._sink_problems(graph_json)
+        if problems:
+            raise FlowProblems("graph_json", problems)
         self._load(graph_json, "graph_json", environ=environ)
         return list(report.warnings)
+
+    def _sink_problems(self, graph_json: Mapping[str, Any]) -> list[str]:
+        """Sinks a flow declares: types the operator allows, URLs the egress policy does not
+        deny outright (DNS is checked again when each run connects)."""
+        allowed = set(_setting_list(self.settings.flow_sinks))
+        problems = []
+        for i, sink in enumerate(graph_json.get("sinks") or ()):
+            kind = sink.get("type") if isinstance(sink, Mapping) else None
+            if kind not in allowed:
+                problems.append(
+                    f"$.sinks[{i}].type: sink type {kind!r} is not one flows may declare here "
+                    f"(allowed: {', '.join(sorted(allowed)) or 'none'}; the operator's "
+                    "flow_sinks setting)"
+                )
+                continue
+            url = (sink.get("options") or {}).get("url")
+            egress = self.policy.egress
+            if isinstance(url, str) and egress is not None:
+                try:
+                    egress.check_url_statically(url, what=f"sink {kind!r}")
+                except EgressDenied as exc:
+                    problems.append(f"$.sinks[{i}].options.url: {exc}")
+        return problems
 
     def _response_cache(self) -> Any:
         """The service-wide LLM response cache (built on first use), or None when disabled
@@ -433,11 +495,18 @@ class RunManager:
         folder = self._flow_dirs.get(document_key(graph_json))
         return folder if folder is not None else self._files_dir
 
+    def policy_for(self, graph_json: Mapping[str, Any]) -> SandboxPolicy:
+        """The service's policy for one flow: its files root is the flow's folder (the files
+        folder, or a demo workflow's seed folder)."""
+        return attrs.evolve(self.policy, files_root=self.flow_dir(graph_json).resolve())
+
     def _load(
         self, graph_json: Mapping[str, Any], where: str, environ: Mapping[str, str] | None = None
     ) -> Flow:
         deps = DependencyContainer()
-        deps.register(FLOW_DIR, self.flow_dir(graph_json).resolve())
+        policy = self.policy_for(graph_json)
+        assert policy.files_root is not None
+        deps.register(FLOW_DIR, policy.files_root)
         declared = graph_json.get("dependencies") or {}
         cache = self._response_cache()
         if cache is not None and LLM_CACHE not in declared:
@@ -445,7 +514,7 @@ class RunManager:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # validation reports them
-                return self.loader.load_flow(graph_json, deps, environ=environ)
+                return self.loader.load_flow(graph_json, deps, environ=environ, policy=policy)
         except ConfigError as exc:
             raise FlowProblems(where, list(exc.problems) or [f"$: {exc}"]) from exc
         except Exception as exc:  # a node type's own code failed to build it
@@ -503,9 +572,16 @@ class RunManager:
     # ------------------------------------------------------------------ runs
 
     async def submit(
-        self, workflow_id: str, input_vars: Mapping[str, Any], triggered_by: str | None
+        self,
+        workflow_id: str,
+        input_vars: Mapping[str, Any],
+        triggered_by: str | None,
+        *,
+        server_address: tuple[str, int] | None = None,
     ) -> dict[str, Any]:
-        """Create a ``queued`` run and start it in the background; returns the run."""
+        """Create a ``queued`` run and start it in the background; returns the run.
+        ``server_address``: where the request reached this service (flows may not call it)."""
+        self._learn_address(server_address)
         self._check_accepting()
         workflow = await run_in_threadpool(self.store.get_workflow, workflow_id)
         flow = self.load_flow(workflow)
@@ -529,6 +605,11 @@ class RunManager:
             history_size=self.settings.event_history_size,
         )
         handle.streamer.subscribe("*", self._subscriber(handle))
+        try:
+            self._attach_sinks(handle)
+        except FlowProblems as exc:
+            await self._finish_early(run["id"], "failed", "; ".join(exc.problems))
+            raise
         self._handles[handle.run_id] = handle
         task = asyncio.create_task(self._execute(handle), name=f"backpackflow run {run['id']}")
         handle.task = task
@@ -556,6 +637,41 @@ class RunManager:
         if status == "queued":
             return status, "the run was queued; it will not start"
         return status, "the run stops at its next await or node boundary"
+
+    def _learn_address(self, address: tuple[str, int] | None) -> None:
+        if address is None:
+            return
+        host, port = address
+        try:
+            self.self_endpoints.add(host, int(port))
+        except ValueError:  # a Unix socket or a name: nothing a flow could connect to by IP
+            pass
+
+    def _attach_sinks(self, handle: RunHandle) -> None:
+        """The sinks the flow declares, built for this run under the service's policy."""
+        config = getattr(handle.flow, "config", None)
+        allowed = set(_setting_list(self.settings.flow_sinks))
+        for i, sink in enumerate(getattr(config, "sinks", ()) or ()):
+            where = f"$.sinks[{i}]"
+            if sink.type not in allowed:  # saved before the operator changed the setting
+                raise FlowProblems(
+                    "workflow",
+                    [f"{where}.type: sink type {sink.type!r} is not one flows may declare here"],
+                )
+            try:
+                built = make_sink(
+                    self.loader.registry,
+                    sink.type,
+                    sink.options,
+                    policy=handle.flow.policy or self.policy,
+                    secrets=handle.flow.secrets,
+                )
+            except BackpackFlowError as exc:
+                for earlier in handle.sinks:
+                    earlier.close()
+                raise FlowProblems("workflow", [f"{where}: {exc}"]) from None
+            handle.sinks.append(built)
+            handle.streamer.subscribe("*", built.handle)
 
     def _check_accepting(self) -> None:
         if not self._accepting:
@@ -662,20 +778,26 @@ class RunManager:
                     run_id=handle.run_id,
                     control=handle.control,
                 )
-                status, error = result.status, error_summary(result.error)
+                status, error = result.status, error_summary(result.error, handle.flow.secrets)
                 if status == "canceled":  # say why, rather than the kernel's RunCanceled
                     error = handle.cancel_reason or error
             finally:
                 slots.release()
         except Exception as exc:  # the service failed the run, not the flow
             log.exception("run %s: the service failed while running it", handle.run_id)
-            status, error = "failed", f"service error: {error_summary(exc)}"
+            secrets = handle.flow.secrets
+            status, error = "failed", f"service error: {error_summary(exc, secrets)}"
         await self._finish(handle, status, error)
 
     async def _finish(self, handle: RunHandle, status: str, error: str | None) -> None:
         """Store every event, then the final status; then let the database serve the run."""
         handle.state = "finishing"
         summary: dict[str, Any] | None = None
+        for sink in handle.sinks:  # a webhook sends what it holds (bounded by close_timeout)
+            try:
+                await run_in_threadpool(sink.close)
+            except Exception:
+                log.exception("run %s: a sink of the flow failed to close", handle.run_id)
         try:
             if handle.writer is not None:
                 # Ask for the batch being collected now, without waiting for max_delay; the
