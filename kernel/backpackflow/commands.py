@@ -274,10 +274,10 @@ def _run(args: argparse.Namespace, registry: Registry) -> int:
         cache_path = str(Path(args.cache_path).resolve())
         cache_options = _structure_options(factory.options, {"path": cache_path})
         deps.register_factory("llm_cache", lambda c, o=cache_options, f=factory.factory: f(o, c))
-    policy = _sandbox_policy(args)
-    flow = loader.load_flow(Path(args.flow), deps, policy=policy)
     given = _parse_pairs(args.input, "--input", decode=False)
     given.update(_parse_pairs(args.input_json, "--input-json", decode=True))
+    policy = _sandbox_policy(args)
+    flow = loader.load_flow(Path(args.flow), deps, policy=policy)
     inputs = prepare_inputs(flow, given)
 
     if args.sink is not None:

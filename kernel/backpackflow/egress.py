@@ -87,7 +87,7 @@ def _embedded_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:
 
 def _non_public_reason(address: IPAddress) -> str | None:
     """Why ``address`` is not a public destination (``None``: it is one)."""
-    for candidate in (address, _embedded_ipv4(address)):
+    for candidate in (_embedded_ipv4(address), address):  # what it really reaches first
         if candidate is None:
             continue
         if candidate.is_loopback:

@@ -55,11 +55,13 @@ _new = tuple.__new__
 class _Graph:
     """What the scheduler needs of a flow's graph, computed once per graph change.
 
-    Reachability (which nodes a node can still lead to) is computed per node on first need and
-    kept: only joins and parallel branches ask, and only for the nodes pending or running at
-    once, so a long chain never pays for it (all of it up front would be quadratic)."""
+    Joins ask whether an active node can still reach a pending one (:meth:`can_reach`). The
+    answer comes from a topological order where the graph has one (a node never reaches one
+    ordered before it) and otherwise from the target's ancestors, found by an iterative search
+    on first need and kept; a long chain never pays for all-pairs reachability, which would be
+    quadratic in time and memory."""
 
-    __slots__ = ("_reach", "needs_loop", "nodes", "version")
+    __slots__ = ("_ancestors", "_order", "_predecessors", "needs_loop", "nodes", "version")
 
     def __init__(self, flow: Flow) -> None:
         self.version = graph_version[0]
@@ -69,22 +71,61 @@ class _Graph:
                 f"flow {flow.id!r} has no start node: use Flow(start) or flow.start(node)"
             )
         self.nodes = list(iter_nodes(start))
-        self._reach: dict[int, set[int]] = {}
+        self._ancestors: dict[int, set[int]] = {}
+        self._predecessors: dict[int, list[BaseNode]] | None = None
+        self._order: dict[int, int] | bool | None = False  # False: not computed yet
         self.needs_loop = flow.parallel or flow.is_async or any(n._needs_loop() for n in self.nodes)
         _assign_ids(flow, self.nodes)
 
-    def reach(self, node: BaseNode) -> set[int]:
-        """The ids of every node ``node`` leads to through edges (iterative search, cached)."""
-        found = self._reach.get(id(node))
-        if found is None:
-            found = set()
-            stack = [e.target for edges in node.successors.values() for e in edges]
-            while stack:
-                target = stack.pop()
-                if id(target) not in found:
-                    found.add(id(target))
-                    stack.extend(e.target for edges in target.successors.values() for e in edges)
-            self._reach[id(node)] = found
+    def can_reach(self, source: BaseNode, target: BaseNode) -> bool:
+        """Whether ``source`` leads to ``target`` through edges."""
+        order = self._topological_order()
+        if order is not None and order[id(source)] >= order[id(target)]:
+            return False
+        return id(source) in self._ancestors_of(target)
+
+    def _topological_order(self) -> dict[int, int] | None:
+        """Node id → position in a topological order (Kahn's algorithm), ``None`` if the graph
+        has a cycle."""
+        if self._order is False:
+            incoming = {id(n): 0 for n in self.nodes}
+            for node in self.nodes:
+                for edges in node.successors.values():
+                    for edge in edges:
+                        incoming[id(edge.target)] += 1
+            ready = [n for n in self.nodes if incoming[id(n)] == 0]
+            order: dict[int, int] = {}
+            while ready:
+                node = ready.pop()
+                order[id(node)] = len(order)
+                for edges in node.successors.values():
+                    for edge in edges:
+                        incoming[id(edge.target)] -= 1
+                        if incoming[id(edge.target)] == 0:
+                            ready.append(edge.target)
+            self._order = order if len(order) == len(self.nodes) else None
+        return self._order  # type: ignore[return-value]
+
+    def _ancestors_of(self, node: BaseNode) -> set[int]:
+        """Ids of every node that leads to ``node`` (iterative search backwards, cached)."""
+        found = self._ancestors.get(id(node))
+        if found is not None:
+            return found
+        predecessors = self._predecessors
+        if predecessors is None:
+            predecessors = self._predecessors = {id(n): [] for n in self.nodes}
+            for other in self.nodes:
+                for edges in other.successors.values():
+                    for edge in edges:
+                        predecessors[id(edge.target)].append(other)
+        found = set()
+        stack = list(predecessors.get(id(node), ()))
+        while stack:
+            other = stack.pop()
+            if id(other) not in found:
+                found.add(id(other))
+                stack.extend(predecessors.get(id(other), ()))
+        self._ancestors[id(node)] = found
         return found
 
 
@@ -427,10 +468,9 @@ def _runnable(
     graph: _Graph, node: BaseNode, pending: Sequence[BaseNode], running: Sequence[BaseNode]
 ) -> bool:
     """True when no other pending or running node can still reach ``node``."""
-    key = id(node)
     for others in (pending, running):
         for other in others:
-            if other is not node and key in graph.reach(other):
+            if other is not node and graph.can_reach(other, node):
                 return False
     return True
 

@@ -386,8 +386,9 @@ class FlowLoader:
             successors[edge.from_].append(edge.to)
         cycle = _find_cycle(successors)
         if cycle and not allow_cycles:
+            shown = cycle if len(cycle) <= 12 else [*cycle[:5], "…", *cycle[-5:]]
             problems.append(
-                f"{path}.edges: the graph has a cycle ({' -> '.join(cycle)}); set "
+                f"{path}.edges: the graph has a cycle ({' -> '.join(shown)}); set "
                 '"allow_cycles": true if the flow loops on purpose (limits.max_steps bounds it)'
             )
         reachable = _reachable(start, successors)

@@ -36,6 +36,7 @@ from backpackflow.events import (
 from backpackflow.jsondata import decimal_text
 from backpackflow.jsondata import loads as load_json
 from backpackflow.run import current_run_or_none
+from backpackflow.sandbox import policy_of
 from backpackflow_llm import (
     FallbackInfo,
     LLMRequest,
@@ -110,13 +111,15 @@ class LLMNode(AsyncNode):
 
     @functools.cached_property
     def _templates(self) -> tuple[Bindings, Template, Template | None]:
-        bindings = Bindings(self.inputs, node_id=self.id)
+        budget = policy_of(self.deps).templates
+        bindings = Bindings(self.inputs, node_id=self.id, budget=budget)
         available = bindings.available()
-        prompt = Template(self.params.prompt, where=f"node {self.id!r} params.prompt")
+        where = f"node {self.id!r} params"
+        prompt = Template(self.params.prompt, where=f"{where}.prompt", budget=budget)
         prompt.check_names(available)
         system = None
         if self.params.system is not None:
-            system = Template(self.params.system, where=f"node {self.id!r} params.system")
+            system = Template(self.params.system, where=f"{where}.system", budget=budget)
             system.check_names(available)
         return bindings, prompt, system
 

@@ -15,6 +15,7 @@ from backpackflow.backpack import BackpackView
 from backpackflow.conditions import CompiledCondition, compile_condition
 from backpackflow.errors import BackpackFlowError
 from backpackflow.run import current_run_or_none
+from backpackflow.sandbox import policy_of
 from backpackflow_nodes.templating import Bindings, base_context, off_loop, plain_context
 
 
@@ -45,7 +46,7 @@ class RouterNode(AsyncNode):
 
     @functools.cached_property
     def _compiled(self) -> tuple[Bindings, CompiledCondition]:
-        bindings = Bindings(self.inputs, node_id=self.id)
+        bindings = Bindings(self.inputs, node_id=self.id, budget=policy_of(self.deps).templates)
         rule = compile_condition(
             self.params.rule, self.plugin_registry(), where=f"node {self.id!r} params.rule"
         )

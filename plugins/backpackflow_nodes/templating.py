@@ -47,6 +47,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
 from contextvars import ContextVar
 from typing import Any, TypeGuard, TypeVar
 
+import attrs
 import jinja2
 from jinja2 import StrictUndefined, meta, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -385,9 +386,18 @@ class _NotConstant(Exception):
     pass
 
 
-def _check_constants(tree: nodes.Node, where: str) -> None:
-    """Evaluate operations on constants with the budget's checks, at load time: a template
-    like ``{{ 10 ** 10 ** 7 }}`` is refused when the flow is validated, not when it runs."""
+def _check_constants(tree: nodes.Node, where: str, budget: TemplateBudget) -> None:
+    """Evaluate operations on constants with the checks of ``budget``, at load time: a
+    template like ``{{ 10 ** 10 ** 7 }}`` is refused when the flow is validated, not when it
+    runs."""
+    token = _RENDER.set(_Render(attrs.evolve(budget, max_seconds=None), None))
+    try:
+        _check_constant_operations(tree, where)
+    finally:
+        _RENDER.reset(token)
+
+
+def _check_constant_operations(tree: nodes.Node, where: str) -> None:
     cache: dict[int, Any] = {}
 
     def value(node: nodes.Node) -> Any:
@@ -424,12 +434,14 @@ class Template:
 
     __slots__ = ("_expression", "_template", "names", "source", "where")
 
-    def __init__(self, source: str, *, where: str) -> None:
+    def __init__(self, source: str, *, where: str, budget: TemplateBudget | None = None) -> None:
+        """Compile ``source``; ``budget`` (the flow's policy's, default the trusted one) bounds
+        what its constant operations may compute, now."""
         self.source = source
         self.where = where
         try:
             ast = ENV.parse(source)
-            _check_constants(ast, where)
+            _check_constants(ast, where, budget if budget is not None else TRUSTED.templates)
             self.names = frozenset(meta.find_undeclared_variables(ast))
             match = _SINGLE_EXPRESSION.match(source)
             self._expression = (
@@ -636,7 +648,13 @@ class Bindings:
 
     __slots__ = ("_items", "names")
 
-    def __init__(self, inputs: Mapping[str, Any], *, node_id: str) -> None:
+    def __init__(
+        self,
+        inputs: Mapping[str, Any],
+        *,
+        node_id: str,
+        budget: TemplateBudget | None = None,
+    ) -> None:
         items: list[tuple[str, Any]] = []
         for name, value in inputs.items():
             if not name.isidentifier():
@@ -650,7 +668,7 @@ class Bindings:
                     f"{', '.join(sorted(CONTEXT_NAMES))})"
                 )
             template = (
-                Template(value, where=f"node {node_id!r} inputs.{name}")
+                Template(value, where=f"node {node_id!r} inputs.{name}", budget=budget)
                 if isinstance(value, str)
                 else None
             )

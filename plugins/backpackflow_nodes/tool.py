@@ -27,7 +27,7 @@ from backpackflow.events import (
 from backpackflow.loader import FLOW_DIR
 from backpackflow.plugins import ToolType
 from backpackflow.run import current_run_or_none
-from backpackflow.sandbox import SandboxPolicy, SandboxViolation, policy_of
+from backpackflow.sandbox import SandboxPolicy, SandboxViolation, TemplateBudget, policy_of
 from backpackflow_nodes.templating import Bindings, Template, base_context, off_loop
 from backpackflow_nodes.tools import ToolContext
 
@@ -78,11 +78,12 @@ class ToolNode(AsyncNode):
 
     @functools.cached_property
     def _compiled(self) -> tuple[Bindings, dict[str, Any]]:
-        bindings = Bindings(self.inputs, node_id=self.id)
+        budget = policy_of(self.deps).templates
+        bindings = Bindings(self.inputs, node_id=self.id, budget=budget)
         available = bindings.available()
         where = f"node {self.id!r} params.arguments"
         arguments = {
-            name: _compile(value, f"{where}.{name}", available)
+            name: _compile(value, f"{where}.{name}", available, budget)
             for name, value in self.params.arguments.items()
         }
         return bindings, arguments
@@ -182,16 +183,16 @@ def _takes_context(function: Any) -> bool:
     return len(positional) >= 2
 
 
-def _compile(value: Any, where: str, available: frozenset[str]) -> Any:
+def _compile(value: Any, where: str, available: frozenset[str], budget: TemplateBudget) -> Any:
     """``value`` with every string holding template syntax compiled (nested ones too)."""
     if isinstance(value, str):
-        template = Template(value, where=where)
+        template = Template(value, where=where, budget=budget)
         template.check_names(available)
         return value if template.is_static else template
     if isinstance(value, dict):
-        return {k: _compile(v, f"{where}.{k}", available) for k, v in value.items()}
+        return {k: _compile(v, f"{where}.{k}", available, budget) for k, v in value.items()}
     if isinstance(value, list):
-        return [_compile(v, f"{where}[{i}]", available) for i, v in enumerate(value)]
+        return [_compile(v, f"{where}[{i}]", available, budget) for i, v in enumerate(value)]
     return value
 
 
