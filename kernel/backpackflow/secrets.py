@@ -19,9 +19,11 @@ Not matched: transformations of a secret (base64, upper case) and a secret split
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import quote, quote_plus
 
@@ -100,16 +102,31 @@ class SecretMasker:
 
     def mask_payload(self, payload: Any) -> Any:
         """An event payload with every field masked; a named tuple stays a named tuple of its
-        class (sinks read fields by name), lazy state snapshots stay lazy."""
-        if not self._needles:
+        class (sinks read fields by name), lazy state snapshots stay lazy. (Called for every
+        event of a run with secrets: scalars and strings are handled inline.)"""
+        needles = self._needles
+        if not needles:
             return payload
-        fields = getattr(type(payload), "_fields", None)
-        if fields is not None and isinstance(payload, tuple):
-            masked = [self._mask(value, 1) for value in payload]
-            if all(new is old for new, old in zip(masked, payload, strict=True)):
-                return payload
-            return tuple.__new__(type(payload), masked)
-        return self._mask(payload, 0)
+        kind = type(payload)
+        if not (kind in _RECORDS or _is_record(kind)):
+            return self._mask(payload, 0)
+        masked = []
+        changed = False
+        for value in payload:
+            t = type(value)
+            if t is str:
+                new = value
+                for needle, replacement in needles:
+                    if needle in new:
+                        new = new.replace(needle, replacement)
+            elif value is None or t is int or t is float or t is bool:
+                new = value
+            else:
+                new = self._mask(value, 1)
+            if new is not value:
+                changed = True
+            masked.append(new)
+        return tuple.__new__(kind, masked) if changed else payload
 
     def _mask(self, value: Any, depth: int) -> Any:
         t = type(value)
@@ -119,8 +136,14 @@ class SecretMasker:
             return value
         if depth > _MAX_DEPTH:
             return MASK  # nothing this deep is shown unmasked
-        if t is dict or (isinstance(value, Mapping) and not hasattr(value, "to_json")):
-            changed = t is not dict
+        if t in _lazy_types():
+            return MaskedLazy(value, self)
+        if (
+            t is dict
+            or t is MappingProxyType
+            or (isinstance(value, Mapping) and not hasattr(value, "to_json"))
+        ):
+            changed = False
             out = {}
             for key, item in value.items():
                 new_key = self.mask_text(key) if type(key) is str else key
@@ -129,12 +152,13 @@ class SecretMasker:
                 out[new_key] = new_item
             return out if changed else value
         if t is list or t is tuple:
-            items = [self._mask(item, depth + 1) for item in value]
-            if all(new is old for new, old in zip(items, value, strict=True)):
-                return value
-            return items if t is list else tuple(items)
-        if _is_lazy_state(value):
-            return MaskedLazy(value, self)
+            for i, item in enumerate(value):  # copy only from the first item that changes
+                new = self._mask(item, depth + 1)
+                if new is not item:
+                    rest = [self._mask(other, depth + 1) for other in value[i + 1 :]]
+                    items = [*value[:i], new, *rest]
+                    return items if t is list else tuple(items)
+            return value
         if isinstance(value, str):  # str subclasses (enums): their text
             return self.mask_text("" + value)
         if isinstance(value, (int, float)):
@@ -164,10 +188,23 @@ class MaskedLazy:
         return f"MaskedLazy({type(self._value).__name__})"
 
 
-def _is_lazy_state(value: Any) -> bool:
+#: Named-tuple classes seen as payloads (masked field by field, keeping their class).
+_RECORDS: set[type] = set()
+
+
+def _is_record(kind: type) -> bool:
+    if issubclass(kind, tuple) and hasattr(kind, "_fields"):
+        _RECORDS.add(kind)
+        return True
+    return False
+
+
+@functools.cache
+def _lazy_types() -> frozenset[type]:
+    """Lazy state snapshots (kept lazy, masked when serialized)."""
     from backpackflow.backpack import Snapshot, SnapshotRef
 
-    return isinstance(value, (SnapshotRef, Snapshot))
+    return frozenset({Snapshot, SnapshotRef})
 
 
 #: Option and config names whose string values are secrets wherever they are given (a webhook's

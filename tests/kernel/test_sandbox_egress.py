@@ -6,15 +6,13 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler
-from typing import Any
 
 import httpx
 import pytest
 
 from backpackflow.egress import EgressDenied, EgressPolicy, EndpointSet, host_matches
 from backpackflow.httpx_egress import EgressTransport, _pin, async_client, sync_client
-from loopback import LoopbackServer, keep_requests_local
+from loopback import RecordingServer, keep_requests_local
 
 DENIED = [
     ("127.0.0.1", "loopback"),
@@ -153,44 +151,10 @@ def test_settings_entries_are_checked() -> None:
 # ------------------------------------------------------------------------------ transports
 
 
-class _Recorder(LoopbackServer):
-    """Answers every GET with 200 (or a redirect to ``redirect``) and records its headers."""
-
-    def __init__(self, redirect: str | None = None) -> None:
-        super().__init__(_recording_handler(self))
-        self.requests: list[dict[str, str]] = []
-        self.redirect = redirect
-
-    @property
-    def port(self) -> int:
-        return int(self.url.rsplit(":", 1)[1])
-
-
-def _recording_handler(server: _Recorder) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-        def do_GET(self) -> None:
-            server.requests.append({k.lower(): v for k, v in self.headers.items()})
-            if server.redirect:
-                self.send_response(302)
-                self.send_header("Location", server.redirect)
-            else:
-                self.send_response(200)
-            self.send_header("Content-Length", "2")
-            self.end_headers()
-            self.wfile.write(b"ok")
-
-    return Handler
-
-
 @pytest.fixture
-def recorder(monkeypatch: pytest.MonkeyPatch) -> Iterator[_Recorder]:
+def recorder(monkeypatch: pytest.MonkeyPatch) -> Iterator[RecordingServer]:
     keep_requests_local(monkeypatch)
-    with _Recorder() as server:
+    with RecordingServer() as server:
         yield server
 
 
@@ -207,7 +171,7 @@ class _CountingResolver:
 
 
 def test_the_connection_goes_to_the_address_checked_and_keeps_the_host_name(
-    recorder: _Recorder,
+    recorder: RecordingServer,
 ) -> None:
     # the name resolves to an allowed address once, and to a denied one if asked again: the
     # transport asks once and connects there, so rebinding between check and connect is moot
@@ -218,10 +182,10 @@ def test_the_connection_goes_to_the_address_checked_and_keeps_the_host_name(
         response = client.get(f"http://rebind.test:{recorder.port}/x")
     assert response.status_code == 200
     assert dns.questions == 1
-    assert recorder.requests[0]["host"] == f"rebind.test:{recorder.port}"
+    assert recorder.requests[0][1]["host"] == f"rebind.test:{recorder.port}"
 
 
-def test_the_async_transport_pins_the_address_too(recorder: _Recorder) -> None:
+def test_the_async_transport_pins_the_address_too(recorder: RecordingServer) -> None:
     dns = _CountingResolver("127.0.0.1", "10.0.0.1")
     allowed = EgressPolicy.from_settings(allow_networks=["127.0.0.1"]).allow_networks
 
@@ -232,16 +196,16 @@ def test_the_async_transport_pins_the_address_too(recorder: _Recorder) -> None:
     response = asyncio.run(fetch())
     assert response.status_code == 200
     assert dns.questions == 1
-    assert recorder.requests[0]["host"] == f"rebind.test:{recorder.port}"
+    assert recorder.requests[0][1]["host"] == f"rebind.test:{recorder.port}"
 
 
-def test_nothing_is_sent_to_a_denied_address(recorder: _Recorder) -> None:
+def test_nothing_is_sent_to_a_denied_address(recorder: RecordingServer) -> None:
     with sync_client(EgressPolicy()) as client, pytest.raises(EgressDenied, match="loopback"):
         client.get(f"{recorder.url}/x", headers={"Authorization": "Bearer s3cret-token"})
     assert recorder.requests == []
 
 
-def test_the_async_client_sends_nothing_to_a_denied_name(recorder: _Recorder) -> None:
+def test_the_async_client_sends_nothing_to_a_denied_name(recorder: RecordingServer) -> None:
     async def fetch() -> None:
         async with async_client(EgressPolicy()) as client:
             await client.get(f"http://localhost:{recorder.port}/?key=s3cret")
@@ -253,10 +217,10 @@ def test_the_async_client_sends_nothing_to_a_denied_name(recorder: _Recorder) ->
 
 def test_every_redirect_hop_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
     keep_requests_local(monkeypatch)
-    with _Recorder() as inner:
+    with RecordingServer() as inner:
         # the allowed server sends the client on to another loopback address
         target = f"http://127.0.0.2:{inner.port}/internal"
-        with _Recorder(redirect=target) as outer:
+        with RecordingServer(redirect=target) as outer:
             policy = EgressPolicy.from_settings(allow_networks=["127.0.0.1"])
             with (
                 sync_client(policy, follow_redirects=True) as client,

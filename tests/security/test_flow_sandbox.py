@@ -9,10 +9,8 @@ sink's lines."""
 from __future__ import annotations
 
 import itertools
-import json
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +28,7 @@ from sandbox_kit import (
     trace_events,
 )
 
-from loopback import LoopbackServer
+from loopback import RecordingServer
 from services import BACKENDS, new_database
 
 PASSWD_LINE = "root:x:0:0"
@@ -215,45 +213,10 @@ def test_indirect_reads_of_the_environment_are_refused(client: Any) -> None:
 # ------------------------------------------------------------------------------ 3. network
 
 
-class _Internal(LoopbackServer):
-    """An internal service on 127.0.0.1 that no flow may reach: records every request."""
-
-    def __init__(self) -> None:
-        super().__init__(_internal_handler(self))
-        self.requests: list[tuple[str, dict[str, str], bytes]] = []
-
-    @property
-    def port(self) -> int:
-        return int(self.url.rsplit(":", 1)[1])
-
-
-def _internal_handler(server: _Internal) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-        def _record(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length else b""
-            server.requests.append((self.path, dict(self.headers.items()), body))
-            answer = json.dumps({"path": self.path, "secret": "internal-only-data"}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(answer)))
-            self.end_headers()
-            self.wfile.write(answer)
-
-        do_GET = _record
-        do_POST = _record
-
-    return Handler
-
-
 @pytest.fixture
-def internal() -> Iterator[_Internal]:
-    with _Internal() as server:
+def internal() -> Iterator[RecordingServer]:
+    """An internal service on 127.0.0.1 that no flow may reach."""
+    with RecordingServer() as server:
         yield server
 
 
@@ -270,7 +233,7 @@ def fetch(url: str, hosts: list[str]) -> dict[str, Any]:
 
 
 def test_http_fetch_reaches_no_internal_address(
-    client: Any, service: ServiceProcess, internal: _Internal
+    client: Any, service: ServiceProcess, internal: RecordingServer
 ) -> None:
     targets = [
         (f"http://127.0.0.1:{service.port}/api/workflows", "127.0.0.1"),  # the service itself
@@ -291,7 +254,9 @@ def test_http_fetch_reaches_no_internal_address(
     assert internal.requests == []  # nothing reached it, no header, no secret
 
 
-def test_an_llm_base_url_reaches_no_internal_address(client: Any, internal: _Internal) -> None:
+def test_an_llm_base_url_reaches_no_internal_address(
+    client: Any, internal: RecordingServer
+) -> None:
     graph = flow(
         llm("ask", "Say hi.", provider="inside", model="gpt-4o-mini", max_attempts=1),
         dependencies={
@@ -345,7 +310,7 @@ def test_sinks_the_operator_does_not_allow_are_refused(client: Any) -> None:
 def test_a_canary_secret_never_shows_in_anything_a_client_or_sink_can_read(
     open_service: ServiceProcess, workdir: Path
 ) -> None:
-    receiver = _Internal().start()
+    receiver = RecordingServer().start()
     try:
         graph = flow(
             tool("read", "read_file", arguments={"path": "report.txt"}),
@@ -384,13 +349,13 @@ def test_a_canary_secret_never_shows_in_anything_a_client_or_sink_can_read(
             types = {e["type"] for e in trace_events(client, run["id"])}
         # the secret was used: the allowed host got it, the file's text went into the prompt
         echo_request = next(r for r in receiver.requests if r[0].startswith("/echo"))
-        assert echo_request[1]["Authorization"] == f"Bearer {CANARY}"
+        assert echo_request[1]["authorization"] == f"Bearer {CANARY}"
         assert {"prep_complete", "llm_request", "llm_response", "tool_response", "error"} <= types
         assert "${BPF_CANARY}" in seen  # where it was, the reference that named it
         # ... and it is nowhere a client or a sink can read
         deliveries = [r for r in receiver.requests if r[0] == "/events"]
         assert deliveries, "the webhook delivered nothing"
-        assert deliveries[0][1]["X-Token"] == CANARY  # its own header, to an allowed host
+        assert deliveries[0][1]["x-token"] == CANARY  # its own header, to an allowed host
         delivered = "\n".join(body.decode("utf-8") for _, _, body in deliveries)
         lines = jsonl_text(workdir / "files" / "traces")
         assert lines.count("\n") > 10
