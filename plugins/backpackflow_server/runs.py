@@ -669,7 +669,9 @@ class RunManager:
             except BackpackFlowError as exc:
                 for earlier in handle.sinks:
                     earlier.close()
-                raise FlowProblems("workflow", [f"{where}: {exc}"]) from None
+                # options are resolved here: a message may quote a secret they hold
+                masked = handle.flow.secrets.mask_text(str(exc)) if handle.flow.secrets else exc
+                raise FlowProblems("workflow", [f"{where}: {masked}"]) from None
             handle.sinks.append(built)
             handle.streamer.subscribe("*", built.handle)
 
