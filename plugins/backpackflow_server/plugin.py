@@ -81,6 +81,12 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
         "public addresses only",
     )
     sandbox.add_argument(
+        "--egress-deny",
+        action="append",
+        metavar="NETWORK",
+        help="a public network flows may not reach either; repeatable",
+    )
+    sandbox.add_argument(
         "--egress-allow-host",
         action="append",
         metavar="HOST",
@@ -112,6 +118,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         ("files_dir", "files_dir"),
         ("env_allow", "flow_env_allowlist"),
         ("egress_allow", "egress_allow_networks"),
+        ("egress_deny", "egress_deny_networks"),
         ("egress_allow_host", "egress_allow_hosts"),
         ("flow_sink", "flow_sinks"),
         ("template_timeout", "template_max_seconds"),

@@ -121,6 +121,11 @@ class Settings(BaseSettings):
         "Loopback, link-local (metadata), private, shared and reserved ranges are denied "
         "otherwise, after DNS resolution",
     )
+    egress_deny_networks: str | list[str] = Field(
+        default=[],
+        description="public networks flows may not reach either (e.g. this host's public "
+        "address, a partner's range)",
+    )
     egress_allow_hosts: str | list[str] | None = Field(
         default=None,
         description="host names flows may reach (exact or *.example.com); None: any host "
@@ -149,6 +154,7 @@ class Settings(BaseSettings):
     @field_validator(
         "flow_env_allowlist",
         "egress_allow_networks",
+        "egress_deny_networks",
         "egress_allow_hosts",
         "flow_sinks",
         mode="before",
@@ -160,7 +166,7 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
-    @field_validator("egress_allow_networks", mode="after")
+    @field_validator("egress_allow_networks", "egress_deny_networks", mode="after")
     @classmethod
     def _networks(cls, value: Any) -> Any:
         for entry in value:
@@ -181,6 +187,7 @@ class Settings(BaseSettings):
             files_deny=files_deny,
             egress=EgressPolicy.from_settings(
                 allow_networks=_names(self.egress_allow_networks),
+                deny_networks=_names(self.egress_deny_networks),
                 allow_hosts=None if hosts is None else _names(hosts),
                 deny_endpoints=own,
             ),
