@@ -100,6 +100,51 @@ class ScriptedServer(LoopbackServer, Generic[ReplyT, RequestT]):
         return True
 
 
+class RecordingServer(LoopbackServer):
+    """Answers every GET and POST with a small JSON body (or a redirect to ``redirect``) and
+    records each request as (path, headers with lower-case names, body): a service that a
+    test checks was, or was not, reached."""
+
+    ANSWER = b'{"secret": "internal-only-data"}'
+
+    def __init__(self, redirect: str | None = None) -> None:
+        super().__init__(_recording_handler(self))
+        self.requests: list[tuple[str, dict[str, str], bytes]] = []
+        self.redirect = redirect
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
+
+def _recording_handler(server: RecordingServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def _answer(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            server.requests.append((self.path, headers, body))
+            if server.redirect:
+                self.send_response(302)
+                self.send_header("Location", server.redirect)
+            else:
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(server.ANSWER)))
+            self.end_headers()
+            self.wfile.write(server.ANSWER)
+
+        do_GET = _answer
+        do_POST = _answer
+
+    return Handler
+
+
 class _QuietServer(ThreadingHTTPServer):
     daemon_threads = True
 

@@ -8,7 +8,6 @@ checked while replaying, again naming the path.
 
 from __future__ import annotations
 
-import json
 from collections import deque
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -17,7 +16,8 @@ from jsonschema import Draft202012Validator
 
 from backpackflow.access import Permissions
 from backpackflow.errors import BackpackFlowError, SerializationError
-from backpackflow.jsondata import copy_in
+from backpackflow.jsondata import JSONTooDeep, check_depth, copy_in
+from backpackflow.jsondata import loads as load_json
 from backpackflow.namespaces import validate_namespace
 
 if TYPE_CHECKING:
@@ -140,14 +140,22 @@ def _path(parts: Any) -> str:
     return out
 
 
+#: How deeply Backpack JSON may nest (its values may nest deeper than flow configs do).
+MAX_BACKPACK_DEPTH = 512
+
+
 def load_backpack(cls: type[Backpack], data: Mapping[str, Any] | str | bytes) -> Backpack:
     from backpackflow.backpack import _DELETED, AccessRecord, Commit, _log_with
 
-    if isinstance(data, (str, bytes)):
-        try:
-            data = json.loads(data)
-        except ValueError as exc:
-            raise SerializationError(f"Backpack JSON is not valid JSON: {exc}") from None
+    try:
+        if isinstance(data, (str, bytes)):
+            data = load_json(data, max_depth=MAX_BACKPACK_DEPTH)
+        else:
+            check_depth(data, MAX_BACKPACK_DEPTH)  # before recursive validation
+    except JSONTooDeep as exc:
+        raise SerializationError(f"Backpack JSON {exc}") from None
+    except ValueError as exc:
+        raise SerializationError(f"Backpack JSON is not valid JSON: {exc}") from None
     error = next(iter(sorted(_VALIDATOR.iter_errors(data), key=lambda e: list(e.path))), None)
     if error is not None:
         raise SerializationError(f"Backpack JSON {_path(error.absolute_path)}: {error.message}")

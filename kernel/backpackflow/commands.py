@@ -16,10 +16,12 @@ import attrs
 from backpackflow.config import CURRENT_VERSION, KeepUnset
 from backpackflow.errors import ConfigError
 from backpackflow.jsondata import decimal_text
+from backpackflow.jsondata import loads as load_json
 
 if TYPE_CHECKING:
     from backpackflow.cli import KernelCommand
     from backpackflow.plugins import Registry
+    from backpackflow.sandbox import SandboxPolicy
 
 
 # ------------------------------------------------------------------------------- validate
@@ -179,6 +181,47 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
         help="console trace of errors, guardrails and the run's end only (console.mode=quiet)",
     )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    sandbox = parser.add_argument_group(
+        "sandbox",
+        "run a flow you did not write under the restrictions the service applies to API flows "
+        "(files only below the flow's folder, public network addresses only, no environment "
+        "variables, tight template budgets)",
+    )
+    sandbox.add_argument("--sandbox", action="store_true", help="apply the sandbox policy")
+    sandbox.add_argument(
+        "--env-allow",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="an environment variable the flow may read (implies --sandbox; repeatable)",
+    )
+    sandbox.add_argument(
+        "--egress-allow",
+        action="append",
+        default=[],
+        metavar="NETWORK",
+        help="a non-public network the flow may reach, e.g. 10.0.0.0/8 or 127.0.0.1 (implies "
+        "--sandbox; repeatable)",
+    )
+
+
+def _sandbox_policy(args: argparse.Namespace) -> SandboxPolicy | None:
+    """The policy ``--sandbox`` (or an option implying it) asks for; ``None``: trusted."""
+    if not (args.sandbox or args.env_allow or args.egress_allow):
+        return None
+    from backpackflow.egress import EgressPolicy
+    from backpackflow.sandbox import SandboxPolicy, TemplateBudget
+
+    try:
+        egress = EgressPolicy.from_settings(allow_networks=args.egress_allow)
+    except ValueError as exc:
+        raise ConfigError(f"--egress-allow: {exc}") from None
+    return SandboxPolicy(
+        files_root=Path(args.flow).resolve().parent,
+        egress=egress,
+        env_allowlist=frozenset(args.env_allow),
+        templates=TemplateBudget(max_int_bits=4096, max_seconds=2.0, max_output=1_000_000),
+    )
 
 
 def _parse_pairs(pairs: list[str], what: str, decode: bool) -> dict[str, Any]:
@@ -189,7 +232,7 @@ def _parse_pairs(pairs: list[str], what: str, decode: bool) -> dict[str, Any]:
             raise ConfigError(f"{what} {pair!r}: expected NAME=VALUE")
         if decode:
             try:
-                values[name] = json.loads(value)
+                values[name] = load_json(value)
             except ValueError as exc:
                 raise ConfigError(f"{what} {pair!r}: the value is not JSON ({exc})") from None
         else:
@@ -205,7 +248,7 @@ def _sink_options(pairs: list[str]) -> dict[str, dict[str, Any]]:
         if not sep or not dot or not sink or not field:
             raise ConfigError(f"--sink-option {pair!r}: expected SINK.FIELD=VALUE")
         try:
-            decoded: Any = json.loads(value)
+            decoded: Any = load_json(value)
         except ValueError:
             decoded = value
         options.setdefault(sink, {})[field] = decoded
@@ -231,9 +274,10 @@ def _run(args: argparse.Namespace, registry: Registry) -> int:
         cache_path = str(Path(args.cache_path).resolve())
         cache_options = _structure_options(factory.options, {"path": cache_path})
         deps.register_factory("llm_cache", lambda c, o=cache_options, f=factory.factory: f(o, c))
-    flow = loader.load_flow(Path(args.flow), deps)
     given = _parse_pairs(args.input, "--input", decode=False)
     given.update(_parse_pairs(args.input_json, "--input-json", decode=True))
+    policy = _sandbox_policy(args)
+    flow = loader.load_flow(Path(args.flow), deps, policy=policy)
     inputs = prepare_inputs(flow, given)
 
     if args.sink is not None:
@@ -255,10 +299,13 @@ def _run(args: argparse.Namespace, registry: Registry) -> int:
             continue
         name, options = parse_sink_spec(registry, spec)
         options.update(sink_options.pop(name, {}))
-        sinks.append((name, make_sink(registry, name, options)))
+        # the user's own sinks: trusted; their secrets (--sink-option webhook.secret=...) are
+        # masked in the events all the same
+        sinks.append((name, make_sink(registry, name, options, secrets=flow.secrets)))
     for sink_config in getattr(config, "sinks", ()) or ():
         options = {**sink_config.options, **sink_options.pop(sink_config.type, {})}
-        sinks.append((sink_config.type, make_sink(registry, sink_config.type, options)))
+        sink = make_sink(registry, sink_config.type, options, policy=policy, secrets=flow.secrets)
+        sinks.append((sink_config.type, sink))
     if sink_options:
         raise ConfigError(
             f"--sink-option for sink(s) not in use: {', '.join(sorted(sink_options))}"

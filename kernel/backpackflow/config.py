@@ -30,6 +30,7 @@ from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
 from backpackflow.errors import ConfigError
+from backpackflow.secrets import SecretMasker
 
 T = TypeVar("T")
 
@@ -338,15 +339,32 @@ def has_env_refs(value: Any) -> bool:
 class KeepUnset(dict[str, str]):
     """An environment for :func:`resolve_env_refs` in which a reference to an unset variable
     without a default stays as written (``backpackflow validate --allow-unset-env``); defaults
-    still apply."""
+    still apply. Made from a restricted environment (a sandbox policy's), names it refuses stay
+    refused."""
+
+    def __init__(self, source: Mapping[str, str] = ()) -> None:  # type: ignore[assignment]
+        super().__init__(source)
+        refuses = getattr(source, "refuses", None)
+        if refuses is not None:
+            self.refuses = refuses
+            self.refusal = source.refusal  # type: ignore[attr-defined]
 
 
 def resolve_env_refs(
-    value: Any, *, path: str = "$", environ: Mapping[str, str] | None = None
+    value: Any,
+    *,
+    path: str = "$",
+    environ: Mapping[str, str] | None = None,
+    secrets: SecretMasker | None = None,
 ) -> Any:
     """Replace ``${NAME}`` (and ``${NAME:-default}``) in strings of ``value`` with environment
-    variables. An unset variable without a default is a :class:`ConfigError` naming the path."""
+    variables. An unset variable without a default is a :class:`ConfigError` naming the path;
+    so is a variable the environment refuses to give (``environ`` a
+    :class:`~backpackflow.sandbox.RestrictedEnviron`), unless the reference has a default.
+    Every value read from the environment is added to ``secrets``."""
     env = os.environ if environ is None else environ
+    # an environment that only lets some names be read (a sandbox policy's) says which
+    refuses = getattr(env, "refuses", None)
     problems: list[str] = []
 
     def resolve(item: Any, where: str) -> Any:
@@ -356,8 +374,15 @@ def resolve_env_refs(
                 if match.group(0) == "$${":
                     return "${"  # an escaped, literal "${"
                 name, default = match.group(1), match.group(2)
+                if refuses is not None and refuses(name):
+                    if default is not None:  # the server's variable is not read: the default
+                        return default
+                    problems.append(f"{where}: {env.refusal(name)}")  # type: ignore[attr-defined]
+                    return match.group(0)
                 found = env.get(name)
                 if found is not None:
+                    if secrets is not None:  # whatever the environment gave is masked
+                        secrets.add(found, name=name)
                     return found
                 if default is not None:
                     return default

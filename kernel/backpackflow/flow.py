@@ -35,7 +35,6 @@ from backpackflow.namespaces import join
 from backpackflow.node import BaseNode, default_node_id, execute_node, graph_version, iter_nodes
 from backpackflow.run import (
     Limits,
-    NodeFrame,
     Run,
     RunControl,
     RunResult,
@@ -45,6 +44,8 @@ from backpackflow.run import (
 
 if TYPE_CHECKING:
     from backpackflow.backpack import BackpackView
+    from backpackflow.sandbox import SandboxPolicy
+    from backpackflow.secrets import SecretMasker
 
 
 _NO_INPUTS: Mapping[str, Any] = MappingProxyType({})
@@ -52,9 +53,15 @@ _new = tuple.__new__
 
 
 class _Graph:
-    """What the scheduler needs of a flow's graph, computed once per graph change."""
+    """What the scheduler needs of a flow's graph, computed once per graph change.
 
-    __slots__ = ("needs_loop", "nodes", "reach", "version")
+    Joins ask whether an active node can still reach a pending one (:meth:`can_reach`). The
+    answer comes from a topological order where the graph has one (a node never reaches one
+    ordered before it) and otherwise from the target's ancestors, found by an iterative search
+    on first need and kept; a long chain never pays for all-pairs reachability, which would be
+    quadratic in time and memory."""
+
+    __slots__ = ("_ancestors", "_order", "_predecessors", "needs_loop", "nodes", "version")
 
     def __init__(self, flow: Flow) -> None:
         self.version = graph_version[0]
@@ -64,18 +71,62 @@ class _Graph:
                 f"flow {flow.id!r} has no start node: use Flow(start) or flow.start(node)"
             )
         self.nodes = list(iter_nodes(start))
-        self.reach: dict[int, set[int]] = {}
-        for node in self.nodes:
-            seen: set[int] = set()
-            stack = [e.target for edges in node.successors.values() for e in edges]
-            while stack:
-                target = stack.pop()
-                if id(target) not in seen:
-                    seen.add(id(target))
-                    stack.extend(e.target for edges in target.successors.values() for e in edges)
-            self.reach[id(node)] = seen
+        self._ancestors: dict[int, set[int]] = {}
+        self._predecessors: dict[int, list[BaseNode]] | None = None
+        self._order: dict[int, int] | bool | None = False  # False: not computed yet
         self.needs_loop = flow.parallel or flow.is_async or any(n._needs_loop() for n in self.nodes)
         _assign_ids(flow, self.nodes)
+
+    def can_reach(self, source: BaseNode, target: BaseNode) -> bool:
+        """Whether ``source`` leads to ``target`` through edges."""
+        order = self._topological_order()
+        if order is not None and order[id(source)] >= order[id(target)]:
+            return False
+        return id(source) in self._ancestors_of(target)
+
+    def _topological_order(self) -> dict[int, int] | None:
+        """Node id → position in a topological order (Kahn's algorithm), ``None`` if the graph
+        has a cycle."""
+        if self._order is False:
+            incoming = {id(n): 0 for n in self.nodes}
+            for node in self.nodes:
+                for edges in node.successors.values():
+                    for edge in edges:
+                        incoming[id(edge.target)] += 1
+            ready = [n for n in self.nodes if incoming[id(n)] == 0]
+            order: dict[int, int] = {}
+            while ready:
+                node = ready.pop()
+                order[id(node)] = len(order)
+                for edges in node.successors.values():
+                    for edge in edges:
+                        incoming[id(edge.target)] -= 1
+                        if incoming[id(edge.target)] == 0:
+                            ready.append(edge.target)
+            self._order = order if len(order) == len(self.nodes) else None
+        return self._order  # type: ignore[return-value]
+
+    def _ancestors_of(self, node: BaseNode) -> set[int]:
+        """Ids of every node that leads to ``node`` (iterative search backwards, cached)."""
+        found = self._ancestors.get(id(node))
+        if found is not None:
+            return found
+        predecessors = self._predecessors
+        if predecessors is None:
+            predecessors = self._predecessors = {id(n): [] for n in self.nodes}
+            for other in self.nodes:
+                for edges in other.successors.values():
+                    for edge in edges:
+                        predecessors[id(edge.target)].append(other)
+        found = set()
+        stack = list(predecessors.get(id(node), ()))
+        while stack:
+            other = stack.pop()
+            if id(other) not in found:
+                found.add(id(other))
+                stack.extend(predecessors.get(id(other), ()))
+        self._ancestors[id(node)] = found
+        return found
 
 
 def _assign_ids(flow: Flow, nodes: Sequence[BaseNode]) -> None:
@@ -150,7 +201,7 @@ def _follow(
                     f"flow ends after node {node.id!r}: it returned action {key!r}, which has "
                     f"no edge (edges: {sorted(node.successors)})",
                 ),
-                frame=NodeFrame(run, node.id, node.name, join(namespace, node.namespace), None),
+                frame=run.node_frame(node.id, node.name, join(namespace, node.namespace), None),
             )
         return ()
     if len(edges) == 1 and edges[0].when is None:
@@ -193,6 +244,10 @@ class Flow(BaseNode):
     #: built in code), and its top-level document as written (``${NAME}`` references intact).
     config: Any = None
     config_source: dict[str, Any] | None = None
+    #: The sandbox policy its runs apply (``None``: :data:`~backpackflow.sandbox.TRUSTED`) and
+    #: the secrets its events mask (``None``: none); the loader sets both.
+    policy: SandboxPolicy | None = None
+    secrets: SecretMasker | None = None
 
     def __init__(
         self,
@@ -271,7 +326,11 @@ class Flow(BaseNode):
                 if target not in pending:
                     pending.append(target)
                 continue
-            for target in _follow(run, node, action, output, namespace):
+            if run.offload:  # conditions are flow-supplied expressions: off the event loop
+                targets = await asyncio.to_thread(_follow, run, node, action, output, namespace)
+            else:
+                targets = _follow(run, node, action, output, namespace)
+            for target in targets:
                 if target not in pending:
                     pending.append(target)
         return last_action
@@ -299,7 +358,13 @@ class Flow(BaseNode):
                     if run._watch:
                         run.check_limits()
                     last_action = action
-                    for target in _follow(run, node, action, output, namespace):
+                    if run.offload:
+                        targets = await asyncio.to_thread(
+                            _follow, run, node, action, output, namespace
+                        )
+                    else:
+                        targets = _follow(run, node, action, output, namespace)
+                    for target in targets:
                         if target not in pending:
                             pending.append(target)
         finally:
@@ -371,6 +436,8 @@ class Flow(BaseNode):
             run_id=run_id,
             control=control,
             loopless=loopless,
+            policy=self.policy,
+            secrets=self.secrets,
         )
 
     async def _top_level(self, run: Run) -> Any:
@@ -401,11 +468,9 @@ def _runnable(
     graph: _Graph, node: BaseNode, pending: Sequence[BaseNode], running: Sequence[BaseNode]
 ) -> bool:
     """True when no other pending or running node can still reach ``node``."""
-    key = id(node)
-    reach = graph.reach
     for others in (pending, running):
         for other in others:
-            if other is not node and key in reach.get(id(other), ()):
+            if other is not node and graph.can_reach(other, node):
                 return False
     return True
 
@@ -571,6 +636,7 @@ async def _drive_run(run: Run, body: Callable[[], Coroutine[Any, Any, Any]]) -> 
     except BaseException as exc:  # noqa: BLE001 - KeyboardInterrupt etc.: record, then re-raise
         status, error, reraise = "failed", exc, exc
     finally:
+        run.stopped = True  # work left in worker threads stops at its next check
         if control is not None:
             control._task = None
             control._loop = None

@@ -178,3 +178,58 @@ def _prefix_chunks(prefix: ListPrefix) -> Iterator[str]:
             yield ","
         yield from _ENCODER.iterencode(prefix.items[i])
     yield "]"
+
+
+# ------------------------------------------------------------------------------- reading JSON
+
+#: How deeply JSON read from outside (flow files, CLI arguments, recorded traces) may nest.
+#: Deeper documents are refused with a clear error before any recursive code (schema
+#: validation, copying, structuring) could run out of stack on them; no flow needs as much.
+MAX_JSON_DEPTH = 256
+
+
+class JSONTooDeep(ValueError):
+    """JSON nested more deeply than allowed; the message names the limit and where."""
+
+
+def check_depth(value: Any, limit: int = MAX_JSON_DEPTH, where: str = "$") -> None:
+    """Raise :class:`JSONTooDeep` when dicts and lists in ``value`` nest deeper than ``limit``
+    (iterative: any depth is measured without recursion)."""
+    stack: list[tuple[Any, int, str]] = [(value, 0, where)]
+    while stack:
+        item, depth, path = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.items()
+        elif isinstance(item, (list, tuple)):
+            children = enumerate(item)
+        else:
+            continue
+        if depth >= limit:
+            raise JSONTooDeep(
+                f"{path}: nested more than {limit} levels deep (objects and arrays); flatten it"
+            )
+        for key, child in children:
+            if isinstance(child, (dict, list, tuple)):
+                step = f"[{key}]" if isinstance(key, int) else f".{key}"
+                if len(path) < 60:
+                    child_path = path + step
+                else:
+                    child_path = path if path.endswith("…") else path + "…"
+                stack.append((child, depth + 1, child_path))
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number (JSON has no NaN or Infinity)")
+
+
+def loads(text: str | bytes, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """``json.loads`` for JSON from outside: NaN/Infinity refused, nesting bounded
+    (:class:`JSONTooDeep`). Every failure is a ``ValueError`` with a clear message."""
+    try:
+        data = json.loads(text, parse_constant=_no_constant)
+    except RecursionError:
+        raise JSONTooDeep(
+            f"$: nested more than {max_depth} levels deep (objects and arrays)"
+        ) from None
+    check_depth(data, max_depth)
+    return data

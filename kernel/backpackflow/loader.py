@@ -49,11 +49,14 @@ from backpackflow.errors import (
     PluginError,
 )
 from backpackflow.flow import Flow
-from backpackflow.jsondata import copy_in
+from backpackflow.jsondata import JSONTooDeep, check_depth, copy_in
+from backpackflow.jsondata import loads as load_json
 from backpackflow.node import BaseNode, Node, iter_nodes
 from backpackflow.plugins import NodeType, Registry, get_registry
 from backpackflow.run import Limits
+from backpackflow.sandbox import POLICY, SandboxPolicy
 from backpackflow.schema import validate_flow_document
+from backpackflow.secrets import SECRETS, SecretMasker, collect_named_secrets
 
 #: The dependency holding the folder of the flow file being loaded (tools resolve paths there).
 FLOW_DIR = "flow_dir"
@@ -136,9 +139,10 @@ class FlowLoader:
             return unstructure(source), "<FlowConfig>"
         if isinstance(source, Mapping):
             try:  # a copy, and proof it is JSON data (exports must be able to write it)
+                check_depth(source)  # before copy_in, which recurses
                 return copy_in(dict(source), "flow config"), "<config>"
-            except InvalidValue as exc:
-                raise ConfigError(str(exc)) from None
+            except (InvalidValue, JSONTooDeep) as exc:
+                raise ConfigError(str(exc), [str(exc)]) from None
         if _is_file(source):
             path = Path(source)
             try:
@@ -186,14 +190,23 @@ class FlowLoader:
     # -------------------------------------------------------------- validating
 
     def parse(
-        self, source: ConfigSource, *, environ: Mapping[str, str] | None = None
+        self,
+        source: ConfigSource,
+        *,
+        environ: Mapping[str, str] | None = None,
+        policy: SandboxPolicy | None = None,
+        secrets: SecretMasker | None = None,
     ) -> tuple[FlowConfig, dict[str, Any], list[str]]:
         """Read, migrate, validate and structure ``source``.
 
         Returns (the config with env references resolved and params structured, the migrated
         document as written — references intact — and warnings). Raises :class:`ConfigError`
-        listing every problem found.
+        listing every problem found. ``${NAME}`` references resolve from ``environ`` (default:
+        the environment ``policy`` lets flows read, else ``os.environ``); every value they
+        resolve to is added to ``secrets``.
         """
+        if environ is None and policy is not None and policy.env_allowlist is not None:
+            environ = policy.environ()
         raw, label = self.read(source)
         version = raw.get("version")
         raw = self.migrate(raw, label=label)
@@ -203,7 +216,7 @@ class FlowLoader:
                 f"$.version: flow config version {version!r} was migrated to "
                 f"{CURRENT_VERSION!r}; run 'backpackflow migrate {label}' to rewrite the file"
             )
-        resolved = resolve_env_refs(raw, environ=environ)
+        resolved = resolve_env_refs(raw, environ=environ, secrets=secrets)
         unknown = self._unknown_types(resolved.get("nodes"), "$")
         problems = [*unknown.values()] + [
             p
@@ -246,12 +259,16 @@ class FlowLoader:
         return found
 
     def validate(
-        self, source: ConfigSource, *, environ: Mapping[str, str] | None = None
+        self,
+        source: ConfigSource,
+        *,
+        environ: Mapping[str, str] | None = None,
+        policy: SandboxPolicy | None = None,
     ) -> ValidationReport:
         """Every problem of ``source`` without raising: schema, graph and params checks.
         (No Python warnings are issued, so it is safe to call from any thread.)"""
         try:
-            _, _, warns = self.parse(source, environ=environ)
+            _, _, warns = self.parse(source, environ=environ, policy=policy)
         except ConfigError as exc:
             return ValidationReport(list(exc.problems), [])
         return ValidationReport([], warns)
@@ -369,8 +386,9 @@ class FlowLoader:
             successors[edge.from_].append(edge.to)
         cycle = _find_cycle(successors)
         if cycle and not allow_cycles:
+            shown = cycle if len(cycle) <= 12 else [*cycle[:5], "…", *cycle[-5:]]
             problems.append(
-                f"{path}.edges: the graph has a cycle ({' -> '.join(cycle)}); set "
+                f"{path}.edges: the graph has a cycle ({' -> '.join(shown)}); set "
                 '"allow_cycles": true if the flow loops on purpose (limits.max_steps bounds it)'
             )
         reachable = _reachable(start, successors)
@@ -446,14 +464,30 @@ class FlowLoader:
         deps: DependencyContainer | None = None,
         *,
         environ: Mapping[str, str] | None = None,
+        policy: SandboxPolicy | None = None,
     ) -> Flow:
         """A runnable :class:`~backpackflow.Flow` from a flow config. Dependencies the flow
         declares are added to ``deps`` (what ``deps`` already holds wins); a node needing a
-        dependency nobody provides is an error naming the node."""
-        config, raw, warns = self.parse(source, environ=environ)
+        dependency nobody provides is an error naming the node.
+
+        ``policy`` bounds what the flow may do (see :mod:`backpackflow.sandbox`; default:
+        :data:`~backpackflow.sandbox.TRUSTED`); it is registered in ``deps`` as
+        ``sandbox_policy`` and applied to every run. The flow's secrets (values of ``${NAME}``
+        references, secret-named options of dependencies and sinks) are masked in every event
+        of its runs (``flow.secrets``, also registered in ``deps`` as ``secrets``)."""
+        deps = deps if deps is not None else DependencyContainer()
+        secrets: SecretMasker = deps.get(SECRETS) if deps.has(SECRETS) else SecretMasker()
+        config, raw, warns = self.parse(source, environ=environ, policy=policy, secrets=secrets)
         for message in warns:
             warnings.warn(message, ConfigWarning, stacklevel=2)
-        deps = deps if deps is not None else DependencyContainer()
+        for spec in config.dependencies.values():
+            collect_named_secrets(spec.config, secrets)
+        for sink in config.sinks:
+            collect_named_secrets(sink.options, secrets)
+        if not deps.has(SECRETS):
+            deps.register(SECRETS, secrets)
+        if policy is not None and not deps.has(POLICY):
+            deps.register(POLICY, policy)
         from_file = _is_file(source)
         if from_file and not deps.has(FLOW_DIR):  # where the flow's relative file paths point
             deps.register(FLOW_DIR, Path(str(source)).resolve().parent)
@@ -488,6 +522,8 @@ class FlowLoader:
         # what the config set, so an export shows what code changed since
         flow.config_loaded = (flow.name, flow.namespace, flow.limits)  # type: ignore[attr-defined]
         flow.deps = deps
+        flow.policy = policy
+        flow.secrets = secrets
         return flow
 
     def _missing_dependencies(
@@ -700,11 +736,12 @@ def _ordered_nodes(flow: Flow) -> list[BaseNode]:
     if not loaded:
         return reachable
     ordered = list(loaded)
-    seen = {id(n) for n in ordered}
+    listed = {id(n) for n in ordered}
+    walked: set[int] = set()  # one walk over all roots: linear in the graph's size
     for root in [*loaded, *reachable]:
-        for node in iter_nodes(root):
-            if id(node) not in seen:
-                seen.add(id(node))
+        for node in iter_nodes(root, walked):
+            if id(node) not in listed:
+                listed.add(id(node))
                 ordered.append(node)
     return ordered
 
@@ -805,10 +842,6 @@ def node_to_config(node: BaseNode, type_name: str | None = None) -> NodeConfig:
 # ------------------------------------------------------------------------------- helpers
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number (JSON has no NaN or Infinity)")
-
-
 def _check_options(
     lookup: Any, type_name: str, options: Any, where: str, field: str, problems: list[str]
 ) -> None:
@@ -861,9 +894,12 @@ def _is_file(source: ConfigSource) -> bool:
 
 def _parse_json(text: str, label: str) -> dict[str, Any]:
     try:
-        data = json.loads(text, parse_constant=_reject_constant)
+        data = load_json(text)
     except json.JSONDecodeError as exc:
         what = f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        raise ConfigError(f"{label}: {what}", [what]) from None
+    except JSONTooDeep as exc:
+        what = str(exc)
         raise ConfigError(f"{label}: {what}", [what]) from None
     except ValueError as exc:
         what = f"not valid JSON: {exc}"
@@ -879,29 +915,28 @@ def _join(label: str, problems: Sequence[str]) -> str:
 
 
 def _find_cycle(successors: Mapping[str, list[str]]) -> list[str] | None:
-    """A cycle in the graph as a path of ids (first == last), or ``None``."""
-    state: dict[str, int] = {}
-    stack: list[str] = []
-
-    def visit(node: str) -> list[str] | None:
-        state[node] = 1
-        stack.append(node)
-        for target in successors.get(node, ()):
-            if state.get(target) == 1:
-                return [*stack[stack.index(target) :], target]
-            if target not in state:
-                found = visit(target)
-                if found:
-                    return found
-        stack.pop()
-        state[node] = 2
-        return None
-
-    for node in successors:
-        if node not in state:
-            found = visit(node)
-            if found:
-                return found
+    """A cycle in the graph as a path of ids (first == last), or ``None``. Iterative depth-first
+    search (an explicit stack), so a chain of any length is checked without recursion."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    for root in successors:
+        if root in state:
+            continue
+        path: list[str] = [root]
+        state[root] = 1
+        stack = [iter(successors.get(root, ()))]
+        while stack:
+            target = next(stack[-1], None)
+            if target is None:
+                stack.pop()
+                state[path.pop()] = 2
+                continue
+            mark = state.get(target)
+            if mark == 1:
+                return [*path[path.index(target) :], target]
+            if mark is None:
+                state[target] = 1
+                path.append(target)
+                stack.append(iter(successors.get(target, ())))
     return None
 
 

@@ -17,6 +17,7 @@ import asyncio
 import copy
 import re
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
@@ -36,7 +37,7 @@ from backpackflow.events import (
     exception_text,
 )
 from backpackflow.namespaces import validate_namespace
-from backpackflow.run import NodeFrame, _current_node
+from backpackflow.run import _current_node
 
 if TYPE_CHECKING:
     from backpackflow.backpack import Backpack, BackpackView
@@ -463,7 +464,7 @@ async def execute_node(
     namespace = (  # namespaces.join(parent_namespace, own), inlined: the hot path
         (f"{parent_namespace}.{own}" if own else parent_namespace) if parent_namespace else own
     )
-    frame = NodeFrame(run, node.id, node.name, namespace, step)
+    frame = run._node_frame(run, node.id, node.name, namespace, step)
     token = _current_node.set(frame)
     backpack = run.backpack
     emit = frame.emit
@@ -497,7 +498,7 @@ async def execute_node(
         if (
             type(node)._exec_phase is _PLAIN_EXEC_PHASE
             and not is_async
-            and (node.max_retries == 1 and not node.blocking)
+            and (node.max_retries == 1 and not node.blocking and not run.offload)
         ):
             # the common case, inline: one attempt of a sync node, then its fallback
             try:
@@ -548,7 +549,13 @@ async def _exec_with_retries(
     """``exec`` with retries, backoff and fallback; returns (result, attempts made)."""
     max_retries: int = getattr(node, "max_retries", 1)
     is_async = node.is_async
-    to_thread = (threaded or getattr(node, "blocking", False)) and not run.loopless and not is_async
+    # a run that offloads (the service's) sends every sync exec to a worker thread, so that no
+    # node's CPU work stalls the event loop the service answers on
+    to_thread = (
+        (threaded or run.offload or getattr(node, "blocking", False))
+        and not run.loopless
+        and not is_async
+    )
     for attempt in range(1, max_retries + 1):
         node.cur_retry = attempt - 1  # type: ignore[attr-defined]
         try:
@@ -572,12 +579,14 @@ async def _exec_with_retries(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def iter_nodes(start: BaseNode) -> Iterable[BaseNode]:
-    """Every node reachable from ``start`` through edges, in breadth-first order."""
-    seen: set[int] = set()
-    queue = [start]
+def iter_nodes(start: BaseNode, seen: set[int] | None = None) -> Iterable[BaseNode]:
+    """Every node reachable from ``start`` through edges, in breadth-first order. ``seen``
+    (ids of nodes already walked, updated here) lets several walks share the work: each node
+    is yielded once over all of them."""
+    seen = set() if seen is None else seen
+    queue = deque([start])
     while queue:
-        node = queue.pop(0)
+        node = queue.popleft()
         if id(node) in seen:
             continue
         seen.add(id(node))

@@ -14,11 +14,12 @@ with an error naming both. The kernel and the other plugins always load.
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 import traceback
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import attrs
 import pluggy
@@ -27,6 +28,10 @@ from importlib_metadata import EntryPoint, entry_points
 from backpackflow import hookspecs
 from backpackflow.errors import PluginError
 from backpackflow.events import BackpackEvent, EventStreamer, Subscription
+
+if TYPE_CHECKING:
+    from backpackflow.sandbox import SandboxPolicy
+    from backpackflow.secrets import SecretMasker
 
 ENTRY_POINT_GROUP = "backpackflow"
 DISABLE_AUTOLOAD_ENV = "BACKPACKFLOW_DISABLE_PLUGIN_AUTOLOAD"
@@ -60,7 +65,7 @@ class NodeType:
 @attrs.frozen
 class SinkType:
     name: str
-    factory: Callable[[Any], EventSink]
+    factory: Callable[..., EventSink]
     options: type | None
     shorthand: str | None
     description: str
@@ -678,19 +683,55 @@ def reset_registry() -> None:
 # ------------------------------------------------------------------------------- sinks
 
 
-def make_sink(registry: Registry, name: str, options: Mapping[str, Any] | None = None) -> EventSink:
-    """Build the sink ``name`` with ``options`` (checked against its options class)."""
+def make_sink(
+    registry: Registry,
+    name: str,
+    options: Mapping[str, Any] | None = None,
+    *,
+    policy: SandboxPolicy | None = None,
+    secrets: SecretMasker | None = None,
+) -> EventSink:
+    """Build the sink ``name`` with ``options`` (checked against its options class).
+
+    ``policy``: the sandbox policy the sink must obey when a flow the operator does not trust
+    declared it (where a webhook may post, where a file may be written); it is passed to sink
+    factories that take a ``policy`` keyword, and a sink whose factory takes none cannot be
+    built under a restrictive policy. Option values whose names say they are secrets
+    (``secret``, ``token``, an ``Authorization`` header) are added to ``secrets``."""
     from backpackflow.config import structure_params
+    from backpackflow.secrets import collect_named_secrets
 
     sink_type = registry.event_sink(name)
+    if secrets is not None and options:
+        collect_named_secrets(options, secrets)
+    extra: dict[str, Any] = {}
+    if policy is not None and not policy.trusted:
+        if not _takes_keyword(sink_type.factory, "policy"):
+            raise PluginError(
+                f"sink {name!r} (plugin {sink_type.plugin!r}) cannot run under a sandbox "
+                "policy: its factory takes no 'policy' keyword"
+            )
+        extra["policy"] = policy
     if sink_type.options is None:
         if options:
             raise PluginError(f"sink {name!r} takes no options, got {sorted(options)}")
-        return sink_type.factory(None)
+        return sink_type.factory(None, **extra)
     structured: Any = structure_params(
         sink_type.options, dict(options or {}), where=f"sink {name!r}"
     )
-    return sink_type.factory(structured)
+    return sink_type.factory(structured, **extra)
+
+
+def _takes_keyword(factory: Callable[..., Any], name: str) -> bool:
+    try:
+        parameters = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(
+        (p.name == name and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD))
+        or p.kind is p.VAR_KEYWORD
+        for p in parameters
+    )
 
 
 def parse_sink_spec(registry: Registry, spec: str) -> tuple[str, dict[str, Any]]:

@@ -31,9 +31,11 @@ from backpackflow.events import (
 )
 from backpackflow.ids import new_id
 from backpackflow.jsondata import decimal_text
+from backpackflow.sandbox import TRUSTED, SandboxPolicy
 
 if TYPE_CHECKING:
     from backpackflow.backpack import AccessRecord, Backpack
+    from backpackflow.secrets import SecretMasker
 
 DEFAULT_MAX_STEPS = 1000
 _ZERO = Decimal(0)
@@ -105,6 +107,39 @@ class NodeFrame(Emitter):
         self._away = run._away
 
 
+class _MaskedNodeFrame(NodeFrame):
+    """A node frame of a run with secrets: every payload is masked before anyone sees it (see
+    :mod:`backpackflow.secrets`). Runs without secrets use :class:`NodeFrame` and pay nothing."""
+
+    __slots__ = ("_secrets",)
+    _secrets: SecretMasker | None
+
+    def __init__(
+        self, run: Run, node_id: str, node_name: str, namespace: str | None, step: int | None
+    ) -> None:
+        NodeFrame.__init__(self, run, node_id, node_name, namespace, step)
+        self._secrets = run.secrets
+
+    def emit(self, type: StreamEventType, payload: Any, timestamp: float | None = None) -> float:
+        secrets = self._secrets
+        if secrets:
+            payload = secrets.mask_payload(payload)
+        return Emitter.emit(self, type, payload, timestamp)
+
+
+class _MaskedEmitter(Emitter):
+    """The run-level emitter of a run with secrets (``run_start``, ``run_end``, logs)."""
+
+    __slots__ = ("_secrets",)
+    _secrets: SecretMasker | None
+
+    def emit(self, type: StreamEventType, payload: Any, timestamp: float | None = None) -> float:
+        secrets = self._secrets
+        if secrets:
+            payload = secrets.mask_payload(payload)
+        return Emitter.emit(self, type, payload, timestamp)
+
+
 _thread_id = threading.get_ident
 
 
@@ -156,6 +191,13 @@ def current_node() -> NodeFrame | None:
     return _current_node.get()
 
 
+def current_policy() -> SandboxPolicy:
+    """The sandbox policy of the run the calling code belongs to (:data:`TRUSTED` outside
+    runs and for runs of one's own flows)."""
+    run = _current_run.get()
+    return run.policy if run is not None else TRUSTED
+
+
 class Run:
     """State of one run. Made by the flow runner; node code uses :func:`current_run`."""
 
@@ -170,6 +212,8 @@ class Run:
         run_id: str | None = None,
         control: RunControl | None = None,
         loopless: bool = False,
+        policy: SandboxPolicy | None = None,
+        secrets: SecretMasker | None = None,
     ) -> None:
         self.run_id = run_id or new_id()
         self.flow_name = flow_name
@@ -179,6 +223,19 @@ class Run:
         self.limits = limits or Limits()
         self.control = control  # None: nobody can cancel this run from outside
         self.loopless = loopless
+        #: What the flow may do (files, network, environment, template work); see
+        #: :mod:`backpackflow.sandbox`. Nodes, tools and templates read it here.
+        self.policy = policy if policy is not None else TRUSTED
+        #: Run CPU-bound node work in worker threads (the policy's ``offload``; never without
+        #: an event loop, where there is nothing to keep responsive).
+        self.offload = self.policy.offload and not loopless
+        #: Secrets masked in every event of this run (``None``: nothing to mask).
+        self.secrets = secrets
+        #: The node frame class: masking when the run has secrets.
+        self._node_frame: type[NodeFrame] = NodeFrame if secrets is None else _MaskedNodeFrame
+        #: Set when the run has ended: work still going on in worker threads (a template being
+        #: rendered) stops at its next check.
+        self.stopped = False
         self.started_at = time.time()
         self._started = time.perf_counter()
         self._seq = itertools.count(1)
@@ -237,9 +294,38 @@ class Run:
         self._frame = self._run_frame()
 
     def _run_frame(self) -> Emitter:
-        return Emitter(
+        if self.secrets is None:
+            return Emitter(
+                self.events, self._seq, self.run_id, None, None, None, None, self._home, self._away
+            )
+        frame = _MaskedEmitter(
             self.events, self._seq, self.run_id, None, None, None, None, self._home, self._away
         )
+        frame._secrets = self.secrets
+        return frame
+
+    def node_frame(
+        self, node_id: str, node_name: str, namespace: str | None, step: int | None
+    ) -> NodeFrame:
+        """A frame emitting as node ``node_id`` of this run (masking when it has secrets)."""
+        return self._node_frame(self, node_id, node_name, namespace, step)
+
+    def check_stopped(self) -> None:
+        """Raise when the run has ended, was canceled or is over its timeout: work that goes
+        on in a worker thread (a template render) calls this between steps."""
+        if self.stopped:
+            raise RunCanceled(f"run {self.run_id} has ended")
+        control = self.control
+        if control is not None and control.canceled:
+            raise RunCanceled(f"run {self.run_id} was canceled: {control.reason}")
+        timeout = self.limits.timeout
+        if timeout is not None and self.elapsed > timeout:
+            raise GuardrailExceeded(
+                f"run {self.run_id} hit its timeout of {timeout}s",
+                limit="timeout",
+                value=self.elapsed,
+                maximum=timeout,
+            )
 
     def _from_thread(
         self, frame: Emitter, type: StreamEventType, payload: Any, timestamp: float

@@ -95,9 +95,30 @@ def params_schema_components(cls: type, prefix: str) -> tuple[dict[str, Any], di
     pointer = prefix.replace("~", "~0").replace("/", "~1")
     ref_template = "#/$defs/" + quote(pointer, safe="") + "{name}"
     (schema,), components = msgspec.json.schema_components([cls], ref_template=ref_template)
+    classes = {c.__name__: c for c in _attrs_classes(cls)}
+    for name, component in components.items():
+        if name in classes:
+            _as_published(component, classes[name])
     defs = {prefix + name: value for name, value in components.items()}
-    _tidy(defs, {c.__name__ for c in _attrs_classes(cls)})
+    _tidy(defs, set(classes))
     return schema, defs
+
+
+def _as_published(component: dict[str, Any], cls: type) -> None:
+    """Keep a class's schema what the published schemas say whatever msgspec release made it:
+    the description is the docstring as written (msgspec 0.23 dedents it), and fields with a
+    default factory carry no ``default`` (msgspec 0.23 adds ``[]`` / ``{}``)."""
+    doc = cls.__doc__
+    if doc and "description" in component:
+        component["description"] = doc.strip()
+    properties = component.get("properties")
+    if not isinstance(properties, dict):
+        return
+    for field in attrs.fields(cls):
+        if isinstance(field.default, attrs.Factory):  # type: ignore[arg-type]
+            prop = properties.get(field.alias or field.name)
+            if isinstance(prop, dict):
+                prop.pop("default", None)
 
 
 @functools.lru_cache(maxsize=256)

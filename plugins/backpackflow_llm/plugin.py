@@ -23,8 +23,11 @@ import attrs
 import msgspec
 
 from backpackflow import hookimpl
+from backpackflow.errors import ConfigError
 from backpackflow.loader import FLOW_DIR
 from backpackflow.plugins import DependencyFactoryRegistrar
+from backpackflow.sandbox import SandboxViolation, policy_of
+from backpackflow.secrets import SECRETS
 from backpackflow_llm.cache import MemoryCache, SQLiteCache
 from backpackflow_llm.pricing import PricingTable
 from backpackflow_llm.providers import AnthropicProvider, OfflineProvider, OpenAIProvider
@@ -102,12 +105,26 @@ def _offline(options: OfflineOptions, container: Any) -> OfflineProvider:
     )
 
 
+def _sandboxed(container: Any) -> dict[str, Any]:
+    """What an HTTP provider built for a flow takes from its sandbox policy: where it may
+    connect (``base_url`` is the flow's to choose) and how it reads ``api_key_env`` (only the
+    variables the operator allows, the value masked in events)."""
+    policy = policy_of(container)
+    secrets = container.get(SECRETS) if container is not None and container.has(SECRETS) else None
+
+    def getenv(name: str) -> str | None:
+        return policy.getenv(name, secrets)
+
+    return {"egress": policy.egress, "getenv": getenv}
+
+
 def _openai(options: OpenAIOptions, container: Any) -> OpenAIProvider:
     return OpenAIProvider(
         api_key=options.api_key,
         base_url=options.base_url,
         timeout=options.timeout,
         api_key_env=options.api_key_env,
+        **_sandboxed(container),
     )
 
 
@@ -118,6 +135,7 @@ def _anthropic(options: AnthropicOptions, container: Any) -> AnthropicProvider:
         timeout=options.timeout,
         api_key_env=options.api_key_env,
         default_max_tokens=options.default_max_tokens,
+        **_sandboxed(container),
     )
 
 
@@ -125,24 +143,34 @@ def _memory_cache(options: MemoryCacheOptions, container: Any) -> MemoryCache:
     return MemoryCache(max_entries=options.max_entries, default_ttl=options.ttl)
 
 
-def _near_flow(path: str, container: Any) -> Path:
-    """A relative path in a flow's dependencies means relative to the flow's file."""
+def _near_flow(path: str, container: Any, what: str) -> Path:
+    """A relative path in a flow's dependencies means relative to the flow's file; under a
+    sandbox policy with a files root it must stay inside it (a flow may not make the process
+    write a cache or read a pricing file anywhere else)."""
     resolved = Path(path)
     if not resolved.is_absolute() and container is not None and container.has(FLOW_DIR):
         resolved = Path(container.get(FLOW_DIR)) / resolved
-    return resolved
+    policy = policy_of(container)
+    if policy.files_root is None and not policy.files_deny:
+        return resolved
+    try:
+        return policy.confine(resolved, what=what, shown=path)
+    except SandboxViolation as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _sqlite_cache(options: SQLiteCacheOptions, container: Any) -> SQLiteCache:
-    path = _near_flow(options.path, container)
+    path = _near_flow(options.path, container, "sqlite_cache path")
     path.parent.mkdir(parents=True, exist_ok=True)
     return SQLiteCache(path, default_ttl=options.ttl)
 
 
 def _pricing(options: PricingOptions, container: Any) -> PricingTable:
     return PricingTable.load(
-        _near_flow(options.path, container) if options.path else None,
-        _near_flow(options.overrides, container) if options.overrides else None,
+        _near_flow(options.path, container, "pricing path") if options.path else None,
+        _near_flow(options.overrides, container, "pricing overrides")
+        if options.overrides
+        else None,
     )
 
 

@@ -34,7 +34,9 @@ from backpackflow.events import (
     StreamEventType,
 )
 from backpackflow.jsondata import decimal_text
+from backpackflow.jsondata import loads as load_json
 from backpackflow.run import current_run_or_none
+from backpackflow.sandbox import policy_of
 from backpackflow_llm import (
     FallbackInfo,
     LLMRequest,
@@ -47,7 +49,7 @@ from backpackflow_llm import (
     cache_key,
     complete_with_fallback,
 )
-from backpackflow_nodes.templating import Bindings, Template, base_context
+from backpackflow_nodes.templating import Bindings, Template, base_context, off_loop
 
 NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
 
@@ -109,13 +111,15 @@ class LLMNode(AsyncNode):
 
     @functools.cached_property
     def _templates(self) -> tuple[Bindings, Template, Template | None]:
-        bindings = Bindings(self.inputs, node_id=self.id)
+        budget = policy_of(self.deps).templates
+        bindings = Bindings(self.inputs, node_id=self.id, budget=budget)
         available = bindings.available()
-        prompt = Template(self.params.prompt, where=f"node {self.id!r} params.prompt")
+        where = f"node {self.id!r} params"
+        prompt = Template(self.params.prompt, where=f"{where}.prompt", budget=budget)
         prompt.check_names(available)
         system = None
         if self.params.system is not None:
-            system = Template(self.params.system, where=f"node {self.id!r} params.system")
+            system = Template(self.params.system, where=f"{where}.system", budget=budget)
             system.check_names(available)
         return bindings, prompt, system
 
@@ -175,6 +179,10 @@ class LLMNode(AsyncNode):
     # -------------------------------------------------------------- lifecycle
 
     async def prep_async(self, backpack: BackpackView) -> LLMRequest:
+        return await off_loop(lambda: self._request(backpack))
+
+    def _request(self, backpack: BackpackView) -> LLMRequest:
+        """The request, its templates rendered (in a worker thread where the policy says)."""
         bindings, prompt, system = self._templates
         context = bindings.resolve(base_context(current_run_or_none(), backpack))
         text = _as_text(prompt.render(context))
@@ -315,8 +323,8 @@ class LLMNode(AsyncNode):
         output: Any = text
         if self.params.response_format == "json":
             try:
-                output = json.loads(text)
-            except ValueError as exc:
+                output = load_json(text)
+            except ValueError as exc:  # not JSON, or nested too deeply to store
                 raise LLMOutputError(
                     f"node {self.id!r}: the model's answer is not valid JSON ({exc}); the raw "
                     "answer is in the node's exec_complete and llm_response events"
@@ -339,7 +347,7 @@ def _usable(text: str, request: LLMRequest) -> bool:
     if request.response_format != "json":
         return True
     try:
-        json.loads(text)
+        load_json(text)
     except ValueError:
         return False
     return True

@@ -15,7 +15,8 @@ from backpackflow.backpack import BackpackView
 from backpackflow.conditions import CompiledCondition, compile_condition
 from backpackflow.errors import BackpackFlowError
 from backpackflow.run import current_run_or_none
-from backpackflow_nodes.templating import Bindings, base_context, plain_context
+from backpackflow.sandbox import policy_of
+from backpackflow_nodes.templating import Bindings, base_context, off_loop, plain_context
 
 
 @attrs.frozen(kw_only=True)
@@ -45,7 +46,7 @@ class RouterNode(AsyncNode):
 
     @functools.cached_property
     def _compiled(self) -> tuple[Bindings, CompiledCondition]:
-        bindings = Bindings(self.inputs, node_id=self.id)
+        bindings = Bindings(self.inputs, node_id=self.id, budget=policy_of(self.deps).templates)
         rule = compile_condition(
             self.params.rule, self.plugin_registry(), where=f"node {self.id!r} params.rule"
         )
@@ -65,6 +66,9 @@ class RouterNode(AsyncNode):
             )
 
     async def prep_async(self, backpack: BackpackView) -> dict[str, Any]:
+        return await off_loop(lambda: self._context(backpack))
+
+    def _context(self, backpack: BackpackView) -> dict[str, Any]:
         bindings, _ = self._compiled
         run = current_run_or_none()
         # plain data read now: prep_complete shows what the rule will see (not live views that
@@ -78,7 +82,7 @@ class RouterNode(AsyncNode):
     async def exec_async(self, context: dict[str, Any]) -> dict[str, Any]:
         _, rule = self._compiled
         try:
-            value = rule(context)
+            value = await off_loop(lambda: rule(context))  # a rule is a flow's expression
         except Exception as exc:
             raise RoutingError(f"node {self.id!r}: rule {rule.source!r} failed: {exc}") from exc
         branch = _branch(value, self.params.default)

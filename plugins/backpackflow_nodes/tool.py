@@ -27,7 +27,8 @@ from backpackflow.events import (
 from backpackflow.loader import FLOW_DIR
 from backpackflow.plugins import ToolType
 from backpackflow.run import current_run_or_none
-from backpackflow_nodes.templating import Bindings, Template, base_context
+from backpackflow.sandbox import SandboxPolicy, SandboxViolation, TemplateBudget, policy_of
+from backpackflow_nodes.templating import Bindings, Template, base_context, off_loop
 from backpackflow_nodes.tools import ToolContext
 
 
@@ -77,22 +78,25 @@ class ToolNode(AsyncNode):
 
     @functools.cached_property
     def _compiled(self) -> tuple[Bindings, dict[str, Any]]:
-        bindings = Bindings(self.inputs, node_id=self.id)
+        budget = policy_of(self.deps).templates
+        bindings = Bindings(self.inputs, node_id=self.id, budget=budget)
         available = bindings.available()
         where = f"node {self.id!r} params.arguments"
         arguments = {
-            name: _compile(value, f"{where}.{name}", available)
+            name: _compile(value, f"{where}.{name}", available, budget)
             for name, value in self.params.arguments.items()
         }
         return bindings, arguments
 
     def validate_config(self) -> None:
-        """Load-time checks: the tool exists, templates compile, and arguments known at load
-        time already match the tool's params."""
+        """Load-time checks: the tool exists, templates compile, arguments known at load
+        time already match the tool's params, and ``base_dir`` stays where the sandbox policy
+        lets file tools read."""
         tool = self._tool
         _, arguments = self._compiled
         if tool.params is not None and not _has_template(arguments):
             self._structure(arguments, tool)
+        self._base_dir(policy_of(self.deps))
 
     def _structure(self, arguments: dict[str, Any], tool: ToolType) -> Any:
         if tool.params is None:
@@ -104,12 +108,22 @@ class ToolNode(AsyncNode):
             where=f"node {self.id!r} (tool {tool.name!r})",
         )
 
-    def _base_dir(self) -> Path:
+    def _base_dir(self, policy: SandboxPolicy) -> Path:
+        """Where the tool's relative paths start: ``base_dir`` below the flow's folder (the
+        current directory for a flow not loaded from a file), inside the policy's files root."""
         deps = self.deps
         root = Path(deps.get(FLOW_DIR)) if deps is not None and deps.has(FLOW_DIR) else Path.cwd()
-        return root / self.params.base_dir if self.params.base_dir else root
+        try:
+            return policy.file_base(root, self.params.base_dir, what=f"node {self.id!r}")
+        except SandboxViolation as exc:
+            raise ConfigError(str(exc)) from None
 
     async def prep_async(self, backpack: BackpackView) -> Any:
+        return await off_loop(lambda: self._arguments(backpack))
+
+    def _arguments(self, backpack: BackpackView) -> ToolArguments:
+        """The call's arguments, templates rendered (in a worker thread where the policy
+        says)."""
         bindings, arguments = self._compiled
         context = bindings.resolve(base_context(current_run_or_none(), backpack))
         rendered = {name: _render(value, context) for name, value in arguments.items()}
@@ -124,7 +138,8 @@ class ToolNode(AsyncNode):
         run = current_run()
         tool = self._tool
         run.emit(StreamEventType.TOOL_REQUEST, ToolCallPayload(tool.name, prepared))
-        context = ToolContext(base_dir=self._base_dir())
+        policy = run.policy
+        context = ToolContext(base_dir=self._base_dir(policy), policy=policy)
         started = time.perf_counter()
         # ``function(arguments)`` as the hookspec documents tools, or
         # ``function(arguments, context)`` for tools that need the flow's folder
@@ -168,16 +183,16 @@ def _takes_context(function: Any) -> bool:
     return len(positional) >= 2
 
 
-def _compile(value: Any, where: str, available: frozenset[str]) -> Any:
+def _compile(value: Any, where: str, available: frozenset[str], budget: TemplateBudget) -> Any:
     """``value`` with every string holding template syntax compiled (nested ones too)."""
     if isinstance(value, str):
-        template = Template(value, where=where)
+        template = Template(value, where=where, budget=budget)
         template.check_names(available)
         return value if template.is_static else template
     if isinstance(value, dict):
-        return {k: _compile(v, f"{where}.{k}", available) for k, v in value.items()}
+        return {k: _compile(v, f"{where}.{k}", available, budget) for k, v in value.items()}
     if isinstance(value, list):
-        return [_compile(v, f"{where}[{i}]", available) for i, v in enumerate(value)]
+        return [_compile(v, f"{where}[{i}]", available, budget) for i, v in enumerate(value)]
     return value
 
 

@@ -2,9 +2,15 @@
 
 A tool is ``function(arguments, context)`` (sync or async) where ``arguments`` is an instance of
 the tool's params class (validated like node params) and ``context`` a :class:`ToolContext`.
-Tools that touch the outside are fenced: ``http_fetch`` only reaches hosts listed in the flow's
-``allowed_hosts`` and has a timeout and a size cap; the file tools only read below the flow's
-directory (or ``base_dir``) and refuse paths that leave it.
+Tools that touch the outside go through the run's sandbox policy (see
+:mod:`backpackflow.sandbox`), which the context carries:
+
+* ``http_fetch`` reaches only hosts listed in the node's ``allowed_hosts`` **and** allowed by
+  the policy's egress rules (checked after DNS resolution, connecting to the address checked),
+  with a timeout and a size cap, and follows no redirects;
+* the file tools read through :meth:`ToolContext.read_bytes`: below the flow's folder (or
+  ``base_dir``), and below the operator's files root when there is one, symbolic links resolved
+  first. A third-party tool that reads files should do the same.
 """
 
 from __future__ import annotations
@@ -21,7 +27,9 @@ from urllib.parse import urlsplit
 import attrs
 import msgspec
 
+from backpackflow.egress import EgressDenied, host_matches
 from backpackflow.errors import BackpackFlowError
+from backpackflow.sandbox import TRUSTED, SandboxPolicy, SandboxViolation
 
 
 class ToolError(BackpackFlowError):
@@ -30,9 +38,19 @@ class ToolError(BackpackFlowError):
 
 @attrs.frozen
 class ToolContext:
-    """What a tool may know of the run: the directory relative paths resolve against."""
+    """What a tool may know of the run: the folder its relative paths start from and the
+    run's sandbox policy (what it may read and reach)."""
 
     base_dir: Path
+    policy: SandboxPolicy = TRUSTED
+
+    def read_bytes(self, path: str, *, max_bytes: int, tool: str) -> bytes:
+        """The bytes of the file ``path`` (relative to ``base_dir``), refused when it leaves
+        what the policy lets flows read (:class:`ToolError` naming the tool)."""
+        try:
+            return self.policy.read_file(path, self.base_dir, max_bytes=max_bytes, what=tool)
+        except SandboxViolation as exc:
+            raise ToolError(str(exc)) from None
 
 
 # ------------------------------------------------------------------------------- http_fetch
@@ -50,32 +68,25 @@ class HttpFetchArgs:
     headers: dict[str, str] = attrs.field(factory=dict)
 
 
-def _host_allowed(host: str, allowed: list[str]) -> bool:
-    host = host.lower()
-    for pattern in allowed:
-        pattern = pattern.lower()
-        if pattern.startswith("*.") and (host.endswith(pattern[1:]) or host == pattern[2:]):
-            return True
-        if host == pattern:
-            return True
-    return False
-
-
 async def http_fetch(args: HttpFetchArgs, context: ToolContext) -> dict[str, Any]:
     """GET a URL on an allowed host; returns status, content type and text."""
     import httpx
 
+    from backpackflow.httpx_egress import async_client
+
     parts = urlsplit(args.url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ToolError(f"http_fetch: {args.url!r} is not an http(s) URL")
-    if not _host_allowed(parts.hostname, args.allowed_hosts):
+    if not host_matches(parts.hostname, args.allowed_hosts):
         raise ToolError(
             f"http_fetch: host {parts.hostname!r} is not in allowed_hosts "
             f"{args.allowed_hosts}; add it to the node's arguments to allow it"
         )
     try:
         async with (
-            httpx.AsyncClient(timeout=args.timeout, follow_redirects=False) as client,
+            async_client(
+                context.policy.egress, timeout=args.timeout, follow_redirects=False
+            ) as client,
             client.stream("GET", args.url, headers=args.headers) as response,
         ):
             body = bytearray()
@@ -93,6 +104,8 @@ async def http_fetch(args: HttpFetchArgs, context: ToolContext) -> dict[str, Any
                 "content": text,
                 "bytes": len(body),
             }
+    except EgressDenied as exc:
+        raise ToolError(f"http_fetch: {exc}") from None
     except httpx.TimeoutException:
         raise ToolError(f"http_fetch: {args.url} timed out after {args.timeout}s") from None
     except httpx.HTTPError as exc:
@@ -109,29 +122,16 @@ class ReadFileArgs:
     encoding: str = "utf-8"
 
 
-def _resolve(path: str, context: ToolContext, tool: str) -> Path:
-    base = context.base_dir.resolve()
-    target = (base / path).resolve()
-    if not target.is_relative_to(base):
-        raise ToolError(f"{tool}: {path!r} is outside the flow's folder {str(base)!r}")
-    if not target.is_file():
-        raise ToolError(f"{tool}: no file {path!r} in {str(base)!r}")
-    return target
-
-
 def read_file(args: ReadFileArgs, context: ToolContext) -> dict[str, Any]:
     """Read a text file below the flow's folder."""
-    target = _resolve(args.path, context, "read_file")
-    size = target.stat().st_size
-    if size > args.max_bytes:
-        raise ToolError(
-            f"read_file: {args.path!r} is {size} bytes, over max_bytes={args.max_bytes}"
-        )
+    data = context.read_bytes(args.path, max_bytes=args.max_bytes, tool="read_file")
     try:
-        content = target.read_text(encoding=args.encoding)
+        content = data.decode(args.encoding)
+    except LookupError:
+        raise ToolError(f"read_file: unknown encoding {args.encoding!r}") from None
     except UnicodeDecodeError as exc:
         raise ToolError(f"read_file: {args.path!r} is not {args.encoding} text: {exc}") from None
-    return {"path": args.path, "content": content, "bytes": size}
+    return {"path": args.path, "content": content, "bytes": len(data)}
 
 
 @attrs.frozen(kw_only=True)
@@ -153,10 +153,11 @@ def _number(text: str) -> float | None:
 def csv_summary(args: CsvSummaryArgs, context: ToolContext) -> dict[str, Any]:
     """Rows, columns and per-column statistics of a CSV file below the flow's folder: numeric
     columns get min/max/mean/sum, text columns their most frequent values."""
-    target = _resolve(args.path, context, "csv_summary")
-    if target.stat().st_size > args.max_bytes:
-        raise ToolError(f"csv_summary: {args.path!r} is over max_bytes={args.max_bytes}")
-    text = target.read_text(encoding="utf-8-sig")
+    data = context.read_bytes(args.path, max_bytes=args.max_bytes, tool="csv_summary")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ToolError(f"csv_summary: {args.path!r} is not UTF-8 text: {exc}") from None
     reader = csv.DictReader(io.StringIO(text), delimiter=args.delimiter)
     if not reader.fieldnames:
         raise ToolError(f"csv_summary: {args.path!r} has no header row")

@@ -362,6 +362,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
                     log.warning("seed directory %s does not exist; nothing seeded", seed_dir)
                 await seed_workflows(store, seeds, seed_dir)
             manager = RunManager(store, loader, settings, seed_folders(seeds))
+            log.info("flow sandbox: %s", manager.policy.describe())
             await manager.start()
             sha = await run_in_threadpool(git_sha)
             authenticator = Authenticator(store, settings)
@@ -656,12 +657,18 @@ def _add_run_routes(app: FastAPI) -> None:
     async def start_run(
         workflow_id: WorkflowId,
         service: ServiceDep,
+        request: Request,
         response: Response,
         who: Runner,
         body: RunCreate | None = None,
     ) -> dict[str, Any]:
         body = body if body is not None else RunCreate()
-        run = await service.manager.submit(workflow_id, body.input_vars, body.triggered_by or "api")
+        run = await service.manager.submit(
+            workflow_id,
+            body.input_vars,
+            body.triggered_by or "api",
+            server_address=request.scope.get("server"),  # flows may not call this address
+        )
         response.headers["Location"] = f"/api/runs/{run['id']}"
         log.info("run %s of workflow %s started by %s", run["id"], workflow_id, who.name)
         return run

@@ -61,30 +61,80 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
         choices=["critical", "error", "warning", "info", "debug"],
         help="server log level",
     )
-    # Who may call the service and from where (docs/security.md).
-    parser.add_argument(
+    access = parser.add_argument_group(
+        "access", "who may call the service and from where (see docs/security.md)"
+    )
+    access.add_argument(
         "--local-dev",
         action="store_true",
         help="no API token: every loopback client is an admin (only with a loopback --host)",
     )
-    parser.add_argument(
+    access.add_argument(
         "--allowed-host",
         action="append",
         metavar="HOST",
         help="a Host name clients reach the service by, added to $BACKPACKFLOW_ALLOWED_HOSTS "
         "(default: the loopback names); repeatable",
     )
-    parser.add_argument(
+    access.add_argument(
         "--allowed-origin",
         action="append",
         metavar="ORIGIN",
         help="a browser origin (https://example.com) that may change things; repeatable",
     )
-    parser.add_argument(
+    access.add_argument(
         "--cors-origin",
         action="append",
         metavar="ORIGIN",
         help="a browser origin allowed to call the API with CORS (off by default); repeatable",
+    )
+    sandbox = parser.add_argument_group(
+        "flow sandbox",
+        "what flows submitted over the API may make the service do (see docs/security.md); "
+        "each option overrides its BACKPACKFLOW_* variable",
+    )
+    sandbox.add_argument(
+        "--files-dir",
+        metavar="DIR",
+        help="the only folder file tools of API flows read (default .backpackflow/files)",
+    )
+    sandbox.add_argument(
+        "--env-allow",
+        action="append",
+        metavar="NAME",
+        help="an environment variable flows may read (${NAME}, api_key_env); repeatable; "
+        "default: none",
+    )
+    sandbox.add_argument(
+        "--egress-allow",
+        action="append",
+        metavar="NETWORK",
+        help="a non-public network flows may reach (CIDR or address); repeatable; default: "
+        "public addresses only",
+    )
+    sandbox.add_argument(
+        "--egress-deny",
+        action="append",
+        metavar="NETWORK",
+        help="a public network flows may not reach either; repeatable",
+    )
+    sandbox.add_argument(
+        "--egress-allow-host",
+        action="append",
+        metavar="HOST",
+        help="restrict flows to these host names (exact or *.example.com); repeatable",
+    )
+    sandbox.add_argument(
+        "--flow-sink",
+        action="append",
+        metavar="TYPE",
+        help="an event sink type flows may declare; repeatable; default: webhook",
+    )
+    sandbox.add_argument(
+        "--template-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="wall time one template render may take (default 2)",
     )
 
 
@@ -97,6 +147,13 @@ def _settings(args: argparse.Namespace) -> Settings:
         ("max_concurrent_runs", "max_concurrent_runs"),
         ("seed_dir", "seed_dir"),
         ("heartbeat", "sse_heartbeat"),
+        ("files_dir", "files_dir"),
+        ("env_allow", "flow_env_allowlist"),
+        ("egress_allow", "egress_allow_networks"),
+        ("egress_deny", "egress_deny_networks"),
+        ("egress_allow_host", "egress_allow_hosts"),
+        ("flow_sink", "flow_sinks"),
+        ("template_timeout", "template_max_seconds"),
     ):
         value = getattr(args, option, None)
         if value is not None:

@@ -29,7 +29,6 @@ import copy
 import itertools
 import json
 import logging
-import os
 import re
 import threading
 import warnings
@@ -41,13 +40,18 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import anyio
+import attrs
 from starlette.concurrency import run_in_threadpool
 
 from backpackflow import Backpack, BackpackEvent, EventStreamer, Flow, RunControl
 from backpackflow.config import KeepUnset, structure
 from backpackflow.deps import DependencyContainer
-from backpackflow.errors import ConfigError
+from backpackflow.egress import EgressDenied, EndpointSet
+from backpackflow.errors import BackpackFlowError, ConfigError
 from backpackflow.loader import FLOW_DIR, ConfigWarning, FlowLoader
+from backpackflow.plugins import EventSink, make_sink
+from backpackflow.sandbox import SandboxPolicy
+from backpackflow.secrets import SecretMasker
 from backpackflow_store_sql import (
     DatabaseUnavailable,
     EventWriter,
@@ -176,17 +180,40 @@ def document_key(document: Mapping[str, Any]) -> str:
     return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def error_summary(error: BaseException | None, context: str = "a run failed") -> str | None:
+def error_summary(
+    error: BaseException | None,
+    context: str = "a run failed",
+    secrets: SecretMasker | None = None,
+) -> str | None:
     """``"Type: message (error id …)"`` of a run's error, short enough for a summary column,
-    server paths redacted; the error and its stack are logged under the id."""
+    with the flow's ``secrets`` masked and server paths redacted (the summary is shown to API
+    clients as the events are); the error and its stack are logged under the id."""
     if error is None:
         return None
     error_id = new_error_id()
     log_failure(error_id, context, error)
     text = client_message(error)
+    if secrets is not None:
+        text = secrets.mask_text(text)
     room = _MAX_ERROR_SUMMARY - len(with_error_id("", error_id))
     text = text if len(text) <= room else text[: room - 1] + "…"
     return with_error_id(text, error_id)
+
+
+def _service_files(store: Any, settings: Settings) -> tuple[Path, ...]:
+    """Files of the service itself that flows may never read, even inside the files folder:
+    the SQLite database (and its journal files) and the LLM response cache."""
+    denied: list[Path] = []
+    url = str(getattr(store, "url", "") or "")
+    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+        database = Path(url.removeprefix("sqlite:///").split("?", 1)[0])
+        denied += [
+            database,
+            *(Path(f"{database}{suffix}") for suffix in ("-wal", "-shm", "-journal")),
+        ]
+    if settings.llm_cache is not None:
+        denied.append(Path(settings.llm_cache))
+    return tuple(path.absolute() for path in denied)
 
 
 class _Slot:
@@ -269,6 +296,7 @@ class RunHandle:
         self.task: asyncio.Task[None] | None = None
         self.writer: EventWriter | None = None
         self.summary: dict[str, Any] | None = None
+        self.sinks: list[EventSink] = []  # the sinks the flow declares, for this run
         self.canceled = asyncio.Event()  # set with cancel_reason: stops waiting for a slot
         self.low = 1
         self._buffer_limit = buffer_limit
@@ -378,6 +406,13 @@ class RunManager:
         self._cache: Any = None
         self._flow_dirs = dict(flow_dirs or {})  # seed documents → their folders
         self._files_dir = settings.resolved_files_dir()  # fixed now: cwd may change later
+        #: The addresses this service is reached on (learned from the requests that start
+        #: runs): flows may not call the service's own API.
+        self.self_endpoints = EndpointSet()
+        #: What every flow of the service may do (files, network, environment, templates).
+        self.policy = settings.sandbox_policy(
+            files_deny=_service_files(store, settings), self_endpoints=self.self_endpoints
+        )
         self._handles: dict[str, RunHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._flows: OrderedDict[tuple[str, int], Flow] = OrderedDict()
@@ -473,14 +508,44 @@ class RunManager:
         """Validate a flow document as written and build it once; returns its warnings.
 
         Building catches what the schema cannot (an unknown dependency factory, a node class
-        refusing its params); ``${NAME}`` references stay unresolved until a run loads it.
+        refusing its params, a ``base_dir`` leaving the files folder); ``${NAME}`` references
+        to allowed variables stay unresolved until a run loads it, references to variables
+        the policy does not let flows read are refused now; so are sinks of types the
+        operator does not allow and sink URLs denied whatever DNS says.
         """
-        environ = KeepUnset(os.environ)  # like ``backpackflow validate --allow-unset-env``
-        report = self.loader.validate(graph_json, environ=environ)
+        # like ``backpackflow validate --allow-unset-env``, within the policy's allowlist
+        environ = KeepUnset(self.policy.environ())
+        report = self.loader.validate(graph_json, environ=environ, policy=self.policy)
         if report.errors:
             raise FlowProblems("graph_json", list(report.errors))
+        problems = self._sink_problems(graph_json)
+        if problems:
+            raise FlowProblems("graph_json", problems)
         self._load(graph_json, "graph_json", environ=environ)
         return list(report.warnings)
+
+    def _sink_problems(self, graph_json: Mapping[str, Any]) -> list[str]:
+        """Sinks a flow declares: types the operator allows, URLs the egress policy does not
+        deny outright (DNS is checked again when each run connects)."""
+        allowed = set(self.settings.flow_sinks)
+        problems = []
+        for i, sink in enumerate(graph_json.get("sinks") or ()):
+            kind = sink.get("type") if isinstance(sink, Mapping) else None
+            if kind not in allowed:
+                problems.append(
+                    f"$.sinks[{i}].type: sink type {kind!r} is not one flows may declare here "
+                    f"(allowed: {', '.join(sorted(allowed)) or 'none'}; the operator's "
+                    "flow_sinks setting)"
+                )
+                continue
+            url = (sink.get("options") or {}).get("url")
+            egress = self.policy.egress
+            if isinstance(url, str) and egress is not None:
+                try:
+                    egress.check_url_statically(url, what=f"sink {kind!r}")
+                except EgressDenied as exc:
+                    problems.append(f"$.sinks[{i}].options.url: {exc}")
+        return problems
 
     def _response_cache(self) -> Any:
         """The service-wide LLM response cache (built on first use), or None when disabled
@@ -501,18 +566,25 @@ class RunManager:
         folder = self._flow_dirs.get(document_key(graph_json))
         return folder if folder is not None else self._files_dir
 
+    def policy_for(self, graph_json: Mapping[str, Any]) -> SandboxPolicy:
+        """The service's policy for one flow: its files root is the flow's folder (the files
+        folder, or a demo workflow's seed folder)."""
+        return attrs.evolve(self.policy, files_root=self.flow_dir(graph_json).resolve())
+
     def _load(
         self, graph_json: Mapping[str, Any], where: str, environ: Mapping[str, str] | None = None
     ) -> Flow:
         deps = DependencyContainer()
-        deps.register(FLOW_DIR, self.flow_dir(graph_json).resolve())
+        policy = self.policy_for(graph_json)
+        assert policy.files_root is not None
+        deps.register(FLOW_DIR, policy.files_root)
         declared = graph_json.get("dependencies") or {}
         cache = self._response_cache()
         if cache is not None and LLM_CACHE not in declared:
             deps.register(LLM_CACHE, cache)
         _quiet_config_warnings()
         try:
-            return self.loader.load_flow(graph_json, deps, environ=environ)
+            return self.loader.load_flow(graph_json, deps, environ=environ, policy=policy)
         except ConfigError as exc:
             problems = list(exc.problems) or [f"$: {exc}"]
             cause = exc.__cause__
@@ -575,9 +647,16 @@ class RunManager:
     # ------------------------------------------------------------------ runs
 
     async def submit(
-        self, workflow_id: str, input_vars: Mapping[str, Any], triggered_by: str | None
+        self,
+        workflow_id: str,
+        input_vars: Mapping[str, Any],
+        triggered_by: str | None,
+        *,
+        server_address: tuple[str, int] | None = None,
     ) -> dict[str, Any]:
-        """Create a ``queued`` run and start it in the background; returns the run."""
+        """Create a ``queued`` run and start it in the background; returns the run.
+        ``server_address``: where the request reached this service (flows may not call it)."""
+        self._learn_address(server_address)
         self._check_accepting()
         workflow = await run_in_threadpool(self.store.get_workflow, workflow_id)
         flow = await self.off_loop(self.load_flow, workflow)
@@ -601,6 +680,11 @@ class RunManager:
             history_size=self.settings.event_history_size,
         )
         handle.streamer.subscribe("*", self._subscriber(handle))
+        try:
+            self._attach_sinks(handle)
+        except FlowProblems as exc:
+            await self._finish_early(run["id"], "failed", "; ".join(exc.problems))
+            raise
         self._handles[handle.run_id] = handle
         task = asyncio.create_task(self._execute(handle), name=f"backpackflow run {run['id']}")
         handle.task = task
@@ -628,6 +712,43 @@ class RunManager:
         if status == "queued":
             return status, "the run was queued; it will not start"
         return status, "the run stops at its next await or node boundary"
+
+    def _learn_address(self, address: tuple[str, int] | None) -> None:
+        if address is None:
+            return
+        host, port = address
+        try:
+            self.self_endpoints.add(host, int(port))
+        except ValueError:  # a Unix socket or a name: nothing a flow could connect to by IP
+            pass
+
+    def _attach_sinks(self, handle: RunHandle) -> None:
+        """The sinks the flow declares, built for this run under the service's policy."""
+        config = getattr(handle.flow, "config", None)
+        allowed = set(self.settings.flow_sinks)
+        for i, sink in enumerate(getattr(config, "sinks", ()) or ()):
+            where = f"$.sinks[{i}]"
+            if sink.type not in allowed:  # saved before the operator changed the setting
+                raise FlowProblems(
+                    "workflow",
+                    [f"{where}.type: sink type {sink.type!r} is not one flows may declare here"],
+                )
+            try:
+                built = make_sink(
+                    self.loader.registry,
+                    sink.type,
+                    sink.options,
+                    policy=handle.flow.policy or self.policy,
+                    secrets=handle.flow.secrets,
+                )
+            except BackpackFlowError as exc:
+                for earlier in handle.sinks:
+                    earlier.close()
+                # options are resolved here: a message may quote a secret they hold
+                masked = handle.flow.secrets.mask_text(str(exc)) if handle.flow.secrets else exc
+                raise FlowProblems("workflow", [f"{where}: {masked}"]) from None
+            handle.sinks.append(built)
+            handle.streamer.subscribe("*", built.handle)
 
     def _check_accepting(self) -> None:
         if not self._accepting:
@@ -738,11 +859,15 @@ class RunManager:
                 if status == "canceled" and handle.cancel_reason:  # say why, not RunCanceled
                     error = handle.cancel_reason
                 else:
-                    error = error_summary(result.error, f"run {handle.run_id} {status}")
+                    error = error_summary(
+                        result.error, f"run {handle.run_id} {status}", handle.flow.secrets
+                    )
             finally:
                 slots.release()
         except Exception as exc:  # noqa: BLE001 - the service failed the run, not the flow
-            summary = error_summary(exc, f"run {handle.run_id}: the service failed running it")
+            summary = error_summary(
+                exc, f"run {handle.run_id}: the service failed running it", handle.flow.secrets
+            )
             status, error = "failed", f"service error: {summary}"
         await self._finish(handle, status, error)
 
@@ -750,6 +875,11 @@ class RunManager:
         """Store every event, then the final status; then let the database serve the run."""
         handle.state = "finishing"
         summary: dict[str, Any] | None = None
+        for sink in handle.sinks:  # a webhook sends what it holds (bounded by close_timeout)
+            try:
+                await run_in_threadpool(sink.close)
+            except Exception:
+                log.exception("run %s: a sink of the flow failed to close", handle.run_id)
         try:
             if handle.writer is not None:
                 # Ask for the batch being collected now, without waiting for max_delay; the

@@ -14,7 +14,6 @@ still exactly a seed's that folder as its ``flow_dir``.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import warnings
@@ -24,6 +23,7 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 
 from backpackflow.config import KeepUnset
+from backpackflow.jsondata import loads as load_json
 from backpackflow.loader import FlowLoader
 
 from .runs import RunStore, document_key
@@ -40,8 +40,8 @@ def read_seed_files(directory: Path, loader: FlowLoader) -> list[dict[str, Any]]
     seeds: list[dict[str, Any]] = []
     for path in seed_files(directory):
         try:
-            document = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            document = load_json(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:  # ValueError: not JSON (or nested too deeply)
             log.warning("not seeding %s: cannot read it as JSON (%s)", path, exc)
             continue
         if not isinstance(document, dict):

@@ -15,6 +15,9 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from backpackflow.egress import EgressPolicy, EndpointSet, parse_network
+from backpackflow.sandbox import SandboxPolicy, TemplateBudget
+
 #: Where file tools of the service's runs read unless ``files_dir`` says otherwise.
 DEFAULT_FILES_DIR = Path(".backpackflow") / "files"
 #: Where the demo workflows ship inside this package (filled by the build; may be empty).
@@ -171,7 +174,17 @@ class Settings(BaseSettings):
         "(off the event loop, so one request cannot stall the others)",
     )
 
-    @field_validator("allowed_hosts", "allowed_origins", "cors_origins", mode="before")
+    @field_validator(
+        "allowed_hosts",
+        "allowed_origins",
+        "cors_origins",
+        "flow_env_allowlist",
+        "egress_allow_networks",
+        "egress_deny_networks",
+        "egress_allow_hosts",
+        "flow_sinks",
+        mode="before",
+    )
     @classmethod
     def _text_list(cls, value: Any) -> Any:
         """``"a, b"`` or ``'["a", "b"]'`` (as environment variables hold them) → a list."""
@@ -202,6 +215,87 @@ class Settings(BaseSettings):
                 )
             normalized.append(f"{parts.scheme}://{parts.netloc}".lower())
         return normalized
+
+    # ---- the flow sandbox: what a flow submitted over the API may make the service do -------
+    # (files_dir above is its files root). Lists are comma-separated in the environment
+    # (BACKPACKFLOW_FLOW_ENV_ALLOWLIST=OPENAI_API_KEY,ANTHROPIC_API_KEY) or JSON arrays, as
+    # the edge's lists are.
+    flow_env_allowlist: TextList = Field(
+        default=[],
+        description="environment variables flows may read through ${NAME} references and "
+        "options such as api_key_env / secret_env (default: none); every value read is masked "
+        "in events",
+    )
+    egress_allow_networks: TextList = Field(
+        default=[],
+        description="networks flows may reach although they are not public (CIDRs or single "
+        "addresses, e.g. 10.1.0.0/16, 127.0.0.1): http_fetch, webhook sinks, LLM base_url. "
+        "Loopback, link-local (metadata), private, shared and reserved ranges are denied "
+        "otherwise, after DNS resolution",
+    )
+    egress_deny_networks: TextList = Field(
+        default=[],
+        description="public networks flows may not reach either (e.g. this host's public "
+        "address, a partner's range)",
+    )
+    egress_allow_hosts: TextList | None = Field(
+        default=None,
+        description="host names flows may reach (exact or *.example.com); None: any host "
+        "whose addresses are allowed",
+    )
+    egress_allow_self: bool = Field(
+        default=False,
+        description="let flows call this service's own API (its listening address is denied "
+        "otherwise, even inside an allowed network)",
+    )
+    flow_sinks: TextList = Field(
+        default=["webhook"],
+        description="event sink types a flow may declare in its 'sinks' (attached to each of "
+        "its runs under this policy); others are refused when the workflow is saved",
+    )
+    template_max_seconds: float = Field(
+        default=2.0, gt=0, description="wall time one template render may take"
+    )
+    template_max_output: int = Field(
+        default=1_000_000, ge=1, description="characters one template render may produce"
+    )
+    template_max_int_bits: int = Field(
+        default=4096, ge=64, description="largest integer template arithmetic may produce"
+    )
+
+    @field_validator("egress_allow_networks", "egress_deny_networks", mode="after")
+    @classmethod
+    def _networks(cls, value: Any) -> Any:
+        for entry in value:
+            parse_network(entry)  # ValueError names the entry
+        return value
+
+    def sandbox_policy(
+        self, *, files_deny: tuple[Path, ...] = (), self_endpoints: EndpointSet | None = None
+    ) -> SandboxPolicy:
+        """The policy every flow of the service runs under (see :mod:`backpackflow.sandbox`):
+        files below :meth:`resolved_files_dir` (except ``files_deny``), public egress unless
+        allowed and never to ``self_endpoints`` (unless ``egress_allow_self``), only the
+        allowlisted environment, template budgets, CPU work off the event loop."""
+        hosts = self.egress_allow_hosts
+        own = () if self.egress_allow_self or self_endpoints is None else self_endpoints
+        return SandboxPolicy(
+            files_root=self.resolved_files_dir(),
+            files_deny=files_deny,
+            egress=EgressPolicy.from_settings(
+                allow_networks=self.egress_allow_networks,
+                deny_networks=self.egress_deny_networks,
+                allow_hosts=hosts,
+                deny_endpoints=own,
+            ),
+            env_allowlist=frozenset(self.flow_env_allowlist),
+            templates=TemplateBudget(
+                max_int_bits=self.template_max_int_bits,
+                max_seconds=self.template_max_seconds,
+                max_output=self.template_max_output,
+            ),
+            offload=True,
+        )
 
     def resolved_files_dir(self) -> Path:
         """Where file tools of workflows read (see ``files_dir``), as an absolute path."""

@@ -35,6 +35,7 @@ from rich.text import Text
 from backpackflow import hookimpl
 from backpackflow.events import BackpackEvent, StreamEventType, to_jsonable
 from backpackflow.plugins import EventSinkRegistrar
+from backpackflow.sandbox import SandboxPolicy
 from backpackflow_sinks._common import (
     OnceLog,
     SinkConfigError,
@@ -112,7 +113,14 @@ STYLE_NS = "cyan"
 class ConsoleSink:
     """Prints events as they arrive (see the module docstring). Thread-safe."""
 
-    def __init__(self, options: ConsoleOptions, *, file: IO[str] | None = None) -> None:
+    def __init__(
+        self,
+        options: ConsoleOptions,
+        *,
+        file: IO[str] | None = None,
+        policy: SandboxPolicy | None = None,
+    ) -> None:
+        # ``policy``: nothing to restrict, the sink only prints to this process's terminal
         _validate(options)
         self.options = options
         self._mode = options.mode

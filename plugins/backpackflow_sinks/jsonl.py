@@ -41,6 +41,7 @@ from backpackflow import hookimpl
 from backpackflow.events import BackpackEvent, StreamEventType
 from backpackflow.jsondata import ListPrefix
 from backpackflow.plugins import EventSinkRegistrar
+from backpackflow.sandbox import SandboxPolicy, SandboxViolation
 from backpackflow_sinks._common import (
     OnceLog,
     SinkConfigError,
@@ -94,7 +95,9 @@ class JsonlFileSink:
     """Writes events as JSON Lines (see the module docstring). Thread-safe: one instance may
     serve concurrent runs; several instances and processes may share a file."""
 
-    def __init__(self, options: FileSinkOptions) -> None:
+    def __init__(self, options: FileSinkOptions, *, policy: SandboxPolicy | None = None) -> None:
+        if policy is not None and policy.files_root is not None:
+            options = attrs.evolve(options, path=_confined(options.path, policy))
         self.options = options
         self._directory = _validate(options)
         self._full = options.values == "full"
@@ -318,6 +321,19 @@ def _close_quietly(fd: int) -> None:
 def _safe_name(run_id: str) -> str:
     """Run ids are hex, but a caller may pass its own: keep file names inside the directory."""
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in run_id).lstrip(".") or "_"
+
+
+def _confined(path: str, policy: SandboxPolicy) -> str:
+    """A flow's sink path inside the policy's files root (a relative path is relative to it):
+    a flow may not make the process write anywhere else."""
+    check_type(SINK, "path", path, str)
+    assert policy.files_root is not None
+    target = policy.files_root / path
+    try:
+        confined = policy.confine(target, what=f"sink {SINK!r}", shown=path)
+    except SandboxViolation as exc:
+        raise SinkConfigError(SINK, "path", str(exc)) from None
+    return str(confined) + ("/" if path.endswith(("/", os.sep)) else "")
 
 
 def _validate(options: FileSinkOptions) -> Path | None:

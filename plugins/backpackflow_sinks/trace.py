@@ -28,6 +28,7 @@ from typing import Any
 import attrs
 
 from backpackflow.errors import BackpackFlowError
+from backpackflow.jsondata import loads as load_json
 from backpackflow_sinks._common import decimal_or_none, usage_tokens
 
 
@@ -288,7 +289,7 @@ def _read_events(file: Path, problems: list[Problem], strict: bool) -> Iterator[
             continue
         problem = None
         try:
-            event = json.loads(line)
+            event = load_json(line)
         except (UnicodeDecodeError, ValueError) as exc:
             event = None
             problem = f"not JSON ({exc})"

@@ -44,7 +44,6 @@ import hashlib
 import hmac
 import json
 import math
-import os
 import random
 import sys
 import threading
@@ -56,9 +55,12 @@ import attrs
 import httpx
 
 from backpackflow import __version__, hookimpl
+from backpackflow.egress import EgressDenied
 from backpackflow.events import BackpackEvent, StreamEventType
+from backpackflow.httpx_egress import sync_client
 from backpackflow.ids import new_id
 from backpackflow.plugins import EventSinkRegistrar
+from backpackflow.sandbox import TRUSTED, SandboxPolicy, SandboxViolation
 from backpackflow_sinks._common import (
     OnceLog,
     SinkConfigError,
@@ -121,9 +123,16 @@ class WebhookOptions:
 class WebhookSink:
     """Batched, retried, optionally signed HTTP delivery (see the module docstring)."""
 
-    def __init__(self, options: WebhookOptions) -> None:
+    def __init__(self, options: WebhookOptions, *, policy: SandboxPolicy | None = None) -> None:
+        policy = policy if policy is not None else TRUSTED
         self.url = _validate_url(options.url)
-        self._secret = _validate(options)
+        egress = policy.egress
+        if egress is not None:  # a flow's sink: refuse what is denied whatever DNS says, now
+            try:
+                egress.check_url_statically(str(self.url), what=f"sink {SINK!r}")
+            except EgressDenied as exc:
+                raise SinkConfigError(SINK, "url", str(exc)) from None
+        self._secret = _validate(options, policy)
         self.options = options
         self._cond = threading.Condition()
         self._queue: deque[tuple[float, dict[str, Any]]] = deque()
@@ -137,7 +146,10 @@ class WebhookSink:
         self._last_error: str | None = None
         self._report: dict[str, Any] | None = None
         self._log = OnceLog(SINK)
-        self._client = httpx.Client(
+        # under an egress policy every connection is checked after DNS resolution and made to
+        # the address checked (no proxies from the environment: they would resolve on their own)
+        self._client = sync_client(
+            egress,
             timeout=httpx.Timeout(options.timeout),
             headers={
                 **options.headers,
@@ -337,6 +349,8 @@ class WebhookSink:
             headers[SIGNATURE_HEADER] = f"sha256={digest.hexdigest()}"
         try:
             response = self._client.post(self.url, content=body, headers=headers, timeout=timeout)
+        except EgressDenied as exc:  # nothing was sent; a retry would be denied as well
+            return "rejected", None, str(exc)
         except httpx.TimeoutException as exc:
             return "retry", None, f"timed out after {timeout:.3g} s ({type(exc).__name__})"
         except httpx.HTTPError as exc:  # connection refused or reset, protocol errors
@@ -387,8 +401,8 @@ def _validate_url(value: Any) -> httpx.URL:
     return url
 
 
-def _validate(options: WebhookOptions) -> bytes | None:
-    """Check the options; returns the signing key."""
+def _validate(options: WebhookOptions, policy: SandboxPolicy) -> bytes | None:
+    """Check the options; returns the signing key (``secret_env`` read through ``policy``)."""
     for name in ("timeout", "max_delay", "backoff", "max_backoff", "close_timeout"):
         check_positive(SINK, name, getattr(options, name), allow_zero=name != "timeout")
     for name in ("batch_size", "max_queue", "max_retries"):
@@ -406,7 +420,10 @@ def _validate(options: WebhookOptions) -> bytes | None:
     secret = options.secret
     if options.secret_env is not None:
         check_type(SINK, "secret_env", options.secret_env, str)
-        secret = os.environ.get(options.secret_env)
+        try:
+            secret = policy.getenv(options.secret_env)
+        except SandboxViolation as exc:
+            raise SinkConfigError(SINK, "secret_env", str(exc)) from None
         if not secret:
             raise SinkConfigError(
                 SINK, "secret_env", f"environment variable {options.secret_env!r} is not set"

@@ -13,13 +13,16 @@ import email.utils
 import json
 import os
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import attrs
 import httpx
 import httpx_sse
 
+from backpackflow.egress import EgressDenied, EgressPolicy
+from backpackflow.httpx_egress import async_client
+from backpackflow.sandbox import SandboxViolation
 from backpackflow_llm.providers.base import OnChunk
 from backpackflow_llm.types import (
     LLMRequest,
@@ -136,6 +139,12 @@ class HTTPProvider:
     here); without it each call opens and closes its own client, which is always safe because
     an ``AsyncClient`` must not outlive its event loop. The provider's ``timeout`` applies to
     every call either way: connect, each read (so a stream that stalls times out) and write.
+
+    ``egress`` (a sandbox policy's, given by the dependency factory for flows the operator does
+    not trust) restricts where calls may go: ``base_url`` comes from the flow, so a call to a
+    denied address fails before anything (the API key included) is sent. ``getenv`` reads
+    ``api_key_env`` (default ``os.environ.get``): the policy's, which only reads the variables
+    the operator allows and masks what it read.
     """
 
     name: str
@@ -151,6 +160,8 @@ class HTTPProvider:
         timeout: float,
         client: httpx.AsyncClient | None,
         extra_headers: Mapping[str, str] | None,
+        egress: EgressPolicy | None = None,
+        getenv: Callable[[str], str | None] | None = None,
     ) -> None:
         if timeout <= 0:
             raise ValueError(f"{type(self).__name__}: timeout must be > 0 seconds, got {timeout}")
@@ -161,6 +172,8 @@ class HTTPProvider:
         self._api_key = api_key
         self._client = client
         self._extra_headers = dict(extra_headers or {})
+        self._egress = egress
+        self._getenv = getenv if getenv is not None else os.environ.get
 
     def __repr__(self) -> str:  # never show the key
         return f"{type(self).__name__}(name={self.name!r}, base_url={self.base_url!r})"
@@ -200,7 +213,15 @@ class HTTPProvider:
     # ---- the call ---------------------------------------------------------------------------
 
     def resolve_api_key(self, model: str) -> str:
-        key = self._api_key if self._api_key else os.environ.get(self.api_key_env, "")
+        try:
+            key = self._api_key or self._getenv(self.api_key_env) or ""
+        except SandboxViolation as exc:  # the operator does not let flows read it
+            raise ProviderRequestError(
+                str(exc),
+                provider=self.name,
+                model=model,
+                hint="give the key another way the operator allows; not retried",
+            ) from None
         if not key:
             raise MissingAPIKey(
                 provider=self.name,
@@ -218,7 +239,7 @@ class HTTPProvider:
         payload = self.body(request)
         if self._client is not None:
             return await self._send(self._client, request, headers, payload, on_chunk)
-        async with httpx.AsyncClient() as client:
+        async with async_client(self._egress) as client:
             return await self._send(client, request, headers, payload, on_chunk)
 
     async def _send(
@@ -260,6 +281,13 @@ class HTTPProvider:
                 body = (await response.aread()).decode("utf-8", "replace")
         except ProviderError:
             raise
+        except EgressDenied as exc:  # nothing was sent
+            raise ProviderRequestError(
+                f"cannot call {url}: {exc}",
+                provider=self.name,
+                model=model,
+                hint="base_url must name a destination the operator allows; not retried",
+            ) from None
         except httpx_sse.SSEError as exc:
             raise self._malformed(f"expected an event stream: {exc}", "", model) from None
         except httpx.TimeoutException as exc:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import httpx
 import httpx_sse
 
+from backpackflow.egress import EgressPolicy
 from backpackflow_llm.providers._http import (
     HTTPProvider,
     StreamResult,
@@ -68,6 +69,8 @@ class AnthropicProvider(HTTPProvider):
         default_max_tokens: int = 1024,
         client: httpx.AsyncClient | None = None,
         extra_headers: Mapping[str, str] | None = None,
+        egress: EgressPolicy | None = None,
+        getenv: Callable[[str], str | None] | None = None,
     ) -> None:
         super().__init__(
             name=name,
@@ -77,6 +80,8 @@ class AnthropicProvider(HTTPProvider):
             timeout=timeout,
             client=client,
             extra_headers=extra_headers,
+            egress=egress,
+            getenv=getenv,
         )
         if default_max_tokens < 1:
             raise ValueError("AnthropicProvider: default_max_tokens must be >= 1")

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, Literal
 
 import httpx
 import httpx_sse
 
+from backpackflow.egress import EgressPolicy
 from backpackflow_llm.providers._http import (
     HTTPProvider,
     StreamResult,
@@ -65,6 +66,8 @@ class OpenAIProvider(HTTPProvider):
         max_tokens_field: Literal["max_completion_tokens", "max_tokens"] = "max_completion_tokens",
         client: httpx.AsyncClient | None = None,
         extra_headers: Mapping[str, str] | None = None,
+        egress: EgressPolicy | None = None,
+        getenv: Callable[[str], str | None] | None = None,
     ) -> None:
         super().__init__(
             name=name,
@@ -74,6 +77,8 @@ class OpenAIProvider(HTTPProvider):
             timeout=timeout,
             client=client,
             extra_headers=extra_headers,
+            egress=egress,
+            getenv=getenv,
         )
         if max_tokens_field not in ("max_completion_tokens", "max_tokens"):
             raise ValueError(f"OpenAIProvider: unknown max_tokens_field {max_tokens_field!r}")

@@ -247,6 +247,9 @@ TEST_SETTINGS: dict[str, Any] = {
     "writer_max_delay": 0.01,
     "shutdown_grace": 2.0,
     "seed": False,
+    # the variable test_a_workflow_needing_an_unset_variable... reads (the service lets flows
+    # read only the variables its operator lists)
+    "flow_env_allowlist": ["BPF_SERVER_TEST_SECRET"],
 }
 
 

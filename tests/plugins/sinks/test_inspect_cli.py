@@ -125,6 +125,20 @@ def test_malformed_lines_are_skipped_with_their_line_numbers(
     assert [r[2] for r in rows(out)] == ["ok", "ok"]
 
 
+def test_a_line_nested_50000_deep_is_a_malformed_line_not_a_traceback(
+    inspect: Inspect, tmp_path: Path
+) -> None:
+    path = tmp_path / "deep.jsonl"
+    record(path, chain(1))
+    with path.open("a", encoding="utf-8") as file:
+        file.write("[" * 50_000 + "]" * 50_000 + "\n")
+    code, out, err = inspect(path)
+    assert code == 0
+    assert "not JSON ($: nested more than 256 levels deep" in err
+    assert "Traceback" not in err
+    assert [r[2] for r in rows(out)] == ["ok"]
+
+
 def test_guardrails_and_run_totals(inspect: Inspect, tmp_path: Path) -> None:
     path = tmp_path / "guard.jsonl"
     llm = FakeLLM(id="llm")
