@@ -1,14 +1,26 @@
-"""The published flow schemas are fresh, shipped in the package, and validate real flows."""
+"""The published flow schemas are fresh (their bytes made by this project's code alone, whatever
+the msgspec and Python versions: tests/kernel/test_schema.py), shipped in the package, the only
+documents with their ``$id``, and validate real flows."""
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
+from typing import Any
 
 from jsonschema import Draft202012Validator
 
+from backpackflow import FlowLoader, Node, hookimpl
 from backpackflow.config import CURRENT_VERSION
-from backpackflow.schema import dumps_schema, published_schema, shipped_schema_path
+from backpackflow.plugins import build_registry
+from backpackflow.schema import (
+    FIRST_PARTY_NODE_PLUGINS,
+    dumps_schema,
+    export_schema,
+    published_schema,
+    shipped_schema_path,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED = ROOT / "schemas" / "flow" / f"{CURRENT_VERSION}.json"
@@ -52,3 +64,53 @@ def test_published_schema_rejects_a_bad_param_at_its_path():
     errors = list(Draft202012Validator(schema).iter_errors(document))
     assert [list(e.absolute_path) for e in errors] == [["nodes", 1, "params", "temperature"]]
     assert errors[0].message == "5 is greater than the maximum of 2"
+
+
+# ------------------------------------------------------------------------------- one $id
+
+
+def first_party_plugins() -> list[Any]:
+    return [importlib.import_module(name) for name in FIRST_PARTY_NODE_PLUGINS]
+
+
+class ThirdPartyNodes:
+    __name__ = "third_party_nodes"
+
+    @hookimpl
+    def backpackflow_register_node_types(self, register):
+        register("shout", Node)
+
+
+def test_schema_export_of_the_first_party_plugins_is_the_published_document():
+    registry = build_registry(plugins=first_party_plugins(), autoload=False)
+    assert dumps_schema(export_schema(registry)) == COMMITTED.read_text(encoding="utf-8")
+
+
+def test_any_other_composition_does_not_carry_the_published_id():
+    published_id = json.loads(COMMITTED.read_text(encoding="utf-8"))["$id"]
+    assert published_id == f"https://backpackflow.dev/schemas/flow/{CURRENT_VERSION}.json"
+    more = build_registry(plugins=[*first_party_plugins(), ThirdPartyNodes()], autoload=False)
+    fewer = build_registry(plugins=first_party_plugins()[:1], autoload=False)
+    for registry in (more, fewer):
+        schema = export_schema(registry)
+        assert "$id" not in schema
+        Draft202012Validator.check_schema(schema)
+    assert "shout" in export_schema(more)["$defs"]["node"]["properties"]["type"]["enum"]
+
+
+def test_a_flow_file_may_name_its_schema_for_editors(tmp_path):
+    published_id = json.loads(COMMITTED.read_text(encoding="utf-8"))["$id"]
+    research = ROOT / "examples" / "research" / "flow.json"
+    document = {"$schema": published_id, **json.loads(research.read_text(encoding="utf-8"))}
+    errors = list(
+        Draft202012Validator(json.loads(COMMITTED.read_text("utf-8"))).iter_errors(document)
+    )
+    assert errors == []
+    path = tmp_path / "flow.json"
+    path.write_text(json.dumps(document), encoding="utf-8")
+    loader = FlowLoader()
+    assert loader.validate(path).errors == []
+    flow = loader.load_flow(path)
+    assert loader.export_flow(flow)["$schema"] == published_id  # kept, as everything given
+    document["$schema"] = 7
+    assert loader.validate(document).errors == ["$.$schema: 7 is not of type 'string'"]

@@ -128,9 +128,11 @@ class SubflowParams:
 
 @attrs.frozen(kw_only=True)
 class FlowConfig:
-    """A whole flow. ``entry`` names the start node (default: the first node)."""
+    """A whole flow. ``entry`` names the start node (default: the first node); ``schema`` (JSON
+    ``$schema``) is the schema the file names for editors, kept but not used to load."""
 
     version: str
+    schema: str | None = None
     name: str | None = None
     description: str | None = None
     namespace: str | None = None
@@ -171,18 +173,7 @@ def _make_converter() -> cattrs.Converter:
 
     conv.register_structure_hook(str | dict[str, Any], structure_rule)
     conv.register_structure_hook(Any, lambda value, _: value)
-    conv.register_structure_hook(
-        EdgeConfig,
-        make_dict_structure_fn(
-            EdgeConfig, conv, _cattrs_forbid_extra_keys=True, from_=override(rename="from")
-        ),
-    )
-    conv.register_unstructure_hook(
-        EdgeConfig,
-        make_dict_unstructure_fn(
-            EdgeConfig, conv, _cattrs_omit_if_default=True, from_=override(rename="from")
-        ),
-    )
+    _register_renamed(conv, EdgeConfig, from_="from")
 
     def structure_dependency(value: Any, _: type) -> DependencyConfig:
         # PRD-003 allows the short form "llm": "openai" for {"type": "openai"}
@@ -195,7 +186,21 @@ def _make_converter() -> cattrs.Converter:
     )
     conv.register_structure_hook(DependencyConfig, structure_dependency)
 
+    # last: the hooks made here capture those of the field types, registered above
+    _register_renamed(conv, FlowConfig, schema="$schema")
     return conv
+
+
+def _register_renamed(conv: cattrs.Converter, cls: type, **renames: str) -> None:
+    """Hooks for ``cls`` whose fields ``renames`` have other names in JSON (``from_`` is
+    ``from``): structuring forbids unknown keys, unstructuring omits defaults."""
+    overrides = {field: override(rename=name) for field, name in renames.items()}
+    conv.register_structure_hook(
+        cls, make_dict_structure_fn(cls, conv, _cattrs_forbid_extra_keys=True, **overrides)
+    )
+    conv.register_unstructure_hook(
+        cls, make_dict_unstructure_fn(cls, conv, _cattrs_omit_if_default=True, **overrides)
+    )
 
 
 def _strict_scalars(conv: cattrs.Converter) -> None:

@@ -214,7 +214,8 @@ class FlowLoader:
         if version != CURRENT_VERSION:
             notices.append(
                 f"$.version: flow config version {version!r} was migrated to "
-                f"{CURRENT_VERSION!r}; run 'backpackflow migrate {label}' to rewrite the file"
+                f"{CURRENT_VERSION!r}; run 'backpackflow migrate --in-place {label}' to "
+                "rewrite the file"
             )
         resolved = resolve_env_refs(raw, environ=environ, secrets=secrets)
         unknown = self._unknown_types(resolved.get("nodes"), "$")
@@ -645,6 +646,7 @@ class FlowLoader:
         source = getattr(flow, "config_source", None)
         if isinstance(source, Mapping):
             for key in (
+                "$schema",
                 "name",
                 "description",
                 "namespace",

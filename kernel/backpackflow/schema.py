@@ -11,8 +11,11 @@ validates a whole flow and errors point into ``params``::
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import inspect
 import json
+import re
 import typing
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Annotated, Any
@@ -38,15 +41,11 @@ _ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"
 # ------------------------------------------------------------------------------- params
 
 
-def _tidy(schema: Any, attrs_names: set[str]) -> None:
-    """Adjust msgspec's output in place: object schemas generated from attrs classes get
-    ``additionalProperties: false`` (the loader rejects unknown params, the schema says so
-    too), and ``anyOf: [{type: X, ...constraints}, {type: null}]`` becomes ``type: [X, null]``
-    with the constraints inline, so any validator reports "5 is greater than the maximum of
-    2" rather than "not valid under any of the given schemas"."""
+def _tidy(schema: Any) -> None:
+    """Adjust msgspec's output in place: ``anyOf: [{type: X, ...constraints}, {type: null}]``
+    becomes ``type: [X, null]`` with the constraints inline, so any validator reports "5 is
+    greater than the maximum of 2" rather than "not valid under any of the given schemas"."""
     if isinstance(schema, dict):
-        if schema.get("type") == "object" and schema.get("title") in attrs_names:
-            schema.setdefault("additionalProperties", False)
         options = schema.get("anyOf")
         if isinstance(options, list) and len(options) == 2 and {"type": "null"} in options:
             other = options[0] if options[1] == {"type": "null"} else options[1]
@@ -55,17 +54,71 @@ def _tidy(schema: Any, attrs_names: set[str]) -> None:
                 schema.update(other)
                 schema["type"] = [other["type"], "null"]
         for value in schema.values():
-            _tidy(value, attrs_names)
+            _tidy(value)
     elif isinstance(schema, list):
         for value in schema:
-            _tidy(value, attrs_names)
+            _tidy(value)
 
 
-def _attrs_classes(cls: type, seen: set[type] | None = None) -> set[type]:
+def _own_class_schema(schema: dict[str, Any], cls: type) -> None:
+    """What a published schema says of a class is decided here, not by msgspec (whose output
+    changes between releases: 0.23 dedents docstrings and shows factory defaults) nor by
+    Python (3.13 dedents docstrings itself):
+
+    - ``description``: the class docstring in one normal form (:func:`describe`);
+    - for attrs classes, ``additionalProperties: false`` (the loader rejects unknown params,
+      the schema says so too) and each field's ``default``: its own default value as JSON,
+      none for a default made by a factory (``attrs.field(factory=list)`` makes a fresh value
+      per instance, not one value to show).
+    """
+    description = describe(cls)
+    if description is None:
+        schema.pop("description", None)
+    else:
+        schema["description"] = description
+    if not attrs.has(cls) or schema.get("type") != "object":
+        return
+    schema.setdefault("additionalProperties", False)
+    properties = schema.get("properties", {})
+    for field in attrs.fields(cls):
+        prop = properties.get(field.name)
+        if not isinstance(prop, dict):
+            continue
+        if field.default is attrs.NOTHING or isinstance(field.default, _FACTORY):
+            prop.pop("default", None)
+        else:
+            prop["default"] = msgspec.to_builtins(field.default)
+
+
+#: attrs types ``Factory`` as a function for type checkers; it is a class.
+_FACTORY: type = attrs.Factory  # type: ignore[assignment]
+
+
+def describe(cls: type) -> str | None:
+    """A class's own docstring as the published schemas spell it: ``inspect.cleandoc``, then
+    each continuation line indented by four spaces, as a module-level class's docstring is
+    written in the source (the form schema 2.0.0 was published with, when msgspec copied
+    docstrings as written: kept, so that file's bytes stay). ``None`` for no docstring, an
+    enum's stock one or a dataclass's generated signature (which differs between Pythons)."""
+    doc = cls.__dict__.get("__doc__")
+    if not isinstance(doc, str) or not doc.strip():
+        return None
+    if doc == "An enumeration." or (
+        dataclasses.is_dataclass(cls) and doc.startswith(f"{cls.__name__}(")
+    ):
+        return None
+    first, *rest = inspect.cleandoc(doc).split("\n")
+    return "\n".join([first, *(f"    {line}" if line else "" for line in rest)])
+
+
+def _classes(cls: type, seen: set[type] | None = None) -> set[type]:
+    """``cls`` and every class its fields' types mention, through nested attrs classes."""
     seen = set() if seen is None else seen
-    if cls in seen or not attrs.has(cls):
+    if cls in seen:
         return seen
     seen.add(cls)
+    if not attrs.has(cls):
+        return seen
     try:
         # resolves string annotations (``from __future__ import annotations``)
         types = list(typing.get_type_hints(cls, include_extras=True).values())
@@ -74,7 +127,7 @@ def _attrs_classes(cls: type, seen: set[type] | None = None) -> set[type]:
     for field_type in types:
         for arg in _type_args(field_type):
             if isinstance(arg, type):
-                _attrs_classes(arg, seen)
+                _classes(arg, seen)
     return seen
 
 
@@ -87,6 +140,22 @@ def _type_args(tp: Any) -> Iterable[Any]:
         yield origin
 
 
+def _component_names(classes: Iterable[type]) -> dict[str, type]:
+    """The names msgspec may give each class's component (its name, or its import path when
+    two classes share a name), each mapped to its class."""
+    names: dict[str, type] = {}
+    by_short_name: dict[str, list[type]] = {}
+    for cls in classes:
+        by_short_name.setdefault(_component_name(cls.__name__), []).append(cls)
+        names[_component_name(f"{cls.__module__}.{cls.__qualname__}")] = cls
+    names.update({name: group[0] for name, group in by_short_name.items() if len(group) == 1})
+    return names
+
+
+def _component_name(name: str) -> str:
+    return re.sub(r"[^a-zA-Z0-9.\-_]", "_", name)
+
+
 def params_schema_components(cls: type, prefix: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """The schema of params class ``cls`` as (a ``$ref`` to it, its ``$defs``), with every
     definition name prefixed by ``prefix`` so classes of different node types never collide."""
@@ -95,30 +164,13 @@ def params_schema_components(cls: type, prefix: str) -> tuple[dict[str, Any], di
     pointer = prefix.replace("~", "~0").replace("/", "~1")
     ref_template = "#/$defs/" + quote(pointer, safe="") + "{name}"
     (schema,), components = msgspec.json.schema_components([cls], ref_template=ref_template)
-    classes = {c.__name__: c for c in _attrs_classes(cls)}
+    classes = _component_names(_classes(cls))
     for name, component in components.items():
         if name in classes:
-            _as_published(component, classes[name])
+            _own_class_schema(component, classes[name])
     defs = {prefix + name: value for name, value in components.items()}
-    _tidy(defs, set(classes))
+    _tidy(defs)
     return schema, defs
-
-
-def _as_published(component: dict[str, Any], cls: type) -> None:
-    """Keep a class's schema what the published schemas say whatever msgspec release made it:
-    the description is the docstring as written (msgspec 0.23 dedents it), and fields with a
-    default factory carry no ``default`` (msgspec 0.23 adds ``[]`` / ``{}``)."""
-    doc = cls.__doc__
-    if doc and "description" in component:
-        component["description"] = doc.strip()
-    properties = component.get("properties")
-    if not isinstance(properties, dict):
-        return
-    for field in attrs.fields(cls):
-        if isinstance(field.default, attrs.Factory):  # type: ignore[arg-type]
-            prop = properties.get(field.alias or field.name)
-            if isinstance(prop, dict):
-                prop.pop("default", None)
 
 
 @functools.lru_cache(maxsize=256)
@@ -285,7 +337,8 @@ def flow_schema(
 ) -> dict[str, Any]:
     """The composed schema: the core flow structure plus the params schema of every node type
     (``node_types`` maps type names to params classes; default: the registry's node types) and
-    the options schemas of the registry's dependency factories and event sinks."""
+    the options schemas of the registry's dependency factories and event sinks. It has no
+    ``$id``: only :func:`published_schema` carries one."""
     if registry is None and node_types is None:
         from backpackflow.plugins import get_registry
 
@@ -320,11 +373,14 @@ def flow_schema(
         defs["sink"]["allOf"] = sink_branches
     return {
         "$schema": SCHEMA_DIALECT,
-        "$id": SCHEMA_ID.format(version=version),
         "title": f"backpackflow flow config {version}",
         "type": "object",
         "required": ["version", "nodes"],
         "properties": {
+            "$schema": {
+                "type": "string",
+                "description": "The JSON Schema of this file, for editors; loading ignores it.",
+            },
             "version": {"const": version},
             "name": {"type": "string"},
             "description": {"type": "string"},
@@ -412,14 +468,26 @@ FIRST_PARTY_NODE_PLUGINS = (
 def published_schema(version: str = CURRENT_VERSION) -> dict[str, Any]:
     """The schema of ``version`` as published under ``schemas/flow/`` and shipped in the
     package: the core with the first-party node types only, so it does not depend on what
-    else happens to be installed."""
+    else happens to be installed. The only document that carries the published ``$id``."""
     import importlib
 
     from backpackflow.plugins import build_registry
 
     modules = [importlib.import_module(name) for name in FIRST_PARTY_NODE_PLUGINS]
     registry = build_registry(plugins=modules, autoload=False)
-    return flow_schema(registry, version=version)
+    return {**flow_schema(registry, version=version), "$id": SCHEMA_ID.format(version=version)}
+
+
+def export_schema(registry: Registry | None = None) -> dict[str, Any]:
+    """What ``backpackflow schema export`` writes: the schema composed from ``registry``'s
+    plugins. When they make exactly the published document (the first-party plugins, nothing
+    else), that is the published document with its ``$id``; anything else (a third party's node
+    types added, a plugin missing) has no ``$id``: one ``$id`` names one document."""
+    composed = flow_schema(registry)
+    published = published_schema()
+    if composed == {k: v for k, v in published.items() if k != "$id"}:
+        return published
+    return composed
 
 
 def shipped_schema_path(version: str = CURRENT_VERSION) -> Any:

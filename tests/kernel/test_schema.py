@@ -20,6 +20,7 @@ from backpackflow.plugins import build_registry
 from backpackflow.schema import (
     SCHEMA_DIALECT,
     check_params_instance,
+    describe,
     dumps_schema,
     flow_schema,
     params_schema,
@@ -94,8 +95,9 @@ def schema(registry):
 def test_the_composed_schema_is_a_valid_draft_2020_12_schema(schema):
     Draft202012Validator.check_schema(schema)
     assert schema["$schema"] == SCHEMA_DIALECT == "https://json-schema.org/draft/2020-12/schema"
-    assert schema["$id"].endswith(f"/{V}.json")
+    assert "$id" not in schema  # only the published document has one (test_schemas_published)
     assert schema["properties"]["version"] == {"const": V}
+    assert schema["properties"]["$schema"]["type"] == "string"  # flow files may name it
 
 
 def test_the_node_type_enum_lists_every_installed_type_and_flow(schema):
@@ -255,6 +257,52 @@ def test_nested_params_classes_reject_unknown_keys_under_postponed_annotations()
             ChatParams, {"model": "m", "endpoint": {"host": "h", "scheme": "https"}}, where="n"
         )
     assert "Additional properties are not allowed ('scheme' was unexpected)" in str(info.value)
+
+
+# ------------------------------------------------------------------------------- our own bytes
+
+
+def test_defaults_are_the_fields_own_and_none_for_a_factory(schema):
+    chat = schema["$defs"]["chat.ChatParams"]["properties"]
+    assert chat["temperature"]["default"] == 0.7
+    assert chat["tone"]["default"] == "friendly"  # as JSON
+    assert chat["max_tokens"]["default"] is None
+    assert "default" not in chat["stop"]  # attrs.field(factory=list): a new list each time
+    assert "default" not in chat["model"]  # required
+
+
+def test_a_docstring_is_described_alike_whether_python_dedented_it_or_not():
+    # Python 3.13 dedents docstrings when compiling; 3.11 and 3.12 keep the source's indent
+    as_written = "Options of a thing. ``x`` does\n    one thing.\n\n    And more.\n    "
+    as_compiled = "Options of a thing. ``x`` does\none thing.\n\nAnd more.\n"
+    described = []
+    for doc in (as_written, as_compiled):
+        cls = attrs.make_class("Thing", {"x": attrs.field(default=1)})
+        cls.__doc__ = doc
+        assert describe(cls) == "Options of a thing. ``x`` does\n    one thing.\n\n    And more."
+        described.append(params_schema(cls)["$defs"]["Thing"]["description"])
+    assert described[0] == described[1] == describe(cls)
+
+
+def test_what_msgspec_says_of_descriptions_and_defaults_is_not_what_is_published(
+    monkeypatch, registry
+):
+    """A msgspec release that formats descriptions or shows factory defaults differently (0.23
+    did both) changes nothing: the schema's bytes are this project's."""
+    before = dumps_schema(flow_schema(registry))
+    real = msgspec.json.schema_components
+
+    def other_release(types, **options):
+        schemas, components = real(types, **options)
+        for component in components.values():
+            if "description" in component:
+                component["description"] = "  " + component["description"].upper()
+            for prop in component.get("properties", {}).values():
+                prop.setdefault("default", [])
+        return schemas, components
+
+    monkeypatch.setattr(msgspec.json, "schema_components", other_release)
+    assert dumps_schema(flow_schema(registry)) == before
 
 
 def test_dumps_schema_is_the_one_stable_text_form(schema, registry):
