@@ -1,6 +1,6 @@
 """A tour of the Backpack: versioned state, time travel, forks and per-node permissions.
 
-Run: python examples/backpack_demo.py
+Run: python examples/backpack_demo.py (installed: python -m backpackflow_examples.backpack_demo)
 """
 
 from __future__ import annotations

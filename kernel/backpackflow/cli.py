@@ -80,6 +80,24 @@ def kernel_commands() -> list[KernelCommand]:
     ]
 
 
+def all_commands(registry: Registry) -> list[Command]:
+    """The kernel's commands, then every plugin's (a plugin's command named like a kernel
+    command is refused, with an error in the registry)."""
+    commands: list[Command] = [
+        Command(name, handler, help, arguments, "backpackflow")
+        for name, help, arguments, handler in kernel_commands()
+    ]
+    taken = {c.name for c in commands}
+    for command in registry.commands.values():
+        if command.name in taken:
+            message = f"plugin {command.plugin!r}: command {command.name!r} is a kernel command"
+            if message not in registry.errors:  # this may run more than once
+                registry.errors.append(message)
+            continue
+        commands.append(command)
+    return commands
+
+
 def build_parser(registry: Registry) -> argparse.ArgumentParser:
     from backpackflow import __version__
 
@@ -89,24 +107,26 @@ def build_parser(registry: Registry) -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"backpackflow {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    all_commands: list[Command] = [
-        Command(name, handler, help, arguments, "backpackflow")
-        for name, help, arguments, handler in kernel_commands()
-    ]
-    taken = {c.name for c in all_commands}
-    for command in registry.commands.values():
-        if command.name in taken:
-            message = f"plugin {command.plugin!r}: command {command.name!r} is a kernel command"
-            if message not in registry.errors:  # build_parser may run more than once
-                registry.errors.append(message)
-            continue
-        all_commands.append(command)
-    for command in all_commands:
+    for command in all_commands(registry):
         command_parser = sub.add_parser(command.name, help=command.help, description=command.help)
         if command.arguments is not None:
             command.arguments(command_parser)
         command_parser.set_defaults(_handler=command.handler)
     return parser
+
+
+def _unknown_command(argv: Sequence[str], registry: Registry) -> str | None:
+    """The error for a command nobody registered, naming the plugins that failed to load (the
+    command may be theirs: ``serve`` without the ``server`` extra); ``None`` if it is known.
+    Top-level options take no value, so the first word that is not an option is the command."""
+    name = next((word for word in argv if not word.startswith("-")), None)
+    known = sorted(command.name for command in all_commands(registry))
+    if name is None or name in known:
+        return None
+    return (
+        f"backpackflow: unknown command {name!r} (commands: {', '.join(known)})"
+        f"{registry.unavailable_note()}"
+    )
 
 
 def _format_warning(
@@ -119,6 +139,11 @@ def main(argv: Sequence[str] | None = None, *, registry: Registry | None = None)
     """Run the command line; ``registry`` defaults to the installed plugins."""
     warnings.formatwarning = _format_warning
     registry = registry if registry is not None else get_registry()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    unknown = _unknown_command(argv, registry)
+    if unknown is not None:
+        print(unknown, file=sys.stderr)
+        return 2
     parser = build_parser(registry)
     args = parser.parse_args(argv)
     handler: Callable[[argparse.Namespace, Registry], int] | None = getattr(args, "_handler", None)

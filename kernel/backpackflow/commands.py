@@ -1,5 +1,5 @@
-"""The kernel's flow commands: ``validate``, ``schema export``, ``migrate`` (and ``run``, added
-with the main job). Each entry of :data:`COMMANDS` is ``(name, help, arguments, handler)``."""
+"""The kernel's flow commands: ``run``, ``validate``, ``schema export``, ``migrate`` and
+``examples``. Each entry of :data:`COMMANDS` is ``(name, help, arguments, handler)``."""
 
 from __future__ import annotations
 
@@ -32,9 +32,14 @@ def _validate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--allow-unset-env",
         action="store_true",
-        help="validate ${NAME} references as written instead of failing on unset variables",
+        help="check ${NAME} references as written instead of failing on unset variables "
+        "(for CI jobs that have no secrets)",
     )
-    parser.add_argument("--quiet", "-q", action="store_true", help="print problems only")
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--quiet", "-q", action="store_true", help="print problems only")
+    output.add_argument(
+        "--json", action="store_true", help="print one JSON report of every file instead of text"
+    )
 
 
 def _validate(args: argparse.Namespace, registry: Registry) -> int:
@@ -42,18 +47,29 @@ def _validate(args: argparse.Namespace, registry: Registry) -> int:
 
     loader = FlowLoader(registry)
     environ = KeepUnset(os.environ) if args.allow_unset_env else None
-    failed = 0
+    reports = []
     for name in args.files:
         report = loader.validate(Path(name), environ=environ)
+        reports.append(
+            {
+                "file": name,
+                "ok": not report.errors,
+                "errors": report.errors,
+                "warnings": report.warnings,
+            }
+        )
+        if args.json:
+            continue
         for problem in report.errors:
             print(f"{name}: {problem}", file=sys.stderr)
         for warning in report.warnings:
             print(f"{name}: warning: {warning}", file=sys.stderr)
-        if report.errors:
-            failed += 1
-        elif not args.quiet:
+        if not report.errors and not args.quiet:
             print(f"{name}: ok")
-    return 1 if failed else 0
+    ok = all(report["ok"] for report in reports)
+    if args.json:
+        print(json.dumps({"ok": ok, "files": reports}, indent=2, ensure_ascii=False))
+    return 0 if ok else 1
 
 
 # ------------------------------------------------------------------------------- schema
@@ -71,14 +87,14 @@ def _schema_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _schema(args: argparse.Namespace, registry: Registry) -> int:
-    from backpackflow.schema import dumps_schema, flow_schema
+    from backpackflow.schema import dumps_schema, export_schema
 
     if args.version != CURRENT_VERSION:
         raise ConfigError(
             f"only the current config version {CURRENT_VERSION} can be exported; published "
             f"versions are in the package (backpackflow/schemas/flow/) and under schemas/"
         )
-    text = dumps_schema(flow_schema(registry))
+    text = dumps_schema(export_schema(registry))
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")
         print(f"wrote {args.output}", file=sys.stderr)
@@ -93,34 +109,137 @@ def _schema(args: argparse.Namespace, registry: Registry) -> int:
 def _migrate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", metavar="FILE", help="flow config file to migrate")
     target = parser.add_mutually_exclusive_group()
-    target.add_argument("--output", "-o", metavar="OUT", help="write the migrated config to OUT")
+    target.add_argument(
+        "--output", "-o", metavar="OUT", help="write the migrated config to OUT (default: stdout)"
+    )
+    target.add_argument("--in-place", action="store_true", help="rewrite FILE itself")
     target.add_argument(
         "--check", action="store_true", help="only say whether FILE needs migrating (exit 1)"
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print a JSON report (with the migrated config as 'document' when it goes to "
+        "stdout) instead of text",
     )
 
 
 def _migrate(args: argparse.Namespace, registry: Registry) -> int:
+    """The migrated config goes to stdout unless ``--output`` or ``--in-place`` says where to
+    write it: a file is never rewritten without being asked. Notes go to stderr."""
     from backpackflow.loader import FlowLoader
 
     loader = FlowLoader(registry)
     path = Path(args.file)
     raw, label = loader.read(path)
     version = raw.get("version")
-    if version == CURRENT_VERSION:
-        print(f"{label}: already at version {CURRENT_VERSION}", file=sys.stderr)
-        return 0
+    report: dict[str, Any] = {
+        "file": args.file,
+        "version": version,
+        "current_version": CURRENT_VERSION,
+        "needs_migration": version != CURRENT_VERSION,
+        "written": None,
+        "errors": [],
+    }
     if args.check:
-        print(f"{label}: version {version!r} needs migrating to {CURRENT_VERSION}", file=sys.stderr)
-        return 1
+        if args.json:
+            print(json.dumps(report, indent=2, ensure_ascii=False))
+        elif report["needs_migration"]:
+            print(
+                f"{label}: version {version!r} needs migrating to {CURRENT_VERSION}",
+                file=sys.stderr,
+            )
+        else:
+            print(f"{label}: already at version {CURRENT_VERSION}", file=sys.stderr)
+        return 1 if report["needs_migration"] else 0
     migrated = loader.migrate(raw, label=label)
-    report = loader.validate(migrated)
-    if report.errors:
-        for problem in report.errors:
+    problems = loader.validate(migrated).errors if report["needs_migration"] else []
+    if problems:
+        report["errors"] = problems
+        if args.json:
+            print(json.dumps(report, indent=2, ensure_ascii=False))
+        for problem in problems:
             print(f"{label} (migrated): {problem}", file=sys.stderr)
         return 1
-    out = Path(args.output) if args.output else path
-    out.write_text(json.dumps(migrated, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    print(f"{label}: migrated {version} -> {CURRENT_VERSION}, wrote {out}", file=sys.stderr)
+    text = json.dumps(migrated, indent=2, ensure_ascii=False) + "\n"
+    out = path if args.in_place else Path(args.output) if args.output else None
+    if out is not None and (out != path or report["needs_migration"]):
+        out.write_text(text, encoding="utf-8")
+        report["written"] = str(out)
+    if args.json:
+        if out is None:
+            report["document"] = migrated
+        print(json.dumps(report, indent=2, ensure_ascii=False))
+    elif out is None:
+        sys.stdout.write(text)
+    if not report["needs_migration"]:
+        note = f"already at version {CURRENT_VERSION}"
+    else:
+        note = f"migrated {version} -> {CURRENT_VERSION}"
+    where = f", wrote {out}" if report["written"] else "" if out is not None else " (on stdout)"
+    print(f"{label}: {note}{where}", file=sys.stderr)
+    return 0
+
+
+# ------------------------------------------------------------------------------- examples
+
+
+def _examples_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="examples_command", metavar="ACTION", required=True)
+    listing = sub.add_parser("list", help="list the example flows the installed plugins ship")
+    listing.add_argument("--json", action="store_true", help="print JSON instead of text")
+    copy = sub.add_parser("copy", help="copy an example's folder out, to run or edit it")
+    copy.add_argument("name", metavar="NAME", help="the example (see 'backpackflow examples list')")
+    copy.add_argument(
+        "directory",
+        metavar="DIR",
+        nargs="?",
+        help="where to copy it: a new or empty folder (default: ./NAME)",
+    )
+
+
+def _examples(args: argparse.Namespace, registry: Registry) -> int:
+    if args.examples_command == "copy":
+        return _copy_example(args.name, Path(args.directory or args.name), registry)
+    examples = sorted(registry.examples.values(), key=lambda e: e.name)
+    if args.json:
+        listing = [
+            {
+                "name": e.name,
+                "flow": e.flow,
+                "description": e.description,
+                "plugin": e.plugin,
+                "folder": str(e.folder),
+            }
+            for e in examples
+        ]
+        print(json.dumps({"examples": listing}, indent=2, ensure_ascii=False))
+        return 0
+    if not examples:
+        print("no examples installed", file=sys.stderr)
+        return 0
+    name_width = max(len(e.name) for e in examples)
+    flow_width = max(len(e.flow) for e in examples)
+    for e in examples:
+        print(f"{e.name:<{name_width}}  {e.flow:<{flow_width}}  {e.description}".rstrip())
+    return 0
+
+
+def _copy_example(name: str, target: Path, registry: Registry) -> int:
+    import shutil
+
+    example = registry.example(name)
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise ConfigError(f"{target} exists and is not an empty folder: copy to a new one")
+    shutil.copytree(
+        example.folder,
+        target,
+        dirs_exist_ok=True,
+        ignore=shutil.ignore_patterns("__pycache__", "*.py[cod]"),
+    )
+    files = sorted(str(p.relative_to(target)) for p in target.rglob("*") if p.is_file())
+    print(f"copied example {name!r} to {target}: {', '.join(files)}")
+    print(f"run it: backpackflow run {target / example.flow}")
     return 0
 
 
@@ -352,11 +471,29 @@ def _run(args: argparse.Namespace, registry: Registry) -> int:
         print(f"\nrun {result.run_id} of {flow.name}: {result.status}")
         print(format_table(summary))
         for name, report in reports.items():
-            if report:
-                print(f"sink {name}: " + ", ".join(f"{k}={v}" for k, v in report.items()))
+            if report:  # what the sinks did is about the run, not its result: stderr
+                print(f"sink {name}: {_sink_report_text(report)}", file=sys.stderr)
         if result.error is not None:
             print(f"error: {type(result.error).__name__}: {result.error}", file=sys.stderr)
     return 0 if result.ok else 1
+
+
+def _sink_report_text(report: dict[str, Any]) -> str:
+    """A sink's report on one line: ``events=30, files=run.jsonl, dropped=0`` (counts by
+    reason only for what was dropped); ``--json`` has the report as it is."""
+    parts = []
+    for key, value in report.items():
+        if key == "sink" or value is None:
+            continue
+        if isinstance(value, dict):
+            counted = {k: v for k, v in value.items() if v}
+            total = sum(v for v in counted.values() if isinstance(v, int))
+            detail = ", ".join(f"{k}={v}" for k, v in counted.items())
+            value = f"{total} ({detail})" if counted else 0
+        elif isinstance(value, list | tuple):
+            value = " ".join(str(item) for item in value)
+        parts.append(f"{key}={value}")
+    return ", ".join(parts)
 
 
 def _structure_options(options_class: type | None, data: dict[str, Any]) -> Any:
@@ -377,4 +514,10 @@ COMMANDS: list[KernelCommand] = [
     ),
     ("schema", "export the composed flow JSON Schema", _schema_arguments, _schema),
     ("migrate", "rewrite a flow config in the current version", _migrate_arguments, _migrate),
+    (
+        "examples",
+        "list the example flows, or copy one out to run or edit",
+        _examples_arguments,
+        _examples,
+    ),
 ]

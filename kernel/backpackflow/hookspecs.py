@@ -30,6 +30,7 @@ if TYPE_CHECKING:
         ConditionLanguageRegistrar,
         DependencyFactoryRegistrar,
         EventSinkRegistrar,
+        ExampleRegistrar,
         ExecutorRegistrar,
         MigrationRegistrar,
         NodeTypeRegistrar,
@@ -115,6 +116,17 @@ def backpackflow_register_condition_languages(register: ConditionLanguageRegistr
     ``register(name, compile, *, source_type=str, description=None)``: ``compile(source)``
     returns a callable ``condition(context) -> value`` or raises ``ValueError`` explaining what
     is wrong; ``source_type`` is ``str`` (expressions) or ``dict`` (JSON objects).
+    """
+
+
+@hookspec
+def backpackflow_register_examples(register: ExampleRegistrar) -> None:
+    """Register example flows, shipped inside the plugin's package.
+
+    ``register(name, folder, *, flow="flow.json", description=None)``: ``folder`` holds the
+    flow file ``flow`` and the files it reads (``Path(__file__).parent / "research"``);
+    ``description`` defaults to the flow's own. ``backpackflow examples list|copy`` shows and
+    copies them; ``backpackflow serve`` seeds them into a new database as demo workflows.
     """
 
 

@@ -15,10 +15,12 @@ with an error naming both. The kernel and the other plugins always load.
 from __future__ import annotations
 
 import inspect
+import json
 import os
 import sys
 import traceback
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import attrs
@@ -126,6 +128,21 @@ class ConditionLanguage:
 
 
 @attrs.frozen
+class Example:
+    """An example flow a plugin ships: the folder holding its flow file and what it reads."""
+
+    name: str
+    folder: Path
+    flow: str
+    description: str
+    plugin: str
+
+    @property
+    def flow_path(self) -> Path:
+        return self.folder / self.flow
+
+
+@attrs.frozen
 class Command:
     name: str
     handler: Callable[[Any, Registry], int]
@@ -160,6 +177,7 @@ _KINDS = {
     "executors": "executor",
     "tools": "tool",
     "condition_languages": "condition language",
+    "examples": "example",
     "commands": "command",
 }
 
@@ -178,6 +196,7 @@ class Registry:
         self.executors: dict[str, ExecutorType] = {}
         self.tools: dict[str, ToolType] = {}
         self.condition_languages: dict[str, ConditionLanguage] = {}
+        self.examples: dict[str, Example] = {}
         self.commands: dict[str, Command] = {}
         self.migrations: list[Migration] = []
         self.conflicts: dict[tuple[str, str], list[str]] = {}
@@ -229,13 +248,17 @@ class Registry:
                 f"with {DISABLE_PLUGINS_ENV}={owners[-1]}"
             )
         known = ", ".join(repr(n) for n in sorted(table)) or "none"
+        raise PluginError(f"unknown {what} {name!r} (known: {known}){self.unavailable_note()}")
+
+    def unavailable_note(self) -> str:
+        """``"; plugins that failed to load: server (pip install ...), ..."``, or ``""``: what
+        to add to an error about something unknown, which may belong to one of them."""
         missing = [p for p in self.plugins.values() if p.status in ("unavailable", "broken")]
-        extra = ""
-        if missing:
-            extra = "; plugins that failed to load: " + ", ".join(
-                f"{p.name} ({p.hint or p.reason})" for p in missing
-            )
-        raise PluginError(f"unknown {what} {name!r} (known: {known}){extra}")
+        if not missing:
+            return ""
+        return "; plugins that failed to load: " + ", ".join(
+            f"{p.name} ({p.hint or p.reason})" for p in missing
+        )
 
     def node_type(self, name: str) -> NodeType:
         return self._get("node_types", name)  # type: ignore[no-any-return]
@@ -254,6 +277,9 @@ class Registry:
 
     def condition_language(self, name: str) -> ConditionLanguage:
         return self._get("condition_languages", name)  # type: ignore[no-any-return]
+
+    def example(self, name: str) -> Example:
+        return self._get("examples", name)  # type: ignore[no-any-return]
 
     def run_store(self, name: str) -> RunStoreType:
         return self._get("run_stores", name)  # type: ignore[no-any-return]
@@ -449,6 +475,35 @@ class ConditionLanguageRegistrar(_Registrar):
         self._registry._add("condition_languages", name, record, self._plugin)
 
 
+class ExampleRegistrar(_Registrar):
+    def __call__(
+        self,
+        name: str,
+        folder: str | os.PathLike[str],
+        *,
+        flow: str = "flow.json",
+        description: str | None = None,
+    ) -> None:
+        path = Path(folder)
+        if not (path / flow).is_file():
+            raise PluginError(
+                f"plugin {self._plugin!r}: example {name!r}: no flow file {flow!r} in {path}"
+            )
+        doc = description if description is not None else _flow_description(path / flow)
+        record = Example(name, path, flow, doc, self._plugin)
+        self._registry._add("examples", name, record, self._plugin)
+
+
+def _flow_description(path: Path) -> str:
+    """A flow file's own ``description`` (else ''): what ``backpackflow examples list`` shows."""
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ""
+    description = document.get("description") if isinstance(document, dict) else None
+    return description if isinstance(description, str) else ""
+
+
 class CommandRegistrar(_Registrar):
     def add(
         self,
@@ -472,6 +527,7 @@ _HOOKS: dict[str, tuple[str, type[_Registrar]]] = {
     "backpackflow_register_migrations": ("register", MigrationRegistrar),
     "backpackflow_register_tools": ("register", ToolRegistrar),
     "backpackflow_register_condition_languages": ("register", ConditionLanguageRegistrar),
+    "backpackflow_register_examples": ("register", ExampleRegistrar),
     "backpackflow_register_commands": ("cli", CommandRegistrar),
 }
 

@@ -77,7 +77,7 @@ from .models import (
     WorkflowUpdate,
 )
 from .runs import FlowProblems, RunConflict, RunManager, RunStore, ServiceUnavailable
-from .seeding import read_seed_files, seed_folders, seed_workflows
+from .seeding import read_seeds, seed_folders, seed_workflows
 from .settings import Settings
 from .streaming import run_stream
 from .validation import flow_problems, request_problems
@@ -355,12 +355,8 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
                     "marked %d interrupted run(s) failed: %s", len(recovered), ", ".join(recovered)
                 )
             loader = FlowLoader(registry)
-            seed_dir = settings.resolved_seed_dir()
-            seeds = [] if seed_dir is None else read_seed_files(seed_dir, loader)
-            if seed_dir is not None:
-                if not seed_dir.is_dir():
-                    log.warning("seed directory %s does not exist; nothing seeded", seed_dir)
-                await seed_workflows(store, seeds, seed_dir)
+            seeds = read_seeds(settings, registry, loader)
+            await seed_workflows(store, seeds)
             manager = RunManager(store, loader, settings, seed_folders(seeds))
             log.info("flow sandbox: %s", manager.policy.describe())
             await manager.start()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import ipaddress
+import json
 import socket
 import sys
 from typing import TYPE_CHECKING, Any
@@ -252,7 +253,9 @@ def _serve(args: argparse.Namespace, registry: Registry) -> int:
 def _db_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="db_command", metavar="ACTION", required=True)
     _database_argument(sub.add_parser("upgrade", help="create or migrate the schema to the latest"))
-    _database_argument(sub.add_parser("current", help="show the schema revision of the database"))
+    current = sub.add_parser("current", help="show the schema revision of the database")
+    _database_argument(current)
+    current.add_argument("--json", action="store_true", help="print JSON instead of text")
 
 
 def _db(args: argparse.Namespace, registry: Registry) -> int:
@@ -270,6 +273,10 @@ def _db(args: argparse.Namespace, registry: Registry) -> int:
         else:
             current = store.current_revision()
             head = getattr(store, "head_revision", lambda: None)()
+            if args.json:
+                report = {"database": store.url, "revision": current, "head": head}
+                print(json.dumps({**report, "up_to_date": current == head}, indent=2))
+                return 0
             state = "up to date" if current == head else f"needs upgrade to {head}"
             print(f"{store.url}: {current or 'empty (never upgraded)'} ({state})")
     finally:

@@ -20,10 +20,6 @@ from backpackflow.sandbox import SandboxPolicy, TemplateBudget
 
 #: Where file tools of the service's runs read unless ``files_dir`` says otherwise.
 DEFAULT_FILES_DIR = Path(".backpackflow") / "files"
-#: Where the demo workflows ship inside this package (filled by the build; may be empty).
-PACKAGED_SEED_DIR = Path(__file__).resolve().parent / "examples"
-#: The repository's ``examples/`` folder, for an editable install or a source checkout.
-REPOSITORY_SEED_DIR = Path(__file__).resolve().parents[2] / "examples"
 #: The names a browser on this machine reaches a loopback service by.
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 #: A list setting read from the environment as "a,b,c" (or a JSON array).
@@ -68,7 +64,7 @@ class Settings(BaseSettings):
     seed_dir: Path | None = Field(
         default=None,
         description="directory whose flow files (*.json and */*.json) are seeded; None: the "
-        "packaged examples, else the repository's examples/",
+        "examples of the installed plugins (backpackflow examples list)",
     )
     files_dir: Path | None = Field(
         default=None,
@@ -300,16 +296,3 @@ class Settings(BaseSettings):
     def resolved_files_dir(self) -> Path:
         """Where file tools of workflows read (see ``files_dir``), as an absolute path."""
         return (self.files_dir or DEFAULT_FILES_DIR).absolute()
-
-    def resolved_seed_dir(self) -> Path | None:
-        """The directory to seed from, or ``None`` when there is none (or seeding is off)."""
-        if not self.seed:
-            return None
-        if self.seed_dir is not None:
-            return self.seed_dir
-        for candidate in (PACKAGED_SEED_DIR, REPOSITORY_SEED_DIR):
-            if candidate.is_dir() and (
-                any(candidate.glob("*.json")) or any(candidate.glob("*/*.json"))
-            ):
-                return candidate
-        return None

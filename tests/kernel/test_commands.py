@@ -1,6 +1,6 @@
 """The flow commands through ``backpackflow.cli.main``: ``validate FILE...`` (errors as
-``file: $.path: message``, exit status 1), ``schema export [--output FILE]`` and ``migrate FILE``
-(``--output``, ``--check``)."""
+``file: $.path: message``, exit status 1; ``--json``), ``schema export [--output FILE]`` and
+``migrate FILE`` (stdout, ``--output``, ``--in-place``, ``--check``, ``--json``)."""
 
 from __future__ import annotations
 
@@ -152,6 +152,39 @@ def test_validate_several_files_fails_if_any_fails(registry, tmp_path, capsys):
     ]
 
 
+def test_validate_json_reports_every_file(registry, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("BPF_TEST_KEY", raising=False)
+    document = three_nodes(api_key="${BPF_TEST_KEY}")
+    document["nodes"].append({"type": "note", "id": "lonely"})
+    good = write(tmp_path / "good.json", document)
+    bad = write(tmp_path / "bad.json", three_nodes(temperature=5))
+    assert main(["validate", "--json", "--allow-unset-env", good, bad]) == 1
+    out, err = capsys.readouterr()
+    assert err == ""
+    assert json.loads(out) == {
+        "ok": False,
+        "files": [
+            {
+                "file": good,
+                "ok": True,
+                "errors": [],
+                "warnings": [
+                    "$.nodes[3]: node 'lonely' is unreachable from the entry node 'a'; "
+                    "it will never run"
+                ],
+            },
+            {
+                "file": bad,
+                "ok": False,
+                "errors": ["$.nodes[2].params.temperature: 5 is greater than the maximum of 2"],
+                "warnings": [],
+            },
+        ],
+    }
+    assert main(["validate", "--json", "--allow-unset-env", good]) == 0
+    assert json.loads(capsys.readouterr().out)["ok"] is True
+
+
 def test_validate_quiet_prints_problems_only(registry, tmp_path, capsys):
     good = write(tmp_path / "good.json", three_nodes())
     assert main(["validate", "--quiet", good]) == 0
@@ -215,7 +248,7 @@ def test_validate_migrates_older_versions_with_a_warning(registry, tmp_path, cap
     out, err = capsys.readouterr()
     assert out == f"{path}: ok\n"
     assert err.startswith(f"{path}: warning: $.version: flow config version '1' was migrated")
-    assert f"run 'backpackflow migrate {path}'" in err
+    assert f"run 'backpackflow migrate --in-place {path}'" in err
 
 
 def test_validate_needs_a_file(registry, capsys):
@@ -263,16 +296,52 @@ def test_schema_needs_an_action(registry):
 OLD = {"version": "1", "names": ["first", "second"]}
 
 
-def test_migrate_rewrites_the_file_in_the_current_version(registry, tmp_path, capsys):
+def test_migrate_writes_the_migrated_config_to_stdout_and_leaves_the_file(
+    registry, tmp_path, capsys
+):
     path = write(tmp_path / "old.json", OLD)
     assert main(["migrate", path]) == 0
-    err = capsys.readouterr().err
-    assert "migrated 1 -> 2.0.0" in err
+    out, err = capsys.readouterr()
+    assert json.loads(out) == v1_to_current(OLD)
+    assert "migrated 1 -> 2.0.0 (on stdout)" in err
+    assert json.loads((tmp_path / "old.json").read_text(encoding="utf-8")) == OLD
+
+
+def test_migrate_in_place_rewrites_the_file_in_the_current_version(registry, tmp_path, capsys):
+    path = write(tmp_path / "old.json", OLD)
+    assert main(["migrate", path, "--in-place"]) == 0
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert f"migrated 1 -> 2.0.0, wrote {path}" in err
     rewritten = json.loads((tmp_path / "old.json").read_text(encoding="utf-8"))
     assert rewritten == v1_to_current(OLD)
     # it is current now
     assert main(["migrate", "--check", path]) == 0
     assert main(["validate", path]) == 0
+
+
+def test_migrate_json_reports_and_carries_the_document(registry, tmp_path, capsys):
+    path = write(tmp_path / "old.json", OLD)
+    assert main(["migrate", path, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report == {
+        "file": path,
+        "version": "1",
+        "current_version": V,
+        "needs_migration": True,
+        "written": None,
+        "errors": [],
+        "document": v1_to_current(OLD),
+    }
+    target = tmp_path / "new.json"
+    assert main(["migrate", path, "-o", str(target), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["written"] == str(target) and "document" not in report
+    assert main(["migrate", path, "--check", "--json"]) == 1
+    assert json.loads(capsys.readouterr().out)["needs_migration"] is True
+    bad = write(tmp_path / "bad.json", {"version": "1", "names": ["dup", "dup"]})
+    assert main(["migrate", bad, "--json"]) == 1
+    assert "duplicate node id 'dup'" in json.loads(capsys.readouterr().out)["errors"][0]
 
 
 def test_migrate_output_leaves_the_original_alone(registry, tmp_path, capsys):
@@ -295,9 +364,11 @@ def test_migrate_check_says_whether_a_file_needs_migrating(registry, tmp_path, c
 def test_migrate_a_current_file_changes_nothing(registry, tmp_path, capsys):
     path = write(tmp_path / "current.json", three_nodes())
     before = (tmp_path / "current.json").read_text(encoding="utf-8")
-    assert main(["migrate", path]) == 0
+    assert main(["migrate", path, "--in-place"]) == 0
     assert "already at version" in capsys.readouterr().err
     assert (tmp_path / "current.json").read_text(encoding="utf-8") == before
+    assert main(["migrate", path]) == 0  # stdout: the config as it is
+    assert json.loads(capsys.readouterr().out) == three_nodes()
 
 
 def test_migrate_an_unknown_version_fails(registry, tmp_path, capsys):
@@ -323,8 +394,13 @@ def test_migrate_a_file_that_is_not_json(registry, tmp_path, capsys):
     assert "not valid JSON" in capsys.readouterr().err
 
 
-def test_migrate_check_and_output_are_exclusive(registry, tmp_path):
+@pytest.mark.parametrize(
+    "options",
+    [["--check", "--output", "x.json"], ["--in-place", "-o", "x.json"], ["--check", "--in-place"]],
+)
+def test_migrate_check_output_and_in_place_are_exclusive(registry, tmp_path, options):
     path = write(tmp_path / "old.json", OLD)
     with pytest.raises(SystemExit) as info:
-        main(["migrate", path, "--check", "--output", str(tmp_path / "x.json")])
+        main(["migrate", path, *options])
     assert info.value.code == 2
+    assert json.loads((tmp_path / "old.json").read_text(encoding="utf-8")) == OLD

@@ -142,6 +142,8 @@ def test_every_hook_has_an_example():
 def test_docs_examples_load_as_plugins(index):
     code = docs_examples()[index]
     module = types.ModuleType(f"docs_example_{index}")
+    # as if the example were backpackflow's own examples plugin, beside its example folders
+    module.__file__ = str(ROOT / "examples" / "plugin.py")
     exec(compile(code, f"docs/plugins.md example {index}", "exec"), module.__dict__)
     registry = build_registry(plugins=[module], autoload=False)
     info = registry.plugins[module.__name__]

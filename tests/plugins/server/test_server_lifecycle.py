@@ -299,10 +299,6 @@ def test_seeding_happens_once(
 def test_seed_directory_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert Settings().resolved_files_dir() == Path.cwd() / ".backpackflow" / "files"
     assert Settings(files_dir=tmp_path).resolved_files_dir() == tmp_path
-    assert Settings(seed=False, seed_dir=tmp_path).resolved_seed_dir() is None
-    assert Settings(seed_dir=tmp_path).resolved_seed_dir() == tmp_path
-    default = Settings().resolved_seed_dir()  # the packaged or the repository's examples
-    assert default is None or any(default.glob("*.json")) or any(default.glob("*/*.json"))
     monkeypatch.setenv("BACKPACKFLOW_DATABASE_URL", "sqlite:///from-env.db")
     monkeypatch.setenv("BACKPACKFLOW_MAX_CONCURRENT_RUNS", "3")
     settings = Settings()

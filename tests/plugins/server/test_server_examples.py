@@ -1,0 +1,105 @@
+"""The demo workflows of a new database are the examples the plugins register (the wheel ships
+the first-party ones: tests/e2e/test_e2e_wheel.py), each run in its own folder; ``seed_dir``
+replaces them; and ``db current --json``."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from server_kit import (
+    TEST_SETTINGS,
+    LiveServer,
+    ServerTestNodes,
+    cli_main,
+    flow,
+    start_run,
+    wait_for_status,
+)
+
+import backpackflow_conditions.plugin
+import backpackflow_store_sql.plugin
+from backpackflow import hookimpl
+from backpackflow.plugins import build_registry
+from backpackflow_server import Settings
+from backpackflow_store_sql import mask_url
+
+
+class ShipsExamples:
+    """A plugin shipping two examples: one reading its own folder, one invalid."""
+
+    __name__ = "shipped_examples"
+
+    def __init__(self, root: Path) -> None:
+        self.where = root / "where"
+        self.where.mkdir(parents=True)
+        document = flow({"type": "folder", "id": "where"}, description="reads its folder")
+        (self.where / "flow.json").write_text(json.dumps(document))
+        self.broken = root / "broken"
+        self.broken.mkdir()
+        (self.broken / "flow.json").write_text(json.dumps({"version": "2.0.0", "nodes": []}))
+
+    @hookimpl
+    def backpackflow_register_examples(self, register: Any) -> None:
+        register("where-am-i", self.where)
+        register("broken", self.broken, description="fails validation")
+
+
+def test_a_new_database_is_seeded_with_the_registered_examples(
+    database_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    shipped = ShipsExamples(tmp_path / "package")
+    registry = build_registry(
+        plugins=[
+            ServerTestNodes(),
+            backpackflow_store_sql.plugin,
+            backpackflow_conditions.plugin,
+            shipped,
+        ],
+        autoload=False,
+    )
+    settings = Settings(
+        **{**TEST_SETTINGS, "seed": True}, database_url=database_url, files_dir=tmp_path / "files"
+    )
+    with LiveServer(settings, registry) as server, server.client() as client:
+        workflows = client.get("/api/workflows").json()
+        assert [(w["name"], w["description"]) for w in workflows] == [
+            ("where-am-i", "reads its folder")
+        ]
+        run = start_run(client, workflows[0]["id"])
+        wait_for_status(client, run["id"], "succeeded")
+        items = client.get(f"/api/runs/{run['id']}/trace", params={"limit": 100}).json()["items"]
+        result = next(e for e in items if e["type"] == "exec_complete")["payload"]["exec_result"]
+        assert result == str(shipped.where)  # a demo runs in its example's folder
+    assert "not seeding" in caplog.text and str(shipped.broken / "flow.json") in caplog.text
+
+    # seed_dir replaces the examples; a directory that does not exist seeds nothing, says so
+    other = Settings(
+        **{**TEST_SETTINGS, "seed": True},
+        seed_dir=tmp_path / "missing",
+        database_url=f"sqlite:///{tmp_path / 'b.db'}",
+    )
+    with LiveServer(other, registry) as server, server.client() as client:
+        assert client.get("/api/workflows").json() == []
+    assert f"seed directory {tmp_path / 'missing'} does not exist" in caplog.text
+
+
+def test_db_current_json(database_url: str) -> None:
+    def run(*argv: str) -> tuple[int, Any]:
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            status = cli_main(list(argv))
+        return status, json.loads(out.getvalue())
+
+    status, report = run("db", "current", "--database", database_url, "--json")
+    assert status == 0
+    assert report["revision"] is None and report["head"] == "0001"
+    assert report["up_to_date"] is False
+    assert cli_main(["db", "upgrade", "--database", database_url]) == 0
+    status, report = run("db", "current", "--json", "--database", database_url)
+    assert (report["revision"], report["up_to_date"]) == ("0001", True)
+    assert report["database"] == mask_url(database_url)  # a password would be masked
