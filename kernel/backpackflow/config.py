@@ -194,7 +194,7 @@ def _make_converter() -> cattrs.Converter:
 def _register_renamed(conv: cattrs.Converter, cls: type, **renames: str) -> None:
     """Hooks for ``cls`` whose fields ``renames`` have other names in JSON (``from_`` is
     ``from``): structuring forbids unknown keys, unstructuring omits defaults."""
-    overrides = {field: override(rename=name) for field, name in renames.items()}
+    overrides: dict[str, Any] = {field: override(rename=name) for field, name in renames.items()}
     conv.register_structure_hook(
         cls, make_dict_structure_fn(cls, conv, _cattrs_forbid_extra_keys=True, **overrides)
     )

@@ -7,11 +7,12 @@ import os
 import re
 import subprocess
 import sys
-import tomllib
 
 import pytest
 from e2e_support import dollars, table
 from nodes_support import CSV_REPORT, RESEARCH, ROOT
+
+from project_support import requirements
 
 
 def fresh_env(tmp_path) -> dict[str, str]:
@@ -55,26 +56,8 @@ def test_the_readme_main_job_command_runs_an_example_flow():
     assert (ROOT / match.group(1)).is_file()
     # the install command must bring what the example's node types need (jinja2, rich ...),
     # through the extras it names, expanded as pip expands them
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     extras = re.search(r"pip install -e \"?\.\[([^\]]*)\]", section)
     assert extras, "the main-job command does not install the project with extras"
-    requirements = _expand(project, extras.group(1).split(","))
+    installed = {r.name for r in requirements(*extras.group(1).split(","))}
     for needed in ("jinja2", "rich", "cel-python", "httpx"):
-        assert any(r.startswith(needed) for r in requirements), needed
-
-
-def _expand(project: dict, extras: list[str]) -> set[str]:
-    """Requirements of ``extras``, following self-references like ``backpackflow[nodes]``."""
-    found: set[str] = set(project["dependencies"])
-    todo, seen = [e.strip() for e in extras], set()
-    while todo:
-        extra = todo.pop()
-        if extra in seen:
-            continue
-        seen.add(extra)
-        for requirement in project["optional-dependencies"][extra]:
-            if requirement.startswith(project["name"] + "["):
-                todo.extend(requirement.split("[", 1)[1].rstrip("]").split(","))
-            else:
-                found.add(requirement)
-    return found
+        assert needed in installed, needed

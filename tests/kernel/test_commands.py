@@ -225,6 +225,8 @@ def test_validate_an_unset_env_reference(registry, tmp_path, capsys, monkeypatch
     assert err.startswith(
         f"{path}: $.nodes[2].params.api_key: environment variable BPF_TEST_KEY is not set"
     )
+    # says how to validate where the secrets are not set
+    assert "'backpackflow validate --allow-unset-env' checks ${NAME} references" in err
     assert main(["validate", "--allow-unset-env", path]) == 0
     assert capsys.readouterr().out == f"{path}: ok\n"
     monkeypatch.setenv("BPF_TEST_KEY", "set-now")
