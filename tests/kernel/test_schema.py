@@ -277,7 +277,12 @@ def test_a_docstring_is_described_alike_whether_python_dedented_it_or_not():
     as_compiled = "Options of a thing. ``x`` does\none thing.\n\nAnd more.\n"
     described = []
     for doc in (as_written, as_compiled):
-        cls = attrs.make_class("Thing", {"x": attrs.field(default=1)})
+
+        @attrs.frozen
+        class Thing:
+            x: int = 1
+
+        cls = Thing
         cls.__doc__ = doc
         assert describe(cls) == "Options of a thing. ``x`` does\n    one thing.\n\n    And more."
         described.append(params_schema(cls)["$defs"]["Thing"]["description"])
