@@ -28,6 +28,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tomllib
@@ -108,18 +109,25 @@ def environment(folder: Path) -> dict[str, str]:
 
 
 def run(command: list[str], folder: Path, block: Block) -> str:
-    done = subprocess.run(
+    """Run ``command``; on a timeout kill it with everything it started (a block that starts a
+    server must not leave it running)."""
+    process = subprocess.Popen(
         command,
         cwd=folder,
         env=environment(folder),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        timeout=TIMEOUT,
-        check=False,
+        start_new_session=True,
     )
-    assert done.returncode == 0, f"{block.where} failed ({done.returncode}):\n{done.stdout}"
-    return done.stdout
+    try:
+        output, _ = process.communicate(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        output, _ = process.communicate()
+        pytest.fail(f"{block.where} did not end within {TIMEOUT} s:\n{output}")
+    assert process.returncode == 0, f"{block.where} failed ({process.returncode}):\n{output}"
+    return output
 
 
 def bash(script: str, folder: Path, block: Block) -> str:

@@ -1,8 +1,9 @@
 """The wheel is the product. Built from this tree as ``python -m build`` builds it (the sdist,
 then the wheel from the sdist), it is installed in fresh virtualenvs outside the repository:
 without extras ``serve`` says which extra to install while the examples are there already; with
-``[all]`` ``serve`` seeds the demo workflows from the installed examples and runs them, and the
-main job runs from a copied example. The sdist holds what its own tests need."""
+``[all]`` ``serve`` (with a token made by ``backpackflow tokens create``) seeds the demo
+workflows from the installed examples and runs them, and the main job runs from a copied
+example. The sdist holds what its own tests need."""
 
 from __future__ import annotations
 
@@ -132,6 +133,9 @@ def free_port() -> int:
 def test_serve_from_the_wheel_seeds_the_demo_workflows_and_runs_them(
     full: Path, tmp_path: Path
 ) -> None:
+    made = sh(full / "backpackflow", "tokens", "create", "--role", "runner", "--json", cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    token = json.loads(made.stdout)["token"]
     port = free_port()
     process = subprocess.Popen(
         [str(full / "backpackflow"), "serve", "--port", str(port), "--log-level", "warning"],
@@ -142,7 +146,11 @@ def test_serve_from_the_wheel_seeds_the_demo_workflows_and_runs_them(
         text=True,
     )
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+        with httpx.Client(
+            base_url=f"http://127.0.0.1:{port}",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=10,
+        ) as client:
             deadline = time.monotonic() + 60
             while True:
                 try:
