@@ -77,6 +77,7 @@ def test_the_sdist_holds_what_its_tests_need(dist: dict[str, Path]) -> None:
     for needed in (
         "LICENSE",
         "tox.ini",
+        "tools/sdist_tree.py",
         ".pre-commit-hooks.yaml",
         "tests/conftest.py",
         "tests/e2e/test_e2e_wheel.py",
