@@ -405,10 +405,12 @@ def _run(args: argparse.Namespace, registry: Registry) -> int:
         deps.register("llm_cache", None)
     elif "sqlite_cache" in registry.dependency_factories:
         factory = registry.dependency_factories["sqlite_cache"]
-        # --cache-path is relative to where the command runs, not to the flow's folder
+        # --cache-path is relative to where the command runs, not to the flow's folder; the
+        # cache is the operator's, not the flow's: built outside the flow's sandbox policy (as
+        # the service builds its own), a --sandbox run keeps it
         cache_path = str(Path(args.cache_path).resolve())
         cache_options = _structure_options(factory.options, {"path": cache_path})
-        deps.register_factory("llm_cache", lambda c, o=cache_options, f=factory.factory: f(o, c))
+        deps.register_factory("llm_cache", lambda _, o=cache_options, f=factory.factory: f(o, None))
     given = _parse_pairs(args.input, "--input", decode=False)
     given.update(_parse_pairs(args.input_json, "--input-json", decode=True))
     policy = _sandbox_policy(args)

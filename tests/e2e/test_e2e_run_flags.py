@@ -1,7 +1,9 @@
-"""`backpackflow run --verbose / --quiet` shape the console trace."""
+"""`backpackflow run --verbose / --quiet` shape the console trace; `--sandbox` keeps the
+operator's response cache."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -43,3 +45,17 @@ def test_verbose_and_quiet_exclude_each_other(capsys):
 def test_the_flags_need_the_console_sink(capsys):
     assert main(["run", CSV_REPORT, "--no-cache", "--sink", "none", "--verbose"]) == 1
     assert "add --sink console" in capsys.readouterr().err
+
+
+def test_a_sandboxed_run_keeps_the_operators_response_cache(capsys, tmp_path, monkeypatch):
+    """--sandbox confines the flow to its folder; the cache --cache-path names is the
+    operator's (the command's working directory by default) and still serves the run."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["examples", "copy", "research", "theirs"]) == 0
+    capsys.readouterr()
+    for run in ("first", "cached"):
+        assert main(["run", "--sandbox", "theirs/flow.json", "--json"]) == 0, run
+        summary = json.loads(capsys.readouterr().out)
+        assert summary["status"] == "succeeded"
+    assert summary["totals"]["cost"] == "0"  # the second run: every LLM step from the cache
+    assert (tmp_path / ".backpackflow" / "llm-cache.sqlite").is_file()
