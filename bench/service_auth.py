@@ -84,7 +84,8 @@ def in_process(database: str, calls: int, repeats: int) -> dict[str, list[float]
     from starlette.requests import Request
 
     from backpackflow_server import Settings
-    from backpackflow_server.auth import Authenticator, hash_token, new_token
+    from backpackflow_server.auth import Authenticator
+    from backpackflow_server.credentials import hash_token, new_token
     from backpackflow_store_sql import SqlRunStore
 
     store = SqlRunStore(database)

@@ -298,7 +298,7 @@ class PostgresDatabase:
 
 def create_token(database: str) -> str:
     """An admin token in ``database`` (as ``backpackflow tokens create --role admin``)."""
-    from backpackflow_server.auth import hash_token, new_token
+    from backpackflow_server.credentials import hash_token, new_token
     from backpackflow_store_sql import SqlRunStore
 
     secret = new_token()

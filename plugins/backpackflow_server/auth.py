@@ -32,7 +32,6 @@ what keeps a web page in the developer's browser from driving the open service.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import ipaddress
 import logging
@@ -50,16 +49,14 @@ from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from starlette.concurrency import run_in_threadpool
 
 from backpackflow_store_sql import StoreError
-from backpackflow_store_sql.models import TOKEN_ROLES
 
+from .credentials import hash_token
 from .settings import Settings
 
 log = logging.getLogger("backpackflow_server.auth")
 
-ROLES = TOKEN_ROLES
 Role = Literal["admin", "runner", "viewer"]
 _RANK = {"viewer": 1, "runner": 2, "admin": 3}
-TOKEN_PREFIX = "bpf_"
 SESSION_COOKIE = "backpackflow_session"
 CSRF_HEADER = "X-CSRF-Token"
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -70,21 +67,6 @@ NEEDS_TOKEN = (
     "this API needs a token: send 'Authorization: Bearer <token>' (the operator creates one "
     "with 'backpackflow tokens create --role viewer'), or log in to the web page"
 )
-
-
-def new_token() -> str:
-    """A new API token secret: ``bpf_`` and 256 random bits."""
-    return TOKEN_PREFIX + secrets.token_urlsafe(32)
-
-
-def hash_token(token: str) -> str:
-    """The SHA-256 digest (hex) a token is stored and looked up by."""
-    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def token_hint(token: str) -> str:
-    """The first characters of a token, for listings (``bpf_Ab3x``): 24 of its 256 bits."""
-    return token[: len(TOKEN_PREFIX) + 4]
 
 
 def is_loopback(address: str | None) -> bool:

@@ -16,7 +16,7 @@ from typing import Any, Protocol, cast
 
 from backpackflow.plugins import Registry
 
-from .auth import ROLES, hash_token, new_token, token_hint
+from .credentials import ROLES, hash_token, new_token, token_hint
 
 
 class TokenAdmin(Protocol):

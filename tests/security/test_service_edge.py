@@ -43,7 +43,8 @@ from attack_kit import (
 )
 from sqlalchemy import text as sql
 
-from backpackflow_server.auth import SESSION_COOKIE, hash_token
+from backpackflow_server.auth import SESSION_COOKIE
+from backpackflow_server.credentials import hash_token
 
 KIT = Path(__file__).resolve().parents[1] / "plugins" / "server" / "server_kit.py"
 EVIL = "http://evil.example"

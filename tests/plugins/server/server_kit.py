@@ -29,7 +29,7 @@ from backpackflow import AsyncNode, Node, current_run, hookimpl
 from backpackflow.events import LLMResponsePayload, StreamEventType
 from backpackflow.plugins import Registry, build_registry
 from backpackflow_server import Settings, create_app
-from backpackflow_server.auth import hash_token, new_token
+from backpackflow_server.credentials import hash_token, new_token
 
 # ------------------------------------------------------------------------------ node types
 

@@ -66,3 +66,26 @@ def test_touch_records_the_last_use(store: SqlRunStore) -> None:
     when = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     store.touch_token(token["id"], when)
     assert store.find_token(token_id=token["id"])["last_used_at"] == when.isoformat()
+
+
+def test_the_roles_tokens_are_made_with_are_the_roles_the_store_allows() -> None:
+    from backpackflow_server.credentials import ROLES
+    from backpackflow_store_sql.models import TOKEN_ROLES
+
+    assert sorted(ROLES) == sorted(TOKEN_ROLES)
+
+
+def test_loading_the_plugins_imports_no_database_stack() -> None:
+    """Every ``backpackflow`` command loads every plugin: the store's SQLAlchemy and Alembic
+    (and the service's web stack) load only when a command opens a store."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from backpackflow.plugins import build_registry; build_registry(); "
+        "print(sorted(m for m in ('sqlalchemy', 'alembic', 'fastapi') if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"
