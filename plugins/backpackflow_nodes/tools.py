@@ -73,6 +73,7 @@ async def http_fetch(args: HttpFetchArgs, context: ToolContext) -> dict[str, Any
     import httpx
 
     from backpackflow.httpx_egress import async_client
+    from backpackflow_otel.propagation import trace_headers
 
     parts = urlsplit(args.url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -87,7 +88,7 @@ async def http_fetch(args: HttpFetchArgs, context: ToolContext) -> dict[str, Any
             async_client(
                 context.policy.egress, timeout=args.timeout, follow_redirects=False
             ) as client,
-            client.stream("GET", args.url, headers=args.headers) as response,
+            client.stream("GET", args.url, headers=trace_headers(args.headers)) as response,
         ):
             body = bytearray()
             async for chunk in response.aiter_bytes():

@@ -24,6 +24,7 @@ from backpackflow.egress import EgressDenied, EgressPolicy
 from backpackflow.httpx_egress import async_client
 from backpackflow.sandbox import SandboxViolation
 from backpackflow_llm.providers.base import OnChunk
+from backpackflow_otel.propagation import trace_headers
 from backpackflow_llm.types import (
     LLMRequest,
     LLMResponse,
@@ -235,7 +236,8 @@ class HTTPProvider:
         self, request: LLMRequest, *, on_chunk: OnChunk | None = None
     ) -> LLMResponse:
         key = self.resolve_api_key(request.model)
-        headers = {**self.headers(key), **self._extra_headers}
+        # traceparent of the call's span, when an OpenTelemetry sink traces the run
+        headers = trace_headers({**self.headers(key), **self._extra_headers})
         payload = self.body(request)
         if self._client is not None:
             return await self._send(self._client, request, headers, payload, on_chunk)
