@@ -24,7 +24,6 @@ from backpackflow.egress import EgressDenied, EgressPolicy
 from backpackflow.httpx_egress import async_client
 from backpackflow.sandbox import SandboxViolation
 from backpackflow_llm.providers.base import OnChunk
-from backpackflow_otel.propagation import trace_headers
 from backpackflow_llm.types import (
     LLMRequest,
     LLMResponse,
@@ -38,6 +37,7 @@ from backpackflow_llm.types import (
     ServerError,
     Usage,
 )
+from backpackflow_otel.propagation import trace_headers
 
 __all__ = ["HTTPProvider", "StreamResult", "WireError", "field", "parse_retry_after"]
 
