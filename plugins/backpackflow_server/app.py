@@ -56,6 +56,7 @@ from .auth import (
 )
 from .disclosure import ErrorIds, log_failure, new_error_id, with_error_id
 from .edge import BodyTooLarge, flow_size_problems, install_edge
+from .metrics import add_metrics_route
 from .models import (
     FLOW_CONFIG_REF,
     ID_PATTERN,
@@ -80,6 +81,7 @@ from .runs import FlowProblems, RunConflict, RunManager, RunStore, ServiceUnavai
 from .seeding import read_seeds, seed_folders, seed_workflows
 from .settings import Settings
 from .streaming import run_stream
+from .tracing import caller_trace
 from .validation import flow_problems, request_problems
 
 log = logging.getLogger("backpackflow_server")
@@ -393,6 +395,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     _add_workflow_routes(app)
     _add_run_routes(app)
     _add_service_routes(app)
+    add_metrics_route(app, settings)
     return app
 
 
@@ -659,12 +662,13 @@ def _add_run_routes(app: FastAPI) -> None:
         body: RunCreate | None = None,
     ) -> dict[str, Any]:
         body = body if body is not None else RunCreate()
-        run = await service.manager.submit(
-            workflow_id,
-            body.input_vars,
-            body.triggered_by or "api",
-            server_address=request.scope.get("server"),  # flows may not call this address
-        )
+        with caller_trace(request.headers):  # the run's spans join the caller's trace
+            run = await service.manager.submit(
+                workflow_id,
+                body.input_vars,
+                body.triggered_by or "api",
+                server_address=request.scope.get("server"),  # flows may not call this address
+            )
         response.headers["Location"] = f"/api/runs/{run['id']}"
         log.info("run %s of workflow %s started by %s", run["id"], workflow_id, who.name)
         return run
@@ -773,13 +777,15 @@ def _add_run_routes(app: FastAPI) -> None:
         settings = service.settings
         shutdown = anyio.Event()  # set by sse-starlette when the server is told to exit
         return EventSourceResponse(
-            run_stream(
-                manager,
-                run_id,
-                cursor,
-                retry_ms=settings.sse_retry_ms,
-                poll_interval=settings.poll_interval,
-                shutdown=shutdown,
+            manager.metrics.stream(  # counted as an open SSE client
+                run_stream(
+                    manager,
+                    run_id,
+                    cursor,
+                    retry_ms=settings.sse_retry_ms,
+                    poll_interval=settings.poll_interval,
+                    shutdown=shutdown,
+                )
             ),
             ping=settings.sse_heartbeat,
             send_timeout=STREAM_SEND_TIMEOUT,

@@ -49,7 +49,7 @@ from backpackflow.deps import DependencyContainer
 from backpackflow.egress import EgressDenied, EndpointSet
 from backpackflow.errors import BackpackFlowError, ConfigError
 from backpackflow.loader import FLOW_DIR, ConfigWarning, FlowLoader
-from backpackflow.plugins import EventSink, make_sink
+from backpackflow.plugins import EventSink, make_sink, parse_sink_spec
 from backpackflow.sandbox import SandboxPolicy
 from backpackflow.secrets import SecretMasker
 from backpackflow_store_sql import (
@@ -69,6 +69,7 @@ from .disclosure import (
     redact,
     with_error_id,
 )
+from .metrics import ServiceMetrics
 from .settings import Settings
 
 log = logging.getLogger("backpackflow_server.runs")
@@ -424,6 +425,11 @@ class RunManager:
         self._loop_thread = 0
         self.writers: list[EventWriter] = []
         self._next_writer = itertools.count()
+        #: The operator's sinks (the ``sinks`` setting): attached to every run.
+        self.operator_sinks = self._operator_sinks()
+        #: Prometheus metrics of the runs (GET /metrics).
+        self.metrics = ServiceMetrics()
+        self.metrics.bind(self)
         # SQLite: one writer at a time; a lock hands over at once where SQLite's busy handler
         # would sleep (up to 100 ms a try). PostgreSQL writes run side by side.
         self._write_lock: AbstractContextManager[Any] = (
@@ -680,6 +686,7 @@ class RunManager:
             history_size=self.settings.event_history_size,
         )
         handle.streamer.subscribe("*", self._subscriber(handle))
+        handle.streamer.subscribe("*", self.metrics.watch(handle.run_id))
         try:
             self._attach_sinks(handle)
         except FlowProblems as exc:
@@ -722,8 +729,38 @@ class RunManager:
         except ValueError:  # a Unix socket or a name: nothing a flow could connect to by IP
             pass
 
+    def _operator_sinks(self) -> list[tuple[str, dict[str, Any]]]:
+        """(type, options) of the ``sinks`` setting, each built once now so that a wrong one
+        stops the service at start-up rather than failing every run."""
+        registry = self.loader.registry
+        options_by_type = dict(self.settings.sink_options)
+        sinks = []
+        for spec in self.settings.sinks:
+            name, options = parse_sink_spec(registry, spec)
+            options.update(options_by_type.get(name, {}))
+            make_sink(registry, name, options).close()
+            sinks.append((name, options))
+        unused = set(options_by_type) - {name for name, _ in sinks}
+        if unused:
+            raise ConfigError(f"sink_options for sink(s) not in sinks: {', '.join(sorted(unused))}")
+        return sinks
+
     def _attach_sinks(self, handle: RunHandle) -> None:
-        """The sinks the flow declares, built for this run under the service's policy."""
+        """The operator's sinks, then the sinks the flow declares (built for this run under
+        the service's policy)."""
+        for name, options in self.operator_sinks:
+            try:
+                built = make_sink(self.loader.registry, name, options, secrets=handle.flow.secrets)
+            except BackpackFlowError as exc:
+                for earlier in handle.sinks:
+                    earlier.close()
+                error_id = new_error_id()
+                log_failure(error_id, f"the operator's sink {name!r} failed to build", exc)
+                raise FlowProblems(
+                    "workflow", [with_error_id(f"$: the service's sink {name!r} failed", error_id)]
+                ) from None
+            handle.sinks.append(built)
+            handle.streamer.subscribe("*", built.handle)
         config = getattr(handle.flow, "config", None)
         allowed = set(self.settings.flow_sinks)
         for i, sink in enumerate(getattr(config, "sinks", ()) or ()):
@@ -899,6 +936,7 @@ class RunManager:
         finally:
             if summary is None:
                 summary = {"id": handle.run_id, "status": status, "error_summary": error}
+            self.metrics.ended(handle.run_id, str(summary.get("status") or status))
             self._handles.pop(handle.run_id, None)
             handle.done(summary)
 
@@ -943,3 +981,4 @@ class RunManager:
             await self._store_write(self.store.finish_run, run_id, status, error)
         except Exception:
             log.exception("run %s: cannot mark it %s", run_id, status)
+        self.metrics.ended(run_id, status)

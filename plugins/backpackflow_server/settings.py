@@ -179,6 +179,7 @@ class Settings(BaseSettings):
         "egress_deny_networks",
         "egress_allow_hosts",
         "flow_sinks",
+        "sinks",
         mode="before",
     )
     @classmethod
@@ -257,6 +258,29 @@ class Settings(BaseSettings):
     )
     template_max_int_bits: int = Field(
         default=4096, ge=64, description="largest integer template arithmetic may produce"
+    )
+
+    # ---- observability (docs/observability.md) -----------------------------------------------
+    sinks: TextList = Field(
+        default=[],
+        description="event sinks the operator attaches to every run, as 'backpackflow run "
+        "--sink' names them (e.g. otlp:http://collector:4318); the operator's own, so not "
+        "bound by the flow sandbox",
+    )
+    sink_options: dict[str, dict[str, Any]] = Field(
+        default={},
+        description='options of those sinks by sink type, JSON in the environment: {"otlp": '
+        '{"headers_env": "OTLP_HEADERS", "capture_content": false}}',
+    )
+    metrics: Literal["token", "public", "off"] = Field(
+        default="token",
+        description="GET /metrics: 'token' needs a viewer token (as every read), 'public' "
+        "needs none (a scraper on a private network), 'off' serves none",
+    )
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="service logs: 'text', or 'json' (one JSON object per line: every request "
+        "with its method, path, status, duration, request id, run id and trace id)",
     )
 
     @field_validator("egress_allow_networks", "egress_deny_networks", mode="after")
