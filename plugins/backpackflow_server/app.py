@@ -56,6 +56,7 @@ from .auth import (
 )
 from .disclosure import ErrorIds, log_failure, new_error_id, with_error_id
 from .edge import BodyTooLarge, flow_size_problems, install_edge
+from .logging_json import RequestLog
 from .metrics import add_metrics_route
 from .models import (
     FLOW_CONFIG_REF,
@@ -390,6 +391,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     )
     install_edge(app, settings)
     _install_error_handlers(app)
+    app.add_middleware(RequestLog)  # outermost: logs every request as answered
     _document_flow_schema(app, registry)
     _add_session_routes(app)
     _add_workflow_routes(app)

@@ -62,6 +62,12 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
         choices=["critical", "error", "warning", "info", "debug"],
         help="server log level",
     )
+    parser.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        help="service logs as text lines or JSON lines, one per request with its request id, "
+        "run id and trace id (default: $BACKPACKFLOW_LOG_FORMAT or text)",
+    )
     access = parser.add_argument_group(
         "access", "who may call the service and from where (see docs/security.md)"
     )
@@ -155,6 +161,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         ("egress_allow_host", "egress_allow_hosts"),
         ("flow_sink", "flow_sinks"),
         ("template_timeout", "template_max_seconds"),
+        ("log_format", "log_format"),
     ):
         value = getattr(args, option, None)
         if value is not None:
@@ -226,6 +233,7 @@ def _serve(args: argparse.Namespace, registry: Registry) -> int:
     from pydantic import ValidationError
 
     from .app import create_app
+    from .logging_json import log_config
 
     try:
         settings = _settings(args)
@@ -245,6 +253,7 @@ def _serve(args: argparse.Namespace, registry: Registry) -> int:
         host=args.host,
         port=args.port,
         log_level=args.log_level,
+        log_config=log_config(settings.log_format, args.log_level),
         timeout_graceful_shutdown=int(settings.shutdown_grace) + 5,
     )
     return 0
