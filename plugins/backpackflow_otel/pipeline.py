@@ -15,6 +15,7 @@ exporter is wrapped by :class:`_Counting`, which counts what was exported and wh
 
 from __future__ import annotations
 
+import atexit
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -29,7 +30,7 @@ from opentelemetry.trace import Tracer
 from backpackflow import __version__
 
 #: The GenAI semantic conventions followed (see docs/observability.md).
-SCHEMA_URL = "https://opentelemetry.io/schemas/1.37.0"
+SCHEMA_URL = "https://opentelemetry.io/schemas/1.44.0"
 
 
 @attrs.frozen
@@ -145,15 +146,37 @@ class Pipeline:
         resource = Resource.create(
             {"service.name": destination.service_name, "service.version": __version__}
         )
-        self.provider = TracerProvider(resource=resource)
+        # shut down by this module's own exit hook, bounded in time (the SDK's would wait for
+        # an unreachable endpoint as long as the exporter retries)
+        self.provider = TracerProvider(resource=resource, shutdown_on_exit=False)
         self.provider.add_span_processor(_Bounded(batch, self.stats, destination.max_queue))
         self.tracer: Tracer = self.provider.get_tracer(
             "backpackflow", __version__, schema_url=SCHEMA_URL
         )
 
     def flush(self, timeout: float) -> bool:
-        """Export what is queued within ``timeout`` seconds; False if time ran out."""
-        return bool(self.provider.force_flush(max(1, int(timeout * 1000))))
+        """Export what is queued within ``timeout`` seconds; False if time ran out (the
+        export goes on in the background: an endpoint that is down holds the SDK's flush
+        as long as the exporter retries)."""
+        return _bounded(
+            lambda: bool(self.provider.force_flush(max(1, int(timeout * 1000)))), timeout
+        )
+
+    def shutdown(self, timeout: float) -> None:
+        """Flush and stop the export thread, taking at most about ``2 * timeout`` seconds."""
+        self.flush(timeout)
+        _bounded(self.provider.shutdown, timeout)
+
+
+def _bounded(call: Any, timeout: float) -> bool:
+    """``call()`` in a daemon thread, waited for ``timeout`` seconds: its result, or False."""
+    result: list[Any] = []
+    thread = threading.Thread(
+        target=lambda: result.append(call()), name="backpackflow-otel-flush", daemon=True
+    )
+    thread.start()
+    thread.join(max(0.0, timeout))
+    return bool(result and result[0] is not False)
 
 
 def _exporter(destination: Destination) -> SpanExporter:
@@ -216,8 +239,11 @@ def shutdown_all(timeout: float = 5.0) -> None:
         built = list(_pipelines.values())
         _pipelines.clear()
     for pipeline in built:
-        pipeline.flush(timeout)
-        pipeline.provider.shutdown()
+        pipeline.shutdown(timeout)
+
+
+# at exit: what the sinks' close() did not get out within close_timeout gets one more second
+atexit.register(shutdown_all, 1.0)
 
 
 __all__ = [
