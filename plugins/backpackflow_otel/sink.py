@@ -71,7 +71,7 @@ class OtlpOptions:
     timeout: float = 10.0
     #: "none" or "gzip".
     compression: Literal["none", "gzip"] = "none"
-    #: Seconds close() may take to export what is queued.
+    #: Seconds close() may take to export what is queued (0: do not wait).
     close_timeout: float = 5.0
 
 
@@ -122,7 +122,8 @@ class OtlpSink:
         except Exception as exc:  # noqa: BLE001 - the report must still come back
             _log_once(f"could not end the open spans: {exc!r}")
         limit = self.options.close_timeout if timeout is None else max(0.0, timeout)
-        flushed = self._pipeline.flush(limit)
+        # 0: never wait (a service's runs: the export thread sends within max_delay anyway)
+        flushed = self._pipeline.flush(limit) if limit > 0 else False
         stats = self.stats()
         self._report = {
             "sink": SINK,

@@ -67,11 +67,18 @@ def _ns(timestamp: float) -> int:
     return int(timestamp * 1e9)
 
 
+_MISSING = object()
+
+
 def _get(payload: Any, name: str, default: Any = None) -> Any:
-    """A payload field by name: payloads are named tuples, a plugin's may be a mapping."""
+    """A payload field by name: payloads are named tuples (read first: the hot path), a
+    plugin's may be a mapping."""
+    value = getattr(payload, name, _MISSING)
+    if value is not _MISSING:
+        return value
     if isinstance(payload, Mapping):
         return payload.get(name, default)
-    return getattr(payload, name, default)
+    return default
 
 
 def _content(event: BackpackEvent, name: str) -> Any:

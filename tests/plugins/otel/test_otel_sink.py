@@ -278,3 +278,15 @@ def test_a_flow_the_operator_does_not_trust_cannot_declare_it(tmp_path: Path) ->
     policy = SandboxPolicy(files_root=tmp_path, egress=EgressPolicy(), env_allowlist=())
     with pytest.raises(PluginError, match="cannot run under a sandbox policy"):
         make_sink(registry, "otlp", {"endpoint": "http://collector:4318"}, policy=policy)
+
+
+def test_close_timeout_zero_leaves_the_export_to_the_background(receiver: OtlpReceiver) -> None:
+    sink = OtlpSink(OtlpOptions(endpoint=receiver.url, close_timeout=0, max_delay=30))
+    events = EventStreamer()
+    events.subscribe("*", sink.handle)
+    assert Flow(Step(id="one")).execute_sync(Backpack(), events=events).status == "succeeded"
+    report = sink.close()
+    assert report["flushed"] is False and report["spans"] == 2
+    assert report["exported"] + report["pending"] == 2  # queued, not waited for
+    assert sink._pipeline.flush(5.0)
+    assert sorted(s.name for s in receiver.spans) == ["invoke_workflow Flow", "node one"]
