@@ -15,7 +15,7 @@ import socket
 import sys
 from typing import TYPE_CHECKING, Any
 
-from backpackflow import hookimpl
+from backpackflow import BackpackFlowError, hookimpl
 from backpackflow.plugins import CommandRegistrar, Registry
 
 from .tokens import run_tokens, token_arguments
@@ -239,6 +239,13 @@ def _serve(args: argparse.Namespace, registry: Registry) -> int:
         settings = _settings(args)
     except ValidationError as exc:
         print(f"backpackflow serve: invalid settings:\n{exc}", file=sys.stderr)
+        return 2
+    try:  # the operator's sinks: a wrong one is an error now, not at every run
+        from .runs import operator_sinks
+
+        operator_sinks(settings, registry)
+    except BackpackFlowError as exc:
+        print(f"backpackflow serve: the sinks setting: {exc}", file=sys.stderr)
         return 2
     if not _is_loopback_host(args.host):
         problem = _public_serve_problem(args.host, settings, registry)

@@ -49,7 +49,7 @@ from backpackflow.deps import DependencyContainer
 from backpackflow.egress import EgressDenied, EndpointSet
 from backpackflow.errors import BackpackFlowError, ConfigError
 from backpackflow.loader import FLOW_DIR, ConfigWarning, FlowLoader
-from backpackflow.plugins import EventSink, make_sink, parse_sink_spec
+from backpackflow.plugins import EventSink, Registry, make_sink, parse_sink_spec
 from backpackflow.sandbox import SandboxPolicy
 from backpackflow.secrets import SecretMasker
 from backpackflow_store_sql import (
@@ -199,6 +199,23 @@ def error_summary(
     room = _MAX_ERROR_SUMMARY - len(with_error_id("", error_id))
     text = text if len(text) <= room else text[: room - 1] + "…"
     return with_error_id(text, error_id)
+
+
+def operator_sinks(settings: Settings, registry: Registry) -> list[tuple[str, dict[str, Any]]]:
+    """(type, options) of the ``sinks`` setting, each built once now (and closed) so that a
+    wrong one stops the service at start-up rather than failing every run. Raises
+    :class:`~backpackflow.errors.BackpackFlowError` naming the sink and what is wrong."""
+    options_by_type = dict(settings.sink_options)
+    sinks = []
+    for spec in settings.sinks:
+        name, options = parse_sink_spec(registry, spec)
+        options.update(options_by_type.get(name, {}))
+        make_sink(registry, name, options).close()
+        sinks.append((name, options))
+    unused = set(options_by_type) - {name for name, _ in sinks}
+    if unused:
+        raise ConfigError(f"sink_options for sink(s) not in sinks: {', '.join(sorted(unused))}")
+    return sinks
 
 
 def _service_files(store: Any, settings: Settings) -> tuple[Path, ...]:
@@ -426,7 +443,7 @@ class RunManager:
         self.writers: list[EventWriter] = []
         self._next_writer = itertools.count()
         #: The operator's sinks (the ``sinks`` setting): attached to every run.
-        self.operator_sinks = self._operator_sinks()
+        self.operator_sinks = operator_sinks(settings, loader.registry)
         #: Prometheus metrics of the runs (GET /metrics).
         self.metrics = ServiceMetrics()
         self.metrics.bind(self)
@@ -728,22 +745,6 @@ class RunManager:
             self.self_endpoints.add(host, int(port))
         except ValueError:  # a Unix socket or a name: nothing a flow could connect to by IP
             pass
-
-    def _operator_sinks(self) -> list[tuple[str, dict[str, Any]]]:
-        """(type, options) of the ``sinks`` setting, each built once now so that a wrong one
-        stops the service at start-up rather than failing every run."""
-        registry = self.loader.registry
-        options_by_type = dict(self.settings.sink_options)
-        sinks = []
-        for spec in self.settings.sinks:
-            name, options = parse_sink_spec(registry, spec)
-            options.update(options_by_type.get(name, {}))
-            make_sink(registry, name, options).close()
-            sinks.append((name, options))
-        unused = set(options_by_type) - {name for name, _ in sinks}
-        if unused:
-            raise ConfigError(f"sink_options for sink(s) not in sinks: {', '.join(sorted(unused))}")
-        return sinks
 
     def _attach_sinks(self, handle: RunHandle) -> None:
         """The operator's sinks, then the sinks the flow declares (built for this run under

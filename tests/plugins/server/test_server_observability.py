@@ -286,3 +286,29 @@ def test_a_run_joins_the_trace_of_the_request_that_started_it(
         ]
         assert metrics["backpackflow_otel_spans_total", (("outcome", "exported"),)] >= len(spans)
         assert metrics["backpackflow_otel_spans_total", (("outcome", "dropped"),)] == 0
+
+
+@pytest.mark.parametrize(
+    ("variables", "message"),
+    [
+        ({"BACKPACKFLOW_SINKS": "nosuchsink:x"}, "nosuchsink"),
+        (
+            {"BACKPACKFLOW_SINK_OPTIONS": '{"webhook": {"url": "http://127.0.0.1:9"}}'},
+            "sink_options for sink(s) not in sinks: webhook",
+        ),
+    ],
+)
+def test_serve_refuses_a_wrong_sinks_setting_before_it_starts(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    variables: dict[str, str],
+    message: str,
+) -> None:
+    from server_kit import cli_main
+
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    assert cli_main(["serve", "--port", "0", "--local-dev"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("backpackflow serve: the sinks setting:") and message in err
+    assert "Traceback" not in err
