@@ -44,6 +44,7 @@ class Destination:
     timeout: float
     compression: str
     service_name: str
+    resource: tuple[tuple[str, str], ...]
     max_queue: int
     batch_size: int
     max_delay: float
@@ -144,7 +145,11 @@ class Pipeline:
             export_timeout_millis=destination.timeout * 1000,
         )
         resource = Resource.create(
-            {"service.name": destination.service_name, "service.version": __version__}
+            {
+                **dict(destination.resource),
+                "service.name": destination.service_name,
+                "service.version": __version__,
+            }
         )
         # shut down by this module's own exit hook, bounded in time (the SDK's would wait for
         # an unreachable endpoint as long as the exporter retries)

@@ -55,6 +55,8 @@ class OtlpOptions:
     headers_env: str | None = None
     #: The resource's service.name.
     service_name: str = "backpackflow"
+    #: More resource attributes (deployment.environment, openinference.project.name ...).
+    resource_attributes: dict[str, str] = attrs.field(factory=dict)
     #: Record prompts, completions, tool arguments and results and run inputs (masked).
     capture_content: bool = False
     #: Longest recorded content attribute, in characters (0: no limit).
@@ -170,6 +172,11 @@ def _destination(options: OtlpOptions) -> Destination:
         )
     if not isinstance(options.service_name, str) or not options.service_name:
         raise SinkConfigError(SINK, "service_name", "must be a non-empty string")
+    resource = options.resource_attributes
+    if not isinstance(resource, dict) or not all(
+        isinstance(k, str) and k and isinstance(v, str) for k, v in resource.items()
+    ):
+        raise SinkConfigError(SINK, "resource_attributes", "expected an object of strings")
     endpoint = options.endpoint
     if not isinstance(endpoint, str):
         raise SinkConfigError(SINK, "endpoint", f"expected a URL, got {type(endpoint).__name__}")
@@ -215,6 +222,7 @@ def _destination(options: OtlpOptions) -> Destination:
         timeout=float(options.timeout),
         compression=options.compression,
         service_name=options.service_name,
+        resource=tuple(sorted(resource.items())),
         max_queue=options.max_queue,
         batch_size=options.batch_size,
         max_delay=float(options.max_delay),

@@ -58,6 +58,11 @@ ERROR_TYPE = "error.type"
 COST = "backpackflow.cost_usd"
 #: Phoenix (OpenInference) groups spans by this kind; other backends ignore it.
 OPENINFERENCE_KIND = "openinference.span.kind"
+#: Content as OpenInference names it (Phoenix and Langfuse show it), with capture_content.
+INPUT_VALUE = "input.value"
+OUTPUT_VALUE = "output.value"
+#: Not a GenAI convention: the attribute Langfuse reads an LLM call's cost from.
+LANGFUSE_COST = "gen_ai.usage.cost"
 
 _RUN_START = StreamEventType.RUN_START
 _RUN_END = StreamEventType.RUN_END
@@ -378,9 +383,10 @@ class SpanBuilder:
             if params.get("response_format") in ("text", "json"):
                 attributes[OUTPUT_TYPE] = params["response_format"]
         if self._capture:
-            attributes[INPUT_MESSAGES] = _json(
-                _input_messages(_content(event, "messages")), self._limit
-            )
+            messages = _json(_input_messages(_content(event, "messages")), self._limit)
+            attributes[INPUT_MESSAGES] = messages
+            attributes[INPUT_VALUE] = messages  # what Phoenix and Langfuse show as the input
+            attributes["input.mime_type"] = "application/json"
         if step is None:
             parent = run.ctx
         else:
@@ -425,6 +431,7 @@ class SpanBuilder:
         cost_float = _cost(cost)
         if cost_float is not None:
             span.set_attribute(COST, cost_float)
+            span.set_attribute(LANGFUSE_COST, cost_float)
         span.set_attribute("backpackflow.cost_known", bool(_get(payload, "cost_known")))
         if self._capture:
             message: dict[str, Any] = {
@@ -434,6 +441,7 @@ class SpanBuilder:
             if finish:
                 message["finish_reason"] = str(finish)
             span.set_attribute(OUTPUT_MESSAGES, _json([message], self._limit))
+            span.set_attribute(OUTPUT_VALUE, _text(_get(payload, "text") or "", self._limit))
         span.end(_ns(event.timestamp))
         if step is not None:
             step.call = None

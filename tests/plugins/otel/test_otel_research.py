@@ -119,6 +119,7 @@ def test_the_research_run_as_spans(capsys: Any, tmp_path: Path, receiver: OtlpRe
         assert call.attributes["gen_ai.usage.output_tokens"] == step["tokens_output"]
         assert call.attributes["gen_ai.response.finish_reasons"] == ["stop"]
         assert Decimal(str(call.attributes["backpackflow.cost_usd"])) == Decimal(step["cost"])
+        assert call.attributes["gen_ai.usage.cost"] == call.attributes["backpackflow.cost_usd"]
         assert (
             nodes[node_id].attributes["backpackflow.cost_usd"]
             == call.attributes["backpackflow.cost_usd"]
@@ -177,7 +178,9 @@ def test_prompts_and_completions_only_when_asked(
     assert [m["role"] for m in messages] == ["system", "user"]
     assert messages[1]["parts"][0]["type"] == "text"
     assert "grid-scale batteries" in messages[1]["parts"][0]["content"]
+    assert answered.attributes["input.value"] == answered.attributes["gen_ai.input.messages"]
     (output,) = json.loads(answered.attributes["gen_ai.output.messages"])
+    assert answered.attributes["output.value"] == output["parts"][0]["content"]
     assert output["role"] == "assistant" and output["finish_reason"] == "stop"
     assert output["parts"][0]["content"]
     (tool_call,) = [s for s in receiver.spans if s.name == "execute_tool read_file"]

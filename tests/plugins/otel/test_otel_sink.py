@@ -103,11 +103,14 @@ def test_spans_go_over_grpc_too(capsys: Any, tmp_path: Path) -> None:
             f"otlp:{url}",
             "--sink-option",
             'otlp.headers={"x-api-key": "k-1"}',
+            "--sink-option",
+            'otlp.resource_attributes={"deployment.environment": "test"}',
         )
         assert code == 0, err
         names = sorted(s.name for s in collected.spans)
     assert names == ["chat offline-extractive-1", "invoke_workflow flow", "node ask"]
     assert collected.headers[0]["x-api-key"] == "k-1"
+    assert collected.spans[0].resource["deployment.environment"] == "test"
     report = result["sinks"]["otlp"]
     assert (report["protocol"], report["spans"], report["exported"]) == ("grpc", 3, 3)
 
