@@ -29,6 +29,7 @@ from backpackflow.plugins import DependencyFactoryRegistrar
 from backpackflow.sandbox import SandboxViolation, policy_of
 from backpackflow.secrets import SECRETS
 from backpackflow_llm.cache import MemoryCache, SQLiteCache
+from backpackflow_llm.prices_command import prices_arguments, run_prices
 from backpackflow_llm.pricing import PricingTable
 from backpackflow_llm.providers import AnthropicProvider, OfflineProvider, OpenAIProvider
 from backpackflow_llm.providers.offline import Failure
@@ -88,8 +89,8 @@ class SQLiteCacheOptions:
 
 @attrs.frozen(kw_only=True)
 class PricingOptions:
-    """The pricing map: the shipped one (or ``path``), with ``overrides`` (a JSON file in the
-    same format) consulted first."""
+    """The prices: genai-prices' bundled data, then the shipped fallback file (or ``path``
+    alone instead of both), with ``overrides`` (a JSON file in the same format) first."""
 
     path: str | None = None
     overrides: str | None = None
@@ -202,7 +203,17 @@ def backpackflow_register_dependency_factories(register: DependencyFactoryRegist
         "pricing",
         _pricing,
         options=PricingOptions,
-        description="model pricing map (shipped, overridable)",
+        description="model prices (genai-prices, overridable)",
+    )
+
+
+@hookimpl
+def backpackflow_register_commands(cli: Any) -> None:
+    cli.add(
+        "prices",
+        run_prices,
+        help="show the price of a model per token kind, and where it comes from",
+        arguments=prices_arguments,
     )
 
 

@@ -1,25 +1,34 @@
-"""Exact cost accounting: per-million-token prices matched by model pattern, Decimal arithmetic.
+"""Exact cost accounting: per-million-token prices of each model, Decimal arithmetic.
 
-The shipped ``pricing.json`` (read with :mod:`importlib.resources`, so it works from a wheel)
-lists, per provider, entries ``{"pattern", "input", "output", "cached_input"?,
+Prices come from three layers, consulted in this order; the first that knows the model wins:
+
+1. **overrides** (optional): a JSON file or mapping of the user's own prices (negotiated
+   rates, a model a source lacks), in the format below;
+2. **genai-prices**: the maintained price database of the ``genai-prices`` package, read from
+   the installed package and never refreshed over the network (:mod:`.maintained`);
+3. **the shipped fallback** ``pricing.json`` (read with :mod:`importlib.resources`, so it works
+   from a wheel): prices no maintained source can have, i.e. the embedded offline model.
+
+``PricingTable.load(path)`` replaces layers 2 and 3 with one file of the user's: a table that
+does not move when a package is upgraded (tests pin their numbers that way).
+
+A pricing file lists, per provider, entries ``{"pattern", "input", "output", "cached_input"?,
 "cache_write"?, "reasoning"?}``: prices in currency units per million tokens, written as
 decimal strings. ``cached_input`` and ``cache_write`` default to ``input``, ``reasoning`` to
 ``output``.
 
 Patterns are case-sensitive **globs** (:func:`fnmatch.fnmatchcase`: ``*``, ``?``, ``[abc]``),
 chosen over regexes because model families are prefixes (``claude-sonnet-4*``) and a glob
-cannot be written wrong in the ways a regex can. Within one provider of one layer, an entry
+cannot be written wrong in the ways a regex can. Within one provider of one file, an entry
 whose pattern *is* the model name wins; otherwise the matching glob with the most literal
-(non-wildcard) characters; ties go to the earlier entry.
-
-Overrides form a layer in front of the shipped table (same file format, ``version`` and
-``updated`` optional): for each lookup, the override layer is consulted first and any of its
-entries that matches wins over every shipped entry, even a more specific one. So an override
-``{"pattern": "gpt-4o*", ...}`` reprices the whole family, mini included.
+(non-wildcard) characters; ties go to the earlier entry. Any override that matches wins over
+every other layer, even a more specific one: an override ``{"pattern": "gpt-4o*", ...}``
+reprices the whole family, mini included.
 
 Arithmetic never touches a float: token counts are ints, prices are Decimals, and every
 operation runs in a context that raises instead of rounding, so a sum of step costs equals,
-to the last digit, the cost of the summed usage.
+to the last digit, the cost of the summed usage (within one price tier: a tiered price depends
+on the size of each request, see :mod:`.maintained`).
 """
 
 from __future__ import annotations
@@ -28,11 +37,12 @@ import decimal
 import fnmatch
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime
 from decimal import Decimal
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 
@@ -40,7 +50,7 @@ from backpackflow.errors import BackpackFlowError, SerializationError
 from backpackflow.jsondata import decimal_text
 from backpackflow_llm.types import Usage
 
-__all__ = ["Cost", "PriceEntry", "PricingError", "PricingTable"]
+__all__ = ["Cost", "PriceEntry", "PriceLayer", "PricingError", "PricingTable", "TableLayer"]
 
 MILLION = Decimal(1_000_000)
 ZERO = Decimal(0)
@@ -54,6 +64,7 @@ _EXACT = decimal.Context(
 )
 _PRICE_FIELDS = ("input", "output", "cached_input", "cache_write", "reasoning")
 _ENTRY_FIELDS = frozenset({"pattern", "note", *_PRICE_FIELDS})
+_INHERITING = ("cached_input", "cache_write", "reasoning")
 
 
 class PricingError(BackpackFlowError, ValueError):
@@ -72,6 +83,9 @@ class PriceEntry:
     cache_write: Decimal
     reasoning: Decimal
     source: str
+    #: The token kinds with no price of their own in the source, charged at the input price
+    #: (``cached_input``, ``cache_write``) or the output price (``reasoning``).
+    inherited: frozenset[str] = frozenset()
 
     @property
     def specificity(self) -> int:
@@ -80,6 +94,10 @@ class PriceEntry:
 
     def matches(self, model: str) -> bool:
         return fnmatch.fnmatchcase(model, self.pattern)
+
+    def prices(self) -> dict[str, Decimal]:
+        """Price per million tokens of each token kind."""
+        return {name: getattr(self, name) for name in _PRICE_FIELDS}
 
 
 @attrs.frozen(kw_only=True)
@@ -239,6 +257,7 @@ def _parse_layer(data: Any, source: str) -> tuple[dict[str, list[PriceEntry]], d
                     cache_write=prices.get("cache_write", prices["input"]),
                     reasoning=prices.get("reasoning", prices["output"]),
                     source=source,
+                    inherited=frozenset(_INHERITING) - prices.keys(),
                 )
             )
         layer[provider] = parsed
@@ -257,27 +276,76 @@ def _read(path: str | Path) -> Any:
         raise PricingError(f"{p}: not valid JSON: {exc}") from exc
 
 
-class PricingTable:
-    """Model prices, looked up by provider and model name.
+class PriceLayer(Protocol):
+    """One source of prices: the user's overrides, genai-prices, or a pricing file."""
 
-    Build it with :meth:`load`. ``version``, ``updated`` and ``currency`` come from the base
-    table; ``sources`` lists where the layers came from, overrides first.
+    name: str
+
+    def lookup(
+        self, provider: str, model: str, *, at: datetime | None = None, input_tokens: int = 0
+    ) -> PriceEntry | None: ...
+
+    def names(self) -> Iterator[tuple[str, str]]: ...
+
+
+class TableLayer:
+    """The entries of one pricing file (or overrides mapping), matched by glob."""
+
+    def __init__(self, entries: dict[str, list[PriceEntry]], name: str) -> None:
+        self.entries = entries
+        self.name = name
+
+    def lookup(
+        self, provider: str, model: str, *, at: datetime | None = None, input_tokens: int = 0
+    ) -> PriceEntry | None:
+        best: PriceEntry | None = None
+        for entry in self.entries.get(provider, ()):
+            if entry.pattern == model:
+                return entry
+            if entry.matches(model) and (best is None or entry.specificity > best.specificity):
+                best = entry
+        return best
+
+    def names(self) -> Iterator[tuple[str, str]]:
+        for provider, entries in self.entries.items():
+            for entry in entries:
+                yield provider, entry.pattern
+
+
+SHIPPED = "backpackflow_llm/pricing.json"
+
+
+def _shipped() -> Any:
+    text = resources.files("backpackflow_llm").joinpath("pricing.json").read_text("utf-8")
+    return json.loads(text, parse_float=Decimal)
+
+
+class PricingTable:
+    """Model prices, looked up by provider and model name through layers (first match wins).
+
+    Build it with :meth:`load`. ``currency`` is the one currency of every layer; ``sources``
+    names the layers in lookup order; ``version`` and ``updated`` are the base file's.
     """
 
     def __init__(
         self,
-        layers: list[dict[str, list[PriceEntry]]],
+        layers: Sequence[PriceLayer],
         *,
-        version: Any,
-        updated: str | None,
-        currency: str,
-        sources: tuple[str, ...],
+        version: Any = None,
+        updated: str | None = None,
+        currency: str = "USD",
+        overrides: str | None = None,
     ) -> None:
-        self._layers = layers
+        self.layers = tuple(layers)
+        #: The name of the overrides layer (the first), if there is one.
+        self.overrides = overrides
         self.version = version
         self.updated = updated
         self.currency = currency
-        self.sources = sources
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        return tuple(layer.name for layer in self.layers)
 
     @classmethod
     def load(
@@ -285,19 +353,20 @@ class PricingTable:
         path: str | Path | None = None,
         overrides: Mapping[str, Any] | str | Path | None = None,
     ) -> PricingTable:
-        """The table from ``path`` (default: the shipped ``pricing.json``), with ``overrides``
-        (a mapping in the same format, or a path to one) consulted first."""
+        """The overrides (a mapping in the pricing file format, or a path to one), then
+        genai-prices' bundled prices, then the shipped fallback file; with ``path``, that file
+        alone replaces genai-prices and the shipped file."""
+        layers: list[PriceLayer] = []
         if path is None:
-            source = "backpackflow_llm/pricing.json"
-            text = resources.files("backpackflow_llm").joinpath("pricing.json").read_text("utf-8")
-            base_data = json.loads(text, parse_float=Decimal)
+            from backpackflow_llm.maintained import GenaiPrices
+
+            base_data = _shipped()
+            base, meta = _parse_layer(base_data, SHIPPED)
+            layers = [GenaiPrices(), TableLayer(base, SHIPPED)]
         else:
-            source = str(path)
-            base_data = _read(path)
-        base, meta = _parse_layer(base_data, source)
+            base, meta = _parse_layer(_read(path), str(path))
+            layers = [TableLayer(base, str(path))]
         currency = meta.get("currency", "USD")
-        layers = [base]
-        sources: tuple[str, ...] = (source,)
         if overrides is not None:
             if isinstance(overrides, (str, os.PathLike)):
                 over_source = str(overrides)
@@ -309,40 +378,43 @@ class PricingTable:
             if over_meta.get("currency", currency) != currency:
                 raise PricingError(
                     f"{over_source}: $.currency is {over_meta['currency']!r} but the base "
-                    f"table is in {currency!r}; one table has one currency"
+                    f"prices are in {currency!r}; one table has one currency"
                 )
-            layers.insert(0, layer)
-            sources = (over_source, source)
+            layers.insert(0, TableLayer(layer, over_source))
         updated = meta.get("updated")
         return cls(
             layers,
             version=meta.get("version"),
             updated=updated if isinstance(updated, str) else None,
             currency=currency,
-            sources=sources,
+            overrides=layers[0].name if overrides is not None else None,
         )
 
-    def lookup(self, provider: str, model: str) -> PriceEntry | None:
-        """The entry that prices ``model`` of ``provider``, or ``None``."""
-        for layer in self._layers:
-            best: PriceEntry | None = None
-            for entry in layer.get(provider, ()):
-                if entry.pattern == model:
-                    return entry
-                if entry.matches(model) and (best is None or entry.specificity > best.specificity):
-                    best = entry
-            if best is not None:
-                return best
+    def lookup(
+        self, provider: str, model: str, *, at: datetime | None = None, input_tokens: int = 0
+    ) -> PriceEntry | None:
+        """The entry that prices ``model`` of ``provider`` (for a request of ``input_tokens``
+        sent at ``at``, default now: maintained prices change over time and by tier), or
+        ``None``."""
+        for layer in self.layers:
+            entry = layer.lookup(provider, model, at=at, input_tokens=input_tokens)
+            if entry is not None:
+                return entry
         return None
 
-    def price(self, provider: str, model: str, usage: Usage) -> Cost:
-        """The exact cost of ``usage`` on ``model``; ``known=False`` (and 0) when unpriced.
+    def names(self) -> list[tuple[str, str]]:
+        """Every (provider, pattern or model id) some layer prices, without repeats."""
+        return list(dict.fromkeys(name for layer in self.layers for name in layer.names()))
+
+    def price(self, provider: str, model: str, usage: Usage, *, at: datetime | None = None) -> Cost:
+        """The exact cost of ``usage`` on ``model`` (sent at ``at``, default now);
+        ``known=False`` (and 0) when unpriced.
 
         Cached prompt tokens are charged at ``cached_input``, cache writes at ``cache_write``
         and the rest of the prompt at ``input``; reasoning tokens at ``reasoning`` and the
         rest of the output at ``output``.
         """
-        entry = self.lookup(provider, model)
+        entry = self.lookup(provider, model, at=at, input_tokens=usage.input_tokens)
         if entry is None:
             return Cost.unknown(self.currency)
         plain_input = usage.input_tokens - usage.cached_input_tokens - usage.cache_write_tokens

@@ -1,10 +1,17 @@
-"""Exact cost accounting: Decimal prices, token kinds, patterns, overrides, unknown models."""
+"""Exact cost accounting: Decimal prices, token kinds, patterns, overrides, unknown models.
+
+These tests price with ``pinned-prices.json`` (the hand-kept table backpackflow shipped until it
+took its prices from genai-prices), loaded as a replacement base table: its numbers never move
+when a package is upgraded, and it exercises the glob matching of pricing files. The layering
+over genai-prices is tested in test_llm_maintained_prices.py.
+"""
 
 from __future__ import annotations
 
 import json
 from decimal import Decimal
 from functools import reduce
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -13,10 +20,11 @@ from hypothesis import strategies as st
 from backpackflow_llm import Cost, PricingError, PricingTable, Usage
 
 D = Decimal
-TABLE = PricingTable.load()
+PINNED = Path(__file__).with_name("pinned-prices.json")
+TABLE = PricingTable.load(PINNED)
 
 
-def test_shipped_table_has_metadata_and_prices_per_million_tokens():
+def test_a_table_has_metadata_and_prices_per_million_tokens():
     assert TABLE.version == 1
     assert TABLE.updated and TABLE.currency == "USD"
     cost = TABLE.price("openai", "gpt-4o", Usage(1_000_000, 1_000_000))
@@ -96,25 +104,27 @@ def test_unknown_models_are_flagged_never_silently_free(provider, model):
     assert summed.known is False  # one unknown step makes the total uncertain
 
 
-def test_overrides_win_even_over_more_specific_shipped_entries():
+def test_overrides_win_even_over_more_specific_base_entries():
     table = PricingTable.load(
+        PINNED,
         overrides={
             "providers": {
                 "openai": [{"pattern": "gpt-4o*", "input": "1", "output": "2"}],
                 "mistral": [{"pattern": "mistral-*", "input": "0.5", "output": "1.5"}],
             }
-        }
+        },
     )
     assert table.lookup("openai", "gpt-4o-mini").input == D(1)  # type: ignore[union-attr]
     assert table.lookup("openai", "o3").input == D("2.00")  # type: ignore[union-attr]
     assert table.price("mistral", "mistral-large", Usage(10**6, 0)).total == D("0.5")
-    assert table.sources == ("pricing overrides", "backpackflow_llm/pricing.json")
+    assert table.sources == ("pricing overrides", str(PINNED))
+    assert table.overrides == "pricing overrides"
 
 
 def test_overrides_from_a_file_and_json_numbers_stay_exact(tmp_path):
     path = tmp_path / "prices.json"
     path.write_text('{"providers": {"openai": [{"pattern": "gpt-4o", "input": 0.1, "output": 3}]}}')
-    table = PricingTable.load(overrides=path)
+    table = PricingTable.load(PINNED, overrides=path)
     entry = table.lookup("openai", "gpt-4o")
     assert entry is not None and entry.input == D("0.1") and entry.output == D(3)
     assert (entry.cached_input, entry.reasoning, entry.cache_write) == (D("0.1"), D(3), D("0.1"))
@@ -167,7 +177,7 @@ def test_a_replacement_base_table(tmp_path):
 )
 def test_bad_pricing_data_names_the_json_path(overrides, message):
     with pytest.raises(PricingError, match=message) as info:
-        PricingTable.load(overrides=overrides)
+        PricingTable.load(PINNED, overrides=overrides)
     assert isinstance(info.value, ValueError)
 
 
