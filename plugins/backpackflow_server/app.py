@@ -54,6 +54,7 @@ from .auth import (
     Viewer,
     require,
 )
+from .budgets_api import install_budgets
 from .disclosure import ErrorIds, log_failure, new_error_id, with_error_id
 from .edge import BodyTooLarge, flow_size_problems, install_edge
 from .logging_json import RequestLog
@@ -398,6 +399,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     _add_run_routes(app)
     _add_service_routes(app)
     add_metrics_route(app, settings)
+    install_budgets(app)
     return app
 
 

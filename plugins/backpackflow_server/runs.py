@@ -61,6 +61,7 @@ from backpackflow_store_sql import (
 from backpackflow_store_sql.portable import make_portable, may_be_unportable
 from backpackflow_store_sql.store import FINAL_STATUSES, EventDocument, event_field
 
+from .budgets import BudgetGuard
 from .disclosure import (
     client_event,
     client_message,
@@ -452,6 +453,8 @@ class RunManager:
         self._write_lock: AbstractContextManager[Any] = (
             threading.Lock() if store.dialect == "sqlite" else contextlib.nullcontext()
         )
+        #: Budgets: refuses runs over a hard budget, stops them, alerts (see .budgets).
+        self.budgets = BudgetGuard(store)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -476,7 +479,33 @@ class RunManager:
             )
             for index in range(count)
         ]
+        self.budgets.alert_sink = self._budget_alert_sink()
+        self.budgets.schedule = self._in_background
         self._accepting = True
+
+    def _budget_alert_sink(self) -> Any:
+        """The webhook sink that posts budget alerts, when the operator set a URL (built
+        under no flow's policy: the operator's own endpoint)."""
+        url = self.settings.budget_webhook_url
+        if url is None:
+            return None
+        options: dict[str, Any] = {"url": url}
+        if self.settings.budget_webhook_secret_env:
+            options["secret_env"] = self.settings.budget_webhook_secret_env
+        try:
+            return make_sink(self.loader.registry, "webhook", options)
+        except BackpackFlowError as exc:
+            raise ConfigError(
+                f"budget_webhook_url: budget alerts are sent by the webhook event sink, which "
+                f"cannot be built here ({exc}); install it with pip install "
+                "'backpackflow[webhook]', or unset BACKPACKFLOW_BUDGET_WEBHOOK_URL"
+            ) from None
+
+    def _in_background(self, work: Callable[[], Any]) -> None:
+        """Run ``work`` in the thread pool, awaited at shutdown (budget alerts)."""
+        task = asyncio.ensure_future(run_in_threadpool(work))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def shutdown(self) -> None:
         """Refuse new runs, cancel queued ones, give running ones ``shutdown_grace`` seconds,
@@ -500,6 +529,8 @@ class RunManager:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         for writer in self.writers:
             await run_in_threadpool(writer.close, self.settings.flush_timeout)
+        if self.budgets.alert_sink is not None:
+            await run_in_threadpool(self.budgets.alert_sink.close)
 
     # ------------------------------------------------------------------ queries
 
@@ -684,6 +715,9 @@ class RunManager:
         workflow = await run_in_threadpool(self.store.get_workflow, workflow_id)
         flow = await self.off_loop(self.load_flow, workflow)
         inputs = self.resolve_inputs(flow, input_vars)
+        budgets = await run_in_threadpool(self.budgets.refresh, list(self.budgets.ledgers))
+        self.budgets.apply(budgets)
+        self.budgets.admit(workflow_id, workflow["graph_json"])  # BudgetExceeded: refused
         run = await self._store_write(self.store.create_run, workflow_id, inputs, triggered_by)
         if run["workflow_version"] != workflow["version"]:  # updated in between: run the new one
             workflow = await run_in_threadpool(self.store.get_workflow, workflow_id)
@@ -709,6 +743,13 @@ class RunManager:
         except FlowProblems as exc:
             await self._finish_early(run["id"], "failed", "; ".join(exc.problems))
             raise
+        ledger = self.budgets.open(
+            run["id"], workflow_id, datetime.fromisoformat(run["created_at"])
+        )
+        # last: every other subscriber has an event before a guardrail emitted in answer
+        handle.streamer.subscribe(
+            "*", self.budgets.watcher(ledger, lambda reason: self._request_cancel(handle, reason))
+        )
         self._handles[handle.run_id] = handle
         task = asyncio.create_task(self._execute(handle), name=f"backpackflow run {run['id']}")
         handle.task = task
@@ -938,6 +979,7 @@ class RunManager:
             if summary is None:
                 summary = {"id": handle.run_id, "status": status, "error_summary": error}
             self.metrics.ended(handle.run_id, str(summary.get("status") or status))
+            self.budgets.close(handle.run_id)
             self._handles.pop(handle.run_id, None)
             handle.done(summary)
 

@@ -213,6 +213,18 @@ class Settings(BaseSettings):
             normalized.append(f"{parts.scheme}://{parts.netloc}".lower())
         return normalized
 
+    budget_webhook_url: str | None = Field(
+        default=None,
+        description="where budget alerts are POSTed (the webhook sink's format: "
+        '{"events": [...]}, each a custom event named budget_alert); None: alerts are events '
+        "of the run that reached the budget, and log lines, only",
+    )
+    budget_webhook_secret_env: str | None = Field(
+        default=None,
+        description="the environment variable holding the secret that signs budget alerts "
+        "(X-Backpackflow-Signature, as the webhook sink signs)",
+    )
+
     # ---- the flow sandbox: what a flow submitted over the API may make the service do -------
     # (files_dir above is its files root). Lists are comma-separated in the environment
     # (BACKPACKFLOW_FLOW_ENV_ALLOWLIST=OPENAI_API_KEY,ANTHROPIC_API_KEY) or JSON arrays, as

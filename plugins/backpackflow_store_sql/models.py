@@ -1,10 +1,14 @@
-"""The ORM model: workflows, their runs, the runs' steps and trace events, provider bindings.
+"""The ORM model: workflows, their runs, the runs' steps and trace events, provider bindings,
+the runs' cost per provider and the service's budgets.
 
 The migrations in ``migrations/versions`` create exactly these tables; a test compares the two
 on SQLite and PostgreSQL. Constraint names follow :data:`NAMING_CONVENTION` so later migrations
 can alter them by name (SQLite batch mode needs named constraints).
 
 API tokens of the service (``api_tokens``) are stored as SHA-256 digests, never as the token.
+
+``run_costs`` holds each run's cost per LLM provider, derived from its ``llm_response`` events
+like the run totals; budgets (``budgets``) sum it, or the run totals, over a period.
 
 Delete behaviour: deleting a workflow keeps its runs (``workflow_id`` becomes NULL; the run keeps
 ``workflow_name`` and ``workflow_version``) so trace history is never lost by accident; its
@@ -45,6 +49,10 @@ RUN_STATUSES = ("queued", "running", "succeeded", "failed", "canceled")
 #: Roles of API tokens, most privileged first (the service's docs/security.md says what each may).
 TOKEN_ROLES = ("admin", "runner", "viewer")
 STEP_STATUSES = ("running", "succeeded", "failed")
+#: What a budget limits: each run's spend, or the spend of a UTC calendar day or month.
+BUDGET_PERIODS = ("run", "day", "month")
+#: A soft budget alerts once per period when reached; a hard one refuses and stops runs.
+BUDGET_KINDS = ("soft", "hard")
 
 ID = String(64)  # new_id() makes 32 hex characters; room for ids made elsewhere
 STATUS = String(16)
@@ -89,7 +97,7 @@ class WorkflowRun(Base):
     triggered_by: Mapped[str | None] = mapped_column(Text)
     status: Mapped[str] = mapped_column(STATUS, index=True)
     input_vars: Mapped[Any] = mapped_column(JSONDocument)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)  # budget periods
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     total_tokens_input: Mapped[int] = mapped_column(BigInteger)
@@ -185,3 +193,44 @@ class ApiToken(Base):
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class RunCost(Base):
+    """What one run spent on one LLM provider (from its ``llm_response`` events)."""
+
+    __tablename__ = "run_costs"
+
+    run_id: Mapped[str] = mapped_column(
+        ID, ForeignKey("workflow_runs.id", ondelete="CASCADE"), primary_key=True
+    )
+    provider: Mapped[str] = mapped_column(Text, primary_key=True)
+    cost: Mapped[Decimal] = mapped_column(Money)
+    tokens_input: Mapped[int] = mapped_column(BigInteger)
+    tokens_output: Mapped[int] = mapped_column(BigInteger)
+
+
+class Budget(Base):
+    """A spending limit of the service: over the runs of one workflow (or all, ``workflow_id``
+    NULL), on one provider (or all, ``provider`` NULL), per run, UTC day or UTC month.
+
+    ``alerted_period`` is the period (``2026-12``, ``2026-12-03``) whose soft-limit alert was
+    sent, so that an alert goes out once per period across restarts and service processes."""
+
+    __tablename__ = "budgets"
+    __table_args__ = (
+        CheckConstraint(_in("period", BUDGET_PERIODS), name="period"),
+        CheckConstraint(_in("kind", BUDGET_KINDS), name="kind"),
+    )
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    name: Mapped[str] = mapped_column(Text, unique=True)
+    workflow_id: Mapped[str | None] = mapped_column(
+        ID, ForeignKey("workflows.id", ondelete="CASCADE"), index=True
+    )
+    provider: Mapped[str | None] = mapped_column(Text)
+    period: Mapped[str] = mapped_column(STATUS)
+    kind: Mapped[str] = mapped_column(STATUS)
+    amount: Mapped[Decimal] = mapped_column(Money)
+    alerted_period: Mapped[str | None] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -42,6 +42,7 @@ from sqlalchemy.orm import Session
 
 from backpackflow.ids import new_id
 
+from .budgets import BudgetStore
 from .errors import (
     DatabaseUnavailable,
     EventConflict,
@@ -59,6 +60,7 @@ from .models import (
     TOKEN_ROLES,
     ApiToken,
     ProviderBinding,
+    RunCost,
     RunStep,
     TraceEvent,
     Workflow,
@@ -416,7 +418,7 @@ def _positive(name: str, value: int, minimum: int = 1) -> int:
 # --------------------------------------------------------------------------- the store
 
 
-class SqlRunStore:
+class SqlRunStore(BudgetStore):
     """Workflows, runs, steps and trace events in SQLite (default) or PostgreSQL.
 
     ``url``: ``None`` for ``./.backpackflow/backpackflow.db`` (directory created),
@@ -1104,6 +1106,7 @@ class SqlRunStore:
         """
         numbers = sorted({r["step"] for r in rows if r["step"] is not None})
         steps: dict[int, RunStep] = {}
+        providers: dict[str, RunCost] = {}
         for chunk in _chunks(numbers):
             for found in session.scalars(
                 select(RunStep).where(RunStep.run_id == run.id, RunStep.step.in_(chunk))
@@ -1126,6 +1129,7 @@ class SqlRunStore:
                     run.total_latency_ms = duration
             elif kind == "llm_response":
                 self._add_usage(run, step, row, payload)
+                self._add_provider_cost(session, run.id, providers, payload)
             elif step is None:
                 continue
             elif kind == "node_start":
@@ -1218,6 +1222,31 @@ class SqlRunStore:
                 f"event {row['id']!r}: cost {payload.get('cost')!r} has too many digits to add "
                 "exactly"
             ) from exc
+
+    @staticmethod
+    def _add_provider_cost(
+        session: Session, run_id: str, providers: dict[str, RunCost], payload: dict[str, Any]
+    ) -> None:
+        """Add an ``llm_response``'s cost and tokens to the run's row of its provider (what
+        provider budgets sum); unusable numbers count as in the run totals: not at all."""
+        name = payload.get("provider")
+        name = name if isinstance(name, str) and name else "unknown"
+        row = providers.get(name)
+        if row is None:
+            row = session.get(RunCost, (run_id, name))
+            if row is None:
+                row = RunCost(
+                    run_id=run_id, provider=name, cost=_ZERO, tokens_input=0, tokens_output=0
+                )
+                session.add(row)
+            providers[name] = row
+        usage = payload.get("usage")
+        usage = usage if isinstance(usage, dict) else {}
+        row.tokens_input += _int_field(usage.get("input_tokens", 0)) or 0
+        row.tokens_output += _int_field(usage.get("output_tokens", 0)) or 0
+        cost = _decimal_field(payload.get("cost"))
+        if cost is not None:
+            row.cost = _add(row.cost, cost)
 
     def get_trace(
         self, run_id: str, *, after_seq: int = 0, limit: int = 100

@@ -85,5 +85,5 @@ def test_schemathesis_finds_no_failures(service: LiveServer) -> None:
         if operation.method.upper() != "DELETE":  # keep the fixed workflow for the rest
             known = {"workflow_id": workflow_id, "run_id": run["id"]}
             fuzz(operation, service.url, known, failures, auth)
-    assert len(labels) == 18, labels
+    assert len(labels) == 23, labels
     assert not failures, "\n\n".join(failures[:5]) + f"\n\n({len(failures)} failures)"

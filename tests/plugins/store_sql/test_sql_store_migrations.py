@@ -20,8 +20,10 @@ TABLES = {
     "trace_events",
     "provider_bindings",
     "api_tokens",
+    "run_costs",
+    "budgets",
 }
-HEAD = "0002"
+HEAD = "0003"
 
 
 def _differences(store: SqlRunStore, metadata=Base.metadata) -> list[object]:
