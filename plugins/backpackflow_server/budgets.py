@@ -10,14 +10,15 @@ sink. A **hard** budget refuses new runs once the period's spend has reached the
 whose spend goes past it: a ``guardrail`` event naming the budget, then the run is canceled
 with that reason.
 
-How spend is known without a database read on the hot path: at each run's admission the guard
-reads the budgets and, for each period budget, the exact stored spend of the period's runs
+How spend is known without a database read on the hot path: at a run's admission (at most
+every ``budget_refresh_seconds``, and whenever a budget changes) the guard reads the budgets
+and, for each period budget, the exact stored spend of the period's runs
 (:meth:`SqlRunStore.budget_spend`), leaving out the runs this process is executing. Those
 runs' costs are counted live, from their ``llm_response`` events (the same numbers the store
 adds up), and move to the stored part when they finish. So the spend a check sees is stored
-spend + live spend, exact to the last digit; runs executing in *another* service process are
-counted once they are stored (at the next admission). ``snapshot()`` gives the spend of every
-budget now: what ``GET /api/budgets`` shows and what a metrics exporter can read.
+spend + live spend, exact to the last digit; runs of *another* service process are counted
+once they are stored and read (within ``budget_refresh_seconds``). ``snapshot()`` gives the
+spend of every budget now: what ``GET /api/budgets`` shows and what a metrics exporter reads.
 """
 
 from __future__ import annotations
@@ -186,6 +187,11 @@ class BudgetGuard:
         #: Called with (budget, spend, period key) on each alert (a metrics hook).
         self.alert_listeners: list[Callable[[Budget, Decimal, str], None]] = []
         self.schedule: Callable[[Callable[[], Any]], None] = lambda work: None
+        self.refreshed_at = -float("inf")  # time.monotonic() of the last apply()
+
+    def stale(self, seconds: float) -> bool:
+        """Whether the last read of the store is older than ``seconds``."""
+        return time.monotonic() - self.refreshed_at >= seconds
 
     # ------------------------------------------------------------------ reading the store
 
@@ -212,6 +218,7 @@ class BudgetGuard:
     def apply(self, refreshed: Mapping[str, Any]) -> None:
         """Take a :meth:`refresh` result (on the loop). Runs it left out that have finished
         since are added back: their costs are in the store now, but not in what was read."""
+        self.refreshed_at = time.monotonic()
         self.budgets = list(refreshed["budgets"])
         stored = dict(refreshed["stored"])
         by_id = {b.id: b for b in self.budgets}

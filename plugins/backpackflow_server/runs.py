@@ -715,8 +715,9 @@ class RunManager:
         workflow = await run_in_threadpool(self.store.get_workflow, workflow_id)
         flow = await self.off_loop(self.load_flow, workflow)
         inputs = self.resolve_inputs(flow, input_vars)
-        budgets = await run_in_threadpool(self.budgets.refresh, list(self.budgets.ledgers))
-        self.budgets.apply(budgets)
+        if self.budgets.stale(self.settings.budget_refresh_seconds):
+            budgets = await run_in_threadpool(self.budgets.refresh, list(self.budgets.ledgers))
+            self.budgets.apply(budgets)
         self.budgets.admit(workflow_id, workflow["graph_json"])  # BudgetExceeded: refused
         run = await self._store_write(self.store.create_run, workflow_id, inputs, triggered_by)
         if run["workflow_version"] != workflow["version"]:  # updated in between: run the new one

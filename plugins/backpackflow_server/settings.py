@@ -213,6 +213,13 @@ class Settings(BaseSettings):
             normalized.append(f"{parts.scheme}://{parts.netloc}".lower())
         return normalized
 
+    budget_refresh_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="how old the budgets and the stored spend a run's admission checks may be "
+        "(this process counts its own runs' spend live; other processes' within this time); "
+        "0: read them before every run",
+    )
     budget_webhook_url: str | None = Field(
         default=None,
         description="where budget alerts are POSTed (the webhook sink's format: "
