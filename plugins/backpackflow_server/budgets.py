@@ -180,6 +180,8 @@ class BudgetGuard:
         #: (budget id, period key) -> stored spend of the period's runs not executing here.
         self.stored: dict[tuple[str, str], Decimal] = {}
         self.alerted: set[tuple[str, str]] = set()
+        #: Alerts made here whose claim in the store is still being written.
+        self.claiming: set[tuple[str, str]] = set()
         self.ledgers: dict[str, Ledger] = {}
         self.closed: OrderedDict[str, Ledger] = OrderedDict()
         #: Counts since start, for metrics: alerts sent, runs refused, runs stopped.
@@ -230,9 +232,11 @@ class BudgetGuard:
                     amount = _EXACT.add(amount, ledger.cost(budget.provider))
             stored[budget_id, key] = amount
         self.stored = stored
+        # what the store says was alerted: a budget whose amount, scope or period changed
+        # since may alert again (the store cleared its period)
         self.alerted = {
             (b.id, b.alerted_period) for b in self.budgets if b.alerted_period is not None
-        } | {(b, k) for b, k in self.alerted if b in by_id}
+        } | {(b, k) for b, k in list(self.claiming) if b in by_id}
 
     # ------------------------------------------------------------------ spend
 
@@ -419,6 +423,7 @@ class BudgetGuard:
             if (budget.id, key) in self.alerted:
                 return
             self.alerted.add((budget.id, key))
+            self.claiming.add((budget.id, key))
         where = "run " + ledger.run_id if budget.period == "run" else key
         payload = {
             "name": "budget_alert",
@@ -445,8 +450,13 @@ class BudgetGuard:
         self, budget: Budget, key: str, spend: Decimal, payload: dict[str, Any]
     ) -> None:
         """Record the alert (once per period across processes) and send it (thread pool)."""
-        if budget.period != "run" and not self.store.claim_budget_alert(budget.id, key):
-            return  # another service process alerted for this period already
+        if budget.period != "run":
+            try:
+                claimed = self.store.claim_budget_alert(budget.id, key)
+            finally:
+                self.claiming.discard((budget.id, key))
+            if not claimed:
+                return  # another service process alerted for this period already
         self.counts["alerts"] += 1
         for listener in self.alert_listeners:
             try:
