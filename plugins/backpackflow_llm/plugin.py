@@ -89,8 +89,11 @@ class SQLiteCacheOptions:
 
 @attrs.frozen(kw_only=True)
 class PricingOptions:
-    """The prices: genai-prices' bundled data, then the shipped fallback file (or ``path``
-    alone instead of both), with ``overrides`` (a JSON file in the same format) first."""
+    """The pricing map: the shipped one (or ``path``), with ``overrides`` (a JSON file in the
+    same format) consulted first."""
+
+    # "the shipped one" is genai-prices' bundled data, then the shipped fallback file; ``path``
+    # replaces both (docs/costs.md). The docstring is part of the published flow schema.
 
     path: str | None = None
     overrides: str | None = None

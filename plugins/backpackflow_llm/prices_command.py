@@ -17,7 +17,6 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from backpackflow.jsondata import decimal_text
 from backpackflow_llm.pricing import PriceEntry, PricingError, PricingTable
 
 KINDS = ("input", "cached_input", "cache_write", "output", "reasoning")
@@ -94,7 +93,7 @@ def describe(
         "currency": table.currency,
         "unit": "per million tokens",
         "at": when.isoformat(),
-        "prices": {kind: decimal_text(getattr(entry, kind)) for kind in KINDS},
+        "prices": {kind: format(getattr(entry, kind), "f") for kind in KINDS},
         "inherited": {kind: _INHERITS_FROM[kind] for kind in KINDS if kind in entry.inherited},
         "tiers": {},
         "not_counted": [],
@@ -104,7 +103,7 @@ def describe(
             tiered = getattr(layer, "tiered", None)
             if tiered is not None:
                 report["tiers"] = {
-                    kind: [{**t, "price": decimal_text(t["price"])} for t in tiers]
+                    kind: [{**t, "price": format(t["price"], "f")} for t in tiers]
                     for kind, tiers in tiered(chosen, model, when).items()
                 }
                 report["not_counted"] = layer.unpriced_units(chosen, model, when)  # type: ignore[attr-defined]

@@ -33,9 +33,10 @@ import re
 import threading
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -154,6 +155,22 @@ class RunStore(Protocol):
     ) -> dict[str, Any] | None: ...
     def touch_token(self, token_id: str, when: datetime | None = None) -> None: ...
     def count_active_tokens(self) -> int: ...
+    # budgets (see .budgets and .budgets_api)
+    def create_budget(self, name: str, **fields: Any) -> dict[str, Any]: ...
+    def list_budgets(self) -> list[dict[str, Any]]: ...
+    def get_budget(self, budget_id: str) -> dict[str, Any]: ...
+    def update_budget(self, budget_id: str, **changes: Any) -> dict[str, Any]: ...
+    def delete_budget(self, budget_id: str) -> None: ...
+    def claim_budget_alert(self, budget_id: str, period_key: str) -> bool: ...
+    def budget_spend(
+        self,
+        *,
+        start: datetime,
+        end: datetime,
+        workflow_id: str | None = None,
+        provider: str | None = None,
+        exclude: Collection[str] = (),
+    ) -> Decimal: ...
 
 
 class ServiceUnavailable(Exception):

@@ -22,8 +22,6 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from backpackflow.ids import new_id
-
 from .errors import InvalidData, NotFound
 from .models import BUDGET_KINDS, BUDGET_PERIODS, Budget, RunCost, Workflow, WorkflowRun
 
@@ -88,6 +86,9 @@ class BudgetStore:
     def _write(self) -> AbstractContextManager[Session]:  # provided by the store
         raise NotImplementedError
 
+    def _new_id(self) -> str:  # provided by the store: its ids, time-ordered
+        raise NotImplementedError
+
     @staticmethod
     def _get_budget(session: Session, budget_id: str) -> Budget:
         budget = session.get(Budget, budget_id)
@@ -132,7 +133,7 @@ class BudgetStore:
         with self._write() as session:
             self._unique_name(session, name)
             self._known_workflow(session, workflow_id)
-            budget = Budget(id=new_id(), created_at=now, updated_at=now, **fields)
+            budget = Budget(id=self._new_id(), created_at=now, updated_at=now, **fields)
             session.add(budget)
             session.flush()
             return budget_dict(budget)

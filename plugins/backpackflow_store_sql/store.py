@@ -531,6 +531,9 @@ class SqlRunStore(BudgetStore):
     def _read(self) -> AbstractContextManager[Session]:
         return self._session(self._reader)
 
+    def _new_id(self) -> str:
+        return new_id()
+
     def _write(self) -> AbstractContextManager[Session]:
         return self._session(self._writer)
 

@@ -8,8 +8,11 @@ same moment) or from a file the test writes, so the tests hold for any genai-pri
 
 from __future__ import annotations
 
+import argparse
 import json
 import socket
+import subprocess
+import sys
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -18,8 +21,8 @@ from genai_prices import data_snapshot
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backpackflow import cli
 from backpackflow_llm import PricingTable, Usage
+from backpackflow_llm.prices_command import prices_arguments, run_prices
 
 AT = datetime(2026, 6, 1, 12, tzinfo=UTC)
 TABLE = PricingTable.load()
@@ -144,9 +147,23 @@ def test_pricing_never_touches_the_network(monkeypatch):
 
 
 def prices(capsys, *args: str) -> tuple[int, str, str]:
-    code = cli.main(["prices", *args])
+    """The command's handler, given the arguments its parser makes of ``args``."""
+    parser = argparse.ArgumentParser(prog="backpackflow prices")
+    prices_arguments(parser)
+    code = run_prices(parser.parse_args(args), None)
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def test_the_llm_plugin_adds_the_prices_command_to_the_cli():
+    done = subprocess.run(
+        [sys.executable, "-m", "backpackflow", "prices", "offline-extractive-1", "--json"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["prices"]["output"] == "0.40"
 
 
 def test_prices_command_json_shows_each_token_kind_and_the_source(capsys):

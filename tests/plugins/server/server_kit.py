@@ -193,9 +193,9 @@ class ServerTestNodes:
         register("folder", FolderNode)
 
 
-def make_registry(*, commands: bool = False) -> Registry:
+def make_registry(*extra: Any, commands: bool = False) -> Registry:
     """Our node types, the SQL run store and the condition languages (and with ``commands``
-    the service's CLI commands); no entry points."""
+    the service's CLI commands, and the ``extra`` plugins); no entry points."""
     import backpackflow_conditions.plugin
     import backpackflow_server.plugin
     import backpackflow_store_sql.plugin
@@ -207,7 +207,7 @@ def make_registry(*, commands: bool = False) -> Registry:
     ]
     if commands:
         plugins.append(backpackflow_server.plugin)
-    return build_registry(plugins=plugins, autoload=False)
+    return build_registry(plugins=[*plugins, *extra], autoload=False)
 
 
 # ------------------------------------------------------------------------------ flows

@@ -12,18 +12,15 @@ import httpx
 from server_kit import (
     TEST_SETTINGS,
     LiveServer,
-    ServerTestNodes,
     create_workflow,
     flow,
+    make_registry,
     start_run,
     unique,
     wait_for_status,
 )
 
-import backpackflow_conditions.plugin
 import backpackflow_sinks.webhook
-import backpackflow_store_sql.plugin
-from backpackflow.plugins import build_registry
 from backpackflow_server import Settings
 from loopback import RecordingServer
 
@@ -133,14 +130,7 @@ def test_provider_budgets_count_that_provider_only_and_match_stored_totals(clien
 
 
 def test_a_soft_budget_alerts_once_by_event_and_webhook(database_url):
-    # the test plugins, and the webhook sink that posts budget alerts
-    plugins = [
-        ServerTestNodes(),
-        backpackflow_store_sql.plugin,
-        backpackflow_conditions.plugin,
-        backpackflow_sinks.webhook,
-    ]
-    with_webhook = build_registry(plugins=plugins, autoload=False)
+    with_webhook = make_registry(backpackflow_sinks.webhook)  # it posts budget alerts
     with RecordingServer() as hook:
         settings = Settings(
             **TEST_SETTINGS, database_url=database_url, budget_webhook_url=f"{hook.url}/alerts"
