@@ -252,7 +252,7 @@ class BudgetGuard:
         if budget.period == "run":
             return ledger.cost(budget.provider) if ledger is not None else _ZERO
         total = self.stored.get((budget.id, key), _ZERO)
-        for active in self.ledgers.values():
+        for active in list(self.ledgers.values()):  # a copy: a scrape may read from a thread
             if self._counts_in(budget, active, key):
                 total = _EXACT.add(total, active.cost(budget.provider))
         return total
@@ -268,7 +268,7 @@ class BudgetGuard:
                 spend = max(
                     (
                         ledger.cost(budget.provider)
-                        for ledger in self.ledgers.values()
+                        for ledger in list(self.ledgers.values())
                         if budget.applies_to(ledger.workflow_id)
                     ),
                     default=_ZERO,

@@ -8,8 +8,9 @@ fed by its event stream), then added under one lock, so a scrape never sees half
 are summed as exact decimals and converted once per scrape.
 
 Live state is read at scrape time: runs executing and queued, the event writer's backlog
-(events accepted but not stored yet: its lag), what it gave up on, open SSE streams, and the
-span counters of OpenTelemetry export pipelines when the ``otlp`` sink is in use.
+(events accepted but not stored yet: its lag), what it gave up on, open SSE streams, the
+span counters of OpenTelemetry export pipelines when the ``otlp`` sink is in use, and each
+budget's spend against its amount (see :mod:`.budgets`).
 
 Labels are bounded: status, node type, provider and model only -- never a workflow's name,
 inputs or ids. Node types and provider/model pairs beyond :data:`MAX_SERIES` distinct values
@@ -290,6 +291,38 @@ class ServiceMetrics(Collector):
             "Writes repeated after a transient database error",
             sum(s.retries for s in stats),
         )
+        yield from _budgets(manager)
+
+
+def _budgets(manager: RunManager) -> Iterable[Metric]:
+    """Each budget's spend so far in its current period and its amount (labelled by the
+    budget's name: budgets are the operator's, few), and what budgets did since start."""
+    guard = manager.budgets
+    labels = ["budget", "period", "kind"]
+    spend = GaugeMetricFamily(
+        "backpackflow_budget_spend_usd",
+        "Spend so far in each budget's current period (stored totals plus executing runs; "
+        "per-run budgets: the most an executing run has spent)",
+        labels=labels,
+    )
+    amount = GaugeMetricFamily(
+        "backpackflow_budget_amount_usd", "Each budget's limit", labels=labels
+    )
+    for item in guard.snapshot():
+        budget = item["budget"]
+        values = [budget.name, budget.period, budget.kind]
+        spend.add_metric(values, float(item["spend"]))
+        amount.add_metric(values, float(budget.amount))
+    yield spend
+    yield amount
+    outcomes = CounterMetricFamily(
+        "backpackflow_budget_actions",
+        "Soft-budget alerts sent, runs refused and runs stopped by hard budgets",
+        labels=["action"],
+    )
+    for action in ("alerts", "refused", "stopped"):
+        outcomes.add_metric([action], guard.counts[action])
+    yield outcomes
 
 
 def _otel_pipelines() -> Iterable[Metric]:

@@ -69,6 +69,12 @@ def test_a_hard_monthly_budget_refuses_the_third_run(client):
         assert status["spend"]["remaining"] == "0.0" and status["spend"]["reached"] is True
         assert status["spend"]["period_key"] == runs[0]["created_at"][:7]
 
+        scraped = client.get("/metrics").text
+        labels = f'budget="{limit["name"]}",kind="hard",period="month"'
+        assert f"backpackflow_budget_spend_usd{{{labels}}} 1.0" in scraped
+        assert f"backpackflow_budget_amount_usd{{{labels}}} 1.0" in scraped
+        assert 'backpackflow_budget_actions_total{action="refused"}' in scraped
+
         # raising the budget lets runs start again
         raised = client.patch(f"/api/budgets/{limit['id']}", json={"amount": "1.5"})
         assert raised.status_code == 200 and raised.json()["amount"] == "1.5"
