@@ -22,10 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from backpackflow import Backpack
-from backpackflow.deps import DependencyContainer
-from backpackflow.events import EventStreamer
+from backpackflow.events import EventStreamer, summarize
 from backpackflow.loader import FlowLoader, prepare_inputs
-from backpackflow.summary import summarize
+from backpackflow.runner import DependencyContainer
 from backpackflow_llm import OfflineProvider, SQLiteCache
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"

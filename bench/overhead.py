@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from backpackflow import Backpack, EventStreamer
 from backpackflow.events import BackpackEvent, NodeEndPayload, StreamEventType
-from backpackflow.secrets import SecretMasker
+from backpackflow.policy import SecretMasker
 from flows import linear_flow
 from peers import EXPECTED, NODES, RUNNERS, START, available, measure
 

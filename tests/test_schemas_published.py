@@ -5,6 +5,7 @@ documents with their ``$id``, and validate real flows."""
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -13,16 +14,26 @@ from jsonschema import Draft202012Validator
 
 from backpackflow import FlowLoader, Node, hookimpl
 from backpackflow.config import CURRENT_VERSION
+from backpackflow.loader import dumps_schema, export_schema, shipped_schema_path
 from backpackflow.plugins import build_registry
-from backpackflow.schema import (
-    FIRST_PARTY_NODE_PLUGINS,
-    dumps_schema,
-    export_schema,
-    published_schema,
-    shipped_schema_path,
-)
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load_tool() -> Any:
+    """tools/publish_schema.py (outside the kernel: it imports the first-party plugins)."""
+    spec = importlib.util.spec_from_file_location(
+        "publish_schema", ROOT / "tools" / "publish_schema.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_tool = _load_tool()
+FIRST_PARTY_NODE_PLUGINS = _tool.FIRST_PARTY_NODE_PLUGINS
+published_schema = _tool.published_schema
 COMMITTED = ROOT / "schemas" / "flow" / f"{CURRENT_VERSION}.json"
 
 
@@ -30,9 +41,8 @@ def test_committed_schema_is_fresh():
     expected = dumps_schema(published_schema())
     assert COMMITTED.read_text(encoding="utf-8") == expected, (
         f"{COMMITTED} is stale: regenerate it with\n"
-        "  python -c 'from backpackflow.schema import *; "
-        'print(dumps_schema(published_schema()), end="")\' > schemas/flow/2.0.0.json\n'
-        "and copy it to kernel/backpackflow/schemas/flow/ (released versions are never edited)"
+        "  python tools/publish_schema.py --write\n"
+        "(released versions are never edited)"
     )
 
 

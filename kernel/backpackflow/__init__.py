@@ -1,10 +1,10 @@
 """backpackflow: build, run and debug LLM agent flows.
 
 The kernel owns three things: the Backpack (git-like, access-controlled state), the event bus and
-the flow runner. Everything else is a plugin.
+the flow runner. Everything else is a plugin. This module only re-exports: the code lives in
+the subpackages (see docs/architecture.md), and the names here are the stable user API.
 """
 
-from backpackflow.access import Permissions
 from backpackflow.backpack import (
     AccessRecord,
     Backpack,
@@ -13,11 +13,11 @@ from backpackflow.backpack import (
     Change,
     Commit,
     Diff,
+    Permissions,
     Snapshot,
     SnapshotRef,
 )
 from backpackflow.config import EdgeConfig, FlowConfig, LimitsConfig, NodeConfig
-from backpackflow.deps import DependencyContainer
 from backpackflow.errors import (
     AccessDenied,
     BackpackError,
@@ -29,35 +29,37 @@ from backpackflow.errors import (
     GuardrailExceeded,
     InvalidKey,
     InvalidNamespace,
+    InvalidNodeSetting,
+    InvalidSetting,
     InvalidValue,
     KeyNotFound,
     NodeDefinitionError,
     PluginError,
+    ReadDenied,
     RunCanceled,
     SerializationError,
 )
-from backpackflow.events import (
-    BackpackEvent,
-    EventStreamer,
-    StreamEventType,
-    Subscription,
-)
-from backpackflow.flow import AsyncBatchFlow, AsyncFlow, AsyncParallelBatchFlow, BatchFlow, Flow
-from backpackflow.hookspecs import hookimpl
+from backpackflow.events import BackpackEvent, EventStreamer, StreamEventType, Subscription
 from backpackflow.loader import FlowLoader, ValidationReport, load_flow
-from backpackflow.node import (
+from backpackflow.plugins import hookimpl
+from backpackflow.runner import (
+    AsyncBatchFlow,
     AsyncBatchNode,
+    AsyncFlow,
     AsyncNode,
+    AsyncParallelBatchFlow,
     AsyncParallelBatchNode,
     BaseNode,
+    BatchFlow,
     BatchNode,
+    DependencyContainer,
     Edge,
-    Node,
-    ParallelBatchNode,
-)
-from backpackflow.run import (
+    Flow,
+    FlowEndsWarning,
     Limits,
+    Node,
     NodeFrame,
+    ParallelBatchNode,
     Run,
     RunControl,
     RunResult,
@@ -97,11 +99,14 @@ __all__ = [
     "EventStreamer",
     "Flow",
     "FlowConfig",
+    "FlowEndsWarning",
     "FlowError",
     "FlowLoader",
     "GuardrailExceeded",
     "InvalidKey",
     "InvalidNamespace",
+    "InvalidNodeSetting",
+    "InvalidSetting",
     "InvalidValue",
     "KeyNotFound",
     "Limits",
@@ -113,6 +118,7 @@ __all__ = [
     "ParallelBatchNode",
     "Permissions",
     "PluginError",
+    "ReadDenied",
     "Run",
     "RunCanceled",
     "RunControl",

@@ -30,11 +30,33 @@ class InvalidNamespace(BackpackFlowError, ValueError):
     """A namespace or namespace pattern is malformed."""
 
 
+class InvalidSetting(BackpackFlowError, ValueError):
+    """An argument of a kernel object is out of range (``Backpack(max_history=0)``, a negative
+    ``history_size``, ``max_retries=0`` ...); the message names it and what is allowed."""
+
+
 class KeyNotFound(BackpackError, KeyError):
-    """A required key is not in the Backpack."""
+    """A required key is not in the Backpack. ``key`` is the key; ``node_id`` the node that
+    asked (``None`` for a read made outside nodes)."""
+
+    def __init__(self, message: str, *, key: str | None = None, node_id: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+        self.node_id = node_id
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else ""
+
+
+class ReadDenied(KeyNotFound):
+    """Graceful mode: a required read (``unpack_required``, ``get_item``) of a key the node may
+    not read. The key counts as absent for that node (so code catching :class:`KeyNotFound`
+    keeps working), but the message says the read was denied and ``rule`` says by what; the
+    denial is recorded as every graceful denial is."""
+
+    def __init__(self, message: str, *, key: str, node_id: str, rule: str) -> None:
+        super().__init__(message, key=key, node_id=node_id)
+        self.rule = rule
 
 
 class AccessDenied(BackpackError, PermissionError):
@@ -69,6 +91,11 @@ class FlowError(BackpackFlowError):
 
 class NodeDefinitionError(FlowError, TypeError):
     """A node is defined or constructed wrongly (bad params, bad retry settings ...)."""
+
+
+class InvalidNodeSetting(NodeDefinitionError, InvalidSetting):
+    """A node's retry settings are out of range (``max_retries`` < 1, a negative ``wait`` ...):
+    a ``ValueError``, as PocketFlow code expects, and a :class:`NodeDefinitionError`."""
 
 
 class GuardrailExceeded(BackpackFlowError):

@@ -7,11 +7,15 @@ The Backpack stores only JSON data so that every state can be serialized, diffed
 
 from __future__ import annotations
 
+import enum
 import json
 import math
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Iterator, Mapping
 from decimal import Decimal
 from typing import Any
+
+import attrs
 
 from backpackflow.errors import InvalidValue
 
@@ -31,6 +35,52 @@ def copy_in(value: Any, where: str = "value") -> Any:
         raise InvalidValue(
             f"{where}: {path} is {_describe(bad)}, which is not JSON data; expected {JSON_TYPES}"
         ) from None
+    except RecursionError:  # a value that contains itself, or one nested absurdly deep
+        cycle = _cycle_path(value)
+        if cycle is not None:
+            raise InvalidValue(
+                f"{where}: {cycle} contains itself (it refers back to an enclosing list or dict), "
+                "which JSON data cannot"
+            ) from None
+        raise InvalidValue(f"{where}: nested too deeply to be JSON data") from None
+
+
+def _cycle_path(value: Any) -> str | None:
+    """The JSON path of the first list or dict found inside itself, else ``None`` (an
+    iterative walk: the value may be too deep for recursion)."""
+    ancestors: set[int] = set()
+    stack: list[tuple[Any, str, Iterator[tuple[str, Any]] | None]] = [(value, "$", None)]
+    while stack:
+        node, path, children = stack[-1]
+        if children is None:
+            if type(node) is dict or isinstance(node, dict):
+                items: Iterator[tuple[str, Any]] = (
+                    (
+                        f"{path}.{k}"
+                        if isinstance(k, str) and k.isidentifier()
+                        else f"{path}[{k!r}]",
+                        v,
+                    )
+                    for k, v in node.items()
+                )
+            elif isinstance(node, (list, tuple)):
+                items = ((f"{path}[{i}]", v) for i, v in enumerate(node))
+            else:
+                stack.pop()
+                continue
+            ancestors.add(id(node))
+            stack[-1] = (node, path, items)
+            children = items
+        child = next(children, None)
+        if child is None:
+            ancestors.discard(id(node))
+            stack.pop()
+            continue
+        child_path, child_value = child
+        if id(child_value) in ancestors:
+            return child_path
+        stack.append((child_value, child_path, None))
+    return None
 
 
 class _NotJson(Exception):
@@ -233,3 +283,49 @@ def loads(text: str | bytes, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
         ) from None
     check_depth(data, max_depth)
     return data
+
+
+def to_jsonable(value: Any, *, limit: int = 100_000) -> Any:
+    """Turn any value into JSON data for serialization, never raising.
+
+    JSON data passes through (tuples become lists); objects with ``to_json()`` are asked;
+    snapshots are materialized; attrs instances become dicts; anything else is summarized as
+    ``{"$type": ..., "$repr": ...}`` so a sink can always write the event.
+    """
+    try:
+        return _jsonable(value, limit, 0)
+    except Exception as exc:  # noqa: BLE001 - serialization of telemetry must never fail
+        return {"$type": type(value).__qualname__, "$error": f"{type(exc).__name__}: {exc}"}
+
+
+def _jsonable(value: Any, limit: int, depth: int) -> Any:
+    t = type(value)
+    if t is str or t is int or t is bool or value is None:
+        return value
+    if t is float:
+        return value if math.isfinite(value) else repr(value)
+    if depth > 50:
+        return {"$type": t.__qualname__, "$repr": "<nested too deeply>"}
+    if t is dict or (isinstance(value, Mapping) and not hasattr(value, "to_json")):
+        return {str(k): _jsonable(v, limit, depth + 1) for k, v in value.items()}
+    if t is list or t is tuple or t is set or t is frozenset or t is deque:
+        return [_jsonable(v, limit, depth + 1) for v in value]
+    to_json = getattr(value, "to_json", None)
+    if callable(to_json):
+        return _jsonable(to_json(), limit, depth + 1)
+    if isinstance(value, enum.Enum):
+        return _jsonable(value.value, limit, depth + 1)
+    if isinstance(value, str):
+        return "" + value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return _jsonable(float(value), limit, depth)
+    if hasattr(type(value), "__attrs_attrs__"):
+        return _jsonable(attrs.asdict(value, recurse=False), limit, depth + 1)
+    if isinstance(value, BaseException):
+        return {"$type": t.__qualname__, "$repr": str(value)[:limit]}
+    if isinstance(value, (bytes, bytearray)):
+        return {"$type": t.__qualname__, "$repr": summarize(bytes(value)[:200].hex(), 400)}
+    text = repr(value)
+    return {"$type": f"{t.__module__}.{t.__qualname__}", "$repr": text[:limit]}

@@ -27,7 +27,7 @@ from celpy.evaluation import CELEvalError, base_functions
 from json_logic.builtins import BUILTINS
 
 from backpackflow import hookimpl
-from backpackflow.events import to_jsonable
+from backpackflow.jsondata import to_jsonable
 from backpackflow.plugins import ConditionLanguageRegistrar
 
 Condition = Callable[[Mapping[str, Any]], Any]

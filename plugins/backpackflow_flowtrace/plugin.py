@@ -26,9 +26,8 @@ from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit
 
-from backpackflow import hookimpl
+from backpackflow import ConfigError, hookimpl
 from backpackflow.config import CURRENT_VERSION
-from backpackflow.errors import ConfigError
 from backpackflow.plugins import MigrationRegistrar
 
 _TOP_LEVEL = {"version", "name", "description", "entry", "nodes", "edges", "limits", "namespace"}

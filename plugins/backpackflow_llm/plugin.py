@@ -22,12 +22,10 @@ from typing import Annotated, Any
 import attrs
 import msgspec
 
-from backpackflow import hookimpl
-from backpackflow.errors import ConfigError
+from backpackflow import ConfigError, hookimpl
 from backpackflow.loader import FLOW_DIR
 from backpackflow.plugins import DependencyFactoryRegistrar
-from backpackflow.sandbox import SandboxViolation, policy_of
-from backpackflow.secrets import SECRETS
+from backpackflow.policy import SECRETS, SandboxViolation, policy_of
 from backpackflow_llm.cache import MemoryCache, SQLiteCache
 from backpackflow_llm.prices_command import prices_arguments, run_prices
 from backpackflow_llm.pricing import PricingTable

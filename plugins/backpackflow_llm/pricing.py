@@ -46,7 +46,7 @@ from typing import Any, Protocol
 
 import attrs
 
-from backpackflow.errors import BackpackFlowError, SerializationError
+from backpackflow import BackpackFlowError, SerializationError
 from backpackflow.jsondata import decimal_text
 from backpackflow_llm.types import Usage
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import attrs
 
-from backpackflow.errors import SerializationError
+from backpackflow import SerializationError
 from backpackflow_llm.providers.base import OnChunk, Provider
 from backpackflow_llm.types import LLMRequest, LLMResponse, ProviderError
 

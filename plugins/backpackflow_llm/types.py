@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Literal, get_args
 
 import attrs
 
-from backpackflow.errors import BackpackFlowError, SerializationError
+from backpackflow import BackpackFlowError, SerializationError
 
 ResponseFormat = Literal["text", "json"]
 ROLES = ("user", "assistant")

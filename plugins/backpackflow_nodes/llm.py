@@ -20,10 +20,14 @@ from typing import Annotated, Any, Literal
 import attrs
 import msgspec
 
-from backpackflow import AsyncNode, current_run
-from backpackflow.backpack import BackpackView
-from backpackflow.deps import DependencyContainer
-from backpackflow.errors import BackpackFlowError, ConfigError, PluginError
+from backpackflow import (
+    AsyncNode,
+    BackpackFlowError,
+    BackpackView,
+    ConfigError,
+    PluginError,
+    current_run,
+)
 from backpackflow.events import (
     CacheHitPayload,
     FallbackPayload,
@@ -35,8 +39,8 @@ from backpackflow.events import (
 )
 from backpackflow.jsondata import decimal_text
 from backpackflow.jsondata import loads as load_json
-from backpackflow.run import current_run_or_none
-from backpackflow.sandbox import policy_of
+from backpackflow.policy import policy_of
+from backpackflow.runner import DependencyContainer, current_run_or_none
 from backpackflow_llm import (
     FallbackInfo,
     LLMRequest,

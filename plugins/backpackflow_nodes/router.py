@@ -10,12 +10,10 @@ from typing import Annotated, Any
 import attrs
 import msgspec
 
-from backpackflow import AsyncNode
-from backpackflow.backpack import BackpackView
-from backpackflow.conditions import CompiledCondition, compile_condition
-from backpackflow.errors import BackpackFlowError
-from backpackflow.run import current_run_or_none
-from backpackflow.sandbox import policy_of
+from backpackflow import AsyncNode, BackpackFlowError, BackpackView
+from backpackflow.loader import CompiledCondition, compile_condition
+from backpackflow.policy import policy_of
+from backpackflow.runner import current_run_or_none
 from backpackflow_nodes.templating import Bindings, base_context, off_loop, plain_context
 
 

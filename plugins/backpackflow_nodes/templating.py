@@ -53,9 +53,9 @@ from jinja2 import StrictUndefined, meta, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import Namespace
 
-from backpackflow.errors import BackpackFlowError, ConfigError
-from backpackflow.run import current_policy, current_run_or_none
-from backpackflow.sandbox import TRUSTED, TemplateBudget
+from backpackflow import BackpackFlowError, ConfigError
+from backpackflow.policy import TRUSTED, TemplateBudget
+from backpackflow.runner import current_policy, current_run_or_none
 
 _T = TypeVar("_T")
 

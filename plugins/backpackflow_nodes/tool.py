@@ -13,21 +13,19 @@ from typing import Annotated, Any
 import attrs
 import msgspec
 
-from backpackflow import AsyncNode, current_run
-from backpackflow.backpack import BackpackView
+from backpackflow import AsyncNode, BackpackView, ConfigError, PluginError, current_run
 from backpackflow.config import EnvRefs, restore_env_refs, structure
-from backpackflow.errors import ConfigError, PluginError
 from backpackflow.events import (
     StreamEventType,
     ToolCallPayload,
     ToolResponsePayload,
     exception_text,
-    to_jsonable,
 )
+from backpackflow.jsondata import to_jsonable
 from backpackflow.loader import FLOW_DIR
 from backpackflow.plugins import ToolType
-from backpackflow.run import current_run_or_none
-from backpackflow.sandbox import SandboxPolicy, SandboxViolation, TemplateBudget, policy_of
+from backpackflow.policy import SandboxPolicy, SandboxViolation, TemplateBudget, policy_of
+from backpackflow.runner import current_run_or_none
 from backpackflow_nodes.templating import Bindings, Template, base_context, off_loop
 from backpackflow_nodes.tools import ToolContext
 

@@ -27,9 +27,8 @@ from urllib.parse import urlsplit
 import attrs
 import msgspec
 
-from backpackflow.egress import EgressDenied, host_matches
-from backpackflow.errors import BackpackFlowError
-from backpackflow.sandbox import TRUSTED, SandboxPolicy, SandboxViolation
+from backpackflow import BackpackFlowError
+from backpackflow.policy import TRUSTED, EgressDenied, SandboxPolicy, SandboxViolation, host_matches
 
 
 class ToolError(BackpackFlowError):
@@ -72,7 +71,7 @@ async def http_fetch(args: HttpFetchArgs, context: ToolContext) -> dict[str, Any
     """GET a URL on an allowed host; returns status, content type and text."""
     import httpx
 
-    from backpackflow.httpx_egress import async_client
+    from backpackflow_httpx import async_client
     from backpackflow_otel.propagation import trace_headers
 
     parts = urlsplit(args.url)

@@ -33,9 +33,8 @@ from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
 import backpackflow
-from backpackflow.loader import FlowLoader
+from backpackflow.loader import FlowLoader, flow_schema
 from backpackflow.plugins import Registry, get_registry
-from backpackflow.schema import flow_schema
 from backpackflow_store_sql import (
     DatabaseUnavailable,
     InvalidData,

@@ -44,15 +44,21 @@ import anyio
 import attrs
 from starlette.concurrency import run_in_threadpool
 
-from backpackflow import Backpack, BackpackEvent, EventStreamer, Flow, RunControl
+from backpackflow import (
+    Backpack,
+    BackpackEvent,
+    BackpackFlowError,
+    ConfigError,
+    EventStreamer,
+    Flow,
+    RunControl,
+)
 from backpackflow.config import KeepUnset, structure
-from backpackflow.deps import DependencyContainer
-from backpackflow.egress import EgressDenied, EndpointSet
-from backpackflow.errors import BackpackFlowError, ConfigError
+from backpackflow.events import make_sink, parse_sink_spec
 from backpackflow.loader import FLOW_DIR, ConfigWarning, FlowLoader
-from backpackflow.plugins import EventSink, Registry, make_sink, parse_sink_spec
-from backpackflow.sandbox import SandboxPolicy
-from backpackflow.secrets import SecretMasker
+from backpackflow.plugins import EventSink, Registry
+from backpackflow.policy import EgressDenied, EndpointSet, SandboxPolicy, SecretMasker
+from backpackflow.runner import DependencyContainer
 from backpackflow_store_sql import (
     DatabaseUnavailable,
     EventWriter,

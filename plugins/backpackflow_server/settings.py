@@ -15,8 +15,13 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from backpackflow.egress import EgressPolicy, EndpointSet, parse_network
-from backpackflow.sandbox import SandboxPolicy, TemplateBudget
+from backpackflow.policy import (
+    EgressPolicy,
+    EndpointSet,
+    SandboxPolicy,
+    TemplateBudget,
+    parse_network,
+)
 
 #: Where file tools of the service's runs read unless ``files_dir`` says otherwise.
 DEFAULT_FILES_DIR = Path(".backpackflow") / "files"

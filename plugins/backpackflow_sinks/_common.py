@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from backpackflow.errors import ConfigError
+from backpackflow import ConfigError
 
 log = logging.getLogger("backpackflow.sinks")
 

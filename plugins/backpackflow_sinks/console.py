@@ -33,9 +33,10 @@ from rich.padding import Padding
 from rich.text import Text
 
 from backpackflow import hookimpl
-from backpackflow.events import BackpackEvent, StreamEventType, to_jsonable
+from backpackflow.events import BackpackEvent, StreamEventType
+from backpackflow.jsondata import to_jsonable
 from backpackflow.plugins import EventSinkRegistrar
-from backpackflow.sandbox import SandboxPolicy
+from backpackflow.policy import SandboxPolicy
 from backpackflow_sinks._common import (
     OnceLog,
     SinkConfigError,

@@ -41,7 +41,7 @@ from backpackflow import hookimpl
 from backpackflow.events import BackpackEvent, StreamEventType
 from backpackflow.jsondata import ListPrefix
 from backpackflow.plugins import EventSinkRegistrar
-from backpackflow.sandbox import SandboxPolicy, SandboxViolation
+from backpackflow.policy import SandboxPolicy, SandboxViolation
 from backpackflow_sinks._common import (
     OnceLog,
     SinkConfigError,

@@ -27,7 +27,7 @@ from typing import Any
 
 import attrs
 
-from backpackflow.errors import BackpackFlowError
+from backpackflow import BackpackFlowError
 from backpackflow.jsondata import loads as load_json
 from backpackflow_sinks._common import decimal_or_none, usage_tokens
 

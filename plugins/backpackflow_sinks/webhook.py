@@ -55,12 +55,11 @@ import attrs
 import httpx
 
 from backpackflow import __version__, hookimpl
-from backpackflow.egress import EgressDenied
 from backpackflow.events import BackpackEvent, StreamEventType
-from backpackflow.httpx_egress import sync_client
 from backpackflow.ids import new_id
 from backpackflow.plugins import EventSinkRegistrar
-from backpackflow.sandbox import TRUSTED, SandboxPolicy, SandboxViolation
+from backpackflow.policy import TRUSTED, EgressDenied, SandboxPolicy, SandboxViolation
+from backpackflow_httpx import sync_client
 from backpackflow_sinks._common import (
     OnceLog,
     SinkConfigError,

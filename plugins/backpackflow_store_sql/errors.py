@@ -7,7 +7,7 @@ the project raises) and the matching built-in, so an HTTP layer can map ``KeyErr
 
 from __future__ import annotations
 
-from backpackflow.errors import BackpackFlowError
+from backpackflow import BackpackFlowError
 
 
 class StoreError(BackpackFlowError):

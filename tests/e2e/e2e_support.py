@@ -6,7 +6,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from backpackflow.cli import main
-from backpackflow.summary import COLUMNS
+from backpackflow.events import COLUMNS
 
 
 def table(stdout: str) -> tuple[list[dict[str, str]], dict[str, str]]:

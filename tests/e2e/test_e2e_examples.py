@@ -12,8 +12,8 @@ from decimal import Decimal
 import pytest
 from nodes_support import CSV_REPORT, RESEARCH, costs, execute, installed_registry, load, run_flow
 
+from backpackflow.events import summarize
 from backpackflow.loader import FlowLoader
-from backpackflow.summary import summarize
 
 NOTES = (RESEARCH.parent / "notes.md").read_text(encoding="utf-8")
 
@@ -98,7 +98,7 @@ def test_research_run_inputs_are_checked():
 
 
 def test_a_second_run_of_research_hits_the_cache_and_costs_nothing(tmp_path):
-    from backpackflow.deps import DependencyContainer
+    from backpackflow.runner import DependencyContainer
     from backpackflow_llm import SQLiteCache
 
     cache_path = tmp_path / "cache.sqlite"

@@ -9,7 +9,7 @@ import textwrap
 import importlib_metadata
 import pytest
 
-import backpackflow.plugins as plugins_module
+import backpackflow.plugins.manager as plugins_module
 from backpackflow.plugins import (
     DISABLE_AUTOLOAD_ENV,
     DISABLE_PLUGINS_ENV,

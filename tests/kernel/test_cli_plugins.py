@@ -12,11 +12,7 @@ import sys
 import pytest
 
 from backpackflow import __version__, cli
-from backpackflow.plugins import (
-    DISABLE_AUTOLOAD_ENV,
-    DISABLE_PLUGINS_ENV,
-    build_registry,
-)
+from backpackflow.plugins import DISABLE_AUTOLOAD_ENV, DISABLE_PLUGINS_ENV, build_registry
 
 NODES_PLUGIN = """
 from backpackflow import Node, hookimpl

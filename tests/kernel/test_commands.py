@@ -11,13 +11,13 @@ import attrs
 import msgspec
 import pytest
 
-import backpackflow.plugins as plugins_module
+import backpackflow.plugins.manager as plugins_module
 import backpackflow_conditions.plugin as conditions_plugin
 from backpackflow import Node, hookimpl
 from backpackflow.cli import main
 from backpackflow.config import CURRENT_VERSION
+from backpackflow.loader import dumps_schema, flow_schema
 from backpackflow.plugins import build_registry
-from backpackflow.schema import dumps_schema, flow_schema
 
 V = CURRENT_VERSION
 

@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 import backpackflow_conditions.plugin as conditions_plugin
 from backpackflow import Backpack, BackpackFlowError, GuardrailExceeded, Node, hookimpl
 from backpackflow.config import CURRENT_VERSION, structure_params
-from backpackflow.deps import DependencyContainer
 from backpackflow.loader import ConfigWarning, FlowLoader
 from backpackflow.plugins import build_registry
+from backpackflow.runner import DependencyContainer
 
 V = CURRENT_VERSION
 

@@ -12,8 +12,8 @@ import pytest
 
 from backpackflow import BackpackFlowError, ConfigError, EventStreamer, hookimpl
 from backpackflow.config import DependencyConfig
-from backpackflow.deps import DependencyContainer, DependencyNotFound
 from backpackflow.plugins import build_registry
+from backpackflow.runner import DependencyContainer, DependencyNotFound
 
 
 def test_register_and_get_an_instance():

@@ -20,9 +20,9 @@ from backpackflow.config import (
     resolve_env_refs,
     restore_env_refs,
 )
-from backpackflow.deps import DependencyContainer
 from backpackflow.loader import FlowLoader
 from backpackflow.plugins import build_registry
+from backpackflow.runner import DependencyContainer
 
 V = CURRENT_VERSION
 SECRET = "sk-live-0123456789abcdef"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-import backpackflow.plugins as plugins_module
+import backpackflow.plugins.manager as plugins_module
 import backpackflow_examples.plugin as first_party_examples
 from backpackflow import hookimpl
 from backpackflow.cli import main

@@ -15,7 +15,7 @@ from backpackflow import Backpack, EventStreamer, Flow, FlowLoader, Node
 from backpackflow.cli import main
 from backpackflow.errors import ConfigError, SerializationError
 from backpackflow.jsondata import MAX_JSON_DEPTH, JSONTooDeep, check_depth, loads
-from backpackflow.loader import _find_cycle
+from backpackflow.loader.checks import _find_cycle
 from backpackflow.plugins import build_registry
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 import backpackflow.plugins as plugins_module
-from backpackflow import hookimpl, hookspecs
-from backpackflow.plugins import build_registry
+from backpackflow import hookimpl
+from backpackflow.plugins import build_registry, hookspecs
 
 ROOT = Path(__file__).resolve().parents[2]
 TESTS = ROOT / "tests"

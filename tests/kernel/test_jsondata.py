@@ -76,7 +76,7 @@ def test_summarize_truncates_and_never_raises():
 
 def test_a_pack_event_value_of_a_list_serializes_as_what_was_written():
     from backpackflow import Backpack
-    from backpackflow.events import to_jsonable
+    from backpackflow.jsondata import to_jsonable
 
     seen = []
     backpack = Backpack()

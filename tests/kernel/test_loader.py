@@ -27,9 +27,9 @@ from backpackflow import (
     hookimpl,
 )
 from backpackflow.config import CURRENT_VERSION, FlowConfig, NodeConfig, structure
-from backpackflow.deps import DependencyContainer
-from backpackflow.loader import ConfigWarning, FlowLoader, node_from_config, node_to_config
+from backpackflow.loader import ConfigWarning, FlowLoader
 from backpackflow.plugins import build_registry
+from backpackflow.runner import DependencyContainer
 
 V = CURRENT_VERSION
 
@@ -597,7 +597,7 @@ def test_from_config_and_to_config_come_for_free(loader):
     assert node.inputs == {"question": "{{ inputs.q }}"}
     assert node.deps is deps
     assert node.max_retries == 2
-    exported = node_to_config(node, "chat")
+    exported = node.to_config("chat")
     assert isinstance(exported, NodeConfig)
     assert exported.params == {"model": "gpt-4", "temperature": 0.5, "system_prompt": None}
     assert ChatNode.from_config(exported, deps).to_config() == node.to_config()
@@ -611,12 +611,11 @@ def test_a_node_built_from_config_remembers_its_type(loader):
 
 def test_node_from_config_rejects_bad_config_with_config_errors():
     with pytest.raises(ConfigError):
-        node_from_config(ChatNode, {"type": "chat", "id": "c", "params": {"model": 3}}, None)
+        ChatNode.from_config({"type": "chat", "id": "c", "params": {"model": 3}}, None)
     with pytest.raises(ConfigError):
-        node_from_config(ChatNode, {"type": "chat", "id": "c", "extra": 1}, None)
+        ChatNode.from_config({"type": "chat", "id": "c", "extra": 1}, None)
     with pytest.raises(ConfigError, match="dependencies"):
-        node_from_config(
-            ChatNode,
+        ChatNode.from_config(
             {"type": "chat", "id": "c", "params": {"model": "m"}, "dependencies": "llm"},
             None,
         )

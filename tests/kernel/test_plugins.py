@@ -21,19 +21,18 @@ from backpackflow import (
     PluginError,
     hookimpl,
 )
-from backpackflow.hookspecs import PROJECT, hook_names
+from backpackflow.events import attach_sinks, make_sink, parse_sink_spec
 from backpackflow.plugins import (
     DISABLE_AUTOLOAD_ENV,
     DISABLE_PLUGINS_ENV,
     ENTRY_POINT_GROUP,
+    PROJECT,
     EventSink,
-    attach_sinks,
     build_registry,
     get_registry,
-    make_sink,
-    parse_sink_spec,
     reset_registry,
 )
+from backpackflow.plugins.hookspecs import hook_names
 
 # ------------------------------------------------------------------------------- helpers
 

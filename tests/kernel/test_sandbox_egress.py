@@ -10,8 +10,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from backpackflow.egress import EgressDenied, EgressPolicy, EndpointSet, host_matches
-from backpackflow.httpx_egress import EgressTransport, _pin, async_client, sync_client
+from backpackflow.policy import EgressDenied, EgressPolicy, EndpointSet, host_matches
+from backpackflow_httpx import EgressTransport, _pin, async_client, sync_client
 from loopback import RecordingServer, keep_requests_local
 
 DENIED = [

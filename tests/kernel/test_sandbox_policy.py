@@ -12,16 +12,17 @@ from backpackflow import Backpack, FlowLoader, Node, current_run
 from backpackflow.config import KeepUnset, resolve_env_refs
 from backpackflow.errors import ConfigError
 from backpackflow.plugins import build_registry
-from backpackflow.run import current_policy
-from backpackflow.sandbox import (
+from backpackflow.policy import (
     POLICY,
+    SECRETS,
     TRUSTED,
     SandboxPolicy,
     SandboxViolation,
+    SecretMasker,
     TemplateBudget,
     policy_of,
 )
-from backpackflow.secrets import SECRETS, SecretMasker
+from backpackflow.runner import current_policy
 
 
 @pytest.fixture

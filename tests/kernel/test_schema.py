@@ -14,19 +14,16 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from backpackflow import ConfigError, Node, hookimpl
-from backpackflow.config import CURRENT_VERSION
-from backpackflow.loader import FlowLoader
-from backpackflow.plugins import build_registry
-from backpackflow.schema import (
-    SCHEMA_DIALECT,
+from backpackflow.config import (
+    CURRENT_VERSION,
     check_params_instance,
     describe,
-    dumps_schema,
-    flow_schema,
     params_schema,
-    validate_flow_document,
     validate_params,
 )
+from backpackflow.config.params import SCHEMA_DIALECT
+from backpackflow.loader import FlowLoader, dumps_schema, flow_schema, validate_flow_document
+from backpackflow.plugins import build_registry
 
 V = CURRENT_VERSION
 

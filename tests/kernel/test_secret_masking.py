@@ -12,8 +12,8 @@ import pytest
 from backpackflow import Backpack, EventStreamer, Flow, FlowLoader, Node, current_run
 from backpackflow.events import LLMResponsePayload, StreamEventType
 from backpackflow.plugins import build_registry
-from backpackflow.run import NodeFrame
-from backpackflow.secrets import MASK, MaskedLazy, SecretMasker, is_secret_name
+from backpackflow.policy import MASK, MaskedLazy, SecretMasker, is_secret_name
+from backpackflow.runner import NodeFrame
 
 CANARY = "canary-7f3a9c1e5b"
 

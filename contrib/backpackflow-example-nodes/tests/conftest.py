@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 from backpackflow.loader import FlowLoader
-from backpackflow.plugins import DISABLE_AUTOLOAD_ENV, DISABLE_PLUGINS_ENV, Registry, build_registry
+from backpackflow.plugins import (
+    DISABLE_AUTOLOAD_ENV,
+    DISABLE_PLUGINS_ENV,
+    Registry,
+    build_registry,
+)
 
 
 @pytest.fixture(autouse=True)

@@ -206,7 +206,7 @@ def test_a_word_file_from_the_flow_config(loader: FlowLoader, tmp_path: Path) ->
 
 
 def test_the_callers_container_wins_over_the_flow(loader: FlowLoader) -> None:
-    from backpackflow.deps import DependencyContainer
+    from backpackflow.runner import DependencyContainer
 
     deps = DependencyContainer()
     deps.register("stopwords", {"the", "holds"})

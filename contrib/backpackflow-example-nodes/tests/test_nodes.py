@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from backpackflow import Backpack, ConfigError, KeyNotFound
-from backpackflow.deps import DependencyContainer
+from backpackflow.runner import DependencyContainer
 
 from backpackflow_example_nodes import (
     ExtractKeywordsNode,

@@ -20,9 +20,8 @@ import attrs
 import httpx
 import httpx_sse
 
-from backpackflow.egress import EgressDenied, EgressPolicy
-from backpackflow.httpx_egress import async_client
-from backpackflow.sandbox import SandboxViolation
+from backpackflow.policy import EgressDenied, EgressPolicy, SandboxViolation
+from backpackflow_httpx import async_client
 from backpackflow_llm.providers.base import OnChunk
 from backpackflow_llm.types import (
     LLMRequest,

@@ -8,7 +8,7 @@ from typing import Any, Literal
 import httpx
 import httpx_sse
 
-from backpackflow.egress import EgressPolicy
+from backpackflow.policy import EgressPolicy
 from backpackflow_llm.providers._http import (
     HTTPProvider,
     StreamResult,

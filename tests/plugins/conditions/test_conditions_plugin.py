@@ -8,9 +8,8 @@ import pytest
 
 import backpackflow_conditions.plugin as conditions_plugin
 from backpackflow import Backpack, ConfigError, EventStreamer, FlowError, Node, hookimpl
-from backpackflow.conditions import CompiledCondition, compile_condition
 from backpackflow.config import CURRENT_VERSION
-from backpackflow.loader import FlowLoader
+from backpackflow.loader import CompiledCondition, FlowLoader, compile_condition
 from backpackflow.plugins import build_registry
 from backpackflow_conditions.plugin import ConditionError, compile_cel, compile_json_logic
 

@@ -14,9 +14,8 @@ from backpackflow import Backpack
 from backpackflow.cli import main
 from backpackflow.config import CURRENT_VERSION
 from backpackflow.errors import ConfigError
-from backpackflow.loader import ConfigWarning, FlowLoader
+from backpackflow.loader import ConfigWarning, FlowLoader, validate_flow_document
 from backpackflow.plugins import build_registry
-from backpackflow.schema import validate_flow_document
 from backpackflow_flowtrace.plugin import migrate_flowtrace_v1
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "flowtrace" / "workflow-v1.json"

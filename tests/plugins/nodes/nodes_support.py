@@ -28,15 +28,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "llm"))
 
 from llm_wire import wire_server as wire_server  # a fixture, for the conftests
 
-import backpackflow.plugins
+import backpackflow.plugins.manager as plugin_manager
 from backpackflow import Backpack
 from backpackflow.config import CURRENT_VERSION
-from backpackflow.deps import DependencyContainer
 from backpackflow.events import EventStreamer
-from backpackflow.flow import Flow
 from backpackflow.loader import FlowLoader, prepare_inputs
 from backpackflow.plugins import Registry, build_registry
-from backpackflow.run import RunResult
+from backpackflow.runner import DependencyContainer, Flow, RunResult
 
 ROOT = Path(__file__).resolve().parents[3]
 EXAMPLES = ROOT / "examples"
@@ -153,7 +151,7 @@ def load(
     environ: Mapping[str, str] | None = None,
 ) -> Flow:
     # the process-wide registry: install_plugins() may have added a test's plugins to it
-    loader = FlowLoader(registry if registry is not None else backpackflow.plugins.get_registry())
+    loader = FlowLoader(registry if registry is not None else plugin_manager.get_registry())
     if isinstance(source, Mapping):
         source = copy.deepcopy(dict(source))
     return loader.load_flow(source, deps, environ=environ)
@@ -323,7 +321,7 @@ def install_plugins(monkeypatch: pytest.MonkeyPatch) -> Callable[..., Registry]:
 
     def install(*plugins: Any) -> Registry:
         registry = build_registry(plugins=plugins)
-        monkeypatch.setattr(backpackflow.plugins, "_default", registry)
+        monkeypatch.setattr(plugin_manager, "_default", registry)
         return registry
 
     return install

@@ -20,8 +20,8 @@ from nodes_support import (
     run_flow,
 )
 
-from backpackflow.deps import DependencyContainer
-from backpackflow.summary import summarize
+from backpackflow.events import summarize
+from backpackflow.runner import DependencyContainer
 from backpackflow_llm import MemoryCache
 
 MEMORY_CACHE = {"llm_cache": {"type": "memory_cache"}}

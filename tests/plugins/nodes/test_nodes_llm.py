@@ -15,7 +15,7 @@ from nodes_support import SHORT_PROMPT, costs, execute, flow_doc, llm, load, pri
 
 from backpackflow import Backpack
 from backpackflow.errors import ConfigError
-from backpackflow.summary import format_table, summarize
+from backpackflow.events import format_table, summarize
 
 TOKEN = re.compile(r"\w+|[^\w\s]")  # the offline model's documented tokenizer
 

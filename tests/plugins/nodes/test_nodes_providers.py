@@ -28,8 +28,8 @@ from nodes_support import (
 )
 
 from backpackflow.errors import ConfigError
+from backpackflow.events import format_table, summarize
 from backpackflow.loader import FlowLoader
-from backpackflow.summary import format_table, summarize
 
 QUESTION = "What is the capital of France?"
 FAST_RETRIES = {"max_attempts": 3, "retry_base_delay": 0.01, "retry_max_delay": 0.05}

@@ -25,13 +25,11 @@ from nodes_support import (
 )
 
 from backpackflow import Backpack, EventStreamer, Node, hookimpl
-from backpackflow.egress import EgressPolicy
 from backpackflow.errors import ConfigError
-from backpackflow.flow import Flow
 from backpackflow.loader import FlowLoader, prepare_inputs
 from backpackflow.plugins import build_registry
-from backpackflow.run import RunResult
-from backpackflow.sandbox import SandboxPolicy, TemplateBudget
+from backpackflow.policy import EgressPolicy, SandboxPolicy, TemplateBudget
+from backpackflow.runner import Flow, RunResult
 
 CANARY = "sk-canary-5e1f0c77"
 
@@ -62,8 +60,8 @@ def policy_for(root: Path, **changes: Any) -> SandboxPolicy:
 
 
 def load(doc: dict[str, Any], policy: SandboxPolicy, registry: Any = None) -> Flow:
-    from backpackflow.deps import DependencyContainer
     from backpackflow.loader import FLOW_DIR
+    from backpackflow.runner import DependencyContainer
 
     deps = DependencyContainer()
     deps.register(FLOW_DIR, policy.files_root)

@@ -28,10 +28,10 @@ from nodes_support import (
 )
 
 from backpackflow import hookimpl
-from backpackflow.deps import DependencyContainer
 from backpackflow.errors import ConfigError
 from backpackflow.loader import FlowLoader
 from backpackflow.plugins import build_registry
+from backpackflow.runner import DependencyContainer
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from server_kit import cli_main
 
-from backpackflow.egress import EgressDenied, EndpointSet
+from backpackflow.policy import EgressDenied, EndpointSet
 from backpackflow_server import Settings
 from backpackflow_server.plugin import _serve_arguments, _settings
 

@@ -30,9 +30,10 @@ from backpackflow.events import (
     FallbackPayload,
     LLMResponsePayload,
     StreamEventType,
+    attach_sinks,
 )
-from backpackflow.plugins import EventSink, attach_sinks
-from backpackflow.run import Limits, RunResult
+from backpackflow.plugins import EventSink
+from backpackflow.runner import Limits, RunResult
 from loopback import ScriptedServer
 
 # ------------------------------------------------------------------------------ nodes

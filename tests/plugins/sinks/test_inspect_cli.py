@@ -16,9 +16,10 @@ from typing import Any
 import pytest
 from sinks_support import FakeLLM, Loop, Writer, chain, failing_flow, run_flow
 
-from backpackflow import Backpack, Flow, cli
+import backpackflow.cli.app as cli
+from backpackflow import Backpack, Flow
 from backpackflow.plugins import Registry, reset_registry
-from backpackflow.run import Limits
+from backpackflow.runner import Limits
 from backpackflow_sinks.jsonl import FileSinkOptions, JsonlFileSink
 
 Inspect = Callable[..., tuple[int, str, str]]

@@ -13,7 +13,8 @@ import pytest
 from sinks_support import HookServer, Reply, chain, event_ids, run_flow
 
 from backpackflow.errors import BackpackFlowError, ConfigError
-from backpackflow.plugins import Registry, build_registry, make_sink, parse_sink_spec
+from backpackflow.events import make_sink, parse_sink_spec
+from backpackflow.plugins import Registry, build_registry
 from backpackflow_sinks import SinkConfigError
 from backpackflow_sinks.console import ConsoleOptions, ConsoleSink
 from backpackflow_sinks.jsonl import FileSinkOptions

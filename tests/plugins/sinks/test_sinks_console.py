@@ -12,7 +12,7 @@ from sinks_support import FakeLLM, Flaky, Loop, chain, event_ids, failing_flow, 
 
 from backpackflow import EventStreamer, Flow
 from backpackflow.events import StreamEventType
-from backpackflow.run import Limits
+from backpackflow.runner import Limits
 from backpackflow_sinks.console import ConsoleOptions, ConsoleSink
 
 

@@ -13,10 +13,9 @@ from sinks_support import HookServer, Reply, chain, run_flow
 import backpackflow_sinks.console
 import backpackflow_sinks.jsonl
 import backpackflow_sinks.webhook
-from backpackflow.egress import EgressPolicy
-from backpackflow.plugins import build_registry, make_sink
-from backpackflow.sandbox import SandboxPolicy
-from backpackflow.secrets import SecretMasker
+from backpackflow.events import make_sink
+from backpackflow.plugins import build_registry
+from backpackflow.policy import EgressPolicy, SandboxPolicy, SecretMasker
 from backpackflow_sinks.jsonl import JsonlFileSink
 from backpackflow_sinks.webhook import WebhookOptions, WebhookSink
 

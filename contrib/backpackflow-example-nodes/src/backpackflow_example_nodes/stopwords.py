@@ -18,7 +18,7 @@ from backpackflow import ConfigError
 from backpackflow_example_nodes.params import StopwordsOptions
 
 if TYPE_CHECKING:
-    from backpackflow.deps import DependencyContainer
+    from backpackflow.runner import DependencyContainer
 
 
 @functools.cache

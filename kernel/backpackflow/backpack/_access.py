@@ -1,0 +1,243 @@
+"""The Backpack's access control, namespace queries, node views and JSON form (a mixin of
+:class:`~backpackflow.backpack.Backpack`)."""
+
+from __future__ import annotations
+
+import json
+import time
+from bisect import bisect_right
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, cast
+
+from backpackflow.backpack._codec import load_backpack
+from backpackflow.backpack._history import HistoryMixin
+from backpackflow.backpack.access import Permissions
+from backpackflow.backpack.records import (
+    _DELETED,
+    FORMAT,
+    FORMAT_VERSION,
+    AccessRecord,
+    BackpackItem,
+    Observer,
+    Reporter,
+    _as_log,
+    _entry_seq,
+    _entry_value,
+    _item,
+)
+from backpackflow.backpack.view import BackpackView
+from backpackflow.errors import AccessDenied
+from backpackflow.jsondata import copy_out
+from backpackflow.namespaces import compile_pattern, validate_namespace
+
+if TYPE_CHECKING:  # type-only back reference: the class this mixin is part of
+    from backpackflow.backpack._backpack import Backpack
+
+
+class AccessMixin(HistoryMixin):
+    def add_observer(self, observer: Observer) -> Callable[[], None]:
+        """Call ``observer(record)`` after every access; returns a function that removes it."""
+        self._observers.append(observer)
+
+        def remove() -> None:
+            if observer in self._observers:
+                self._observers.remove(observer)
+
+        return remove
+
+    def _notify(self, record: AccessRecord) -> None:
+        for observer in self._observers:
+            observer(record)
+
+    # ------------------------------------------------------------------ access control
+
+    def register_permissions(
+        self,
+        node_id: str,
+        *,
+        read: Iterable[str] | None = None,
+        write: Iterable[str] | None = None,
+        namespace_read: Iterable[str] | None = None,
+        namespace_write: Iterable[str] | None = None,
+        deny: Iterable[str] | None = None,
+        namespace_deny: Iterable[str] | None = None,
+    ) -> Permissions:
+        """Restrict what ``node_id`` may read and write (see :mod:`backpackflow.access`)."""
+        perms = Permissions(
+            read=read,
+            write=write,
+            namespace_read=namespace_read,
+            namespace_write=namespace_write,
+            deny=deny,
+            namespace_deny=namespace_deny,
+        )
+        self._permissions[node_id] = perms
+        return perms
+
+    def get_permissions(self, node_id: str) -> Permissions | None:
+        return self._permissions.get(node_id)
+
+    def clear_permissions(self, node_id: str) -> None:
+        self._permissions.pop(node_id, None)
+
+    def get_access_denials(self, *, node_id: str | None = None) -> list[AccessRecord]:
+        """Denied accesses, oldest first (the newest ``max_denials`` are kept)."""
+        return [d for d in self._denials or () if node_id is None or d.node_id == node_id]
+
+    def _deny(
+        self,
+        op: str,
+        key: str,
+        node_id: str,
+        node_name: str | None,
+        namespace: str | None,
+        rule: str,
+    ) -> None:
+        record = AccessRecord(
+            op,
+            key,
+            node_id,
+            node_name,
+            namespace,
+            False,
+            rule,
+            key in self._current,
+            None,
+            None,
+            time.time(),
+        )
+        if self._denials is None:
+            self._denials = deque(maxlen=self._max_denials)
+        self._denials.append(record)
+        if self._observers:
+            self._notify(record)
+        if self.strict:
+            verb = "read" if op == "unpack" else op
+            raise AccessDenied(
+                f"node {node_id!r} may not {verb} key {key!r}: {rule}",
+                node_id=node_id,
+                key=key,
+                op=op,
+                rule=rule,
+            )
+        return None
+
+    # ------------------------------------------------------------------ namespaces
+
+    def get_items_by_namespace(
+        self, pattern: str, *, node_id: str | None = None
+    ) -> list[BackpackItem]:
+        """Current items whose namespace matches ``pattern`` (``sales.*``, ``*.chat``, ``a.**``).
+
+        With ``node_id``, items that node may not read are left out.
+        """
+        match = compile_pattern(pattern)
+        perms = self._permissions.get(node_id) if node_id is not None else None
+        items = []
+        for key, entry in self._current.items():
+            ns = entry[0].namespace
+            if ns is None or not match(ns):
+                continue
+            if perms is not None and perms.check_read(key, ns) is not None:
+                continue
+            items.append(_item(key, entry))
+        return items
+
+    def get_namespaces(self) -> list[str]:
+        """The distinct namespaces of current items, sorted."""
+        return sorted({e[0].namespace for e in self._current.values() if e[0].namespace})
+
+    # ------------------------------------------------------------------ views
+
+    def view(
+        self,
+        *,
+        node_id: str,
+        node_name: str | None = None,
+        namespace: str | None = None,
+    ) -> BackpackView:
+        """The object a node works through: it stamps the node's identity on every write,
+        enforces its permissions and records its reads and writes. Making a view marks the point
+        :meth:`get_snapshot_before_node` returns."""
+        if namespace is not None:
+            validate_namespace(namespace, where=f"node {node_id!r}")
+        return self._view(node_id, node_name, namespace)
+
+    def _view(
+        self,
+        node_id: str,
+        node_name: str | None,
+        namespace: str | None,
+        emit: Reporter | None = None,
+    ) -> BackpackView:
+        """:meth:`view` without re-validating ``namespace`` (the runner composes valid ones);
+        ``emit``: see :meth:`BackpackView.report_to`."""
+        marks = self._node_marks.get(node_id)
+        if marks is None:
+            self._node_marks[node_id] = self._seq
+        else:
+            if isinstance(marks, int):
+                marks = self._node_marks[node_id] = [marks]
+            if self._evicted and marks[0] < self._oldest_seq():
+                oldest = self._oldest_seq()
+                marks[:] = [m for m in marks if m >= oldest]
+            marks.append(self._seq)
+        return BackpackView(cast("Backpack", self), node_id, node_name, namespace, emit)
+
+    # ------------------------------------------------------------------ serialization
+
+    def to_json(self) -> dict[str, Any]:
+        """Everything (items via history, full history, permissions, marks, denials) as JSON
+        data. ``Backpack.from_json(bp.to_json())`` is an exact copy."""
+        oldest = self._oldest_seq()
+        base = []
+        starts = self._log_starts
+        for key, stored in self._logs.items():
+            log = _as_log(stored)
+            start = starts.get(key, 0)
+            entry = log[start] if start < len(log) else None
+            if entry is not None and entry[0].seq < oldest:
+                item = {"commit": entry[0].to_json(), "deleted": entry[1] is _DELETED}
+                if entry[1] is not _DELETED:
+                    item["value"] = _entry_value(entry)
+                base.append(item)
+        commits = []
+        for commit in self._commits[self._commit_start :]:
+            data = commit.to_json()
+            log = _as_log(self._logs[commit.key])
+            start = starts.get(commit.key, 0)
+            i = bisect_right(log, commit.seq, start, key=_entry_seq) - 1
+            entry = log[i]
+            if commit.op == "pack":
+                data["value"] = _entry_value(entry)
+            elif commit.op == "append":
+                prev = log[i - 1] if i > start else None
+                seen = prev[2] if prev is not None and prev[2] is not None else 0
+                assert entry[2] is not None
+                data["items"] = [copy_out(v) for v in entry[1][seen : entry[2]]]
+            commits.append(data)
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "id": self.id,
+            "strict": self.strict,
+            "max_history": self.max_history,
+            "forked_from": dict(self.forked_from) if self.forked_from else None,
+            "seq": self._seq,
+            "first_commit_id": self._first_commit_id,
+            "evicted": self._evicted,
+            "base": base,
+            "commits": commits,
+            "permissions": {n: p.to_json() for n, p in self._permissions.items()},
+            "node_marks": {n: self._marks_of(n) for n in self._node_marks},
+            "denials": [d.to_json() for d in self._denials or ()],
+        }
+
+    def to_json_str(self, **dumps_kwargs: Any) -> str:
+        return json.dumps(self.to_json(), **dumps_kwargs)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | str | bytes) -> Backpack:
+        """Rebuild a Backpack from :meth:`to_json` output (a dict or a JSON string)."""
+        return load_backpack(cast("type[Backpack]", cls), data)

@@ -1,0 +1,279 @@
+"""The Backpack's history: commits, snapshots at any commit, diffs and forks (a mixin of
+:class:`~backpackflow.backpack.Backpack`, which owns the storage it reads)."""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, cast
+
+from backpackflow.backpack._state import _State
+from backpackflow.backpack.records import (
+    _DELETED,
+    Change,
+    Commit,
+    Diff,
+    Snapshot,
+    SnapshotRef,
+    StateLike,
+    _as_log,
+    _Entry,
+    _entry_raw,
+    _entry_seq,
+    _entry_value,
+)
+from backpackflow.errors import CommitEvicted, CommitNotFound
+from backpackflow.ids import new_id
+from backpackflow.jsondata import copy_out, json_equal
+
+if TYPE_CHECKING:  # type-only back reference: the class this mixin is part of
+    from backpackflow.backpack._backpack import Backpack
+
+_new = tuple.__new__  # build named tuples without their Python-level __new__
+
+
+class HistoryMixin(_State):
+    # ------------------------------------------------------------------ history
+
+    @property
+    def id(self) -> str:
+        """This Backpack's id (time-ordered, made on first use)."""
+        if self._id is None:
+            self._id = new_id()
+        return self._id
+
+    @property
+    def head(self) -> Commit | None:
+        """The latest commit."""
+        return self._head
+
+    @property
+    def evicted_count(self) -> int:
+        """How many commits ``max_history`` has dropped."""
+        return self._evicted
+
+    def get_history(
+        self,
+        *,
+        key: str | None = None,
+        node_id: str | None = None,
+        limit: int | None = None,
+    ) -> list[Commit]:
+        """Retained commits, oldest first; filter by ``key`` / ``node_id``; ``limit`` keeps the
+        newest ``limit``."""
+        commits = self._commits[self._commit_start :]
+        if key is not None:
+            commits = [c for c in commits if c.key == key]
+        if node_id is not None:
+            commits = [c for c in commits if c.node_id == node_id]
+        if limit is not None:
+            commits = commits[-limit:] if limit > 0 else []
+        return commits
+
+    def get_key_history(self, key: str) -> list[Commit]:
+        """The retained commits of one key, oldest first."""
+        log = _as_log(self._logs.get(key))
+        if not log:
+            return []
+        oldest = self._commits[self._commit_start].seq if self._commits[self._commit_start :] else 0
+        return [e[0] for e in log[self._log_starts.get(key, 0) :] if e[0].seq >= oldest]
+
+    def get_commit(self, commit_id: str) -> Commit:
+        commit = self._lookup(commit_id)
+        if commit is None:
+            raise self._unknown_commit(commit_id)
+        return commit
+
+    def _lookup(self, commit_id: str) -> Commit | None:
+        """Find a retained commit by id, indexing commits made since the last lookup."""
+        commit = self._by_id.get(commit_id)
+        if commit is None and self._indexed_seq < self._seq:
+            oldest = self._oldest_seq()
+            start = self._commit_start + max(self._indexed_seq + 1 - oldest, 0)
+            self._by_id.update((c.commit_id, c) for c in self._commits[start:])
+            self._indexed_seq = self._seq
+            commit = self._by_id.get(commit_id)
+        return commit
+
+    def _unknown_commit(self, commit_id: str) -> CommitNotFound:
+        retained = self._commits[self._commit_start :]
+        if (
+            self._evicted
+            and isinstance(commit_id, str)
+            and retained
+            and self._first_commit_id is not None
+            and self._first_commit_id <= commit_id < retained[0].commit_id
+        ):
+            return CommitEvicted(
+                f"commit {commit_id!r} was evicted: this Backpack keeps the last "
+                f"{self.max_history} commits (max_history) and has dropped {self._evicted}; "
+                f"the oldest retained is {retained[0].commit_id!r} (seq {retained[0].seq})"
+            )
+        return CommitNotFound(
+            f"commit {commit_id!r} is not in the history of Backpack {self.id!r} "
+            f"({len(retained)} commits retained)"
+        )
+
+    def _state_at(self, seq: int) -> dict[str, _Entry]:
+        if seq == self._seq:
+            return dict(self._current)
+        entries: dict[str, _Entry] = {}
+        starts = self._log_starts
+        for key, log in self._logs.items():
+            if isinstance(log, tuple):
+                entry = log
+                if entry[3] > seq:
+                    continue
+            else:
+                start = starts.get(key, 0) if starts else 0
+                i = bisect_right(log, seq, start, key=_entry_seq) - 1
+                if i < start:
+                    continue
+                entry = log[i]
+            if entry[1] is not _DELETED:
+                entries[key] = entry
+        return entries
+
+    def _oldest_seq(self) -> int:
+        if self._commit_start < len(self._commits):
+            return self._commits[self._commit_start].seq
+        return self._seq + 1
+
+    def get_snapshot_at_commit(self, commit_id: str) -> Snapshot:
+        """The state right after ``commit_id``."""
+        commit = self.get_commit(commit_id)
+        return Snapshot(self._state_at(commit.seq), commit.commit_id, commit.seq)
+
+    def snapshot_ref(self) -> SnapshotRef:
+        """A reference to the current state, resolved only when needed (see
+        :class:`SnapshotRef`)."""
+        return _new(SnapshotRef, (self, self._seq))
+
+    def snapshot(self) -> Snapshot:
+        """The current state as an immutable :class:`Snapshot` (cheap: no values are copied)."""
+        head = self._head
+        return Snapshot(dict(self._current), head.commit_id if head else None, self._seq)
+
+    def _snapshot_at_seq(self, seq: int, what: str) -> Snapshot:
+        if seq == 0:
+            return Snapshot({}, None, 0)
+        if self._evicted and seq < self._oldest_seq():
+            raise CommitEvicted(
+                f"the state {what} is at seq {seq}, which max_history={self.max_history} has "
+                f"evicted (oldest retained seq: {self._oldest_seq()})"
+            )
+        commit = self._commits[self._commit_start + seq - self._oldest_seq()]
+        return Snapshot(self._state_at(seq), commit.commit_id, seq)
+
+    def _marks_of(self, node_id: str) -> list[int]:
+        """The seqs at which views were made for ``node_id``, oldest first (a new list)."""
+        marks = self._node_marks.get(node_id)
+        if marks is None:
+            return []
+        return [marks] if isinstance(marks, int) else list(marks)
+
+    def get_snapshot_before_node(self, node_id: str, *, occurrence: int = 0) -> Snapshot:
+        """The state just before ``node_id`` ran (its first run; ``occurrence=-1`` for the latest).
+
+        A node "runs" from when a view is made for it (the flow runner does this); for writes
+        made with ``node_id=`` directly, it is the state before its first commit.
+        """
+        marks = self._marks_of(node_id)
+        if marks:
+            try:
+                seq = marks[occurrence]
+            except IndexError:
+                raise CommitNotFound(
+                    f"node {node_id!r} ran {len(marks)} time(s); occurrence {occurrence} "
+                    "does not exist"
+                ) from None
+            return self._snapshot_at_seq(seq, f"before node {node_id!r}")
+        for commit in self._commits[self._commit_start :]:
+            if commit.node_id == node_id:
+                return self._snapshot_at_seq(commit.seq - 1, f"before node {node_id!r}")
+        raise CommitNotFound(
+            f"node {node_id!r} has neither run nor written on Backpack {self.id!r}"
+        )
+
+    @staticmethod
+    def diff(a: StateLike, b: StateLike) -> Diff:
+        """What changed from state ``a`` to state ``b`` (Backpacks, Snapshots or mappings)."""
+        ea, eb = _entries_of(a), _entries_of(b)
+        if ea is not None and eb is not None:
+            return _diff_entries(ea, eb)
+        va, vb = _values_of(a), _values_of(b)
+        added = {k: copy_out(v) for k, v in vb.items() if k not in va}
+        removed = {k: copy_out(v) for k, v in va.items() if k not in vb}
+        modified = {
+            k: Change(copy_out(va[k]), copy_out(v))
+            for k, v in vb.items()
+            if k in va and not json_equal(va[k], v)
+        }
+        return Diff(added, removed, modified)
+
+    def replay_from_commit(self, commit_id: str) -> Backpack:
+        """A fork: a new Backpack whose state is as at ``commit_id`` and whose history is this
+        one's up to that commit. Both go on independently."""
+        commit = self.get_commit(commit_id)
+        seq = commit.seq
+        fork = cast("Backpack", type(self)(strict=self.strict, max_history=self.max_history))  # type: ignore[call-arg]
+        fork.forked_from = {"backpack_id": self.id, "commit_id": commit_id}
+        with self._lock:
+            end = self._commit_start + seq - self._oldest_seq() + 1
+            fork._commits = self._commits[self._commit_start : end]
+            fork._seq = seq
+            fork._head = commit
+            fork._first_commit_id = self._first_commit_id
+            fork._evicted = self._evicted
+            for key, stored in self._logs.items():
+                log = _as_log(stored)
+                start = self._log_starts.get(key, 0)
+                i = bisect_right(log, seq, start, key=_entry_seq)
+                if i > start:
+                    copy = fork._logs[key] = log[start:i]
+                    last = copy[-1]
+                    if last[1] is not _DELETED:
+                        fork._current[key] = last
+            fork._permissions = dict(self._permissions)
+            fork._node_marks = {
+                n: kept
+                for n in self._node_marks
+                if (kept := [m for m in self._marks_of(n) if m <= seq])
+            }
+        return fork
+
+
+def _entries_of(state: StateLike) -> dict[str, _Entry] | None:
+    if isinstance(state, HistoryMixin):  # a Backpack (the one class this mixin is part of)
+        return state._current
+    if isinstance(state, Snapshot):
+        return state._entries
+    return None
+
+
+def _values_of(state: StateLike) -> Mapping[str, Any]:
+    if isinstance(state, HistoryMixin):  # a Backpack (the one class this mixin is part of)
+        return {k: _entry_raw(e) for k, e in state._current.items()}
+    if isinstance(state, Snapshot):
+        return {k: _entry_raw(e) for k, e in state._entries.items()}
+    if isinstance(state, Mapping):
+        return state
+    raise TypeError(f"diff takes Backpacks, Snapshots or mappings, got {type(state).__name__}")
+
+
+def _diff_entries(a: dict[str, _Entry], b: dict[str, _Entry]) -> Diff:
+    added: dict[str, Any] = {}
+    removed: dict[str, Any] = {}
+    modified: dict[str, Change] = {}
+    for key, eb in b.items():
+        ea = a.get(key)
+        if ea is None:
+            added[key] = _entry_value(eb)
+        elif ea is not eb:
+            old, new = _entry_raw(ea), _entry_raw(eb)
+            if not json_equal(old, new):
+                modified[key] = Change(copy_out(old), copy_out(new))
+    for key, ea in a.items():
+        if key not in b:
+            removed[key] = _entry_value(ea)
+    return Diff(added, removed, modified)

@@ -1,0 +1,51 @@
+"""The Backpack's storage: every attribute, declared and initialized in one place, so each part
+of the class (:mod:`._history`, :mod:`._access`, :mod:`._backpack`) and the codec read and
+write the same declared state."""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+
+from backpackflow.backpack.access import Permissions
+from backpackflow.backpack.records import AccessRecord, Commit, Observer, _Entry
+
+
+class _State:
+    """The storage of a :class:`~backpackflow.Backpack` (its base class)."""
+
+    def __init__(
+        self,
+        strict: bool,
+        max_history: int | None,
+        backpack_id: str | None,
+        max_denials: int,
+    ) -> None:
+        self._id = backpack_id  # made on first use: most Backpacks never need theirs
+        self.strict = strict
+        self.max_history = max_history
+        self.forked_from: dict[str, str] | None = None
+        self._lock = threading.Lock()
+        self._current: dict[str, _Entry] = {}
+        # key -> its log: every retained entry, oldest first. A log may start with entries that
+        # max_history dropped: _log_starts holds where such a log's live part starts (its
+        # first entry there may predate the oldest retained commit: it is the key's base).
+        # (a key written once has its one entry here instead of a list: most keys are, and a
+        # list per key measurably slowed runs; _as_log reads either)
+        self._logs: dict[str, _Entry | list[_Entry]] = {}
+        self._log_starts: dict[str, int] = {}
+        self._commits: list[Commit] = []
+        self._commit_start = 0
+        self._by_id: dict[str, Commit] = {}  # built lazily by _lookup: writes far outnumber lookups
+        self._indexed_seq = 0
+        self._seq = 0
+        self._head: Commit | None = None
+        self._first_commit_id: str | None = None
+        self._evicted = 0
+        self._permissions: dict[str, Permissions] = {}
+        # node id -> the seqs at which views were made for it: an int for one (most nodes run
+        # once per Backpack, and a list per node measurably slowed runs), else a list
+        self._node_marks: dict[str, int | list[int]] = {}
+        self._max_denials = max_denials
+        self._denials: deque[AccessRecord] | None = None
+        self._observers: list[Observer] = []

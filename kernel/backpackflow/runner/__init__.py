@@ -1,0 +1,81 @@
+"""backpackflow.runner: running flows: run context, the node lifecycle (the hot path), driving, node
+classes, graphs and Flow, dependencies.
+
+Re-exports only (the modules hold the code).
+"""
+
+from backpackflow.runner.base import (
+    BaseNode,
+    Condition,
+    Edge,
+    default_node_id,
+    iter_nodes,
+)
+from backpackflow.runner.context import (
+    DEFAULT_MAX_STEPS,
+    Limits,
+    NodeFrame,
+    RunControl,
+    current_node,
+    current_policy,
+    current_run,
+    current_run_or_none,
+)
+from backpackflow.runner.deps import (
+    BUILTIN_TYPES,
+    DependencyContainer,
+    DependencyNotFound,
+)
+from backpackflow.runner.flow import (
+    AsyncBatchFlow,
+    AsyncFlow,
+    AsyncParallelBatchFlow,
+    BatchFlow,
+    Flow,
+)
+from backpackflow.runner.graph import FlowEndsWarning
+from backpackflow.runner.node import (
+    AsyncBatchNode,
+    AsyncNode,
+    AsyncParallelBatchNode,
+    BatchNode,
+    Node,
+    ParallelBatchNode,
+)
+from backpackflow.runner.run import (
+    Run,
+    RunResult,
+)
+
+__all__ = [
+    "BUILTIN_TYPES",
+    "DEFAULT_MAX_STEPS",
+    "AsyncBatchFlow",
+    "AsyncBatchNode",
+    "AsyncFlow",
+    "AsyncNode",
+    "AsyncParallelBatchFlow",
+    "AsyncParallelBatchNode",
+    "BaseNode",
+    "BatchFlow",
+    "BatchNode",
+    "Condition",
+    "DependencyContainer",
+    "DependencyNotFound",
+    "Edge",
+    "Flow",
+    "FlowEndsWarning",
+    "Limits",
+    "Node",
+    "NodeFrame",
+    "ParallelBatchNode",
+    "Run",
+    "RunControl",
+    "RunResult",
+    "current_node",
+    "current_policy",
+    "current_run",
+    "current_run_or_none",
+    "default_node_id",
+    "iter_nodes",
+]

@@ -1,0 +1,319 @@
+"""Flows: graphs of nodes joined by action-labelled edges, and the one engine that runs them.
+
+The engine is asyncio at its core (``await flow.execute(backpack)``). ``flow.run(backpack)`` is a
+thin synchronous entry: a flow made only of synchronous nodes is driven without an event loop at
+all (nothing in it ever suspends), anything else runs under ``asyncio.run``.
+
+Scheduling: a node's returned action selects its edges (``None`` means ``"default"``); edges may
+carry a ``when`` condition; several selected edges fan out. Selected targets wait in a pending
+list; a pending node runs once no other pending or running node can still reach it, which makes
+a node with several active predecessors wait for all of them (a join) and run once. Sequential
+flows run pending nodes one at a time in order; ``parallel=True`` flows run every runnable node
+concurrently. Loops are allowed in code (PocketFlow agents loop); ``limits.max_steps`` bounds
+every run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from backpackflow.backpack import Backpack
+from backpackflow.errors import FlowError
+from backpackflow.events import EventStreamer
+from backpackflow.runner.base import BaseNode, graph_version
+from backpackflow.runner.context import Limits, RunControl
+from backpackflow.runner.drive import (
+    _check_backpack,
+    _drive,
+    _drive_run,
+    _refuse_inside_loop,
+    _run_on_private_loop,
+)
+from backpackflow.runner.graph import _follow, _Graph, _pick, _runnable
+from backpackflow.runner.lifecycle import execute_node
+from backpackflow.runner.run import Run, RunResult
+
+if TYPE_CHECKING:
+    from backpackflow.backpack import BackpackView
+    from backpackflow.policy.sandbox import SandboxPolicy
+    from backpackflow.policy.secrets import SecretMasker
+
+
+class Flow(BaseNode):
+    """A graph of nodes, itself usable as a node (nested flows).
+
+    ``parallel=True`` runs runnable branches concurrently. ``max_steps`` / ``timeout`` set the
+    default :class:`~backpackflow.Limits` of its runs; ``events`` is the default
+    :class:`~backpackflow.EventStreamer` (a fresh one per run when neither is given).
+    """
+
+    #: The :class:`~backpackflow.config.FlowConfig` a flow was loaded from (``None`` for a flow
+    #: built in code), and its top-level document as written (``${NAME}`` references intact).
+    config: Any = None
+    config_source: dict[str, Any] | None = None
+    #: The sandbox policy its runs apply (``None``: :data:`~backpackflow.sandbox.TRUSTED`) and
+    #: the secrets its events mask (``None``: none); the loader sets both.
+    policy: SandboxPolicy | None = None
+    secrets: SecretMasker | None = None
+
+    def __init__(
+        self,
+        start: BaseNode | None = None,
+        *,
+        parallel: bool = False,
+        max_steps: int | None = None,
+        timeout: float | None = None,
+        events: EventStreamer | None = None,
+        id: str | None = None,
+        name: str | None = None,
+        namespace: str | None = None,
+        params: Any = None,
+    ) -> None:
+        super().__init__(id=id, name=name, namespace=namespace, params=params)
+        self.start_node = start
+        self.parallel = parallel
+        self.limits = Limits(
+            max_steps=max_steps if max_steps is not None else Limits().max_steps,
+            timeout=timeout,
+        )
+        self.events = events
+        self._graph: _Graph | None = None
+
+    def start(self, node: BaseNode) -> BaseNode:
+        """Set the start node; returns it for chaining (``flow.start(a) >> b``)."""
+        self.start_node = node
+        graph_version[0] += 1
+        return node
+
+    def post(self, backpack: BackpackView, prep_res: Any, exec_res: Any) -> Any:
+        """A flow's action is the action of its last node (PocketFlow)."""
+        return exec_res
+
+    def nodes(self) -> list[BaseNode]:
+        """The nodes reachable from the start node, in breadth-first order."""
+        return list(self._compiled().nodes)
+
+    def _compiled(self) -> _Graph:
+        graph = self._graph
+        if graph is None or graph.version != graph_version[0]:
+            graph = self._graph = _Graph(self)
+        return graph
+
+    def _needs_loop(self) -> bool:
+        return self._compiled().needs_loop
+
+    # -------------------------------------------------------------- running
+
+    async def _exec_phase(self, run: Run, prep_res: Any, namespace: str | None) -> tuple[Any, int]:
+        return await self._run_graph(run, namespace, self._graph_params()), 1
+
+    def _graph_params(self) -> Mapping[str, Any] | None:
+        """The params a flow hands its nodes: its own, unless they are a typed Params class."""
+        return self.params if type(self).Params is None else None
+
+    async def _run_graph(
+        self, run: Run, namespace: str | None, params: Mapping[str, Any] | None
+    ) -> Any:
+        graph = self._compiled()
+        assert self.start_node is not None
+        if self.parallel and not run.loopless:
+            return await self._run_parallel(run, graph, namespace, params)
+        pending: list[BaseNode] = [self.start_node]
+        last_action = None
+        while pending:
+            node = pending.pop(0 if len(pending) == 1 else _pick(graph, pending, ()))
+            action, output = await execute_node(run, node, namespace, params)
+            if run._watch:  # usage limits: a node that went over ends the run here
+                run.check_limits()
+            last_action = action
+            key = "default" if action is None else action
+            edges = node.successors.get(key) if type(key) is str else None
+            if edges is not None and len(edges) == 1 and edges[0].when is None:
+                target = edges[0].target  # one unconditional successor: _follow's common case
+                if target not in pending:
+                    pending.append(target)
+                continue
+            if run.offload:  # conditions are flow-supplied expressions: off the event loop
+                targets = await asyncio.to_thread(_follow, run, node, action, output, namespace)
+            else:
+                targets = _follow(run, node, action, output, namespace)
+            for target in targets:
+                if target not in pending:
+                    pending.append(target)
+        return last_action
+
+    async def _run_parallel(
+        self, run: Run, graph: _Graph, namespace: str | None, params: Mapping[str, Any] | None
+    ) -> Any:
+        assert self.start_node is not None
+        pending: list[BaseNode] = [self.start_node]
+        running: dict[asyncio.Task[tuple[Any, Any]], BaseNode] = {}
+        last_action = None
+        try:
+            while pending or running:
+                busy = list(running.values())
+                for node in [n for n in pending if _runnable(graph, n, pending, busy)] or (
+                    [pending[0]] if pending and not running else []
+                ):
+                    pending.remove(node)
+                    task = asyncio.ensure_future(execute_node(run, node, namespace, params))
+                    running[task] = node
+                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    node = running.pop(task)
+                    action, output = task.result()
+                    if run._watch:
+                        run.check_limits()
+                    last_action = action
+                    if run.offload:
+                        targets = await asyncio.to_thread(
+                            _follow, run, node, action, output, namespace
+                        )
+                    else:
+                        targets = _follow(run, node, action, output, namespace)
+                    for target in targets:
+                        if target not in pending:
+                            pending.append(target)
+        finally:
+            for task in running:
+                task.cancel()
+            if running:
+                await asyncio.gather(*running, return_exceptions=True)
+        return last_action
+
+    async def execute(
+        self,
+        backpack: Backpack,
+        *,
+        inputs: Mapping[str, Any] | None = None,
+        events: EventStreamer | None = None,
+        run_id: str | None = None,
+        limits: Limits | None = None,
+        control: RunControl | None = None,
+    ) -> RunResult:
+        """Run the flow and return a :class:`~backpackflow.RunResult` (failures included: a
+        failed run returns ``status="failed"`` with its error; see ``run`` to raise instead).
+
+        ``limits`` replaces the flow's own limits for this run (give every limit you want);
+        ``events`` is the EventStreamer to emit into (default: the flow's, else a new one);
+        ``control`` lets another task or thread cancel the run."""
+        _check_backpack(backpack)
+        self._compiled()  # validates the graph before the run starts
+        run = self._make_run(backpack, inputs, events, run_id, limits, control, loopless=False)
+        return await _drive_run(run, lambda: self._top_level(run))
+
+    def execute_sync(self, backpack: Backpack, **options: Any) -> RunResult:
+        """Synchronous :meth:`execute`: without an event loop when the flow allows it."""
+        if self._compiled().needs_loop:  # also validates the graph before the run starts
+            _refuse_inside_loop(self)
+            return _run_on_private_loop(self.execute(backpack, **options))
+        _check_backpack(backpack)
+        run = self._make_run(backpack, loopless=True, **options)
+        return _drive(_drive_run(run, lambda: self._top_level(run)))
+
+    def run(self, backpack: Backpack, **options: Any) -> Any:
+        """Run the flow; returns its last action and raises the run's error if it failed.
+        Options: ``inputs``, ``events``, ``run_id``, ``limits``, ``control``."""
+        result = self.execute_sync(backpack, **options)
+        result.raise_for_status()
+        return result.action
+
+    async def run_async(self, backpack: Backpack, **options: Any) -> Any:
+        result = await self.execute(backpack, **options)
+        result.raise_for_status()
+        return result.action
+
+    def _make_run(
+        self,
+        backpack: Backpack,
+        inputs: Mapping[str, Any] | None = None,
+        events: EventStreamer | None = None,
+        run_id: str | None = None,
+        limits: Limits | None = None,
+        control: RunControl | None = None,
+        *,
+        loopless: bool,
+    ) -> Run:
+        return Run(
+            flow_name=self.name,
+            backpack=backpack,
+            events=events or self.events or EventStreamer(),
+            inputs=inputs,
+            limits=limits or self.limits,
+            run_id=run_id,
+            control=control,
+            loopless=loopless,
+            policy=self.policy,
+            secrets=self.secrets,
+        )
+
+    async def _top_level(self, run: Run) -> Any:
+        # the flow's own namespace was validated when the flow was made
+        view = run.backpack._view(self.id, self.name, self.namespace)
+        if self.is_async:
+            prep_res = await self.prep_async(view)  # type: ignore[attr-defined]
+            exec_res, _ = await self._exec_phase(run, prep_res, self.namespace)
+            return await self.post_async(view, prep_res, exec_res)  # type: ignore[attr-defined]
+        prep_res = self.prep(view)
+        if type(self)._exec_phase is Flow._exec_phase:  # a plain graph: one coroutine fewer
+            exec_res = await self._run_graph(run, self.namespace, self._graph_params())
+        else:
+            exec_res, _ = await self._exec_phase(run, prep_res, self.namespace)
+        return self.post(view, prep_res, exec_res)
+
+
+class AsyncFlow(Flow):
+    """A flow with ``prep_async``/``post_async`` (PocketFlow's AsyncFlow). Every flow can run
+    async nodes; this class exists for ported code and async flow hooks."""
+
+    is_async = True
+
+    async def prep_async(self, backpack: BackpackView) -> Any:
+        return None
+
+    async def post_async(self, backpack: BackpackView, prep_res: Any, exec_res: Any) -> Any:
+        return exec_res
+
+
+class BatchFlow(Flow):
+    """Runs its graph once per params dict that ``prep`` returns (PocketFlow's BatchFlow); each
+    run's params reach the nodes through ``self.params``."""
+
+    concurrent = False
+
+    async def _exec_phase(self, run: Run, prep_res: Any, namespace: str | None) -> tuple[Any, int]:
+        batches = list(prep_res or ())
+        base = self.params if isinstance(self.params, Mapping) else {}
+        for i, batch in enumerate(batches):
+            if not isinstance(batch, Mapping):
+                raise FlowError(
+                    f"batch flow {self.id!r}: prep() must return dicts of params, item {i} is "
+                    f"{type(batch).__name__}"
+                )
+        if self.concurrent and not run.loopless:
+            await asyncio.gather(*(self._run_graph(run, namespace, {**base, **b}) for b in batches))
+        else:
+            for batch in batches:
+                await self._run_graph(run, namespace, {**base, **batch})
+        return None, len(batches)
+
+    def post(self, backpack: BackpackView, prep_res: Any, exec_res: Any) -> Any:
+        return None
+
+    def _needs_loop(self) -> bool:
+        return self.concurrent or super()._needs_loop()
+
+
+class AsyncBatchFlow(AsyncFlow, BatchFlow):
+    """Batch flow with async hooks; batches one after another."""
+
+    async def post_async(self, backpack: BackpackView, prep_res: Any, exec_res: Any) -> Any:
+        return None
+
+
+class AsyncParallelBatchFlow(AsyncBatchFlow):
+    """Batch flow whose batches run concurrently."""
+
+    concurrent = True
