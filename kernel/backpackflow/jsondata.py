@@ -47,40 +47,50 @@ def copy_in(value: Any, where: str = "value") -> Any:
 
 def _cycle_path(value: Any) -> str | None:
     """The JSON path of the first list or dict found inside itself, else ``None`` (an
-    iterative walk: the value may be too deep for recursion)."""
+    iterative walk: the value may be too deep for recursion; steps are kept as links to their
+    parent, so the path text is built only for the answer)."""
     ancestors: set[int] = set()
-    stack: list[tuple[Any, str, Iterator[tuple[str, Any]] | None]] = [(value, "$", None)]
+    # (node, its step: (parent step, key or index) or None for the root, its children)
+    Step = tuple[Any, Any]
+    stack: list[tuple[Any, Step | None, Iterator[tuple[Any, Any]] | None]] = [(value, None, None)]
     while stack:
-        node, path, children = stack[-1]
+        node, step, children = stack[-1]
         if children is None:
-            if type(node) is dict or isinstance(node, dict):
-                items: Iterator[tuple[str, Any]] = (
-                    (
-                        f"{path}.{k}"
-                        if isinstance(k, str) and k.isidentifier()
-                        else f"{path}[{k!r}]",
-                        v,
-                    )
-                    for k, v in node.items()
-                )
+            if isinstance(node, dict):
+                children = iter(node.items())
             elif isinstance(node, (list, tuple)):
-                items = ((f"{path}[{i}]", v) for i, v in enumerate(node))
+                children = enumerate(node)
             else:
                 stack.pop()
                 continue
             ancestors.add(id(node))
-            stack[-1] = (node, path, items)
-            children = items
+            stack[-1] = (node, step, children)
         child = next(children, None)
         if child is None:
             ancestors.discard(id(node))
             stack.pop()
             continue
-        child_path, child_value = child
+        key, child_value = child
         if id(child_value) in ancestors:
-            return child_path
-        stack.append((child_value, child_path, None))
+            return _path_text((step, key))
+        stack.append((child_value, (step, key), None))
     return None
+
+
+def _path_text(step: tuple[Any, Any] | None) -> str:
+    keys = []
+    while step is not None:
+        step, key = step
+        keys.append(key)
+    parts = ["$"]
+    for key in reversed(keys):
+        if isinstance(key, int):
+            parts.append(f"[{key}]")
+        elif isinstance(key, str) and key.isidentifier():
+            parts.append(f".{key}")
+        else:
+            parts.append(f"[{key!r}]")
+    return "".join(parts)
 
 
 class _NotJson(Exception):

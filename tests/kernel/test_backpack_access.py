@@ -1,6 +1,13 @@
 import pytest
 
-from backpackflow import AccessDenied, Backpack, InvalidNamespace, Permissions
+from backpackflow import (
+    AccessDenied,
+    Backpack,
+    InvalidNamespace,
+    KeyNotFound,
+    Permissions,
+    ReadDenied,
+)
 
 
 def make():
@@ -183,3 +190,37 @@ def test_permissions_accessors():
 def test_permission_json_round_trip():
     perms = Permissions(read=["a"], namespace_write=["b.*"], deny=["c"])
     assert Permissions.from_json(perms.to_json()) == perms
+
+
+def test_a_denied_required_read_in_graceful_mode_says_it_was_denied():
+    bp = Backpack({"public": 1, "private": 2}, strict=False)
+    bp.register_permissions("n", read=["public"])
+    view = bp.view(node_id="n")
+    with pytest.raises(ReadDenied) as caught:
+        view.unpack_required("private")
+    error = caught.value
+    assert "may not read key 'private'" in str(error) and "denied" in str(error)
+    assert "is not in the Backpack" not in str(error)
+    assert (error.key, error.node_id) == ("private", "n")
+    assert isinstance(error, KeyNotFound)  # code that catches a missing key keeps working
+    assert error.rule
+    with pytest.raises(ReadDenied):
+        bp.unpack_required("private", node_id="n")
+    with pytest.raises(ReadDenied):
+        bp.get_item("private", node_id="n")
+    assert [d.key for d in bp.get_access_denials(node_id="n")] == ["private"] * 3
+
+
+def test_key_not_found_carries_the_key_and_the_node():
+    bp = Backpack({"a": 1})
+    with pytest.raises(KeyNotFound) as caught:
+        bp.view(node_id="n").unpack_required("missing")
+    assert (caught.value.key, caught.value.node_id) == ("missing", "n")
+    assert not isinstance(caught.value, ReadDenied)
+    assert "key 'missing' is not in the Backpack" in str(caught.value)
+    with pytest.raises(KeyNotFound) as outside:
+        bp.unpack_required("missing")
+    assert (outside.value.key, outside.value.node_id) == ("missing", None)
+    with pytest.raises(KeyNotFound) as version:
+        bp.get_version("missing")
+    assert version.value.key == "missing"

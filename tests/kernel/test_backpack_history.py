@@ -1,6 +1,6 @@
 import pytest
 
-from backpackflow import Backpack, Change, CommitEvicted, CommitNotFound
+from backpackflow import Backpack, Change, CommitEvicted, CommitNotFound, InvalidSetting
 from backpackflow.ids import id_time
 
 
@@ -254,9 +254,11 @@ def test_bounded_history_key_history_and_fork():
     assert bp.unpack("xs") == list(range(10))
 
 
-def test_max_history_must_be_positive():
-    with pytest.raises(ValueError, match="max_history"):
-        Backpack(max_history=0)
+@pytest.mark.parametrize("bad", [0, -1, 1.5, "3"])
+def test_max_history_must_be_positive(bad):
+    with pytest.raises(InvalidSetting, match="max_history") as caught:
+        Backpack(max_history=bad)
+    assert isinstance(caught.value, ValueError)  # errors.py: project errors, built-ins kept
 
 
 def test_long_bounded_history_compacts_and_stays_correct():

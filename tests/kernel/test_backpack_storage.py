@@ -1,3 +1,4 @@
+import sys
 import time
 
 import pytest
@@ -257,3 +258,27 @@ def test_observer_sees_writes_and_reads_and_can_be_removed():
         ("unpack", "missing", True, False),
     ]
     assert seen[0].commit is not None and seen[0].node_id == "n"
+
+
+def test_a_value_that_contains_itself_is_invalid_with_its_key_and_path():
+    loop: list = [1, {"inner": []}]
+    loop[1]["inner"].append(loop)
+    with pytest.raises(InvalidValue, match=r"key 'k': \$\[1\]\.inner\[0\] contains itself"):
+        Backpack().pack("k", loop)
+    node: dict = {}
+    node["self"] = node
+    bp = Backpack({"x": 1})
+    with pytest.raises(InvalidValue, match=r"append to key 'x'.*\$\[0\]\.self contains itself"):
+        bp.pack("x", [])
+        bp.append("x", [node])
+    assert bp.unpack("x") == []  # nothing half-written
+
+
+def test_a_value_nested_deeper_than_recursion_allows_is_invalid_not_a_crash():
+    deep: list = []
+    cursor = deep
+    for _ in range(sys.getrecursionlimit() * 3):
+        cursor.append([])
+        cursor = cursor[0]
+    with pytest.raises(InvalidValue, match="key 'deep'"):
+        Backpack().pack("deep", deep)

@@ -21,6 +21,7 @@ from backpackflow import (
     EventStreamer,
     Flow,
     InvalidNamespace,
+    InvalidSetting,
     Node,
     StreamEventType,
     Subscription,
@@ -333,6 +334,7 @@ def _wired_streamer():
 
 
 EMISSIONS = [
+    (None, "sales", T.RUN_START),
     ("n1", "sales.chat", T.NODE_START),
     ("n2", "support.chat", T.NODE_END),
     ("n2", None, T.CUSTOM),
@@ -358,7 +360,10 @@ def test_an_emitter_records_and_delivers_exactly_as_emit_does():
     ]
     assert by_emitter.get_stats() == by_emit.get_stats()
     assert by_emit.get_stats()["handler_errors"] == 1
+    assert by_emit.get_stats()["unique_namespaces"] == 2  # sales (the run), sales.chat (n1)
+    assert by_emit.get_stats()["runs"] == 1
     assert by_emit.get_stats()["by_type"] == {
+        T.RUN_START: 1,
         T.NODE_START: 1,
         T.NODE_END: 1,
         T.CUSTOM: 2,
@@ -595,9 +600,26 @@ def test_history_zero_turns_it_off_but_subscribers_still_get_events():
     assert streamer.get_stats()["total_events"] == 3
 
 
+def test_stats_count_unique_nodes_namespaces_and_runs_of_real_runs():
+    streamer = EventStreamer()
+
+    class Step(Node):
+        pass
+
+    one, two = Step(id="one", namespace="chat"), Step(id="two")
+    one >> two
+    flow = Flow(one, namespace="sales")
+    flow.run(Backpack(), events=streamer)
+    flow.run(Backpack(), events=streamer)
+    stats = streamer.get_stats()
+    assert stats["unique_nodes"] == 2
+    assert stats["unique_namespaces"] == 2  # sales (the flow and node two), sales.chat
+    assert stats["runs"] == 2
+
+
 @pytest.mark.parametrize("size", [-1, 1.5, "10", None, True])
 def test_history_size_must_be_a_non_negative_int(size):
-    with pytest.raises(ValueError, match="history_size"):
+    with pytest.raises(InvalidSetting, match="history_size"):
         EventStreamer(history_size=size)
 
 

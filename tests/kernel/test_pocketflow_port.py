@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import warnings
 
 import pytest
 
@@ -566,3 +567,53 @@ def test_pocketflow_base_node_subclasses_port_too():
 def test_a_shared_dict_is_refused_with_the_port_hint():
     with pytest.raises(TypeError, match=r"Backpack\(shared\)"):
         bf.Flow(bf.Node()).run({"question": "x"})  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------------- differences
+
+
+class _Decide(bf.Node):
+    def __init__(self, action: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.action = action
+
+    def post(self, backpack, prep_res, exec_res):
+        backpack.pack("decided", self.action)
+        return self.action
+
+
+def test_a_flow_ending_on_an_action_without_edge_warns_as_pocketflow_does():
+    decide, other = _Decide("stop", id="decide"), _Decide("x", id="other")
+    decide - "again" >> other
+    events = bf.EventStreamer()
+    with pytest.warns(bf.FlowEndsWarning, match="returned action 'stop', which has no edge"):
+        bf.Flow(decide).run(bf.Backpack(), events=events)
+    logs = [e for e in events.get_events() if e.type == bf.StreamEventType.LOG]
+    assert [e.payload.level for e in logs] == ["warning"]  # and in the trace, as before
+    assert logs[0].node_id == "decide"
+
+
+def test_an_explicit_end_is_accepted_and_ends_the_flow_quietly():
+    decide, other = _Decide("end", id="decide"), _Decide("x", id="other")
+    assert (decide - "end" >> None) is None
+    decide - "again" >> other
+    decide >> None  # the default action may end explicitly too
+    assert decide.successors["end"] == [] and decide.successors["default"] == []
+    backpack = bf.Backpack()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        bf.Flow(decide).run(backpack)
+    assert backpack.unpack("decided") == "end"
+    with pytest.raises(bf.NodeDefinitionError, match="takes no condition"):
+        decide.next(None, "end", when=lambda context: True)  # type: ignore[call-overload]
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [{"max_retries": 0}, {"max_retries": 1.5}, {"wait": -1}, {"max_retries": 2, "backoff": 0.5}],
+)
+def test_bad_retry_settings_raise_a_value_error_as_in_pocketflow(settings):
+    with pytest.raises(ValueError, match="node 'n'") as caught:
+        bf.Node(id="n", **settings)
+    assert isinstance(caught.value, bf.InvalidNodeSetting)
+    assert isinstance(caught.value, bf.NodeDefinitionError)  # what it was before: still caught

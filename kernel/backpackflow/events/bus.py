@@ -2,7 +2,7 @@
 
 :meth:`Emitter.emit` copies the dispatch part of :meth:`EventStreamer.emit` (one call per event
 instead of two on the runner's hot path); the two live here side by side, and
-tests/kernel/test_hot_path_parity.py checks they treat every event alike.
+tests/kernel/test_events.py checks they record and deliver the same.
 """
 
 from __future__ import annotations
