@@ -205,10 +205,10 @@ def test_what_is_already_registered_wins(registry):
         ),
         (DependencyConfig(type="vector", config={"size": 8}), "$.dependencies.x.config"),
         (DependencyConfig(type="clock", config={"tz": "UTC"}), "takes no config"),
-        (DependencyConfig(type="EventStreamer", config={"sinks": []}), "unknown EventStreamer"),
+        (DependencyConfig(type="EventStreamer", config={"sinks": []}), "$.dependencies.x.config"),
         (
             DependencyConfig(type="EventStreamer", config={"history_size": -1}),
-            "history_size: expected an integer >= 0",
+            "$.dependencies.x.config.history_size",
         ),
     ],
 )

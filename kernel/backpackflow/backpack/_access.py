@@ -5,30 +5,22 @@ from __future__ import annotations
 
 import json
 import time
-from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
-from backpackflow.backpack._codec import load_backpack
+from backpackflow.backpack._codec import dump_backpack, load_backpack
 from backpackflow.backpack._history import HistoryMixin
 from backpackflow.backpack.access import Permissions
 from backpackflow.backpack.records import (
-    _DELETED,
-    FORMAT,
-    FORMAT_VERSION,
     AccessRecord,
     BackpackItem,
     Observer,
     Reporter,
-    _as_log,
-    _entry_seq,
-    _entry_value,
     _item,
 )
 from backpackflow.backpack.view import BackpackView
-from backpackflow.errors import AccessDenied
-from backpackflow.jsondata import copy_out
+from backpackflow.errors import AccessDenied, KeyNotFound, ReadDenied
 from backpackflow.namespaces import compile_pattern, validate_namespace
 
 if TYPE_CHECKING:  # type-only back reference: the class this mixin is part of
@@ -36,6 +28,29 @@ if TYPE_CHECKING:  # type-only back reference: the class this mixin is part of
 
 
 class AccessMixin(HistoryMixin):
+    def _missing(self, key: str) -> str:
+        keys = list(self._current)
+        shown = ", ".join(repr(k) for k in keys[:20]) + (" ..." if len(keys) > 20 else "")
+        return f"key {key!r} is not in the Backpack (keys: {shown or 'none'})"
+
+    def _not_found(self, key: str, node_id: str | None) -> KeyNotFound:
+        """The error of a required read that found nothing: the key is absent, or (graceful
+        mode) ``node_id`` may not read it, which :class:`ReadDenied` says."""
+        perms = self._permissions.get(node_id) if node_id is not None else None
+        if perms is not None and node_id is not None:
+            entry = self._current.get(key)
+            rule = perms.check_read(key, entry[0].namespace if entry else None)
+            if rule is not None:
+                return ReadDenied(
+                    f"node {node_id!r} may not read key {key!r}: {rule} (the read was denied "
+                    "and recorded; a strict Backpack raises AccessDenied instead)",
+                    key=key,
+                    node_id=node_id,
+                    rule=rule,
+                )
+        where = f"node {node_id!r}: " if node_id is not None else ""
+        return KeyNotFound(where + self._missing(key), key=key, node_id=node_id)
+
     def add_observer(self, observer: Observer) -> Callable[[], None]:
         """Call ``observer(record)`` after every access; returns a function that removes it."""
         self._observers.append(observer)
@@ -189,50 +204,9 @@ class AccessMixin(HistoryMixin):
 
     def to_json(self) -> dict[str, Any]:
         """Everything (items via history, full history, permissions, marks, denials) as JSON
-        data. ``Backpack.from_json(bp.to_json())`` is an exact copy."""
-        oldest = self._oldest_seq()
-        base = []
-        starts = self._log_starts
-        for key, stored in self._logs.items():
-            log = _as_log(stored)
-            start = starts.get(key, 0)
-            entry = log[start] if start < len(log) else None
-            if entry is not None and entry[0].seq < oldest:
-                item = {"commit": entry[0].to_json(), "deleted": entry[1] is _DELETED}
-                if entry[1] is not _DELETED:
-                    item["value"] = _entry_value(entry)
-                base.append(item)
-        commits = []
-        for commit in self._commits[self._commit_start :]:
-            data = commit.to_json()
-            log = _as_log(self._logs[commit.key])
-            start = starts.get(commit.key, 0)
-            i = bisect_right(log, commit.seq, start, key=_entry_seq) - 1
-            entry = log[i]
-            if commit.op == "pack":
-                data["value"] = _entry_value(entry)
-            elif commit.op == "append":
-                prev = log[i - 1] if i > start else None
-                seen = prev[2] if prev is not None and prev[2] is not None else 0
-                assert entry[2] is not None
-                data["items"] = [copy_out(v) for v in entry[1][seen : entry[2]]]
-            commits.append(data)
-        return {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "id": self.id,
-            "strict": self.strict,
-            "max_history": self.max_history,
-            "forked_from": dict(self.forked_from) if self.forked_from else None,
-            "seq": self._seq,
-            "first_commit_id": self._first_commit_id,
-            "evicted": self._evicted,
-            "base": base,
-            "commits": commits,
-            "permissions": {n: p.to_json() for n, p in self._permissions.items()},
-            "node_marks": {n: self._marks_of(n) for n in self._node_marks},
-            "denials": [d.to_json() for d in self._denials or ()],
-        }
+        data. ``Backpack.from_json(bp.to_json())`` is an exact copy (both directions are in
+        :mod:`backpackflow.backpack._codec`)."""
+        return dump_backpack(self)
 
     def to_json_str(self, **dumps_kwargs: Any) -> str:
         return json.dumps(self.to_json(), **dumps_kwargs)

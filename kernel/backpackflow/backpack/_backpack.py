@@ -35,7 +35,7 @@ from backpackflow.backpack.records import (
     _item,
     _log_with,
 )
-from backpackflow.errors import InvalidSetting, InvalidValue, KeyNotFound, ReadDenied
+from backpackflow.errors import InvalidSetting, InvalidValue, KeyNotFound
 from backpackflow.events import BackpackPackPayload, BackpackUnpackPayload, StreamEventType
 from backpackflow.ids import new_id
 from backpackflow.jsondata import ListPrefix, copy_in
@@ -338,29 +338,6 @@ class Backpack(AccessMixin):
                 )
         return commit
 
-    def _evict_oldest(self) -> None:
-        commit = self._commits[self._commit_start]
-        self._commit_start += 1
-        self._by_id.pop(commit.commit_id, None)
-        self._evicted += 1
-        key = commit.key
-        log = self._logs[key]
-        if isinstance(log, tuple):  # the key's only entry: it stays, as the key's base
-            return
-        start = self._log_starts.get(key, 0)
-        if log[start][3] != commit.seq:  # drop the older base: this entry is the new base
-            start += 1
-        if start > 32 and start * 2 > len(log):
-            del log[:start]
-            start = 0
-        if start:
-            self._log_starts[key] = start
-        else:
-            self._log_starts.pop(key, None)
-        if self._commit_start > 1024 and self._commit_start * 2 > len(self._commits):
-            del self._commits[: self._commit_start]
-            self._commit_start = 0
-
     def unpack(self, key: str, default: Any = None, *, node_id: str | None = None) -> Any:
         """A copy of the value under ``key``, or ``default`` when it is absent (or when the read
         is denied in graceful mode)."""
@@ -422,29 +399,6 @@ class Backpack(AccessMixin):
         if value is _DELETED:
             raise self._not_found(key, node_id)
         return value
-
-    def _missing(self, key: str) -> str:
-        keys = list(self._current)
-        shown = ", ".join(repr(k) for k in keys[:20]) + (" ..." if len(keys) > 20 else "")
-        return f"key {key!r} is not in the Backpack (keys: {shown or 'none'})"
-
-    def _not_found(self, key: str, node_id: str | None) -> KeyNotFound:
-        """The error of a required read that found nothing: the key is absent, or (graceful
-        mode) ``node_id`` may not read it, which :class:`ReadDenied` says."""
-        perms = self._permissions.get(node_id) if node_id is not None else None
-        if perms is not None and node_id is not None:
-            entry = self._current.get(key)
-            rule = perms.check_read(key, entry[0].namespace if entry else None)
-            if rule is not None:
-                return ReadDenied(
-                    f"node {node_id!r} may not read key {key!r}: {rule} (the read was denied "
-                    "and recorded; a strict Backpack raises AccessDenied instead)",
-                    key=key,
-                    node_id=node_id,
-                    rule=rule,
-                )
-        where = f"node {node_id!r}: " if node_id is not None else ""
-        return KeyNotFound(where + self._missing(key), key=key, node_id=node_id)
 
     def peek(self, key: str, default: Any = None, *, node_id: str | None = None) -> Any:
         """Read without recording the access (no observer call); permissions still apply."""

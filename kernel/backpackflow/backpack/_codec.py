@@ -1,4 +1,7 @@
-"""Loading a Backpack from its ``to_json()`` form.
+"""The Backpack's JSON form, both directions: :func:`dump_backpack` writes it (``to_json()``),
+:func:`load_backpack` reads it (``from_json()``), and the load hands what it read to the
+Backpack's one restore method (:meth:`~backpackflow.backpack._state._State._restore`) instead
+of writing its storage.
 
 The document's shape is checked with a JSON Schema first, so a malformed document fails with the
 JSON path of the first problem; then the history is replayed into fresh version indexes. The
@@ -8,21 +11,31 @@ checked while replaying, again naming the path.
 
 from __future__ import annotations
 
-from collections import deque
+from bisect import bisect_right
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from jsonschema import Draft202012Validator
 
 from backpackflow.backpack.access import Permissions
+from backpackflow.backpack.records import (
+    _DELETED,
+    FORMAT,
+    FORMAT_VERSION,
+    AccessRecord,
+    Commit,
+    _as_log,
+    _entry_seq,
+    _entry_value,
+)
 from backpackflow.errors import BackpackFlowError, SerializationError
-from backpackflow.jsondata import JSONTooDeep, check_depth, copy_in
+from backpackflow.jsondata import JSONTooDeep, check_depth, copy_in, copy_out
 from backpackflow.jsondata import loads as load_json
 from backpackflow.namespaces import validate_namespace
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # type-only back references: the classes this codec reads and builds
     from backpackflow.backpack._backpack import Backpack
-    from backpackflow.backpack.records import _Entry
+    from backpackflow.backpack._history import HistoryMixin
 
 _STR_OR_NULL = {"type": ["string", "null"]}
 _PATTERNS = {"type": ["array", "null"], "items": {"type": "string"}}
@@ -141,13 +154,59 @@ def _path(parts: Any) -> str:
     return out
 
 
+def dump_backpack(bp: HistoryMixin) -> dict[str, Any]:
+    """A Backpack as JSON data (what :meth:`Backpack.to_json` returns; :func:`load_backpack`
+    reads it back)."""
+    oldest = bp._oldest_seq()
+    base = []
+    starts = bp._log_starts
+    for key, stored in bp._logs.items():
+        log = _as_log(stored)
+        start = starts.get(key, 0)
+        entry = log[start] if start < len(log) else None
+        if entry is not None and entry[0].seq < oldest:
+            item = {"commit": entry[0].to_json(), "deleted": entry[1] is _DELETED}
+            if entry[1] is not _DELETED:
+                item["value"] = _entry_value(entry)
+            base.append(item)
+    commits = []
+    for commit in bp._commits[bp._commit_start :]:
+        data = commit.to_json()
+        log = _as_log(bp._logs[commit.key])
+        start = starts.get(commit.key, 0)
+        i = bisect_right(log, commit.seq, start, key=_entry_seq) - 1
+        entry = log[i]
+        if commit.op == "pack":
+            data["value"] = _entry_value(entry)
+        elif commit.op == "append":
+            prev = log[i - 1] if i > start else None
+            seen = prev[2] if prev is not None and prev[2] is not None else 0
+            assert entry[2] is not None
+            data["items"] = [copy_out(v) for v in entry[1][seen : entry[2]]]
+        commits.append(data)
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "id": bp.id,
+        "strict": bp.strict,
+        "max_history": bp.max_history,
+        "forked_from": dict(bp.forked_from) if bp.forked_from else None,
+        "seq": bp._seq,
+        "first_commit_id": bp._first_commit_id,
+        "evicted": bp._evicted,
+        "base": base,
+        "commits": commits,
+        "permissions": {n: p.to_json() for n, p in bp._permissions.items()},
+        "node_marks": {n: bp._marks_of(n) for n in bp._node_marks},
+        "denials": [d.to_json() for d in bp._denials or ()],
+    }
+
+
 #: How deeply Backpack JSON may nest (its values may nest deeper than flow configs do).
 MAX_BACKPACK_DEPTH = 512
 
 
 def load_backpack(cls: type[Backpack], data: Mapping[str, Any] | str | bytes) -> Backpack:
-    from backpackflow.backpack.records import _DELETED, AccessRecord, Commit, _log_with
-
     try:
         if isinstance(data, (str, bytes)):
             data = load_json(data, max_depth=MAX_BACKPACK_DEPTH)
@@ -189,17 +248,16 @@ def load_backpack(cls: type[Backpack], data: Mapping[str, Any] | str | bytes) ->
             raise SerializationError(f"Backpack JSON {exc}") from None
 
     bp = cls(strict=data["strict"], max_history=data["max_history"], backpack_id=data["id"])
-    bp.forked_from = dict(data["forked_from"]) if data["forked_from"] else None
-    bp._first_commit_id = data["first_commit_id"]
-    bp._evicted = data["evicted"]
+    # what was read, handed to the Backpack's restore in one call (the codec writes no storage)
+    entries: list[tuple[str, Commit, Any, int | None]] = []
+    current: dict[str, tuple[Any, int | None]] = {}  # key -> (stored, list length) as replayed
 
     def add(key: str, commit: Commit, stored: Any, length: int | None) -> None:
-        entry: _Entry = (commit, stored, length, commit.seq)
-        bp._logs[key] = _log_with(bp._logs.get(key), entry)
+        entries.append((key, commit, stored, length))
         if stored is _DELETED:
-            bp._current.pop(key, None)
+            current.pop(key, None)
         else:
-            bp._current[key] = entry
+            current[key] = (stored, length)
 
     for i, raw in enumerate(data["base"]):
         where = f"$.base[{i}]"
@@ -212,6 +270,7 @@ def load_backpack(cls: type[Backpack], data: Mapping[str, Any] | str | bytes) ->
             value = value_of(raw["value"], f"{where}.value")
             add(commit.key, commit, value, len(value) if type(value) is list else None)
 
+    commits: list[Commit] = []
     previous: Commit | None = None
     for i, raw in enumerate(data["commits"]):
         where = f"$.commits[{i}]"
@@ -234,50 +293,57 @@ def load_backpack(cls: type[Backpack], data: Mapping[str, Any] | str | bytes) ->
             if "items" not in raw:
                 raise SerializationError(f"Backpack JSON {where}: an append commit needs 'items'")
             items = value_of(raw["items"], f"{where}.items")
-            current = bp._current.get(commit.key)
-            if current is None:
+            now = current.get(commit.key)
+            if now is None:
                 base: list[Any] = items
             else:
-                if current[2] is None:
+                if now[1] is None:
                     raise SerializationError(
                         f"Backpack JSON {where}: append to key {commit.key!r}, which is not a list"
                     )
-                base = current[1]
+                base = now[0]
                 base.extend(items)
             add(commit.key, commit, base, len(base))
         else:
             add(commit.key, commit, _DELETED, None)
-        bp._commits.append(commit)
+        commits.append(commit)
         previous = commit
     if previous is not None and previous.seq != data["seq"]:
         raise SerializationError(
             f"Backpack JSON $.seq: {data['seq']} does not match the last commit's seq "
             f"{previous.seq}"
         )
-    bp._seq = data["seq"]
-    bp._head = previous
+    permissions = {}
     for node_id, raw_perms in data["permissions"].items():
         try:
-            bp._permissions[node_id] = Permissions.from_json(raw_perms)
+            permissions[node_id] = Permissions.from_json(raw_perms)
         except BackpackFlowError as exc:
             raise SerializationError(f"Backpack JSON $.permissions.{node_id}: {exc}") from None
-    bp._node_marks = {n: list(m) for n, m in data["node_marks"].items()}
-    for raw in data["denials"]:
-        if bp._denials is None:
-            bp._denials = deque(maxlen=bp._max_denials)
-        bp._denials.append(
-            AccessRecord(
-                raw["op"],
-                raw["key"],
-                raw["node_id"],
-                raw.get("node_name"),
-                raw.get("namespace"),
-                raw["granted"],
-                raw["reason"],
-                raw.get("found", True),
-                None,
-                None,
-                raw["timestamp"],
-            )
+    denials = [
+        AccessRecord(
+            raw["op"],
+            raw["key"],
+            raw["node_id"],
+            raw.get("node_name"),
+            raw.get("namespace"),
+            raw["granted"],
+            raw["reason"],
+            raw.get("found", True),
+            None,
+            None,
+            raw["timestamp"],
         )
+        for raw in data["denials"]
+    ]
+    bp._restore(
+        forked_from=dict(data["forked_from"]) if data["forked_from"] else None,
+        first_commit_id=data["first_commit_id"],
+        evicted=data["evicted"],
+        entries=entries,
+        commits=commits,
+        seq=data["seq"],
+        permissions=permissions,
+        node_marks={n: list(m) for n, m in data["node_marks"].items()},
+        denials=denials,
+    )
     return bp

@@ -33,6 +33,29 @@ _new = tuple.__new__  # build named tuples without their Python-level __new__
 
 
 class HistoryMixin(_State):
+    def _evict_oldest(self) -> None:
+        commit = self._commits[self._commit_start]
+        self._commit_start += 1
+        self._by_id.pop(commit.commit_id, None)
+        self._evicted += 1
+        key = commit.key
+        log = self._logs[key]
+        if isinstance(log, tuple):  # the key's only entry: it stays, as the key's base
+            return
+        start = self._log_starts.get(key, 0)
+        if log[start][3] != commit.seq:  # drop the older base: this entry is the new base
+            start += 1
+        if start > 32 and start * 2 > len(log):
+            del log[:start]
+            start = 0
+        if start:
+            self._log_starts[key] = start
+        else:
+            self._log_starts.pop(key, None)
+        if self._commit_start > 1024 and self._commit_start * 2 > len(self._commits):
+            del self._commits[: self._commit_start]
+            self._commit_start = 0
+
     # ------------------------------------------------------------------ history
 
     @property

@@ -6,9 +6,18 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from collections.abc import Iterable
+from typing import Any
 
 from backpackflow.backpack.access import Permissions
-from backpackflow.backpack.records import AccessRecord, Commit, Observer, _Entry
+from backpackflow.backpack.records import (
+    _DELETED,
+    AccessRecord,
+    Commit,
+    Observer,
+    _Entry,
+    _log_with,
+)
 
 
 class _State:
@@ -49,3 +58,38 @@ class _State:
         self._max_denials = max_denials
         self._denials: deque[AccessRecord] | None = None
         self._observers: list[Observer] = []
+
+    def _restore(
+        self,
+        *,
+        forked_from: dict[str, str] | None,
+        first_commit_id: str | None,
+        evicted: int,
+        entries: Iterable[tuple[str, Commit, Any, int | None]],
+        commits: list[Commit],
+        seq: int,
+        permissions: dict[str, Permissions],
+        node_marks: dict[str, int | list[int]],
+        denials: list[AccessRecord],
+    ) -> None:
+        """Fill a fresh Backpack's storage with what the codec read (see
+        :func:`~backpackflow.backpack._codec.load_backpack`, which has checked it): the
+        version indexes are rebuilt from ``entries`` (``(key, commit, stored, list length)``
+        in commit order, the bases first)."""
+        self.forked_from = forked_from
+        self._first_commit_id = first_commit_id
+        self._evicted = evicted
+        for key, commit, stored, length in entries:
+            entry: _Entry = (commit, stored, length, commit.seq)
+            self._logs[key] = _log_with(self._logs.get(key), entry)
+            if stored is _DELETED:
+                self._current.pop(key, None)
+            else:
+                self._current[key] = entry
+        self._commits.extend(commits)
+        self._seq = seq
+        self._head = commits[-1] if commits else None
+        self._permissions.update(permissions)
+        self._node_marks = node_marks
+        if denials:
+            self._denials = deque(denials, maxlen=self._max_denials)

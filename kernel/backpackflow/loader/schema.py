@@ -14,10 +14,8 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from importlib.resources import files
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
-import attrs
-import msgspec
 from jsonschema import Draft202012Validator
 
 from backpackflow.config import (
@@ -27,6 +25,7 @@ from backpackflow.config import (
     params_schema_components,
     sorted_errors,
 )
+from backpackflow.runner import BUILTIN_FACTORIES
 
 if TYPE_CHECKING:
     from backpackflow.plugins import Registry
@@ -162,7 +161,7 @@ def flow_schema(
             defs.update(params_defs)
         branches.append(_params_branch(name, params_ref))
     defs["node"]["allOf"] = branches
-    dependency_types: dict[str, type | None] = {"EventStreamer": _EventStreamerOptions}
+    dependency_types = {name: f.options for name, f in BUILTIN_FACTORIES.items()}
     sink_types: dict[str, type | None] = {}
     if registry is not None:
         dependency_types.update(
@@ -205,13 +204,6 @@ def flow_schema(
         "additionalProperties": False,
         "$defs": defs,
     }
-
-
-@attrs.frozen(kw_only=True)
-class _EventStreamerOptions:
-    """Options of the kernel's own ``EventStreamer`` dependency."""
-
-    history_size: Annotated[int, msgspec.Meta(ge=0)] = 10_000
 
 
 def _option_branches(

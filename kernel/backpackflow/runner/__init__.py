@@ -22,6 +22,7 @@ from backpackflow.runner.context import (
     current_run_or_none,
 )
 from backpackflow.runner.deps import (
+    BUILTIN_FACTORIES,
     BUILTIN_TYPES,
     DependencyContainer,
     DependencyNotFound,
@@ -48,6 +49,7 @@ from backpackflow.runner.run import (
 )
 
 __all__ = [
+    "BUILTIN_FACTORIES",
     "BUILTIN_TYPES",
     "DEFAULT_MAX_STEPS",
     "AsyncBatchFlow",

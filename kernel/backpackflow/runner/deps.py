@@ -6,11 +6,16 @@ from __future__ import annotations
 import inspect
 import threading
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Annotated, Any
+
+import attrs
+import msgspec
 
 from backpackflow.config import structure_params
 from backpackflow.errors import ConfigError, PluginError
 from backpackflow.events import EventStreamer
+from backpackflow.plugins import DependencyFactory
 
 if TYPE_CHECKING:
     from backpackflow.config import DependencyConfig
@@ -25,7 +30,33 @@ class DependencyNotFound(ConfigError, KeyError):
 
 
 #: Dependency types the kernel builds itself (plugins add theirs as dependency factories).
-BUILTIN_TYPES = ("EventStreamer",)
+
+
+@attrs.frozen(kw_only=True)
+class _EventStreamerOptions:
+    """Options of the kernel's own ``EventStreamer`` dependency."""
+
+    history_size: Annotated[int, msgspec.Meta(ge=0)] = 10_000
+
+
+def _event_streamer(options: _EventStreamerOptions, container: DependencyContainer) -> Any:
+    return EventStreamer(history_size=options.history_size)
+
+
+#: The kernel's own dependency factories: the records plugins register (the same options
+#: checks, schema and build path), looked up before the registry's.
+BUILTIN_FACTORIES: Mapping[str, DependencyFactory] = MappingProxyType(
+    {
+        "EventStreamer": DependencyFactory(
+            "EventStreamer",
+            _event_streamer,
+            _EventStreamerOptions,
+            "the kernel's event bus (attach sinks with the flow's 'sinks' section)",
+            "backpackflow",
+        )
+    }
+)
+BUILTIN_TYPES = tuple(BUILTIN_FACTORIES)
 
 
 class DependencyContainer:
@@ -115,14 +146,13 @@ class DependencyContainer:
             if self.has(name):
                 continue
             where = f"{path}.{name}"
-            if spec.type == "EventStreamer":
-                self.register_factory(name, _event_streamer_factory(spec.config, where))
-                continue
-            try:
-                factory = registry.dependency_factory(spec.type)
-            except PluginError as exc:
-                problems.append(f"{where}.type: {exc}")
-                continue
+            factory = BUILTIN_FACTORIES.get(spec.type)
+            if factory is None:
+                try:
+                    factory = registry.dependency_factory(spec.type)
+                except PluginError as exc:
+                    problems.append(f"{where}.type: {exc}")
+                    continue
             options: Any = spec.config
             if factory.options is not None:
                 try:
@@ -151,19 +181,6 @@ def _bind(factory: Callable[..., Any], options: Any) -> Callable[[DependencyCont
         return factory(options, container)
 
     return build
-
-
-def _event_streamer_factory(config: Mapping[str, Any], where: str) -> Callable[[], Any]:
-    unknown = set(config) - {"history_size"}
-    if unknown:
-        raise ConfigError(
-            f"{where}.config: unknown EventStreamer option(s) {sorted(unknown)} (known: "
-            "history_size; attach sinks with the flow's 'sinks' section)"
-        )
-    size = config.get("history_size", 10_000)
-    if type(size) is not int or size < 0:
-        raise ConfigError(f"{where}.config.history_size: expected an integer >= 0, got {size!r}")
-    return lambda: EventStreamer(history_size=size)
 
 
 def _takes_argument(factory: Callable[..., Any]) -> bool:
