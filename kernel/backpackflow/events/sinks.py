@@ -14,7 +14,7 @@ from backpackflow.events.types import Subscription
 from backpackflow.plugins import EventSink, Registry
 from backpackflow.policy.secrets import collect_named_secrets
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # annotations only: nothing here is needed at run time
     from backpackflow.policy.sandbox import SandboxPolicy
     from backpackflow.policy.secrets import SecretMasker
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from backpackflow.errors import ConfigError, PluginError
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # annotations only: nothing here is needed at run time
     from backpackflow.plugins import Registry
 
 STRING_LANGUAGE = "cel"

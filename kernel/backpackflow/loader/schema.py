@@ -27,7 +27,7 @@ from backpackflow.config import (
 )
 from backpackflow.runner import BUILTIN_FACTORIES
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # annotations only: nothing here is needed at run time
     from backpackflow.plugins import Registry
 
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"

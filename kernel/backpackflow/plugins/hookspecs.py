@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import pluggy
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # annotations only: nothing here is needed at run time
     from backpackflow.plugins.registrars import (
         CommandRegistrar,
         ConditionLanguageRegistrar,

@@ -36,7 +36,7 @@ from backpackflow.plugins import get_registry
 from backpackflow.runner.drive import run_single_node, run_single_node_sync
 from backpackflow.runner.lifecycle import exec_phase
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # annotations only: nothing here is needed at run time
     from backpackflow.backpack import Backpack, BackpackView
     from backpackflow.plugins import Registry
     from backpackflow.runner.run import RunResult

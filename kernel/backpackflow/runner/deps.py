@@ -17,7 +17,7 @@ from backpackflow.errors import ConfigError, PluginError
 from backpackflow.events import EventStreamer
 from backpackflow.plugins import DependencyFactory
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # annotations only: nothing here is needed at run time
     from backpackflow.config import DependencyConfig
     from backpackflow.plugins import Registry
 

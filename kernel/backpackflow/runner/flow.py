@@ -35,7 +35,7 @@ from backpackflow.runner.graph import _follow, _Graph, _pick, _runnable
 from backpackflow.runner.lifecycle import execute_node
 from backpackflow.runner.run import Run, RunResult
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # annotations only: nothing here is needed at run time
     from backpackflow.backpack import BackpackView
     from backpackflow.policy.sandbox import SandboxPolicy
     from backpackflow.policy.secrets import SecretMasker

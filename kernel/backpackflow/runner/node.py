@@ -10,7 +10,7 @@ from backpackflow.errors import InvalidNodeSetting
 from backpackflow.runner.base import BaseNode
 from backpackflow.runner.lifecycle import _exec_with_retries
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # annotations only: nothing here is needed at run time
     from backpackflow.backpack import BackpackView
     from backpackflow.runner.run import Run
 

@@ -38,7 +38,7 @@ from backpackflow.runner.context import (
     _MaskedNodeFrame,
 )
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # annotations only: nothing here is needed at run time
     from backpackflow.backpack import AccessRecord, Backpack
     from backpackflow.policy.secrets import SecretMasker
 
