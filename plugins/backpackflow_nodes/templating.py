@@ -17,8 +17,8 @@ reference) for references to nodes that have not run or keys that are not there.
 
 The sandbox (``ImmutableSandboxedEnvironment``) refuses attribute access to internals and any
 mutation, so params stay data: no code from a config ever runs. On top of it every render has a
-budget, the run policy's :class:`~backpackflow.sandbox.TemplateBudget` (see
-:mod:`backpackflow.sandbox`):
+budget, the run policy's :class:`~backpackflow.policy.sandbox.TemplateBudget` (see
+:mod:`backpackflow.policy.sandbox`):
 
 * **bounded arithmetic** — ``**``, ``*``, ``+`` and ``%`` are intercepted: an integer result
   beyond ``max_int_bits`` or a string or list beyond ``max_output`` is refused before it is
@@ -478,7 +478,7 @@ class Template:
 
     def render(self, context: Mapping[str, Any]) -> Any:
         """The template's value (a single expression) or text, within the budget of the
-        current run's policy (:data:`~backpackflow.sandbox.TRUSTED` outside runs)."""
+        current run's policy (:data:`~backpackflow.policy.sandbox.TRUSTED` outside runs)."""
         state = _Render(current_policy().templates, current_run_or_none())
         token = _RENDER.set(state)
         try:

@@ -3,7 +3,7 @@
 A tool is ``function(arguments, context)`` (sync or async) where ``arguments`` is an instance of
 the tool's params class (validated like node params) and ``context`` a :class:`ToolContext`.
 Tools that touch the outside go through the run's sandbox policy (see
-:mod:`backpackflow.sandbox`), which the context carries:
+:mod:`backpackflow.policy.sandbox`), which the context carries:
 
 * ``http_fetch`` reaches only hosts listed in the node's ``allowed_hosts`` **and** allowed by
   the policy's egress rules (checked after DNS resolution, connecting to the address checked),

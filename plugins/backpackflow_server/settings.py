@@ -317,7 +317,7 @@ class Settings(BaseSettings):
     def sandbox_policy(
         self, *, files_deny: tuple[Path, ...] = (), self_endpoints: EndpointSet | None = None
     ) -> SandboxPolicy:
-        """The policy every flow of the service runs under (see :mod:`backpackflow.sandbox`):
+        """The policy every flow of the service runs under (see :mod:`backpackflow.policy.sandbox`):
         files below :meth:`resolved_files_dir` (except ``files_deny``), public egress unless
         allowed and never to ``self_endpoints`` (unless ``egress_allow_self``), only the
         allowlisted environment, template budgets, CPU work off the event loop."""

@@ -78,7 +78,8 @@ class AccessMixin(HistoryMixin):
         deny: Iterable[str] | None = None,
         namespace_deny: Iterable[str] | None = None,
     ) -> Permissions:
-        """Restrict what ``node_id`` may read and write (see :mod:`backpackflow.access`)."""
+        """Restrict what ``node_id`` may read and write (see
+        :mod:`backpackflow.backpack.access`)."""
         perms = Permissions(
             read=read,
             write=write,

@@ -52,7 +52,7 @@ def resolve_env_refs(
     """Replace ``${NAME}`` (and ``${NAME:-default}``) in strings of ``value`` with environment
     variables. An unset variable without a default is a :class:`ConfigError` naming the path;
     so is a variable the environment refuses to give (``environ`` a
-    :class:`~backpackflow.sandbox.RestrictedEnviron`), unless the reference has a default.
+    :class:`~backpackflow.policy.sandbox.RestrictedEnviron`), unless the reference has a default.
     Every value read from the environment is added to ``secrets``."""
     env = os.environ if environ is None else environ
     # an environment that only lets some names be read (a sandbox policy's) says which

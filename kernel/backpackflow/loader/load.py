@@ -246,8 +246,8 @@ class FlowLoader(_Export):
         declares are added to ``deps`` (what ``deps`` already holds wins); a node needing a
         dependency nobody provides is an error naming the node.
 
-        ``policy`` bounds what the flow may do (see :mod:`backpackflow.sandbox`; default:
-        :data:`~backpackflow.sandbox.TRUSTED`); it is registered in ``deps`` as
+        ``policy`` bounds what the flow may do (see :mod:`backpackflow.policy.sandbox`; default:
+        :data:`~backpackflow.policy.sandbox.TRUSTED`); it is registered in ``deps`` as
         ``sandbox_policy`` and applied to every run. The flow's secrets (values of ``${NAME}``
         references, secret-named options of dependencies and sinks) are masked in every event
         of its runs (``flow.secrets``, also registered in ``deps`` as ``secrets``)."""

@@ -7,7 +7,7 @@ API). What such a flow can reach is not the flow's to decide: the operator's
 
 * **files** — ``files_root``: file tools read only below it (symbolic links resolved first,
   ``..`` and absolute paths refused, ``files_deny`` never), see :meth:`SandboxPolicy.open_file`;
-* **network** — ``egress``: an :class:`~backpackflow.egress.EgressPolicy` checked after DNS
+* **network** — ``egress``: an :class:`~backpackflow.policy.egress.EgressPolicy` checked after DNS
   resolution for every connection a flow causes (``http_fetch``, webhook sinks, LLM providers);
 * **environment** — ``env_allowlist``: the variables ``${NAME}`` references and options such as
   ``api_key_env`` may read; every value read is registered as a secret to mask;

@@ -2,7 +2,7 @@
 from the environment, signing keys of sinks) replaced wherever they appear in an event.
 
 A :class:`SecretMasker` holds the secrets of one flow. A run whose flow has one emits every event
-through it (see :class:`backpackflow.run.Run`): each payload field is copied with every
+through it (see :class:`backpackflow.runner.Run`): each payload field is copied with every
 occurrence of a secret replaced by the reference it came from (``${OPENAI_API_KEY}``) or
 ``***``, so sinks, stores, streams and exports see only masked values, whichever node or plugin
 produced them, and values derived from a secret (a prompt or a tool result that contains it) are

@@ -48,7 +48,8 @@ _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 
 Condition = Callable[[Mapping[str, Any]], Any]
 """An edge condition: called with the condition context, truthy to follow the edge. Conditions
-from flow configs are compiled objects that are also callable (see ``backpackflow.conditions``)."""
+from flow configs are compiled objects that are also callable (see
+``backpackflow.loader.conditions``)."""
 
 
 class Edge(NamedTuple):

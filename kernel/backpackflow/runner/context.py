@@ -92,7 +92,8 @@ class NodeFrame(Emitter):
 
 class _MaskedNodeFrame(NodeFrame):
     """A node frame of a run with secrets: every payload is masked before anyone sees it (see
-    :mod:`backpackflow.secrets`). Runs without secrets use :class:`NodeFrame` and pay nothing."""
+    :mod:`backpackflow.policy.secrets`). Runs without secrets use :class:`NodeFrame` and pay
+    nothing."""
 
     __slots__ = ("_secrets",)
     _secrets: SecretMasker | None

@@ -53,8 +53,8 @@ class Flow(BaseNode):
     #: built in code), and its top-level document as written (``${NAME}`` references intact).
     config: Any = None
     config_source: dict[str, Any] | None = None
-    #: The sandbox policy its runs apply (``None``: :data:`~backpackflow.sandbox.TRUSTED`) and
-    #: the secrets its events mask (``None``: none); the loader sets both.
+    #: The sandbox policy its runs apply (``None``: :data:`~backpackflow.policy.TRUSTED`)
+    #: and the secrets its events mask (``None``: none); the loader sets both.
     policy: SandboxPolicy | None = None
     secrets: SecretMasker | None = None
 

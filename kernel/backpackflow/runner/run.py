@@ -71,7 +71,7 @@ class Run:
         self.control = control  # None: nobody can cancel this run from outside
         self.loopless = loopless
         #: What the flow may do (files, network, environment, template work); see
-        #: :mod:`backpackflow.sandbox`. Nodes, tools and templates read it here.
+        #: :mod:`backpackflow.policy.sandbox`. Nodes, tools and templates read it here.
         self.policy = policy if policy is not None else TRUSTED
         #: Run CPU-bound node work in worker threads (the policy's ``offload``; never without
         #: an event loop, where there is nothing to keep responsive).
