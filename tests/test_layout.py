@@ -47,3 +47,29 @@ def test_every_package_of_the_tree_is_in_the_distribution():
         if "__pycache__" not in init.parts
     }
     assert set(listed) == in_tree | {"backpackflow_examples"}
+
+
+def test_the_layers_contract_places_every_part_of_the_kernel():
+    """Every folder and leaf module of the kernel is in exactly one layer, in data-path order
+    (docs/architecture.md): a new folder cannot escape the one-way imports."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    (layers,) = [
+        c for c in config["tool"]["importlinter"]["contracts"] if c.get("type") == "layers"
+    ]
+    assert layers["containers"] == ["backpackflow"]
+    placed = [name.strip() for layer in layers["layers"] for name in layer.split("|")]
+    assert placed[:8] == [
+        "cli",
+        "loader",
+        "runner",
+        "backpack",
+        "events",
+        "plugins",
+        "config",
+        "policy",
+    ]
+    kernel = ROOT / "kernel" / "backpackflow"
+    parts = {p.name for p in kernel.iterdir() if (p / "__init__.py").is_file()} | {
+        p.stem for p in kernel.glob("*.py") if p.stem not in ("__init__", "__main__")
+    }
+    assert sorted(placed) == sorted(parts)
