@@ -28,7 +28,13 @@ import attrs
 import msgspec
 
 from backpackflow import BackpackFlowError
-from backpackflow.policy import TRUSTED, EgressDenied, SandboxPolicy, SandboxViolation, host_matches
+from backpackflow.policy import (
+    TRUSTED,
+    EgressDenied,
+    SandboxPolicy,
+    SandboxViolation,
+    host_matches,
+)
 
 
 class ToolError(BackpackFlowError):

@@ -29,10 +29,10 @@ from otel_support import OtlpReceiver, grpc_receiver, tree
 import backpackflow_otel.sink
 from backpackflow import Backpack, EventStreamer, Flow, Node
 from backpackflow.cli import main
-from backpackflow.egress import EgressPolicy
 from backpackflow.errors import PluginError
-from backpackflow.plugins import build_registry, make_sink
-from backpackflow.sandbox import SandboxPolicy
+from backpackflow.events import make_sink
+from backpackflow.plugins import build_registry
+from backpackflow.policy import EgressPolicy, SandboxPolicy
 from backpackflow_otel.sink import OtlpOptions, OtlpSink
 from backpackflow_sinks import SinkConfigError
 
