@@ -27,6 +27,7 @@ from sqlalchemy import (
     CheckConstraint,
     Double,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
@@ -86,16 +87,21 @@ class WorkflowRun(Base):
     """One execution of a workflow, with totals derived from its trace events."""
 
     __tablename__ = "workflow_runs"
-    __table_args__ = (CheckConstraint(_in("status", RUN_STATUSES), name="status"),)
+    __table_args__ = (
+        CheckConstraint(_in("status", RUN_STATUSES), name="status"),
+        # Filtered lists, newest first, read these backwards and stop after a page (0004).
+        Index(None, "workflow_id", "id"),
+        Index(None, "status", "id"),
+    )
 
     id: Mapped[str] = mapped_column(ID, primary_key=True)
     workflow_id: Mapped[str | None] = mapped_column(
-        ID, ForeignKey("workflows.id", ondelete="SET NULL"), index=True
+        ID, ForeignKey("workflows.id", ondelete="SET NULL")
     )
     workflow_name: Mapped[str | None] = mapped_column(Text)
     workflow_version: Mapped[int | None] = mapped_column(Integer)
     triggered_by: Mapped[str | None] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(STATUS, index=True)
+    status: Mapped[str] = mapped_column(STATUS)
     input_vars: Mapped[Any] = mapped_column(JSONDocument)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)  # budget periods
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -29,7 +29,17 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, create_engine, delete, event, func, insert, select
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Select,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+)
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import (
     ArgumentError,
@@ -413,6 +423,25 @@ def _positive(name: str, value: int, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise InvalidData(f"{name} must be an integer >= {minimum}, not {value!r}")
     return value
+
+
+def runs_query(
+    workflow_id: str | None, status: str | None, limit: int, *, before: str | None = None
+) -> Select[tuple[WorkflowRun]]:
+    """The query of :meth:`SqlRunStore.list_runs`: newest first, one page.
+
+    Filtered by workflow or status it walks the ``(workflow_id, id)`` or ``(status, id)``
+    index backwards and stops after ``limit`` rows, so its cost does not grow with the
+    number of stored runs (tests EXPLAIN it on both databases).
+    """
+    query = select(WorkflowRun).order_by(WorkflowRun.id.desc()).limit(limit)
+    if workflow_id is not None:
+        query = query.where(WorkflowRun.workflow_id == workflow_id)
+    if status is not None:
+        query = query.where(WorkflowRun.status == status)
+    if before is not None:
+        query = query.where(WorkflowRun.id < before)
+    return query
 
 
 # --------------------------------------------------------------------------- the store
@@ -951,13 +980,7 @@ class SqlRunStore(BudgetStore):
         _positive("limit", limit)
         if status is not None and status not in RUN_STATUSES:
             raise InvalidData(f"unknown run status {status!r}; one of {', '.join(RUN_STATUSES)}")
-        query = select(WorkflowRun).order_by(WorkflowRun.id.desc()).limit(limit)
-        if workflow_id is not None:
-            query = query.where(WorkflowRun.workflow_id == workflow_id)
-        if status is not None:
-            query = query.where(WorkflowRun.status == status)
-        if before is not None:
-            query = query.where(WorkflowRun.id < before)
+        query = runs_query(workflow_id, status, limit, before=before)
         with self._read() as session:
             return [_run_dict(r) for r in session.scalars(query)]
 

@@ -23,7 +23,7 @@ TABLES = {
     "run_costs",
     "budgets",
 }
-HEAD = "0003"
+HEAD = "0004"
 
 
 def _differences(store: SqlRunStore, metadata=Base.metadata) -> list[object]:
