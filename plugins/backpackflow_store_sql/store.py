@@ -23,6 +23,7 @@ from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Protocol, Self
 
 from alembic import command
@@ -33,17 +34,21 @@ from sqlalchemy import (
     Connection,
     Engine,
     Select,
+    Table,
+    bindparam,
     create_engine,
     delete,
     event,
     func,
-    insert,
     select,
 )
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import (
     ArgumentError,
     DBAPIError,
+    IntegrityError,
     NoSuchModuleError,
     OperationalError,
     ProgrammingError,
@@ -425,9 +430,146 @@ def _positive(name: str, value: int, minimum: int = 1) -> int:
     return value
 
 
+_RUNS: Table = WorkflowRun.__table__  # type: ignore[assignment]
+_STEPS: Table = RunStep.__table__  # type: ignore[assignment]
+_COSTS: Table = RunCost.__table__  # type: ignore[assignment]
+# Built once: their compiled forms are cached, so a batch pays for executing them only.
+_SELECT_RUN = select(_RUNS).where(_RUNS.c.id == bindparam("run_id")).with_for_update()
+_SELECT_STEPS = select(_STEPS).where(
+    _STEPS.c.run_id == bindparam("run_id"), _STEPS.c.step.in_(bindparam("steps", expanding=True))
+)
+_SELECT_COSTS = select(_COSTS).where(
+    _COSTS.c.run_id == bindparam("run_id"),
+    _COSTS.c.provider.in_(bindparam("providers", expanding=True)),
+)
+_UPDATE_RUN = _RUNS.update().where(_RUNS.c.id == bindparam("b_id"))
+_UPDATE_STEP = _STEPS.update().where(_STEPS.c.id == bindparam("b_id"))
+_UPDATE_COST = _COSTS.update().where(
+    _COSTS.c.run_id == bindparam("b_run_id"), _COSTS.c.provider == bindparam("b_provider")
+)
+_RUN_TOTALS = (
+    "total_tokens_input",
+    "total_tokens_output",
+    "total_cost",
+    "total_latency_ms",
+    "event_count",
+    "last_seq",
+)
+
+
+class _Batch:
+    """What one batch of trace events changes, as plain records: the run's totals, its steps,
+    its cost per provider. Each is read with one statement and written back with one per kind
+    of change (new rows, changed rows), whatever the number of events in the batch."""
+
+    def __init__(self, run: SimpleNamespace) -> None:
+        self.run = run
+        self.steps: dict[int, SimpleNamespace] = {}
+        self._costs: dict[str, SimpleNamespace] = {}
+        self._stored: dict[tuple[str, Any], dict[str, Any]] = {}  # rows as read
+        self._new_steps: list[SimpleNamespace] = []
+        self._new_costs: list[SimpleNamespace] = []
+
+    @classmethod
+    def load(cls, connection: Connection, run_id: str) -> _Batch:
+        """The run's row, locked (PostgreSQL ``FOR UPDATE``; SQLite's write lock is held)."""
+        row = connection.execute(_SELECT_RUN, {"run_id": run_id}).one_or_none()
+        if row is None:
+            raise NotFound("run", run_id)
+        return cls(SimpleNamespace(**row._mapping))
+
+    def load_rows(self, connection: Connection, rows: list[dict[str, Any]]) -> None:
+        """The steps and provider costs the events touch that are stored already."""
+        run_id = self.run.id
+        numbers = sorted({r["step"] for r in rows if r["step"] is not None})
+        for chunk in _chunks(numbers):
+            for found in connection.execute(_SELECT_STEPS, {"run_id": run_id, "steps": chunk}):
+                self.steps[found.step] = SimpleNamespace(**found._mapping)
+                self._stored["step", found.step] = dict(found._mapping)
+        providers = sorted(
+            {
+                _provider_name(r["payload"])
+                for r in rows
+                if r["type"] == "llm_response" and isinstance(r["payload"], dict)
+            }
+        )
+        for chunk in _chunks(providers):
+            query = {"run_id": run_id, "providers": chunk}
+            for found in connection.execute(_SELECT_COSTS, query):
+                self._costs[found.provider] = SimpleNamespace(**found._mapping)
+                self._stored["cost", found.provider] = dict(found._mapping)
+
+    def open_step(self, row: dict[str, Any], when: datetime) -> SimpleNamespace:
+        """A new step (its first event in the store)."""
+        step = SimpleNamespace(
+            id=new_id(),
+            run_id=self.run.id,
+            step=row["step"],
+            node_id=row["node_id"],
+            node_name=row["node_name"],
+            node_type=None,
+            namespace=row["namespace"],
+            status="running",
+            started_at=when,
+            finished_at=None,
+            latency_ms=None,
+            tokens_input=0,
+            tokens_output=0,
+            cost=_ZERO,
+            attempts=0,
+            retries=0,
+            cache_hit=False,
+            action=None,
+            error=None,
+        )
+        self._new_steps.append(step)
+        return step
+
+    def provider(self, name: str) -> SimpleNamespace:
+        """The run's cost record of one provider, made if it has none yet."""
+        cost = self._costs.get(name)
+        if cost is None:
+            cost = self._costs[name] = SimpleNamespace(
+                run_id=self.run.id, provider=name, cost=_ZERO, tokens_input=0, tokens_output=0
+            )
+            self._new_costs.append(cost)
+        return cost
+
+    def save(self, connection: Connection) -> None:
+        """Write back what changed: a statement per kind of change, each an executemany."""
+        if self._new_steps:
+            connection.execute(_STEPS.insert(), [vars(step) for step in self._new_steps])
+        changed = self._changed("step", self.steps.items(), "id")
+        if changed:
+            connection.execute(_UPDATE_STEP, changed)
+        if self._new_costs:
+            connection.execute(_COSTS.insert(), [vars(cost) for cost in self._new_costs])
+        changed = [
+            {**vars(cost), "b_run_id": cost.run_id, "b_provider": cost.provider}
+            for name, cost in self._costs.items()
+            if ("cost", name) in self._stored and vars(cost) != self._stored["cost", name]
+        ]
+        if changed:
+            connection.execute(_UPDATE_COST, changed)
+        totals = {name: getattr(self.run, name) for name in _RUN_TOTALS}
+        connection.execute(_UPDATE_RUN, {"b_id": self.run.id, **totals})
+
+    def _changed(self, kind: str, records: Any, key: str) -> list[dict[str, Any]]:
+        return [
+            {**vars(record), "b_id": getattr(record, key)}
+            for name, record in records
+            if (kind, name) in self._stored and vars(record) != self._stored[kind, name]
+        ]
+
+
+def _provider_name(payload: Mapping[str, Any]) -> str:
+    name = payload.get("provider")
+    return name if isinstance(name, str) and name else "unknown"
+
+
 def runs_query(
     workflow_id: str | None, status: str | None, limit: int, *, before: str | None = None
-) -> Select[tuple[WorkflowRun]]:
+) -> Select[Any]:
     """The query of :meth:`SqlRunStore.list_runs`: newest first, one page.
 
     Filtered by workflow or status it walks the ``(workflow_id, id)`` or ``(status, id)``
@@ -466,6 +608,13 @@ class SqlRunStore(BudgetStore):
         self._pg = self.dialect == "postgresql"
         self.engine = create_store_engine(self._url, **dict(engine_options or {}))
         self._writer = self.engine.execution_options(**{_WRITE: True})
+        dialect_insert = pg_insert if self._pg else sqlite_insert
+        #: ``INSERT ... ON CONFLICT (id) DO NOTHING RETURNING id``, one statement per batch.
+        self._insert_events = (
+            dialect_insert(TraceEvent)
+            .on_conflict_do_nothing(index_elements=[TraceEvent.id])
+            .returning(TraceEvent.id)
+        )
         # A read of several tables (a run and its steps) sees one snapshot. SQLite's
         # transactions already do; PostgreSQL's default READ COMMITTED would not.
         self._reader = (
@@ -1083,45 +1232,74 @@ class SqlRunStore(BudgetStore):
             rows.setdefault(row["id"], row)  # a batch repeating an event stores it once
         if not rows:
             return
-        with self._write() as session:
-            run = self._get_run(session, run_id, lock=True)  # serialises batches of one run
-            ids = list(rows)
-            for chunk in _chunks(ids):
-                stored = session.execute(
-                    select(TraceEvent.id, TraceEvent.run_id).where(TraceEvent.id.in_(chunk))
+        ordered = sorted(rows.values(), key=lambda r: r["seq"])
+        for previous, row in itertools.pairwise(ordered):
+            if previous["seq"] == row["seq"]:
+                raise EventConflict(
+                    f"events {previous['id']!r} and {row['id']!r} of run {run_id!r} "
+                    f"both have seq {row['seq']}"
                 )
-                for event_id, owner in stored:
-                    if owner != run_id:
-                        raise EventConflict(
-                            f"event id {event_id!r} is already stored for run {owner!r}, "
-                            f"not {run_id!r}"
-                        )
-                    del rows[event_id]
-            if not rows:
-                return
-            new = sorted(rows.values(), key=lambda r: r["seq"])
-            seqs = [r["seq"] for r in new]
-            for previous, row in itertools.pairwise(new):
-                if previous["seq"] == row["seq"]:
+        try:
+            with self._write_connection() as connection:
+                batch = _Batch.load(connection, run_id)  # locks the run: batches serialise
+                # One statement for the whole batch: rows whose id is stored are skipped by
+                # the database and the ids of those inserted come back. Only a batch with
+                # skipped ids (a retry) looks further, at who owns them.
+                inserted = set(connection.execute(self._insert_events, ordered).scalars())
+                if len(inserted) < len(ordered):
+                    self._check_owners(connection, run_id, [i for i in rows if i not in inserted])
+                    ordered = [row for row in ordered if row["id"] in inserted]
+                if ordered:
+                    batch.load_rows(connection, ordered)
+                    self._derive(batch, ordered)
+                    batch.save(connection)
+        except IntegrityError as exc:
+            # a seq of the run already belongs to another event (its unique index refused
+            # the batch, which rolled back); say which, reading the store afresh
+            self._explain_seq_conflict(run_id, ordered)
+            raise EventConflict(f"run {run_id!r}: {_one_line(exc)}") from exc
+
+    @contextmanager
+    def _write_connection(self) -> Iterator[Connection]:
+        """A write transaction on a Core connection: the trace path, where the ORM's unit of
+        work would cost more than the SQL itself (errors explained as :meth:`_session` does)."""
+        try:
+            with self._writer.begin() as connection:
+                yield connection
+        except (OperationalError, ProgrammingError) as exc:
+            self._check_schema(exc)
+            raise
+
+    def _check_owners(self, connection: Connection, run_id: str, ids: list[str]) -> None:
+        """Ids of the batch already stored must be this run's (a retried batch)."""
+        for chunk in _chunks(ids):
+            stored = connection.execute(
+                select(TraceEvent.id, TraceEvent.run_id).where(TraceEvent.id.in_(chunk))
+            )
+            for event_id, owner in stored:
+                if owner != run_id:
                     raise EventConflict(
-                        f"events {previous['id']!r} and {row['id']!r} of run {run_id!r} "
-                        f"both have seq {row['seq']}"
+                        f"event id {event_id!r} is already stored for run {owner!r}, not {run_id!r}"
                     )
-            for chunk in _chunks(seqs):
+
+    def _explain_seq_conflict(self, run_id: str, rows: list[dict[str, Any]]) -> None:
+        """Raise :class:`EventConflict` naming the stored event whose seq a new one reuses."""
+        by_seq = {row["seq"]: row["id"] for row in rows}
+        with self._read() as session:
+            for chunk in _chunks(list(by_seq)):
                 taken = session.execute(
                     select(TraceEvent.seq, TraceEvent.id).where(
                         TraceEvent.run_id == run_id, TraceEvent.seq.in_(chunk)
                     )
-                ).first()
-                if taken is not None:
-                    raise EventConflict(
-                        f"seq {taken.seq} of run {run_id!r} already belongs to event "
-                        f"{taken.id!r}; an event with a new id cannot reuse it"
-                    )
-            session.execute(insert(TraceEvent), new)
-            self._derive(session, run, new)
+                )
+                for seq, event_id in taken:
+                    if by_seq[seq] != event_id:
+                        raise EventConflict(
+                            f"seq {seq} of run {run_id!r} already belongs to event "
+                            f"{event_id!r}; an event with a new id cannot reuse it"
+                        )
 
-    def _derive(self, session: Session, run: WorkflowRun, rows: list[dict[str, Any]]) -> None:
+    def _derive(self, batch: _Batch, rows: list[dict[str, Any]]) -> None:
         """Update ``run_steps`` and the run totals from newly stored events (in seq order).
 
         ``node_start`` opens the step, ``node_end`` succeeds it (unless an ``error`` failed
@@ -1130,14 +1308,7 @@ class SqlRunStore(BudgetStore):
         runner's duration. A step event that arrives before its ``node_start`` opens the step
         too, so the result does not depend on how batches were cut.
         """
-        numbers = sorted({r["step"] for r in rows if r["step"] is not None})
-        steps: dict[int, RunStep] = {}
-        providers: dict[str, RunCost] = {}
-        for chunk in _chunks(numbers):
-            for found in session.scalars(
-                select(RunStep).where(RunStep.run_id == run.id, RunStep.step.in_(chunk))
-            ):
-                steps[found.step] = found
+        run, steps = batch.run, batch.steps
         for row in rows:
             payload = row["payload"] if isinstance(row["payload"], dict) else {}
             when = datetime.fromtimestamp(row["ts"], UTC)
@@ -1146,7 +1317,7 @@ class SqlRunStore(BudgetStore):
             if row["step"] is not None:
                 step = steps.get(row["step"])
                 if step is None:
-                    step = steps[row["step"]] = self._open_step(session, run.id, row, when)
+                    step = steps[row["step"]] = batch.open_step(row, when)
                 step.node_name = step.node_name or row["node_name"]
                 step.namespace = step.namespace or row["namespace"]
             if kind == "run_end":
@@ -1155,7 +1326,7 @@ class SqlRunStore(BudgetStore):
                     run.total_latency_ms = duration
             elif kind == "llm_response":
                 self._add_usage(run, step, row, payload)
-                self._add_provider_cost(session, run.id, providers, payload)
+                self._add_provider_cost(batch, payload)
             elif step is None:
                 continue
             elif kind == "node_start":
@@ -1190,29 +1361,8 @@ class SqlRunStore(BudgetStore):
         run.last_seq = max(run.last_seq, rows[-1]["seq"])
 
     @staticmethod
-    def _open_step(session: Session, run_id: str, row: dict[str, Any], when: datetime) -> RunStep:
-        step = RunStep(
-            id=new_id(),
-            run_id=run_id,
-            step=row["step"],
-            node_id=row["node_id"],
-            node_name=row["node_name"],
-            namespace=row["namespace"],
-            status="running",
-            started_at=when,
-            tokens_input=0,
-            tokens_output=0,
-            cost=_ZERO,
-            attempts=0,
-            retries=0,
-            cache_hit=False,
-        )
-        session.add(step)
-        return step
-
-    @staticmethod
     def _add_usage(
-        run: WorkflowRun, step: RunStep | None, row: dict[str, Any], payload: dict[str, Any]
+        run: Any, step: Any | None, row: dict[str, Any], payload: dict[str, Any]
     ) -> None:
         usage = payload.get("usage")
         usage = usage if isinstance(usage, dict) else {}
@@ -1250,22 +1400,10 @@ class SqlRunStore(BudgetStore):
             ) from exc
 
     @staticmethod
-    def _add_provider_cost(
-        session: Session, run_id: str, providers: dict[str, RunCost], payload: dict[str, Any]
-    ) -> None:
+    def _add_provider_cost(batch: _Batch, payload: dict[str, Any]) -> None:
         """Add an ``llm_response``'s cost and tokens to the run's row of its provider (what
         provider budgets sum); unusable numbers count as in the run totals: not at all."""
-        name = payload.get("provider")
-        name = name if isinstance(name, str) and name else "unknown"
-        row = providers.get(name)
-        if row is None:
-            row = session.get(RunCost, (run_id, name))
-            if row is None:
-                row = RunCost(
-                    run_id=run_id, provider=name, cost=_ZERO, tokens_input=0, tokens_output=0
-                )
-                session.add(row)
-            providers[name] = row
+        row = batch.provider(_provider_name(payload))
         usage = payload.get("usage")
         usage = usage if isinstance(usage, dict) else {}
         row.tokens_input += _int_field(usage.get("input_tokens", 0)) or 0
