@@ -28,8 +28,10 @@ import argparse
 import asyncio
 import itertools
 import json
+import math
 import os
 import secrets
+import signal
 import socket
 import statistics
 import subprocess
@@ -123,6 +125,67 @@ def serve(argv: list[str]) -> int:
         registry = build_registry(plugins=plugins, autoload=False)
     args = build_parser(registry).parse_args(argv)
     return int(args._handler(args, registry))
+
+
+def bench_registry(autoload: bool) -> Any:
+    """The plugins the service process runs with (``serve`` builds the same)."""
+    from backpackflow.plugins import build_registry
+
+    if autoload:
+        return build_registry(plugins=[BenchNodes()], autoload=True)
+    import backpackflow_conditions.plugin
+
+    return build_registry(plugins=[BenchNodes(), backpackflow_conditions.plugin], autoload=False)
+
+
+def in_process(argv: list[str]) -> int:
+    """The same runs without the service: ``--runs`` executions of the flow at once in one
+    event loop, each with its own EventStreamer (full telemetry, the default 10,000-event
+    history) and a wildcard subscriber; prints the CPU seconds per run (steady state: a first
+    round warms up) as JSON. ``argv``: RUNS STEP_MS [--autoload] [FLOW_FILE]."""
+    from backpackflow import Backpack, EventStreamer
+    from backpackflow.loader import FlowLoader
+
+    autoload = "--autoload" in argv
+    runs, step_ms, *rest = [a for a in argv if a != "--autoload"]
+    loader = FlowLoader(bench_registry(autoload))
+    source: Any = Path(rest[0]) if rest else default_flow(float(step_ms))
+    flow = loader.load_flow(source)
+    from backpackflow_server.runs import RunManager
+
+    inputs = RunManager.resolve_inputs(flow, {})  # the declared defaults, as the service does
+    seen = [0]
+
+    def subscriber(_event: Any) -> None:
+        seen[0] += 1
+
+    async def one() -> None:
+        events = EventStreamer()
+        events.subscribe("*", subscriber)
+        result = await flow.execute(Backpack(), inputs=inputs, events=events)
+        if result.status != "succeeded":
+            raise RuntimeError(f"the flow {result.status} in process: {result.error}")
+
+    async def round_() -> None:
+        await asyncio.gather(*(one() for _ in range(int(runs))))
+
+    asyncio.run(round_())
+    started = time.process_time()
+    asyncio.run(round_())
+    cpu = time.process_time() - started
+    print(json.dumps({"cpu_s_per_run": cpu / int(runs), "events_per_run": seen[0] / 2 / int(runs)}))
+    return 0
+
+
+def measure_in_process(args: argparse.Namespace) -> float:
+    """CPU seconds per run of the flow in a process of its own, without the service."""
+    command = [sys.executable, __file__, "--in-process", str(args.runs), str(args.step_ms)]
+    if args.autoload:
+        command.append("--autoload")
+    if args.flow:
+        command.append(str(args.flow.resolve()))
+    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    return float(json.loads(output.strip().splitlines()[-1])["cpu_s_per_run"])
 
 
 # ------------------------------------------------------------------------------ the client
@@ -314,6 +377,7 @@ def start_service(
     autoload: bool,
     files_dir: Path | None,
     local_dev: bool = False,
+    profile: Path | None = None,
 ) -> tuple[subprocess.Popen[bytes], str]:
     import httpx
 
@@ -337,6 +401,11 @@ def start_service(
         command.append("--autoload")
     if local_dev:
         command.append("--local-dev")
+    if profile is not None:  # py-spy samples the service while it holds the GIL: its CPU
+        command = [
+            *("py-spy", "record", "--gil", "--threads", "--format", "raw", "-r", "200"),
+            *("-o", str(profile), "--", *command),
+        ]
     env = dict(os.environ)
     if files_dir is not None:  # a flow file's relative paths point into its folder
         env["BACKPACKFLOW_FILES_DIR"] = str(files_dir)
@@ -375,6 +444,8 @@ def measure(
         args.autoload,
         args.flow.resolve().parent if args.flow else None,
         local_dev,
+        args.profile
+        and args.profile.with_name(f"{args.profile.stem}-{label}{args.profile.suffix}"),
     )
     try:
         cold = None
@@ -387,8 +458,9 @@ def measure(
         if cold is not None:
             result["cold"] = {k: cold[k] for k in ("runs_per_s", "latency_ms", "problems")}
     finally:
-        process.terminate()
-        process.wait(30)
+        # py-spy writes its profile on SIGINT (and stops the service with it)
+        process.send_signal(signal.SIGINT if args.profile else signal.SIGTERM)
+        process.wait(60)
     result["backend"] = label
     return result
 
@@ -417,6 +489,13 @@ def report(result: dict[str, Any]) -> None:
         f"{'':<11} CPU: service {result['service_cpu_s']:.2f} s, client "
         f"{result['client_cpu_s']:.2f} s, on {os.cpu_count()} CPUs"
     )
+    per_run = result["service_cpu_s"] / result["runs"]
+    result["service_cpu_s_per_run"] = per_run
+    line = f"{'':<11} service CPU per run {per_run * 1e3:.2f} ms"
+    flow_cpu = result.get("in_process_cpu_s_per_run")
+    if flow_cpu:
+        line += f"; the flow in process {flow_cpu * 1e3:.2f} ms: {per_run / flow_cpu:.2f}x"
+    print(line)
     cold = result.get("cold")
     if cold is not None:
         print(
@@ -428,10 +507,44 @@ def report(result: dict[str, Any]) -> None:
         print(f"{'':<11} ERROR: {problem}")
 
 
+def _spread(values: list[float], unit: str = "", digits: int = 1) -> str:
+    values = [v for v in values if v == v]  # NaN: not measured
+    if not values:
+        return "n/a"
+    median = statistics.median(values)
+    return f"{median:.{digits}f}{unit} [{min(values):.{digits}f}-{max(values):.{digits}f}]"
+
+
+def summarize(results: list[dict[str, Any]]) -> None:
+    """Per database: the median and range over the repeats of each figure."""
+    print(f"\nsummary: median [range] over the repeats, {os.cpu_count()} CPUs")
+    for label in dict.fromkeys(r["backend"] for r in results):
+        mine = [r for r in results if r["backend"] == label]
+        ratios = [
+            r["service_cpu_s_per_run"] / r["in_process_cpu_s_per_run"]
+            for r in mine
+            if r.get("in_process_cpu_s_per_run")
+        ]
+        flow_cpu = [r.get("in_process_cpu_s_per_run", math.nan) * 1e3 for r in mine]
+        print(
+            f"{label:<11} {len(mine)} repeats: {_spread([r['runs_per_s'] for r in mine])} runs/s"
+            f"  event latency p50 {_spread([r['latency_ms']['p50'] for r in mine], ' ms')}"
+            f"  p99 {_spread([r['latency_ms']['p99'] for r in mine], ' ms')}"
+        )
+        print(
+            f"{'':<11} service CPU per run "
+            f"{_spread([r['service_cpu_s_per_run'] * 1e3 for r in mine], ' ms', 2)}"
+            f"  the flow in process {_spread(flow_cpu, ' ms', 2)}"
+            f"  ratio {_spread(ratios, 'x', 2)}"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--serve"]:
         return serve(argv[1:])
+    if argv[:1] == ["--in-process"]:
+        return in_process(argv[1:])
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--runs", type=int, default=50, help="concurrent runs (N)")
     parser.add_argument("--subscribers", type=int, default=2, help="SSE subscribers per run (M)")
@@ -461,6 +574,25 @@ def main(argv: list[str] | None = None) -> int:
         default="tokens",
         help="the service's auth mode (tokens: the client sends an admin token)",
     )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="rounds per database, taking turns (the summary gives medians and ranges)",
+    )
+    parser.add_argument(
+        "--no-in-process",
+        dest="in_process",
+        action="store_false",
+        help="skip measuring the flow's own CPU per run without the service",
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="FILE",
+        help="sample the service with py-spy (pip install py-spy) into FILE-<database>, in "
+        "py-spy's raw (collapsed stacks) format (the CPU figures are then py-spy's)",
+    )
     parser.add_argument("--json", type=Path, help="also write the results to this file")
     args = parser.parse_args(argv)
 
@@ -478,9 +610,15 @@ def main(argv: list[str] | None = None) -> int:
             if url is not None:
                 targets.append(("postgresql", url))
         try:
-            for label, url in targets:
-                results.append(measure(label, url, flow, args))
-                report(results[-1])
+            for repeat in range(args.repeats):
+                for label, url in targets:  # databases take turns: a slow patch hits both
+                    print(f"--- {label}, repeat {repeat + 1}/{args.repeats}")
+                    result = measure(label, url, flow, args)
+                    if args.in_process:
+                        result["in_process_cpu_s_per_run"] = measure_in_process(args)
+                    results.append(result)
+                    report(result)
+            summarize(results)
         finally:
             if postgres is not None:
                 postgres.drop()
