@@ -38,6 +38,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -359,6 +361,33 @@ class PostgresDatabase:
             self.engine.dispose()
 
 
+def add_database_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--database",
+        action="append",
+        metavar="URL",
+        help="database URL (repeatable); default: SQLite, and PostgreSQL when reachable",
+    )
+
+
+@contextmanager
+def databases(urls: list[str] | None, folder: Path) -> Iterator[list[tuple[str, str]]]:
+    """(label, URL) of the databases to measure: ``urls``, or else SQLite in ``folder`` and
+    PostgreSQL when reachable (a throwaway database, dropped on exit)."""
+    if urls:
+        yield [(url.split(":", 1)[0].split("+")[0], url) for url in urls]
+        return
+    targets = [("sqlite", f"sqlite:///{folder / 'bench.db'}")]
+    postgres = PostgresDatabase()
+    url = postgres.create()
+    if url is not None:
+        targets.append(("postgresql", url))
+    try:
+        yield targets
+    finally:
+        postgres.drop()
+
+
 def create_token(database: str) -> str:
     """An admin token in ``database`` (as ``backpackflow tokens create --role admin``)."""
     from backpackflow_server.credentials import hash_token, new_token
@@ -548,12 +577,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--runs", type=int, default=50, help="concurrent runs (N)")
     parser.add_argument("--subscribers", type=int, default=2, help="SSE subscribers per run (M)")
-    parser.add_argument(
-        "--database",
-        action="append",
-        metavar="URL",
-        help="database URL (repeatable); default: SQLite, and PostgreSQL when reachable",
-    )
+    add_database_option(parser)
     parser.add_argument("--flow", type=Path, help="a flow config file to run instead")
     parser.add_argument(
         "--autoload", action="store_true", help="load the installed plugins in the service"
@@ -598,30 +622,16 @@ def main(argv: list[str] | None = None) -> int:
 
     flow = json.loads(args.flow.read_text()) if args.flow else default_flow(args.step_ms)
     results = []
-    with tempfile.TemporaryDirectory() as tmp:
-        targets: list[tuple[str, str]] = []
-        postgres: PostgresDatabase | None = None
-        if args.database:
-            targets = [(url.split(":", 1)[0].split("+")[0], url) for url in args.database]
-        else:
-            targets.append(("sqlite", f"sqlite:///{Path(tmp) / 'bench.db'}"))
-            postgres = PostgresDatabase()
-            url = postgres.create()
-            if url is not None:
-                targets.append(("postgresql", url))
-        try:
-            for repeat in range(args.repeats):
-                for label, url in targets:  # databases take turns: a slow patch hits both
-                    print(f"--- {label}, repeat {repeat + 1}/{args.repeats}")
-                    result = measure(label, url, flow, args)
-                    if args.in_process:
-                        result["in_process_cpu_s_per_run"] = measure_in_process(args)
-                    results.append(result)
-                    report(result)
-            summarize(results)
-        finally:
-            if postgres is not None:
-                postgres.drop()
+    with tempfile.TemporaryDirectory() as tmp, databases(args.database, Path(tmp)) as targets:
+        for repeat in range(args.repeats):
+            for label, url in targets:  # databases take turns: a slow patch hits both
+                print(f"--- {label}, repeat {repeat + 1}/{args.repeats}")
+                result = measure(label, url, flow, args)
+                if args.in_process:
+                    result["in_process_cpu_s_per_run"] = measure_in_process(args)
+                results.append(result)
+                report(result)
+        summarize(results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     failed = [r for r in results if r["problems"] or set(r["statuses"]) != {"succeeded"}]
