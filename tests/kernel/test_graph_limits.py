@@ -11,12 +11,13 @@ from typing import Any
 
 import pytest
 
-from backpackflow import Backpack, EventStreamer, Flow, FlowLoader, Node
+from backpackflow import AsyncNode, Backpack, EventStreamer, Flow, FlowLoader, Node
 from backpackflow.cli import main
 from backpackflow.errors import ConfigError, SerializationError
 from backpackflow.jsondata import MAX_JSON_DEPTH, JSONTooDeep, check_depth, loads
 from backpackflow.loader.checks import _find_cycle
 from backpackflow.plugins import build_registry
+from backpackflow.runner import DEFAULT_MAX_STEPS
 
 
 class Step(Node):
@@ -168,3 +169,76 @@ def test_cli_json_arguments_are_bounded_too(
     err = capsys.readouterr().err
     assert "--input-json" in err and "nested more than 256 levels deep" in err
     assert "Traceback" not in err
+
+
+# ------------------------------------------------------------------------------ compile
+
+
+def test_the_default_max_steps_lets_a_10000_node_chain_run_and_still_stops_loops() -> None:
+    nodes = [Step(id=f"n{i}") for i in range(10_000)]
+    for left, right in itertools.pairwise(nodes):
+        left >> right
+    result = Flow(nodes[0]).execute_sync(Backpack(), events=EventStreamer(history_size=0))
+    assert result.ok, result.error
+    assert result.node_count == 10_000
+    # a loop over a small flow still ends at the floor of the default rule
+    a, b = Step(id="a"), Step(id="b")
+    a >> b
+    b >> a
+    looping = Flow(a).execute_sync(Backpack(), events=EventStreamer(history_size=0))
+    assert looping.status == "failed"
+    assert looping.node_count == DEFAULT_MAX_STEPS == 1000
+    # and an explicit limit is honoured exactly, even one equal to the default's floor
+    explicit = Flow(nodes[0], max_steps=1000).execute_sync(
+        Backpack(), events=EventStreamer(history_size=0)
+    )
+    assert explicit.status == "failed"
+    assert explicit.node_count == 1000
+    assert "max_steps=1000" in str(explicit.error)
+
+
+def test_an_explicit_max_steps_of_1000_survives_export_and_load() -> None:
+    loader = _loader()
+    document = chain(3)
+    document["limits"] = {"max_steps": 1000}
+    flow = loader.load_flow(document)
+    assert loader.export_flow(flow)["limits"] == {"max_steps": 1000}
+    del document["limits"]
+    assert "limits" not in loader.export_flow(loader.load_flow(document))
+
+
+def test_wiring_one_flow_leaves_other_flows_compiled() -> None:
+    a, b = Step(id="a"), Step(id="b")
+    a >> b
+    first = Flow(a)
+    compiled = first._compiled()
+    x, y = Step(id="x"), Step(id="y")
+    x >> y  # nodes of no flow of ours
+    second = Flow(x)
+    second._compiled()
+    y >> Step(id="z")
+    assert first._compiled() is compiled
+    b >> Step(id="c")  # a node of the first flow: it compiles again and runs the new node
+    assert first._compiled() is not compiled
+    result = first.execute_sync(Backpack(), events=EventStreamer(history_size=0))
+    assert result.node_count == 3
+
+
+def test_a_change_inside_a_nested_flow_reaches_the_flows_holding_it() -> None:
+    class Later(AsyncNode):
+        async def exec_async(self, prep_res: Any) -> Any:
+            return "async"
+
+        async def post_async(self, backpack: Any, prep_res: Any, exec_res: Any) -> Any:
+            backpack.pack("later", exec_res)
+
+    inner_start = Step(id="inner")
+    inner = Flow(inner_start, id="sub")
+    outer = Flow(inner)
+    assert not outer._compiled().needs_loop
+    inner_start >> Later(id="later")  # the inner flow now needs an event loop
+    backpack = Backpack()
+    result = outer.execute_sync(backpack, events=EventStreamer(history_size=0))
+    assert result.ok, result.error
+    assert backpack.unpack("later") == "async"
+    assert result.node_count == 3

@@ -13,7 +13,7 @@ from backpackflow.config import CURRENT_VERSION, FLOW_NODE_TYPE, unstructure
 from backpackflow.errors import ConfigError
 from backpackflow.loader.build import _Build
 from backpackflow.loader.conditions import CompiledCondition
-from backpackflow.runner import BaseNode, Flow, Limits, iter_nodes
+from backpackflow.runner import BaseNode, DefaultMaxSteps, Flow, Limits, iter_nodes
 
 
 class _Export(_Build):
@@ -128,9 +128,8 @@ def _ordered_nodes(flow: Flow) -> list[BaseNode]:
 
 
 def _limits_document(limits: Limits) -> dict[str, Any]:
-    default = Limits()
     document: dict[str, Any] = {}
-    if limits.max_steps != default.max_steps:
+    if not isinstance(limits.max_steps, DefaultMaxSteps):  # an explicit 1000 too
         document["max_steps"] = limits.max_steps
     if limits.timeout is not None:
         document["timeout"] = limits.timeout

@@ -13,6 +13,8 @@ from backpackflow.runner.base import (
 )
 from backpackflow.runner.context import (
     DEFAULT_MAX_STEPS,
+    DEFAULT_STEPS_PER_NODE,
+    DefaultMaxSteps,
     Limits,
     NodeFrame,
     RunControl,
@@ -52,6 +54,7 @@ __all__ = [
     "BUILTIN_FACTORIES",
     "BUILTIN_TYPES",
     "DEFAULT_MAX_STEPS",
+    "DEFAULT_STEPS_PER_NODE",
     "AsyncBatchFlow",
     "AsyncBatchNode",
     "AsyncFlow",
@@ -62,6 +65,7 @@ __all__ = [
     "BatchFlow",
     "BatchNode",
     "Condition",
+    "DefaultMaxSteps",
     "DependencyContainer",
     "DependencyNotFound",
     "Edge",

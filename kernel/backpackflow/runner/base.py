@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import re
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
@@ -40,8 +41,6 @@ if TYPE_CHECKING:  # annotations only: nothing here is needed at run time
     from backpackflow.backpack import Backpack, BackpackView
     from backpackflow.plugins import Registry
     from backpackflow.runner.run import RunResult
-
-graph_version = [0]
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]*")
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
@@ -107,6 +106,9 @@ class BaseNode:
     registry: Any = None
     #: Where the loader resolved ``${NAME}`` references in the params (events show those).
     env_refs: Any = None
+    #: The flows whose compiled graph holds this node (see :meth:`_graph_changed`): changing
+    #: the node's edges invalidates exactly those, so wiring one flow never recompiles another.
+    _watchers: weakref.WeakSet[Any] | None = None
 
     def __init__(
         self,
@@ -204,7 +206,7 @@ class BaseNode:
                     "condition"
                 )
             self.successors.setdefault(action, [])
-            graph_version[0] += 1
+            self._graph_changed()
             return None
         if not isinstance(node, BaseNode):
             raise NodeDefinitionError(
@@ -218,7 +220,7 @@ class BaseNode:
                 f"{type(when).__name__}"
             )
         self.successors.setdefault(action, []).append(Edge(node, action, when))
-        graph_version[0] += 1
+        self._graph_changed()
         return node
 
     @overload
@@ -365,6 +367,19 @@ class BaseNode:
     def _needs_loop(self) -> bool:
         """True when running this node requires an asyncio event loop."""
         return self.is_async
+
+    def _steps_per_run(self) -> int:
+        """How many node executions one pass through this node makes (a flow: its own and
+        its nodes'); the default ``max_steps`` of a run scales with it."""
+        return 1
+
+    def _graph_changed(self) -> None:
+        """This node's edges changed: the flows whose compiled graph holds it compile again
+        before their next run (and the flows holding those, whose graph facts depend on them)."""
+        watchers = self._watchers
+        if watchers:
+            for flow in list(watchers):
+                flow._invalidate()
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} id={self.id!r}>"

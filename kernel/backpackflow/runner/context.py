@@ -20,7 +20,27 @@ if TYPE_CHECKING:  # type-only back references: a Run makes these frames and is 
     from backpackflow.policy.secrets import SecretMasker
     from backpackflow.runner.run import Run
 
-DEFAULT_MAX_STEPS = 1000
+
+class DefaultMaxSteps(int):
+    """The default ``max_steps``: not a fixed number but a rule, applied when a run starts:
+    the larger of this floor (1000) and :data:`DEFAULT_STEPS_PER_NODE` node executions per
+    node of the flow (nested flows' nodes included). So a 100,000-node chain runs with the
+    default limit, and a loop still ends after ten passes over a large flow. Any explicit
+    ``max_steps`` (1000 included) is honoured exactly; ``None`` means no limit."""
+
+    __slots__ = ()
+
+    def for_graph(self, steps_per_pass: int) -> int:
+        """The limit for a flow whose one pass makes ``steps_per_pass`` node executions."""
+        return max(int(self), DEFAULT_STEPS_PER_NODE * steps_per_pass)
+
+    def __repr__(self) -> str:
+        return f"DefaultMaxSteps({int(self)})"
+
+
+#: Node executions the default ``max_steps`` allows per node of the flow.
+DEFAULT_STEPS_PER_NODE = 10
+DEFAULT_MAX_STEPS = DefaultMaxSteps(1000)
 _ZERO = Decimal(0)
 
 
@@ -48,7 +68,8 @@ def _positive_or_none(name: str) -> Any:
 
 @attrs.frozen
 class Limits:
-    """Per-run guardrails. ``max_steps`` bounds node executions (cycles included); ``timeout``
+    """Per-run guardrails. ``max_steps`` bounds node executions (cycles included; its default,
+    :data:`DEFAULT_MAX_STEPS`, scales with the flow: see :class:`DefaultMaxSteps`); ``timeout``
     is seconds of wall time; ``max_tokens`` and ``max_cost`` bound what nodes report through
     :meth:`Run.add_usage`."""
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from backpackflow.backpack import Backpack
 from backpackflow.errors import FlowError
 from backpackflow.events import EventStreamer
-from backpackflow.runner.base import BaseNode, graph_version
+from backpackflow.runner.base import BaseNode
 from backpackflow.runner.context import Limits, RunControl
 from backpackflow.runner.drive import (
     _check_backpack,
@@ -84,8 +84,15 @@ class Flow(BaseNode):
     def start(self, node: BaseNode) -> BaseNode:
         """Set the start node; returns it for chaining (``flow.start(a) >> b``)."""
         self.start_node = node
-        graph_version[0] += 1
+        self._invalidate()
         return node
+
+    def _invalidate(self) -> None:
+        """Forget the compiled graph (it is compiled again on next use), and tell the flows
+        that hold this one as a node: their graph facts (``needs_loop``, step counts) read it."""
+        if self.__dict__.get("_graph") is not None:
+            self._graph = None
+            self._graph_changed()
 
     def post(self, backpack: BackpackView, prep_res: Any, exec_res: Any) -> Any:
         """A flow's action is the action of its last node (PocketFlow)."""
@@ -97,12 +104,15 @@ class Flow(BaseNode):
 
     def _compiled(self) -> _Graph:
         graph = self._graph
-        if graph is None or graph.version != graph_version[0]:
+        if graph is None:
             graph = self._graph = _Graph(self)
         return graph
 
     def _needs_loop(self) -> bool:
         return self._compiled().needs_loop
+
+    def _steps_per_run(self) -> int:
+        return 1 + self._compiled().steps
 
     # -------------------------------------------------------------- running
 
@@ -247,6 +257,7 @@ class Flow(BaseNode):
             loopless=loopless,
             policy=self.policy,
             secrets=self.secrets,
+            steps_per_pass=self._compiled().steps,
         )
 
     async def _top_level(self, run: Run) -> Any:

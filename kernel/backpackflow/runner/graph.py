@@ -4,13 +4,14 @@ and which edges an action selects (``when`` conditions included)."""
 from __future__ import annotations
 
 import warnings
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from backpackflow.errors import FlowError
 from backpackflow.events import LogPayload, StreamEventType
 from backpackflow.namespaces import join
-from backpackflow.runner.base import BaseNode, default_node_id, graph_version, iter_nodes
+from backpackflow.runner.base import BaseNode, default_node_id, iter_nodes
 
 if TYPE_CHECKING:  # type-only back references: a graph is compiled from (and for) a Flow
     from backpackflow.runner.flow import Flow
@@ -18,7 +19,11 @@ if TYPE_CHECKING:  # type-only back references: a graph is compiled from (and fo
 
 
 class _Graph:
-    """What the scheduler needs of a flow's graph, computed once per graph change.
+    """What the scheduler needs of a flow's graph, computed once per change of that graph.
+
+    Compiling is linear in nodes + edges (one breadth-first walk; ids assigned in one pass).
+    Each node remembers the flows compiled with it (``BaseNode._watchers``), so new edges on a
+    node invalidate those flows only, never every flow of the process.
 
     Joins ask whether an active node can still reach a pending one (:meth:`can_reach`). The
     answer comes from a topological order where the graph has one (a node never reaches one
@@ -26,10 +31,9 @@ class _Graph:
     on first need and kept; a long chain never pays for all-pairs reachability, which would be
     quadratic in time and memory."""
 
-    __slots__ = ("_ancestors", "_order", "_predecessors", "needs_loop", "nodes", "version")
+    __slots__ = ("_ancestors", "_order", "_predecessors", "needs_loop", "nodes", "steps")
 
     def __init__(self, flow: Flow) -> None:
-        self.version = graph_version[0]
         start = flow.start_node
         if start is None:
             raise FlowError(
@@ -39,8 +43,20 @@ class _Graph:
         self._ancestors: dict[int, set[int]] = {}
         self._predecessors: dict[int, list[BaseNode]] | None = None
         self._order: dict[int, int] | bool | None = False  # False: not computed yet
-        self.needs_loop = flow.parallel or flow.is_async or any(n._needs_loop() for n in self.nodes)
         _assign_ids(flow, self.nodes)
+        needs_loop = flow.parallel or flow.is_async
+        steps = 0
+        for node in self.nodes:
+            watchers = node._watchers
+            if watchers is None:
+                watchers = node._watchers = weakref.WeakSet()
+            watchers.add(flow)
+            if not needs_loop:
+                needs_loop = node._needs_loop()
+            steps += node._steps_per_run()
+        self.needs_loop = needs_loop
+        #: Node executions of one pass through the graph (nested flows' nodes included).
+        self.steps = steps
 
     def can_reach(self, source: BaseNode, target: BaseNode) -> bool:
         """Whether ``source`` leads to ``target`` through edges."""

@@ -29,6 +29,7 @@ from backpackflow.ids import new_id
 from backpackflow.jsondata import decimal_text
 from backpackflow.policy.sandbox import TRUSTED, SandboxPolicy
 from backpackflow.runner.context import (
+    DefaultMaxSteps,
     Limits,
     NodeFrame,
     RunControl,
@@ -61,6 +62,7 @@ class Run:
         loopless: bool = False,
         policy: SandboxPolicy | None = None,
         secrets: SecretMasker | None = None,
+        steps_per_pass: int = 1,
     ) -> None:
         self.run_id = run_id or new_id()
         self.flow_name = flow_name
@@ -68,6 +70,12 @@ class Run:
         self.events = events
         self.inputs: dict[str, Any] = dict(inputs) if inputs else {}
         self.limits = limits or Limits()
+        max_steps = self.limits.max_steps
+        if isinstance(max_steps, DefaultMaxSteps):  # the default is a rule: see its class
+            max_steps = max_steps.for_graph(steps_per_pass)
+        #: The node executions this run may make (``limits.max_steps``, the default resolved
+        #: for the flow's size); ``None``: no limit.
+        self.max_steps: int | None = max_steps
         self.control = control  # None: nobody can cancel this run from outside
         self.loopless = loopless
         #: What the flow may do (files, network, environment, template work); see
@@ -204,7 +212,7 @@ class Run:
         """Account for one more node execution, after checking every limit."""
         if self._watch or (self.control is not None and self.control.canceled):
             self.check_limits()
-        limit = self.limits.max_steps
+        limit = self.max_steps
         if limit is not None and self.node_count >= limit:
             self._guardrail(
                 "max_steps",
