@@ -1,3 +1,5 @@
+import tracemalloc
+
 import pytest
 
 from backpackflow import Backpack, Change, CommitEvicted, CommitNotFound, InvalidSetting
@@ -269,3 +271,36 @@ def test_long_bounded_history_compacts_and_stays_correct():
     for commit in bp.get_history():
         snap = bp.get_snapshot_at_commit(commit.commit_id)
         assert snap[commit.key] == commit.seq - 1
+
+
+def test_max_history_keeps_no_evicted_version_alive():
+    # each version is a distinct 200 KB value: what stays allocated is the retained versions
+    # plus the one base the oldest retained commit needs, never a backlog of evicted ones
+    size, kept = 200_000, 5
+    tracemalloc.start()
+    try:
+        bp = Backpack(max_history=kept)
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(60):
+            bp.pack("big", f"{i:08d}" + "x" * size)
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert held < (kept + 1) * size + 100_000, held
+    assert [c.seq for c in bp.get_history()] == [56, 57, 58, 59, 60]
+    assert bp.get_snapshot_at_commit(bp.get_history()[0].commit_id)["big"].startswith("00000055")
+
+
+def test_a_node_that_runs_at_every_step_keeps_its_retained_marks_exactly():
+    bp = Backpack(max_history=10)
+    for i in range(100):
+        bp.view(node_id="a").pack("k", i)  # the view marks seq i, the pack commits seq i + 1
+    assert [c.seq for c in bp.get_history()] == list(range(91, 101))
+    assert bp.get_snapshot_before_node("a")["k"] == 90  # the oldest retained mark: seq 91
+    assert bp.get_snapshot_before_node("a", occurrence=-1)["k"] == 98
+    with pytest.raises(CommitNotFound, match="ran 9 time"):
+        bp.get_snapshot_before_node("a", occurrence=9)
+    copy = Backpack.from_json(bp.to_json())
+    assert copy.get_snapshot_before_node("a").to_dict() == {"k": 90}
+    fork = bp.replay_from_commit(bp.get_history()[-1].commit_id)
+    assert fork.get_snapshot_before_node("a", occurrence=-1)["k"] == 98

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, cast
@@ -25,6 +26,15 @@ from backpackflow.namespaces import compile_pattern, validate_namespace
 
 if TYPE_CHECKING:  # type-only back reference: the class this mixin is part of
     from backpackflow.backpack._backpack import Backpack
+
+
+def _drop_evicted_marks(marks: list[int], oldest: int) -> None:
+    """Forget the marks ``max_history`` has evicted, in amortized O(1) per view: the dead
+    prefix is cut once it is the larger half (until then :meth:`HistoryMixin._marks_of` skips
+    it), so a node that runs at every step never pays O(max_history) per step."""
+    dead = bisect_left(marks, oldest)
+    if dead * 2 > len(marks):
+        del marks[:dead]
 
 
 class AccessMixin(HistoryMixin):
@@ -195,9 +205,8 @@ class AccessMixin(HistoryMixin):
         else:
             if isinstance(marks, int):
                 marks = self._node_marks[node_id] = [marks]
-            if self._evicted and marks[0] < self._oldest_seq():
-                oldest = self._oldest_seq()
-                marks[:] = [m for m in marks if m >= oldest]
+            elif self._evicted and marks and marks[0] < self._oldest_seq():
+                _drop_evicted_marks(marks, self._oldest_seq())
             marks.append(self._seq)
         return BackpackView(cast("Backpack", self), node_id, node_name, namespace, emit)
 

@@ -197,7 +197,7 @@ def dump_backpack(bp: HistoryMixin) -> dict[str, Any]:
         "base": base,
         "commits": commits,
         "permissions": {n: p.to_json() for n, p in bp._permissions.items()},
-        "node_marks": {n: bp._marks_of(n) for n in bp._node_marks},
+        "node_marks": {n: bp._all_marks_of(n) for n in bp._node_marks},
         "denials": [d.to_json() for d in bp._denials or ()],
     }
 

@@ -44,6 +44,10 @@ class HistoryMixin(_State):
             return
         start = self._log_starts.get(key, 0)
         if log[start][3] != commit.seq:  # drop the older base: this entry is the new base
+            dead = log[start]
+            # nothing reads entries before the live part: let go of its value now, so the
+            # bound holds exactly (the entry itself goes with the prefix, amortized below)
+            log[start] = (dead[0], None, None, dead[3])
             start += 1
         if start > 32 and start * 2 > len(log):
             del log[:start]
@@ -190,6 +194,15 @@ class HistoryMixin(_State):
 
     def _marks_of(self, node_id: str) -> list[int]:
         """The seqs at which views were made for ``node_id``, oldest first (a new list)."""
+        marks = self._all_marks_of(node_id)
+        if self._evicted and marks:  # marks of evicted commits linger: skip them here
+            oldest = self._oldest_seq()
+            if marks[0] < oldest:
+                return [m for m in marks if m >= oldest]
+        return marks
+
+    def _all_marks_of(self, node_id: str) -> list[int]:
+        """Every recorded mark of ``node_id``, evicted ones included (a new list)."""
         marks = self._node_marks.get(node_id)
         if marks is None:
             return []
@@ -211,6 +224,9 @@ class HistoryMixin(_State):
                     "does not exist"
                 ) from None
             return self._snapshot_at_seq(seq, f"before node {node_id!r}")
+        evicted = self._all_marks_of(node_id)
+        if evicted:  # it ran, but only before the oldest retained commit: CommitEvicted
+            return self._snapshot_at_seq(evicted[-1], f"before node {node_id!r}")
         for commit in self._commits[self._commit_start :]:
             if commit.node_id == node_id:
                 return self._snapshot_at_seq(commit.seq - 1, f"before node {node_id!r}")
