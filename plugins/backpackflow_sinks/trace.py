@@ -6,9 +6,11 @@ skips malformed lines but reports each with its line number (a writer killed mid
 partial last line; everything before it is still worth reading), drops duplicate events (two
 sinks on one file) and groups events by run, ordered by ``seq``.
 
-:func:`state_at` rebuilds the Backpack at a commit from the recorded events. Full states are only
-recorded at checkpoints: ``node_start.state`` (the state when a node started) and
-``error.state``. The state at a commit is the latest checkpoint before it plus the
+:func:`state_at` rebuilds the Backpack at a commit from the recorded events. States are only
+recorded at checkpoints: ``node_start.state`` (the state when a node started: the whole state at
+the run's first node, then what changed since the previous ``node_start``, see
+:class:`backpackflow.backpack.StateDelta`; :func:`full_states` chains them) and ``error.state``
+(the whole state). The state at a commit is the latest checkpoint before it plus the
 ``backpack_pack`` events after it, up to the commit. A pack's value is exact when the file sink
 recorded it (``values="full"``, its default); otherwise only the kernel's truncated
 ``value_summary`` is known, and the value is marked as a summary unless the next checkpoint
@@ -343,6 +345,7 @@ def _number(value: Any) -> float | None:
 def _build_run(run_id: str, events: list[dict[str, Any]]) -> RunTrace:
     events.sort(key=lambda e: e["seq"])
     run = RunTrace(run_id, events)
+    states = full_states(events)
     for event in events:
         kind, p, step_no = event["type"], _payload(event), event.get("step")
         if kind == "run_start":
@@ -363,7 +366,37 @@ def _build_run(run_id: str, events: list[dict[str, Any]]) -> RunTrace:
                 step_no, event.get("node_id"), event.get("node_name"), None, event.get("namespace")
             )
         _apply(step, kind, p, event)
+        if kind == "node_start":
+            step.state = states.get(event["seq"], p.get("state"))
     return run
+
+
+def full_states(events: Iterable[dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    """Event seq → the whole state recorded by each ``node_start`` and ``error`` event of one
+    run (events in seq order): a ``node_start`` delta is applied to the state of the
+    ``node_start`` it names as its base. States that cannot be rebuilt (evicted, or a base
+    that was not recorded) are left out."""
+    by_backpack_seq: dict[int, dict[str, Any]] = {}
+    found: dict[int, dict[str, Any]] = {}
+    for event in events:
+        if event.get("type") not in ("node_start", "error"):
+            continue
+        state = _payload(event).get("state")
+        if not isinstance(state, dict) or state.get("$evicted") is True:
+            continue
+        if state.get("$state") == "delta":
+            changed, removed = state.get("changed"), state.get("removed")
+            base_seq = state.get("base_seq")
+            base = {} if base_seq is None else by_backpack_seq.get(base_seq)
+            if base is None or not isinstance(changed, dict) or not isinstance(removed, list):
+                continue
+            gone = set(map(str, removed))
+            state = {k: v for k, v in base.items() if k not in gone}
+            state.update(changed)
+            if isinstance(seq := _payload(event)["state"].get("seq"), int):
+                by_backpack_seq[seq] = state
+        found[event["seq"]] = state
+    return found
 
 
 def _apply(step: Step, kind: str, p: dict[str, Any], event: dict[str, Any]) -> None:
@@ -373,7 +406,6 @@ def _apply(step: Step, kind: str, p: dict[str, Any], event: dict[str, Any]) -> N
         step.started = timestamp
         step.node_type = p.get("node_type")
         step.params = p.get("params")
-        step.state = p.get("state")
         step.node_name = event.get("node_name") or p.get("node_name")
     elif kind == "prep_complete":
         step.has_prep = True
@@ -538,12 +570,12 @@ def state_at(run: RunTrace, query: str) -> StateAt:
 
 
 def _checkpoints(events: Iterable[dict[str, Any]]) -> Iterator[tuple[int, dict[str, Any], str]]:
-    """(seq, full state, label) of every event that recorded a full state."""
+    """(seq, full state, label) of every event that recorded a state (deltas chained)."""
+    events = list(events)
+    states = full_states(events)
     for event in events:
-        if event.get("type") not in ("node_start", "error"):
-            continue
-        state = _payload(event).get("state")
-        if not isinstance(state, dict) or state.get("$evicted") is True:
+        state = states.get(event["seq"])
+        if state is None:
             continue
         where = f"{event['type']} of step {event.get('step')} ({event.get('node_id')})"
         yield event["seq"], state, where

@@ -11,6 +11,7 @@ import logging
 import math
 import threading
 import time
+from typing import Any
 
 import pytest
 
@@ -776,10 +777,61 @@ def test_node_start_state_is_lazy_and_materializes_the_state_at_that_moment():
     assert not isinstance(starts[0].payload.state, dict)
     bp.pack("k", "written after the run")
     bp.delete("other")
-    assert starts[0].to_json()["payload"]["state"] == {"k": "initial", "other": [1, 2]}
-    assert starts[1].to_json()["payload"]["state"] == {"k": "from a", "other": [1, 2]}
+    # in process: the whole state at that moment
+    assert starts[0].payload.state.to_dict() == {"k": "initial", "other": [1, 2]}
+    assert starts[1].payload.state.to_dict() == {"k": "from a", "other": [1, 2]}
+    # serialized: the first node start has the whole state, later ones what changed since
+    assert starts[0].to_json()["payload"]["state"] == {
+        "$state": "delta",
+        "seq": 2,
+        "base_seq": None,
+        "changed": {"k": "initial", "other": [1, 2]},
+        "removed": [],
+    }
+    assert starts[1].to_json()["payload"]["state"] == {
+        "$state": "delta",
+        "seq": 3,
+        "base_seq": 2,
+        "changed": {"k": "from a"},
+        "removed": [],
+    }
     # and it stays equal, however often it is serialized
     assert starts[0].to_json() == starts[0].to_json()
+
+
+def test_node_start_states_cost_what_was_written_not_a_copy_per_node():
+    # a large state that no node changes is serialized once per run, not once per node
+    nodes = [Writer(f"k{i}", i, id=f"n{i}") for i in range(20)]
+    for left, right in itertools.pairwise(nodes):
+        left >> right
+    streamer = EventStreamer()
+    bp = Backpack({"big": "x" * 100_000})
+    assert Flow(nodes[0]).execute_sync(bp, events=streamer).ok
+    bp.delete("k3")
+    starts = [e.to_json()["payload"]["state"] for e in streamer.get_events(type=T.NODE_START)]
+    assert len(json.dumps(starts)) < 100_000 + 20 * 200
+    # chaining the deltas rebuilds each node's starting state exactly
+    state: dict[str, Any] = {}
+    for event, delta in zip(streamer.get_events(type=T.NODE_START), starts, strict=True):
+        if delta["base_seq"] is None:
+            state = {}
+        state = {k: v for k, v in state.items() if k not in delta["removed"]}
+        state.update(delta["changed"])
+        assert state == event.payload.state.to_dict()
+    assert state == {"big": "x" * 100_000, **{f"k{i}": i for i in range(19)}}
+
+
+def test_a_delete_between_node_starts_is_a_removed_key():
+    class Drops(Node):
+        def post(self, backpack, prep_res, exec_res):
+            backpack.delete("gone")
+
+    a, b = Drops(id="a"), Writer("k", 1, id="b")
+    a >> b
+    streamer = EventStreamer()
+    assert Flow(a).execute_sync(Backpack({"gone": 1, "kept": 2}), events=streamer).ok
+    second = streamer.get_events(type=T.NODE_START)[1].to_json()["payload"]["state"]
+    assert (second["changed"], second["removed"]) == ({}, ["gone"])
 
 
 def test_error_state_is_the_state_at_the_error():
@@ -802,9 +854,9 @@ def test_materialized_snapshot_values_cannot_change_history():
     streamer = EventStreamer()
     Flow(Writer("k", 1)).execute_sync(Backpack({"lst": [1]}), events=streamer)
     start = streamer.get_events(type=T.NODE_START)[0]
-    state = start.to_json()["payload"]["state"]
+    state = start.to_json()["payload"]["state"]["changed"]
     state["lst"].append(2)
-    assert start.to_json()["payload"]["state"] == {"lst": [1]}
+    assert start.to_json()["payload"]["state"]["changed"] == {"lst": [1]}
 
 
 def test_snapshot_evicted_by_max_history_serializes_as_a_marker():

@@ -87,7 +87,8 @@ def test_every_lifecycle_event_in_order_with_exact_payloads():
     assert start.payload.node_name == "Summarize"
     assert start.payload.node_type == "Summarize"
     assert start.payload.params == {}
-    assert start.to_json()["payload"]["state"] == {"text": "hello"}
+    assert start.payload.state.to_dict() == {"text": "hello"}
+    assert start.to_json()["payload"]["state"]["changed"] == {"text": "hello"}
     assert prep.payload.prep_result == "Summarize (short): hello"
     assert prep.payload.reads == ["text", "style"]
     assert exe.payload.exec_result == {"summary": "SUMMARIZE (SHORT): HELLO"}

@@ -107,7 +107,7 @@ def test_state_snapshots_stay_lazy_and_are_masked_when_serialized() -> None:
     flow.execute_sync(Backpack(), events=events)
     starts = events.get_events(type="node_start")
     assert isinstance(starts[1].payload.state, MaskedLazy)
-    state = starts[1].to_json()["payload"]["state"]
+    state = starts[1].to_json()["payload"]["state"]["changed"]
     assert state["result"][0] == "${BPF_CANARY}"
 
 

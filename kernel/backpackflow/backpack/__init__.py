@@ -24,6 +24,7 @@ from backpackflow.backpack.records import (
     Reporter,
     Snapshot,
     SnapshotRef,
+    StateDelta,
     StateLike,
 )
 from backpackflow.backpack.view import (
@@ -46,6 +47,7 @@ __all__ = [
     "Reporter",
     "Snapshot",
     "SnapshotRef",
+    "StateDelta",
     "StateLike",
     "access_event",
 ]

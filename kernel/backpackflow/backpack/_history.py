@@ -171,6 +171,50 @@ class HistoryMixin(_State):
         commit = self.get_commit(commit_id)
         return Snapshot(self._state_at(commit.seq), commit.commit_id, commit.seq)
 
+    def _delta_json(self, base: int, seq: int) -> dict[str, Any]:
+        """:class:`StateDelta`'s JSON form: the keys that commits ``base + 1 .. seq`` changed,
+        with their values at ``seq`` (the whole state when ``base`` is -1 or evicted). Costs
+        O(commits in between · log versions), never O(state)."""
+        oldest = self._oldest_seq()
+        if self._evicted and seq < oldest:
+            self._snapshot_at_seq(seq, f"at seq {seq}")  # raises CommitEvicted
+        if base < 0 or base > seq or base + 1 < oldest:
+            state = {k: _entry_value(e) for k, e in self._state_at(seq).items()}
+            return {
+                "$state": "delta",
+                "seq": seq,
+                "base_seq": None,
+                "changed": state,
+                "removed": [],
+            }
+        first = self._commit_start + base + 1 - oldest
+        changed: dict[str, Any] = {}
+        removed: list[str] = []
+        for key in dict.fromkeys(c.key for c in self._commits[first : first + seq - base]):
+            entry = self._entry_at(key, seq)
+            if entry is None or entry[1] is _DELETED:
+                removed.append(key)
+            else:
+                changed[key] = _entry_value(entry)
+        return {
+            "$state": "delta",
+            "seq": seq,
+            "base_seq": base,
+            "changed": changed,
+            "removed": removed,
+        }
+
+    def _entry_at(self, key: str, seq: int) -> _Entry | None:
+        """The entry of ``key`` in force at ``seq`` (one binary search in its log)."""
+        log = self._logs.get(key)
+        if log is None:
+            return None
+        if isinstance(log, tuple):
+            return log if log[3] <= seq else None
+        start = self._log_starts.get(key, 0)
+        i = bisect_right(log, seq, start, key=_entry_seq) - 1
+        return log[i] if i >= start else None
+
     def snapshot_ref(self) -> SnapshotRef:
         """A reference to the current state, resolved only when needed (see
         :class:`SnapshotRef`)."""

@@ -252,18 +252,59 @@ class SnapshotRef(NamedTuple):
         return self.resolve().to_dict()
 
     def to_json(self) -> Any:
-        try:
-            return self.resolve().to_dict()
-        except CommitEvicted as exc:
-            return {"$evicted": True, "seq": self.seq, "reason": str(exc)}
+        return _unless_evicted(self.to_dict, self.seq)
 
     def __repr__(self) -> str:
         return f"SnapshotRef(backpack={self.backpack._id!r}, seq={self.seq})"
 
 
-#: Secret masking keeps it lazy (see backpackflow.policy.secrets); a named tuple takes no class
-#: attribute in its body.
+def _unless_evicted(serialize: Callable[[], Any], seq: int) -> Any:
+    """``serialize()``, or the marker of a state that ``max_history`` evicted."""
+    try:
+        return serialize()
+    except CommitEvicted as exc:
+        return {"$evicted": True, "seq": seq, "reason": str(exc)}
+
+
+class StateDelta(NamedTuple):
+    """The state of a Backpack at ``seq`` told as what changed since ``base`` (an earlier
+    seq of the same Backpack; ``-1``: since nothing, i.e. the whole state), resolved on demand.
+
+    ``node_start`` events carry one: in process it is a reference like :class:`SnapshotRef`
+    (:meth:`resolve` gives the whole state); serialized, it holds only the keys the commits
+    between ``base`` and ``seq`` changed, so a run's events cost O(what was written) instead of
+    a full copy of the state per node. Its JSON form::
+
+        {"$state": "delta", "seq": 7, "base_seq": 4,
+         "changed": {"answer": "..."}, "removed": ["draft"]}
+
+    The state at ``seq`` is the state at ``base_seq`` (the previous ``node_start`` of the run)
+    with ``changed`` set and ``removed`` deleted; ``base_seq`` ``null`` means ``changed`` is the
+    whole state (the first node of a run, or when ``max_history`` evicted the commits after
+    ``base``). A state that is itself evicted serializes as SnapshotRef's ``$evicted`` marker.
+    """
+
+    backpack: Backpack
+    seq: int
+    base: int
+
+    def resolve(self) -> Snapshot:
+        return SnapshotRef(self.backpack, self.seq).resolve()
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.resolve().to_dict()
+
+    def to_json(self) -> Any:
+        return _unless_evicted(lambda: self.backpack._delta_json(self.base, self.seq), self.seq)
+
+    def __repr__(self) -> str:
+        return f"StateDelta(backpack={self.backpack._id!r}, seq={self.seq}, base={self.base})"
+
+
+#: Secret masking keeps them lazy (see backpackflow.policy.secrets); a named tuple takes no
+#: class attribute in its body.
 SnapshotRef.lazy_json = True  # type: ignore[attr-defined]
+StateDelta.lazy_json = True  # type: ignore[attr-defined]
 
 
 Observer = Callable[[AccessRecord], None]

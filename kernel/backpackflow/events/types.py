@@ -98,7 +98,7 @@ class NodeStartPayload(NamedTuple):
     node_name: str
     node_type: str
     params: Any
-    state: Any  # a SnapshotRef: resolved only when serialized
+    state: Any  # a StateDelta: the whole state in process, what changed when serialized
 
 
 class PrepCompletePayload(NamedTuple):

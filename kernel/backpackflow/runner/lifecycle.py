@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from backpackflow.backpack import SnapshotRef
+from backpackflow.backpack import StateDelta
 from backpackflow.config import RedactedParams
 from backpackflow.events import (
     ErrorPayload,
@@ -99,6 +99,11 @@ async def execute_node(
         params = _redacted_params(node)
     elif type(params) is dict:  # a handler may not change the node through its event
         params = MappingProxyType(params) if params else _NO_PARAMS
+    # the state a node starts with, as a delta from the run's previous node_start (see
+    # StateDelta): serialized runs then cost what was written, not a state copy per node
+    seq = backpack._seq
+    base = run._state_seq
+    run._state_seq = seq
     # durations are measured between the events' own timestamps (one clock read per event)
     started = emit(
         _NODE_START,
@@ -108,7 +113,7 @@ async def execute_node(
                 node.name,
                 node.node_type or type(node).__name__,
                 params,
-                _new(SnapshotRef, (backpack, backpack._seq)),
+                _new(StateDelta, (backpack, seq, base)),
             ),
         ),
     )

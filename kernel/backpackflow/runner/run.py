@@ -96,6 +96,9 @@ class Run:
         self._seq = itertools.count(1)
         self._steps = itertools.count(1)
         self.node_count = 0
+        #: The Backpack seq of the run's latest ``node_start`` (-1: none yet): the base of the
+        #: next one's :class:`~backpackflow.backpack.StateDelta`.
+        self._state_seq = -1
         #: The latest exec result of each node id (templates: ``node.<id>.output``).
         self.outputs: dict[str, Any] = {}
         self.tokens_input = 0

@@ -366,4 +366,33 @@ def test_the_first_node_start_records_the_callers_inputs(tmp_path: Path) -> None
     run_flow(chain(1), [sink], backpack=backpack)
     sink.close()
     start = next(json.loads(line) for line in path.open() if '"node_start"' in line)
-    assert start["payload"]["state"] == {"k0": {"nested": ["x"]}}
+    assert start["payload"]["state"]["changed"] == {"k0": {"nested": ["x"]}}
+    assert start["payload"]["state"]["base_seq"] is None  # the first node: the whole state
+
+
+def test_each_steps_state_is_rebuilt_from_the_node_start_deltas(tmp_path: Path) -> None:
+    """node_start records what changed since the previous one; the trace chains them back
+    into the whole state each node started with."""
+    from backpackflow_sinks.trace import load_trace
+
+    path = tmp_path / "run.jsonl"
+    sink = JsonlFileSink(FileSinkOptions(path=str(path)))
+    result = run_flow(chain(4), [sink])
+    sink.close()
+    starts = [json.loads(line) for line in path.open() if '"node_start"' in line]
+    assert [sorted(s["payload"]["state"]["changed"]) for s in starts] == [
+        ["k0", "q"],
+        ["k1"],
+        ["k2"],
+        ["k3"],
+    ]
+    [run] = load_trace(path).runs.values()
+    assert run.steps[4].state == {
+        "k0": "start",
+        "q": "question",
+        "k1": "start>n1",
+        "k2": "start>n1>n2",
+        "k3": "start>n1>n2>n3",
+    }
+    assert run.steps[1].state == {"k0": "start", "q": "question"}
+    assert result.ok

@@ -43,7 +43,7 @@ def test_events_arrive_in_batches_with_the_exact_run_events(hook_server) -> None
     received = server.events()
     assert [e["id"] for e in received] == ids
     assert received[0]["type"] == "run_start" and received[-1]["type"] == "run_end"
-    assert received[1]["payload"]["state"] == {"k0": "start", "q": "question"}
+    assert received[1]["payload"]["state"]["changed"] == {"k0": "start", "q": "question"}
     for request in server.requests:
         assert request.headers["Content-Type"] == "application/json"
         assert request.headers["X-Backpackflow-Attempt"] == "1"
