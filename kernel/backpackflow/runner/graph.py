@@ -46,11 +46,13 @@ class _Graph:
         _assign_ids(flow, self.nodes)
         needs_loop = flow.parallel or flow.is_async
         steps = 0
+        me = weakref.ref(flow)  # one shared reference object (no callback): cheap to store
         for node in self.nodes:
             watchers = node._watchers
             if watchers is None:
-                watchers = node._watchers = weakref.WeakSet()
-            watchers.add(flow)
+                node._watchers = [me]
+            elif me not in watchers:
+                watchers.append(me)
             if not needs_loop:
                 needs_loop = node._needs_loop()
             steps += node._steps_per_run()
