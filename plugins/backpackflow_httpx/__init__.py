@@ -26,8 +26,9 @@ from backpackflow.policy import EgressPolicy
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
-def _pin(request: httpx.Request, address: str) -> None:
-    """Send ``request`` to ``address`` while it keeps naming its host (Host header, SNI)."""
+def _pin(request: httpx.Request | Any, address: str) -> None:
+    """Send ``request`` to ``address`` while it keeps naming its host (Host header, SNI).
+    (Also an ``httpx2.Request``, which has the same URL and extensions API.)"""
     host = request.url.host
     if address == host:
         return

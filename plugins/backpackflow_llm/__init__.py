@@ -57,6 +57,8 @@ from backpackflow_llm.types import (
     ProviderTimeout,
     RateLimited,
     ServerError,
+    ToolCall,
+    ToolSpec,
     Usage,
 )
 
@@ -92,6 +94,8 @@ __all__ = [
     "RetryPolicy",
     "SQLiteCache",
     "ServerError",
+    "ToolCall",
+    "ToolSpec",
     "Usage",
     "cache_key",
     "complete_with_fallback",

@@ -62,6 +62,15 @@ def cache_key(request: LLMRequest, *, extra: Mapping[str, Any] | None = None) ->
         "response_format": request.response_format,
         "extra": dict(extra) if extra else None,
     }
+    # what changes the answer beyond the above; only when set, so older keys stay valid
+    if request.tools:
+        payload["tools"] = [t.to_json() for t in request.tools]
+    if request.tool_choice is not None:
+        payload["tool_choice"] = request.tool_choice
+    if request.json_schema is not None:
+        payload["json_schema"] = request.json_schema
+    if any(m.tool_calls or m.tool_call_id for m in request.messages):
+        payload["messages"] = [m.to_json() for m in request.messages]
     try:
         text = json.dumps(
             payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False

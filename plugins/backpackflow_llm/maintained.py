@@ -35,11 +35,12 @@ _KEYS = {
     "input": "input_mtok",
     "cached_input": "cache_read_mtok",
     "cache_write": "cache_write_mtok",
+    "cache_write_1h": "cache_write_1h_mtok",
     "output": "output_mtok",
     "reasoning": "output_reasoning_mtok",
 }
 _USED_KEYS = frozenset(_KEYS.values())
-_INHERITING = ("cached_input", "cache_write", "reasoning")
+_INHERITING = ("cached_input", "cache_write", "cache_write_1h", "reasoning")
 
 
 @functools.cache
@@ -111,6 +112,7 @@ class GenaiPrices:
         plain_output = prices["output"] if prices["output"] is not None else Decimal(0)
         cached = prices["cached_input"]
         write = prices["cache_write"]
+        write_1h = prices["cache_write_1h"]
         reasoning = prices["reasoning"]
         return PriceEntry(
             provider=provider,
@@ -119,6 +121,9 @@ class GenaiPrices:
             output=plain_output,
             cached_input=plain_input if cached is None else cached,
             cache_write=plain_input if write is None else write,
+            cache_write_1h=(plain_input if write is None else write)
+            if write_1h is None
+            else write_1h,
             reasoning=plain_output if reasoning is None else reasoning,
             source=self.name,
             inherited=frozenset(kind for kind in _INHERITING if prices[kind] is None),

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import attrs
 import msgspec
@@ -49,24 +49,31 @@ class OfflineOptions:
 
 @attrs.frozen(kw_only=True)
 class OpenAIOptions:
-    """The OpenAI Chat Completions API (or a compatible server at ``base_url``). Give the key
-    as ``"${OPENAI_API_KEY}"`` or leave it out to read ``api_key_env``."""
+    """The OpenAI Chat Completions API, or a compatible server at ``base_url`` (vLLM, Ollama,
+    LM Studio: ``require_api_key: false``; Azure OpenAI: the deployment URL, ``api_version``
+    and ``extra_headers: {"api-key": "${AZURE_OPENAI_API_KEY}"}``). Give the key as
+    ``"${OPENAI_API_KEY}"`` or leave it out to read ``api_key_env``."""
 
     api_key: str | None = None
     base_url: str = "https://api.openai.com/v1"
     timeout: PositiveFloat = 60.0
     api_key_env: str = "OPENAI_API_KEY"
+    require_api_key: bool = True
+    extra_headers: dict[str, str] = attrs.field(factory=dict)
+    max_tokens_field: Literal["max_completion_tokens", "max_tokens"] = "max_completion_tokens"
+    api_version: str | None = None
 
 
 @attrs.frozen(kw_only=True)
 class AnthropicOptions:
-    """The Anthropic Messages API."""
+    """The Anthropic Messages API (``base_url`` is its root; a trailing ``/v1`` is accepted)."""
 
     api_key: str | None = None
-    base_url: str = "https://api.anthropic.com/v1"
+    base_url: str = "https://api.anthropic.com"
     timeout: PositiveFloat = 60.0
     api_key_env: str = "ANTHROPIC_API_KEY"
     default_max_tokens: Annotated[int, msgspec.Meta(ge=1)] = 1024
+    extra_headers: dict[str, str] = attrs.field(factory=dict)
 
 
 @attrs.frozen(kw_only=True)
@@ -126,6 +133,10 @@ def _openai(options: OpenAIOptions, container: Any) -> OpenAIProvider:
         base_url=options.base_url,
         timeout=options.timeout,
         api_key_env=options.api_key_env,
+        require_api_key=options.require_api_key,
+        extra_headers=options.extra_headers,
+        max_tokens_field=options.max_tokens_field,
+        api_version=options.api_version,
         **_sandboxed(container),
     )
 
@@ -137,6 +148,7 @@ def _anthropic(options: AnthropicOptions, container: Any) -> AnthropicProvider:
         timeout=options.timeout,
         api_key_env=options.api_key_env,
         default_max_tokens=options.default_max_tokens,
+        extra_headers=options.extra_headers,
         **_sandboxed(container),
     )
 

@@ -13,9 +13,10 @@ Prices come from three layers, consulted in this order; the first that knows the
 does not move when a package is upgraded (tests pin their numbers that way).
 
 A pricing file lists, per provider, entries ``{"pattern", "input", "output", "cached_input"?,
-"cache_write"?, "reasoning"?}``: prices in currency units per million tokens, written as
-decimal strings. ``cached_input`` and ``cache_write`` default to ``input``, ``reasoning`` to
-``output``.
+"cache_write"?, "cache_write_1h"?, "reasoning"?}``: prices in currency units per million
+tokens, written as decimal strings. ``cached_input`` and ``cache_write`` default to ``input``,
+``cache_write_1h`` (a prompt-cache write kept for an hour, Anthropic's 1-hour TTL) to
+``cache_write``, ``reasoning`` to ``output``.
 
 Patterns are case-sensitive **globs** (:func:`fnmatch.fnmatchcase`: ``*``, ``?``, ``[abc]``),
 chosen over regexes because model families are prefixes (``claude-sonnet-4*``) and a glob
@@ -62,9 +63,9 @@ _EXACT = decimal.Context(
     Emax=999_999,
     traps=[decimal.Inexact, decimal.Rounded, decimal.InvalidOperation, decimal.Overflow],
 )
-_PRICE_FIELDS = ("input", "output", "cached_input", "cache_write", "reasoning")
+_PRICE_FIELDS = ("input", "output", "cached_input", "cache_write", "cache_write_1h", "reasoning")
 _ENTRY_FIELDS = frozenset({"pattern", "note", *_PRICE_FIELDS})
-_INHERITING = ("cached_input", "cache_write", "reasoning")
+_INHERITING = ("cached_input", "cache_write", "cache_write_1h", "reasoning")
 
 
 class PricingError(BackpackFlowError, ValueError):
@@ -84,8 +85,12 @@ class PriceEntry:
     reasoning: Decimal
     source: str
     #: The token kinds with no price of their own in the source, charged at the input price
-    #: (``cached_input``, ``cache_write``) or the output price (``reasoning``).
+    #: (``cached_input``, ``cache_write``), the 5-minute write price (``cache_write_1h``) or
+    #: the output price (``reasoning``).
     inherited: frozenset[str] = frozenset()
+    cache_write_1h: Decimal = attrs.field(
+        default=attrs.Factory(lambda self: self.cache_write, takes_self=True)
+    )
 
     @property
     def specificity(self) -> int:
@@ -119,6 +124,7 @@ class Cost:
     matched_pattern: str | None
     cache_write: Decimal = ZERO
     currency: str = "USD"
+    cache_write_1h: Decimal = ZERO
 
     @classmethod
     def zero(cls, currency: str = "USD") -> Cost:
@@ -150,6 +156,7 @@ class Cost:
             cached_input=add(self.cached_input, other.cached_input),
             reasoning=add(self.reasoning, other.reasoning),
             cache_write=add(self.cache_write, other.cache_write),
+            cache_write_1h=add(self.cache_write_1h, other.cache_write_1h),
             total=add(self.total, other.total),
             known=self.known and other.known,
             matched_pattern=(
@@ -164,8 +171,9 @@ class Cost:
         return f"{decimal_text(self.total)} {self.currency}"
 
     def to_json(self) -> dict[str, Any]:
-        """Amounts as decimal strings (JSON numbers would be read back as floats)."""
-        return {
+        """Amounts as decimal strings (JSON numbers would be read back as floats);
+        ``cache_write_1h`` only when there were 1-hour cache writes."""
+        data = {
             "input": decimal_text(self.input),
             "output": decimal_text(self.output),
             "cached_input": decimal_text(self.cached_input),
@@ -176,11 +184,17 @@ class Cost:
             "matched_pattern": self.matched_pattern,
             "currency": self.currency,
         }
+        if self.cache_write_1h:
+            data["cache_write_1h"] = decimal_text(self.cache_write_1h)
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Cost:
         try:
-            amounts = {k: Decimal(data[k]) for k in (*_PRICE_FIELDS, "total")}
+            amounts = {
+                k: Decimal(data.get(k, "0") if k == "cache_write_1h" else data[k])
+                for k in (*_PRICE_FIELDS, "total")
+            }
             return cls(
                 **amounts,
                 known=bool(data["known"]),
@@ -255,6 +269,9 @@ def _parse_layer(data: Any, source: str) -> tuple[dict[str, list[PriceEntry]], d
                     output=prices["output"],
                     cached_input=prices.get("cached_input", prices["input"]),
                     cache_write=prices.get("cache_write", prices["input"]),
+                    cache_write_1h=prices.get(
+                        "cache_write_1h", prices.get("cache_write", prices["input"])
+                    ),
                     reasoning=prices.get("reasoning", prices["output"]),
                     source=source,
                     inherited=frozenset(_INHERITING) - prices.keys(),
@@ -411,8 +428,8 @@ class PricingTable:
         ``known=False`` (and 0) when unpriced.
 
         Cached prompt tokens are charged at ``cached_input``, cache writes at ``cache_write``
-        and the rest of the prompt at ``input``; reasoning tokens at ``reasoning`` and the
-        rest of the output at ``output``.
+        (those kept for an hour at ``cache_write_1h``) and the rest of the prompt at ``input``;
+        reasoning tokens at ``reasoning`` and the rest of the output at ``output``.
         """
         entry = self.lookup(provider, model, at=at, input_tokens=usage.input_tokens)
         if entry is None:
@@ -422,7 +439,10 @@ class PricingTable:
         parts = {
             "input": _cost(plain_input, entry.input),
             "cached_input": _cost(usage.cached_input_tokens, entry.cached_input),
-            "cache_write": _cost(usage.cache_write_tokens, entry.cache_write),
+            "cache_write": _cost(
+                usage.cache_write_tokens - usage.cache_write_1h_tokens, entry.cache_write
+            ),
+            "cache_write_1h": _cost(usage.cache_write_1h_tokens, entry.cache_write_1h),
             "output": _cost(plain_output, entry.output),
             "reasoning": _cost(usage.reasoning_tokens, entry.reasoning),
         }

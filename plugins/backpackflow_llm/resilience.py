@@ -72,8 +72,11 @@ class RetryPolicy:
     ``n`` (after failed attempt ``n``) the backoff is ``base_delay * multiplier**(n-1)``,
     capped at ``max_delay``, then reduced by a random fraction of up to ``jitter``
     (0 = fixed delays, 1 = "full jitter"), which spreads clients that failed together. When the
-    error carries ``retry_after`` (HTTP ``retry-after``), that wait is used instead, capped at
-    ``max_delay``: the server knows when it will take the request.
+    error carries ``retry_after`` (HTTP ``retry-after``), that wait is used instead, as asked:
+    the server knows when it will take the request. A server that asks for more than
+    ``max_retry_after`` seconds is not waited for: the pair fails at once (and the chain moves
+    to its fallback), the error naming the wait, rather than retrying early into the same
+    refusal or stalling a flow for minutes.
     """
 
     max_attempts: int = attrs.field(default=3, validator=_check_attempts)
@@ -81,10 +84,15 @@ class RetryPolicy:
     max_delay: float = attrs.field(default=20.0, validator=_non_negative)
     multiplier: float = attrs.field(default=2.0, validator=_check_multiplier)
     jitter: float = attrs.field(default=0.5, validator=_check_jitter)
+    max_retry_after: float = attrs.field(default=60.0, validator=_non_negative)
 
     def should_retry(self, error: ProviderError, attempt: int) -> bool:
         """Whether failed attempt number ``attempt`` (1-based) is followed by another."""
-        return error.transient and attempt < self.max_attempts
+        return error.transient and attempt < self.max_attempts and not self.waits_too_long(error)
+
+    def waits_too_long(self, error: ProviderError) -> bool:
+        """Whether the server asked for a longer wait than this policy accepts."""
+        return error.retry_after is not None and error.retry_after > self.max_retry_after
 
     def delay(
         self,
@@ -94,7 +102,7 @@ class RetryPolicy:
     ) -> float:
         """Seconds to wait after failed attempt ``attempt``; ``rand`` returns [0, 1)."""
         if error is not None and error.retry_after is not None:
-            return min(max(error.retry_after, 0.0), self.max_delay)
+            return min(max(error.retry_after, 0.0), self.max_retry_after)
         try:
             backoff = min(self.max_delay, self.base_delay * self.multiplier ** (attempt - 1))
         except OverflowError:
@@ -147,9 +155,15 @@ class AttemptRecord:
     model: str
     attempt: int
     error: ProviderError
+    #: why the attempt was not retried although its error is transient (a too-long wait)
+    note: str | None = None
 
     def describe(self) -> str:
-        return f"{self.provider}/{self.model} attempt {self.attempt}: {type(self.error).__name__}"
+        note = f" ({self.note})" if self.note else ""
+        return (
+            f"{self.provider}/{self.model} attempt {self.attempt}: "
+            f"{type(self.error).__name__}{note}"
+        )
 
 
 class AllProvidersFailed(ProviderError):
@@ -218,7 +232,13 @@ async def complete_with_fallback(
             try:
                 return await provider.complete(target, on_chunk=on_chunk)
             except ProviderError as failure:
-                attempts.append(AttemptRecord(provider.name, model, attempt, failure))
+                note = None
+                if failure.transient and policy.waits_too_long(failure):
+                    note = (
+                        f"not retried: the server asked to wait {failure.retry_after:g}s, "
+                        f"more than max_retry_after={policy.max_retry_after:g}s"
+                    )
+                attempts.append(AttemptRecord(provider.name, model, attempt, failure, note))
                 if not policy.should_retry(failure, attempt):
                     break
                 delay = policy.delay(attempt, failure, rand)

@@ -18,7 +18,8 @@ import attrs
 from backpackflow import BackpackFlowError, SerializationError
 
 ResponseFormat = Literal["text", "json"]
-ROLES = ("user", "assistant")
+ToolChoice = Literal["auto", "none", "required"]
+ROLES = ("user", "assistant", "tool")
 
 __all__ = [
     "ROLES",
@@ -34,6 +35,9 @@ __all__ = [
     "RateLimited",
     "ResponseFormat",
     "ServerError",
+    "ToolCall",
+    "ToolChoice",
+    "ToolSpec",
     "Usage",
 ]
 
@@ -53,17 +57,77 @@ def _check_str(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
         raise TypeError(f"{attribute.name} must be a str, got {type(value).__name__}")
 
 
+def _json_object(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{attribute.name} must be a JSON object, got {type(value).__name__}")
+
+
+@attrs.frozen
+class ToolCall:
+    """A tool the model asked to call: ``id`` (the provider's, echoed back with the result),
+    the tool's ``name`` and its ``arguments`` (the parsed JSON object)."""
+
+    id: str = attrs.field(validator=_check_str)
+    name: str = attrs.field(validator=_check_str)
+    arguments: Mapping[str, Any] = attrs.field(validator=_json_object, hash=False)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "arguments": dict(self.arguments)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ToolCall:
+        try:
+            return cls(data["id"], data["name"], data["arguments"])
+        except (KeyError, TypeError) as exc:
+            raise SerializationError(f"ToolCall: missing or bad field {exc}") from None
+
+
+@attrs.frozen
+class ToolSpec:
+    """A tool the model may call: its ``name``, what it does (``description``, which the model
+    reads to decide) and its ``parameters`` (a JSON Schema of an object)."""
+
+    name: str = attrs.field(validator=_check_str)
+    description: str = attrs.field(validator=_check_str)
+    parameters: Mapping[str, Any] = attrs.field(validator=_json_object, hash=False)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "description": self.description, "parameters": self.parameters}
+
+
+def _to_tool_calls(value: Iterable[ToolCall | Mapping[str, Any]]) -> tuple[ToolCall, ...]:
+    return tuple(c if isinstance(c, ToolCall) else ToolCall.from_json(c) for c in value)
+
+
 @attrs.frozen
 class Message:
-    """One chat turn. Roles are ``user`` and ``assistant``; the system prompt is not a message
-    but :attr:`LLMRequest.system`, because the providers carry it differently (OpenAI as a
-    first message, Anthropic as a top-level field)."""
+    """One chat turn. Roles are ``user``, ``assistant`` and ``tool``; the system prompt is not a
+    message but :attr:`LLMRequest.system`, because the providers carry it differently (OpenAI as
+    a first message, Anthropic as a top-level field).
+
+    An assistant turn that called tools carries them in ``tool_calls`` (its ``content`` is the
+    text said beside them, often ""); each result comes back as a ``tool`` message whose
+    ``tool_call_id`` names the call and whose ``content`` is the result as text.
+    """
 
     role: str = attrs.field(validator=[_check_str, _check_role])
     content: str = attrs.field(validator=_check_str)
+    tool_calls: tuple[ToolCall, ...] = attrs.field(default=(), converter=_to_tool_calls)
+    tool_call_id: str | None = attrs.field(default=None)
 
-    def to_json(self) -> dict[str, str]:
-        return {"role": self.role, "content": self.content}
+    def __attrs_post_init__(self) -> None:
+        if self.role == "tool" and not self.tool_call_id:
+            raise ValueError("Message: a tool message needs the tool_call_id it answers")
+        if self.tool_calls and self.role != "assistant":
+            raise ValueError("Message: only an assistant message carries tool_calls")
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.tool_calls:
+            data["tool_calls"] = [c.to_json() for c in self.tool_calls]
+        if self.tool_call_id is not None:
+            data["tool_call_id"] = self.tool_call_id
+        return data
 
 
 def _to_messages(value: Iterable[Message | Mapping[str, Any]]) -> tuple[Message, ...]:
@@ -73,7 +137,14 @@ def _to_messages(value: Iterable[Message | Mapping[str, Any]]) -> tuple[Message,
         if isinstance(m, Message):
             out.append(m)
         elif isinstance(m, Mapping):
-            out.append(Message(role=m.get("role"), content=m.get("content")))  # type: ignore[arg-type]
+            out.append(
+                Message(
+                    role=m.get("role"),  # type: ignore[arg-type]
+                    content=m.get("content"),  # type: ignore[arg-type]
+                    tool_calls=m.get("tool_calls") or (),
+                    tool_call_id=m.get("tool_call_id"),
+                )
+            )
         else:
             raise TypeError(f"messages must be Message objects, got {type(m).__name__}")
     return tuple(out)
@@ -122,9 +193,26 @@ class LLMRequest:
     ``provider`` and ``model`` name the first choice; a fallback chain re-targets the request
     with :func:`attrs.evolve`. ``max_tokens`` bounds the *output*; ``None`` lets the provider
     choose (Anthropic needs a value, so its provider fills in its ``default_max_tokens``).
-    ``response_format="json"`` asks for one JSON object. ``stream`` changes how the answer
-    travels, not what it is, so it is not part of the cache key.
+    ``response_format="json"`` asks for one JSON object; ``json_schema`` (with
+    ``response_format="json"``) asks for one that matches that schema, with the provider's
+    native structured output. ``tools`` are what the model may call; ``tool_choice`` is
+    ``"auto"`` (the default when there are tools), ``"none"``, ``"required"`` or the name of one
+    tool it must call. ``stream`` changes how the answer travels, not what it is, so it is not
+    part of the cache key.
     """
+
+    def __attrs_post_init__(self) -> None:
+        names = [t.name for t in self.tools]
+        if len(set(names)) != len(names):
+            raise ValueError(f"LLMRequest.tools: tool names must be unique, got {names}")
+        choice = self.tool_choice
+        if choice is not None and choice not in get_args(ToolChoice) and choice not in names:
+            raise ValueError(
+                f"LLMRequest.tool_choice must be one of {list(get_args(ToolChoice))} or a tool "
+                f"name of tools {names}, got {choice!r}"
+            )
+        if self.json_schema is not None and self.response_format != "json":
+            raise ValueError('LLMRequest.json_schema needs response_format="json"')
 
     provider: str = attrs.field(validator=_check_str)
     model: str = attrs.field(validator=_check_str)
@@ -134,6 +222,9 @@ class LLMRequest:
     max_tokens: int | None = attrs.field(default=None, validator=_check_max_tokens)
     response_format: ResponseFormat = attrs.field(default="text", validator=_check_format)
     stream: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+    tools: tuple[ToolSpec, ...] = attrs.field(default=(), converter=tuple)
+    tool_choice: str | None = attrs.field(default=None, validator=_optional_str)
+    json_schema: Mapping[str, Any] | None = attrs.field(default=None, hash=False)
 
     @classmethod
     def from_prompt(
@@ -152,6 +243,9 @@ class LLMRequest:
             "max_tokens": self.max_tokens,
             "response_format": self.response_format,
             "stream": self.stream,
+            **({"tools": [t.to_json() for t in self.tools]} if self.tools else {}),
+            **({"tool_choice": self.tool_choice} if self.tool_choice is not None else {}),
+            **({"json_schema": self.json_schema} if self.json_schema is not None else {}),
         }
 
     @classmethod
@@ -160,7 +254,10 @@ class LLMRequest:
         if unknown:
             raise SerializationError(f"LLMRequest: unknown fields {sorted(unknown)}")
         try:
-            return cls(**data)
+            fields = dict(data)
+            if "tools" in fields:
+                fields["tools"] = tuple(ToolSpec(**t) for t in fields["tools"])
+            return cls(**fields)
         except (TypeError, ValueError) as exc:
             raise SerializationError(f"LLMRequest: {exc}") from exc
 
@@ -185,6 +282,10 @@ class Usage:
     ``cache_creation_input_tokens``) are parts *of* it, priced differently. Likewise
     ``reasoning_tokens`` are part *of* ``output_tokens``. Keeping the parts inside the totals
     means ``total_tokens`` is what the model processed, and pricing charges each token once.
+    ``cache_write_1h_tokens`` are the part of ``cache_write_tokens`` written with a 1-hour
+    lifetime (Anthropic; the rest lives 5 minutes and is priced lower). ``estimated`` marks
+    counts the server did not report (a compatible server that sends no usage): they are
+    estimated from the text, about 4 characters a token, so budgets still see the call.
     """
 
     input_tokens: int = attrs.field(validator=_count)
@@ -192,8 +293,15 @@ class Usage:
     cached_input_tokens: int = attrs.field(default=0, validator=_count)
     reasoning_tokens: int = attrs.field(default=0, validator=_count)
     cache_write_tokens: int = attrs.field(default=0, validator=_count)
+    cache_write_1h_tokens: int = attrs.field(default=0, validator=_count)
+    estimated: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
 
     def __attrs_post_init__(self) -> None:
+        if self.cache_write_1h_tokens > self.cache_write_tokens:
+            raise ValueError(
+                f"Usage: cache_write_1h_tokens ({self.cache_write_1h_tokens}) exceed "
+                f"cache_write_tokens ({self.cache_write_tokens}); they are counted within it"
+            )
         if self.cached_input_tokens + self.cache_write_tokens > self.input_tokens:
             raise ValueError(
                 f"Usage: cached_input_tokens ({self.cached_input_tokens}) + cache_write_tokens "
@@ -219,14 +327,24 @@ class Usage:
             self.cached_input_tokens + other.cached_input_tokens,
             self.reasoning_tokens + other.reasoning_tokens,
             self.cache_write_tokens + other.cache_write_tokens,
+            self.cache_write_1h_tokens + other.cache_write_1h_tokens,
+            self.estimated or other.estimated,
         )
 
     @classmethod
     def zero(cls) -> Usage:
         return cls(0, 0)
 
-    def to_json(self) -> dict[str, int]:
-        return {
+    @classmethod
+    def estimate(cls, prompt: str, answer: str) -> Usage:
+        """Counts for a call whose server reported none: ~4 characters a token, rounded up,
+        marked ``estimated``."""
+        return cls(-(-len(prompt) // 4), -(-len(answer) // 4), estimated=True)
+
+    def to_json(self) -> dict[str, Any]:
+        """The counts; ``cache_write_1h_tokens`` and ``estimated`` only when they say
+        something (so the usual shape stays as it was)."""
+        data: dict[str, Any] = {
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
             "cached_input_tokens": self.cached_input_tokens,
@@ -234,6 +352,11 @@ class Usage:
             "cache_write_tokens": self.cache_write_tokens,
             "total_tokens": self.total_tokens,
         }
+        if self.cache_write_1h_tokens:
+            data["cache_write_1h_tokens"] = self.cache_write_1h_tokens
+        if self.estimated:
+            data["estimated"] = True
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Usage:
@@ -262,9 +385,11 @@ class LLMResponse:
     finish_reason: str | None
     latency_ms: float
     raw: dict[str, Any] | None = attrs.field(default=None, hash=False)
+    refusal: str | None = None
+    tool_calls: tuple[ToolCall, ...] = attrs.field(default=(), converter=_to_tool_calls)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "text": self.text,
             "usage": self.usage.to_json(),
             "provider": self.provider,
@@ -273,6 +398,11 @@ class LLMResponse:
             "latency_ms": self.latency_ms,
             "raw": self.raw,
         }
+        if self.refusal is not None:
+            data["refusal"] = self.refusal
+        if self.tool_calls:
+            data["tool_calls"] = [c.to_json() for c in self.tool_calls]
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> LLMResponse:
@@ -285,6 +415,8 @@ class LLMResponse:
                 finish_reason=data["finish_reason"],
                 latency_ms=float(data["latency_ms"]),
                 raw=data.get("raw"),
+                refusal=data.get("refusal"),
+                tool_calls=data.get("tool_calls") or (),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise SerializationError(f"LLMResponse: missing or bad field {exc}") from exc

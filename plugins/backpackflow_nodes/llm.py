@@ -85,6 +85,13 @@ class LLMParams:
     ] = 3
     retry_base_delay: Annotated[float, msgspec.Meta(ge=0)] = 0.5
     retry_max_delay: Annotated[float, msgspec.Meta(ge=0)] = 20.0
+    retry_after_max: Annotated[
+        float,
+        msgspec.Meta(
+            ge=0,
+            description="the longest retry-after (s) waited for; a longer one fails at once",
+        ),
+    ] = 60.0
     cache: Annotated[bool, msgspec.Meta(description="use the flow's llm_cache")] = True
     cache_ttl: Annotated[float, msgspec.Meta(gt=0)] | None = None
     output_key: Annotated[str, msgspec.Meta(min_length=1)] | None = None
@@ -283,6 +290,7 @@ class LLMNode(AsyncNode):
             max_attempts=params.max_attempts,
             base_delay=params.retry_base_delay,
             max_delay=params.retry_max_delay,
+            max_retry_after=params.retry_after_max,
         )
         response = await complete_with_fallback(
             chain,

@@ -1,16 +1,19 @@
-"""Anthropic Messages API over httpx."""
+"""Anthropic Messages API through the official ``anthropic`` SDK."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
-import httpx
+import anthropic
+import httpx2
 import httpx_sse
 
 from backpackflow.policy import EgressPolicy
 from backpackflow_llm.providers._http import (
     HTTPProvider,
+    SDKCall,
     StreamResult,
     WireError,
     field,
@@ -22,36 +25,44 @@ from backpackflow_llm.providers.base import OnChunk
 from backpackflow_llm.types import (
     LLMRequest,
     LLMResponse,
+    Message,
     ProviderConnectionError,
     ProviderError,
     ProviderRequestError,
     ProviderTimeout,
     RateLimited,
     ServerError,
+    ToolCall,
     Usage,
 )
 
 __all__ = ["JSON_INSTRUCTION", "AnthropicProvider"]
 
-API_VERSION = "2023-06-01"
 JSON_INSTRUCTION = "Respond with a single valid JSON object and nothing else."
+REFUSED = "the model refused to answer (stop_reason: refusal)"
 
 
 class AnthropicProvider(HTTPProvider):
-    """``POST {base_url}/messages`` in the Anthropic Messages wire format.
+    """``POST {base_url}/v1/messages`` in the Anthropic Messages wire format, sent by the SDK.
 
-    Headers ``x-api-key`` and ``anthropic-version: 2023-06-01``; the system prompt is the
-    top-level ``system`` field. The API requires ``max_tokens``, so a request without one
-    gets ``default_max_tokens``. The Messages API has no JSON mode, so
-    ``response_format="json"`` appends :data:`JSON_INSTRUCTION` to the system prompt (the
-    answer is not validated here; a node that needs JSON parses it).
+    ``base_url`` is the API root (``https://api.anthropic.com``; a trailing ``/v1``, as older
+    configurations wrote it, is accepted). The system prompt is the top-level ``system`` field.
+    The API requires ``max_tokens``, so a request without one gets ``default_max_tokens``.
+    ``response_format="json"`` with a ``json_schema`` uses the API's native structured output
+    (``output_config.format``); without a schema the Messages API has no JSON mode, so
+    :data:`JSON_INSTRUCTION` is appended to the system prompt. Tools are sent as
+    ``input_schema`` tools and ``tool_use`` blocks come back as
+    :class:`~backpackflow_llm.types.ToolCall` data; ``stop_reason: "refusal"`` is
+    :attr:`LLMResponse.refusal`. The current Messages API takes no ``temperature`` (the SDK's
+    request type has none), so a request with one is refused before it is sent, saying so.
 
     Usage: Anthropic's ``input_tokens`` counts only the uncached part of the prompt, so
     :attr:`Usage.input_tokens` is ``input_tokens + cache_read_input_tokens +
     cache_creation_input_tokens`` (every prompt token), with ``cache_read_input_tokens`` as
-    ``cached_input_tokens`` and ``cache_creation_input_tokens`` as ``cache_write_tokens``, each
-    priced at its own rate. Extended-thinking tokens are not reported separately by the API;
-    they are inside ``output_tokens`` and ``reasoning_tokens`` stays 0.
+    ``cached_input_tokens`` and ``cache_creation_input_tokens`` as ``cache_write_tokens``, of
+    which ``cache_creation.ephemeral_1h_input_tokens`` are ``cache_write_1h_tokens`` (priced
+    at the 1-hour rate). Thinking tokens (``output_tokens_details.thinking_tokens``) are
+    ``reasoning_tokens``, within ``output_tokens``.
 
     The API key comes from ``api_key`` or, at call time, from ``api_key_env``.
     """
@@ -61,13 +72,13 @@ class AnthropicProvider(HTTPProvider):
     def __init__(
         self,
         api_key: str | None = None,
-        base_url: str = "https://api.anthropic.com/v1",
+        base_url: str = "https://api.anthropic.com",
         timeout: float = 60,
         api_key_env: str = "ANTHROPIC_API_KEY",
         *,
         name: str = "anthropic",
         default_max_tokens: int = 1024,
-        client: httpx.AsyncClient | None = None,
+        client: httpx2.AsyncClient | None = None,
         extra_headers: Mapping[str, str] | None = None,
         egress: EgressPolicy | None = None,
         getenv: Callable[[str], str | None] | None = None,
@@ -83,29 +94,68 @@ class AnthropicProvider(HTTPProvider):
             egress=egress,
             getenv=getenv,
         )
+        if self.base_url.endswith("/v1"):
+            self.base_url = self.base_url[: -len("/v1")]
         if default_max_tokens < 1:
             raise ValueError("AnthropicProvider: default_max_tokens must be >= 1")
         self.default_max_tokens = default_max_tokens
 
     def endpoint(self) -> str:
-        return "/messages"
+        return "/v1/messages"
 
-    def headers(self, api_key: str) -> dict[str, str]:
-        return {"x-api-key": api_key, "anthropic-version": API_VERSION}
+    def sdk_call(self, http_client: httpx2.AsyncClient, api_key: str) -> SDKCall:
+        client = anthropic.AsyncAnthropic(
+            api_key=api_key,
+            base_url=self.base_url,
+            timeout=self.timeout,
+            max_retries=0,  # retries and fallbacks are the project's
+            default_query=self.query or None,
+            http_client=http_client,
+        )
+        return client.messages.with_streaming_response.create
+
+    async def complete(
+        self, request: LLMRequest, *, on_chunk: OnChunk | None = None
+    ) -> LLMResponse:
+        if request.temperature is not None:
+            raise ProviderRequestError(
+                f"the {self.wire} API takes no temperature (got {request.temperature})",
+                provider=self.name,
+                model=request.model,
+                hint="remove temperature from the request (the llm node's params); not sent",
+            )
+        return await super().complete(request, on_chunk=on_chunk)
 
     def body(self, request: LLMRequest) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": request.model,
             "max_tokens": request.max_tokens or self.default_max_tokens,
-            "messages": [m.to_json() for m in request.messages],
+            "messages": _wire_messages(request.messages),
         }
         system = request.system
-        if request.response_format == "json":
+        if request.json_schema is not None:
+            body["output_config"] = {
+                "format": {"type": "json_schema", "schema": dict(request.json_schema)}
+            }
+        elif request.response_format == "json":
             system = f"{system}\n\n{JSON_INSTRUCTION}" if system else JSON_INSTRUCTION
         if system is not None:
             body["system"] = system
-        if request.temperature is not None:
-            body["temperature"] = request.temperature
+        if request.tools:
+            body["tools"] = [
+                {
+                    "name": t.name,
+                    "description": t.description,
+                    "input_schema": dict(t.parameters),
+                }
+                for t in request.tools
+            ]
+        if request.tool_choice is not None:
+            choice = request.tool_choice
+            kinds = {"auto": "auto", "none": "none", "required": "any"}
+            body["tool_choice"] = (
+                {"type": kinds[choice]} if choice in kinds else {"type": "tool", "name": choice}
+            )
         if request.stream:
             body["stream"] = True
         return body
@@ -120,18 +170,32 @@ class AnthropicProvider(HTTPProvider):
     def parse_response(self, data: Any, request: LLMRequest, latency_ms: float) -> LLMResponse:
         blocks = field(data, "content", kind=list)
         texts = []
+        calls = []
         for i, block in enumerate(blocks):
-            if field(block, "type", kind=str) == "text":
+            kind = field(block, "type", kind=str)
+            if kind == "text":
                 texts.append(field(data, "content", i, "text", kind=str))
+            elif kind == "tool_use":
+                calls.append(
+                    ToolCall(
+                        field(data, "content", i, "id", kind=str),
+                        field(data, "content", i, "name", kind=str),
+                        field(data, "content", i, "input", kind=dict),
+                    )
+                )
         stop = data.get("stop_reason")
+        text = "".join(texts)
+        refused = stop == "refusal"
         return LLMResponse(
-            text="".join(texts),
+            text="" if refused else text,
             usage=_usage(field(data, "usage", kind=dict)),
             provider=self.name,
             model=reported_model(data, request.model),
             finish_reason=stop if isinstance(stop, str) else None,
             latency_ms=latency_ms,
             raw=data,
+            refusal=(text or REFUSED) if refused else None,
+            tool_calls=tuple(calls),
         )
 
     async def consume_stream(
@@ -142,7 +206,8 @@ class AnthropicProvider(HTTPProvider):
     ) -> StreamResult:
         parts: list[str] = []
         message: dict[str, Any] | None = None
-        counts: dict[str, int] = {}
+        usage: dict[str, Any] = {}
+        blocks: dict[int, dict[str, Any]] = {}  # index -> a tool_use block and its JSON pieces
         stop: str | None = None
         seen = 0
         async for event in events:
@@ -152,19 +217,34 @@ class AnthropicProvider(HTTPProvider):
                 kind = field(data, "type", kind=str)
                 if kind == "message_start":
                     message = field(data, "message", kind=dict)
-                    counts.update(_counts(field(data, "message", "usage", kind=dict)))
+                    _merge_usage(usage, field(data, "message", "usage", kind=dict))
                 elif kind == "content_block_start":
                     block = field(data, "content_block", kind=dict)
                     if block.get("type") == "text" and block.get("text"):
                         _emit(str(block["text"]), parts, on_chunk)
+                    elif block.get("type") == "tool_use":
+                        index = field(data, "index", kind=int)
+                        blocks[index] = {
+                            "id": field(data, "content_block", "id", kind=str),
+                            "name": field(data, "content_block", "name", kind=str),
+                            "json": [],
+                        }
                 elif kind == "content_block_delta":
-                    if field(data, "delta", "type", kind=str) == "text_delta":
+                    delta_type = field(data, "delta", "type", kind=str)
+                    if delta_type == "text_delta":
                         _emit(field(data, "delta", "text", kind=str), parts, on_chunk)
+                    elif delta_type == "input_json_delta":
+                        index = field(data, "index", kind=int)
+                        if index in blocks:  # (server tools' blocks are not the flow's)
+                            blocks[index]["json"].append(
+                                field(data, "delta", "partial_json", kind=str)
+                            )
+                    # thinking_delta / signature_delta: thinking is not the answer's text
                 elif kind == "message_delta":
                     reason = field(data, "delta", kind=dict).get("stop_reason")
                     stop = reason if isinstance(reason, str) else stop
                     # usage here is cumulative; newer API versions repeat the input counts too
-                    counts.update(_counts(data.get("usage") or {}))
+                    _merge_usage(usage, data.get("usage") or {})
                 elif kind == "message_stop":
                     break
                 elif kind == "error":
@@ -182,12 +262,17 @@ class AnthropicProvider(HTTPProvider):
             )
         if message is None:
             raise WireError("no message_start event before message_stop")
+        calls = tuple(_streamed_call(blocks[i], i) for i in sorted(blocks))
+        text = "".join(parts)
+        refused = stop == "refusal"
         return StreamResult(
-            text="".join(parts),
-            usage=_usage(counts),
+            text="" if refused else text,
+            usage=_usage(usage),
             model=reported_model(message, request.model),
             finish_reason=stop,
-            raw={**message, "stop_reason": stop, "usage": counts},
+            raw={**message, "stop_reason": stop, "usage": usage},
+            refusal=(text or REFUSED) if refused else None,
+            tool_calls=calls,
         )
 
     def _stream_error(self, data: dict[str, Any], model: str) -> ProviderError:
@@ -222,19 +307,54 @@ def _emit(piece: str, parts: list[str], on_chunk: OnChunk | None) -> None:
             on_chunk(piece)
 
 
-_COUNT_FIELDS = (
-    "input_tokens",
-    "output_tokens",
-    "cache_read_input_tokens",
-    "cache_creation_input_tokens",
-)
+def _merge_usage(usage: dict[str, Any], update: Any) -> None:
+    """Fold one event's usage into the stream's (later values win; null ones are absent)."""
+    if not isinstance(update, dict):
+        raise WireError(f"usage is {type(update).__name__}, expected an object")
+    usage.update({k: v for k, v in update.items() if v is not None})
 
 
-def _counts(usage: Any) -> dict[str, int]:
-    """The token counts present in a usage object (absent or null ones are left out)."""
-    if not isinstance(usage, dict):
-        raise WireError(f"usage is {type(usage).__name__}, expected an object")
-    return {name: token_count(usage, name) for name in _COUNT_FIELDS if usage.get(name) is not None}
+def _streamed_call(block: dict[str, Any], index: int) -> ToolCall:
+    text = "".join(block["json"])
+    try:
+        arguments = json.loads(text) if text.strip() else {}
+    except ValueError:
+        raise WireError(f"tool_use block {index}: its input is not JSON: {text[:100]!r}") from None
+    if not isinstance(arguments, dict):
+        raise WireError(f"tool_use block {index}: its input is not a JSON object")
+    return ToolCall(block["id"], block["name"], arguments)
+
+
+def _wire_messages(messages: tuple[Message, ...]) -> list[dict[str, Any]]:
+    """Messages in the Messages API shape: tool calls as ``tool_use`` blocks of the assistant
+    turn, tool results as ``tool_result`` blocks of one user turn (consecutive results are
+    merged, as the API wants them answered together)."""
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        if m.role == "tool":
+            block = {"type": "tool_result", "tool_use_id": m.tool_call_id, "content": m.content}
+            last = out[-1] if out else None
+            if (
+                last is not None
+                and last["role"] == "user"
+                and isinstance(last["content"], list)
+                and all(b.get("type") == "tool_result" for b in last["content"])
+            ):
+                last["content"].append(block)
+            else:
+                out.append({"role": "user", "content": [block]})
+        elif m.tool_calls:
+            content: list[dict[str, Any]] = (
+                [{"type": "text", "text": m.content}] if m.content else []
+            )
+            content += [
+                {"type": "tool_use", "id": c.id, "name": c.name, "input": dict(c.arguments)}
+                for c in m.tool_calls
+            ]
+            out.append({"role": "assistant", "content": content})
+        else:
+            out.append({"role": m.role, "content": m.content})
+    return out
 
 
 def _usage(data: dict[str, Any]) -> Usage:
@@ -243,11 +363,18 @@ def _usage(data: dict[str, Any]) -> Usage:
         uncached = token_count(data, "input_tokens")
         read = token_count(data, "cache_read_input_tokens", optional=True)
         written = token_count(data, "cache_creation_input_tokens", optional=True)
+        written_1h = token_count(data, "cache_creation", "ephemeral_1h_input_tokens", optional=True)
         return Usage(
             input_tokens=uncached + read + written,
             output_tokens=token_count(data, "output_tokens"),
             cached_input_tokens=read,
             cache_write_tokens=written,
+            cache_write_1h_tokens=written_1h,
+            reasoning_tokens=token_count(
+                data, "output_tokens_details", "thinking_tokens", optional=True
+            ),
         )
     except WireError as exc:
         raise WireError(f"{exc} of usage") from None
+    except ValueError as exc:
+        raise WireError(f"inconsistent usage: {exc}") from None

@@ -56,21 +56,22 @@ def provider(url: str, **kwargs: object) -> AnthropicProvider:
 
 def test_completion_sends_the_messages_wire_format(wire_server):
     server = wire_server(Reply(json=MESSAGE))
-    req = request(system="Be brief.", temperature=0.5, max_tokens=64)
+    req = request(system="Be brief.", max_tokens=64)
     response = run(provider(server.url).complete(req))
 
     sent = server.last
-    assert sent.path == "/messages"
-    assert sent.headers["x-api-key"] == "ak-test"
-    assert sent.headers["anthropic-version"] == "2023-06-01"
+    assert sent.path == "/v1/messages"
+    # the key and the API version as the installed SDK sends them (x-api-key in older
+    # releases, a bearer token in newer ones)
+    key_headers = (sent.headers.get("x-api-key"), sent.headers.get("authorization"))
+    assert key_headers in (("ak-test", None), (None, "Bearer ak-test"))
+    assert sent.headers["anthropic-version"]
     assert sent.headers["content-type"] == "application/json"
-    assert "authorization" not in sent.headers
     assert sent.json() == {
         "model": "claude-3-5-haiku-latest",
         "max_tokens": 64,
         "messages": [{"role": "user", "content": "Capital of France?"}],
         "system": "Be brief.",
-        "temperature": 0.5,
     }
     assert response.text == "Paris is the capital."  # text blocks only, thinking skipped
     # input_tokens counts every prompt token: uncached + cache reads + cache writes
@@ -78,6 +79,16 @@ def test_completion_sends_the_messages_wire_format(wire_server):
     assert response.model == "claude-3-5-haiku-20241022"
     assert response.finish_reason == "end_turn"
     assert response.provider == "anthropic"
+
+
+def test_temperature_is_refused_before_anything_is_sent(wire_server):
+    # the current Messages API (and the SDK's request type) has no temperature: sending it
+    # would be a 400 that a fallback chain would quietly route around
+    server = wire_server(Reply(json=MESSAGE))
+    with pytest.raises(ProviderRequestError, match="takes no temperature") as info:
+        run(provider(server.url).complete(request(temperature=0.5)))
+    assert not info.value.transient
+    assert server.requests == []
 
 
 def test_max_tokens_is_always_sent_and_json_is_asked_for_in_the_system_prompt(wire_server):

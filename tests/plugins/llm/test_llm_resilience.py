@@ -51,10 +51,30 @@ def test_jitter_removes_up_to_its_fraction():
     assert 0.5 <= policy.delay(1) <= 1.0
 
 
-def test_retry_after_is_honoured_and_capped():
-    policy = RetryPolicy(base_delay=0.1, max_delay=5, jitter=0.5)
+def test_retry_after_is_honoured_as_asked_up_to_its_bound():
+    policy = RetryPolicy(base_delay=0.1, max_delay=5, jitter=0.5, max_retry_after=60)
     assert policy.delay(1, err(RateLimited, retry_after=2.5), rand=lambda: 0.9) == 2.5
-    assert policy.delay(1, err(RateLimited, retry_after=60)) == 5
+    # a 60 s window is waited for in full, not retried early at max_delay
+    assert policy.delay(1, err(RateLimited, retry_after=60)) == 60
+    assert policy.should_retry(err(RateLimited, retry_after=60), 1)
+    assert not policy.should_retry(err(RateLimited, retry_after=61), 1)
+
+
+def test_a_wait_beyond_the_bound_fails_fast_naming_the_wait():
+    slow = OfflineProvider(name="slow", fail_first=99, failure="rate_limit", retry_after=300)
+    sleeper = SleepRecorder()
+    with pytest.raises(AllProvidersFailed) as info:
+        run(
+            complete_with_fallback(
+                [(slow, "offline-1")],
+                LLMRequest.from_prompt("slow", "offline-1", "hi"),
+                policy=RetryPolicy(max_attempts=5, max_retry_after=30),
+                sleep=sleeper,
+            )
+        )
+    assert sleeper.delays == []  # nothing waited, nothing retried
+    assert len(info.value.attempts) == 1
+    assert "the server asked to wait 300s, more than max_retry_after=30s" in str(info.value)
 
 
 def test_only_transient_errors_are_retried():

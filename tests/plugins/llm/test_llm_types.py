@@ -23,6 +23,8 @@ from backpackflow_llm import (
     ProviderTimeout,
     RateLimited,
     ServerError,
+    ToolCall,
+    ToolSpec,
     Usage,
 )
 
@@ -67,7 +69,32 @@ def test_system_is_not_a_message_role():
     with pytest.raises(ValueError, match=r"put the system prompt in LLMRequest\.system"):
         Message("system", "x")
     with pytest.raises(ValueError, match="role must be one of"):
+        Message("developer", "x")
+    with pytest.raises(ValueError, match="needs the tool_call_id"):
         Message("tool", "x")
+    with pytest.raises(ValueError, match="only an assistant message carries tool_calls"):
+        Message("user", "x", tool_calls=[ToolCall("c1", "t", {})])
+
+
+def test_tool_calls_and_tool_choice_round_trip_and_are_checked():
+    spec = ToolSpec("read_file", "Read a file", {"type": "object", "properties": {}})
+    assistant = Message(
+        "assistant", "", tool_calls=[{"id": "c1", "name": "read_file", "arguments": {"path": "a"}}]
+    )
+    request = LLMRequest(
+        "p",
+        "m",
+        (Message("user", "hi"), assistant, Message("tool", '{"ok": 1}', tool_call_id="c1")),
+        tools=(spec,),
+        tool_choice="read_file",
+    )
+    assert LLMRequest.from_json(request.to_json()) == request
+    with pytest.raises(ValueError, match="tool_choice must be one of"):
+        LLMRequest("p", "m", (Message("user", "hi"),), tools=(spec,), tool_choice="other")
+    with pytest.raises(ValueError, match="tool names must be unique"):
+        LLMRequest("p", "m", (Message("user", "hi"),), tools=(spec, spec))
+    with pytest.raises(ValueError, match='needs response_format="json"'):
+        LLMRequest("p", "m", (Message("user", "hi"),), json_schema={"type": "object"})
 
 
 def test_from_json_reports_bad_data_as_serialization_errors():
