@@ -95,6 +95,10 @@ class ToolSpec:
         return {"name": self.name, "description": self.description, "parameters": self.parameters}
 
 
+def _to_tools(value: Iterable[ToolSpec]) -> tuple[ToolSpec, ...]:
+    return tuple(value)
+
+
 def _to_tool_calls(value: Iterable[ToolCall | Mapping[str, Any]]) -> tuple[ToolCall, ...]:
     return tuple(c if isinstance(c, ToolCall) else ToolCall.from_json(c) for c in value)
 
@@ -222,7 +226,7 @@ class LLMRequest:
     max_tokens: int | None = attrs.field(default=None, validator=_check_max_tokens)
     response_format: ResponseFormat = attrs.field(default="text", validator=_check_format)
     stream: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
-    tools: tuple[ToolSpec, ...] = attrs.field(default=(), converter=tuple)
+    tools: tuple[ToolSpec, ...] = attrs.field(default=(), converter=_to_tools)
     tool_choice: str | None = attrs.field(default=None, validator=_optional_str)
     json_schema: Mapping[str, Any] | None = attrs.field(default=None, hash=False)
 

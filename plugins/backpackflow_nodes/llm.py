@@ -18,6 +18,7 @@ import json
 from typing import Annotated, Any, Literal
 
 import attrs
+import jsonschema
 import msgspec
 
 from backpackflow import (
@@ -28,6 +29,7 @@ from backpackflow import (
     PluginError,
     current_run,
 )
+from backpackflow.config import params_schema
 from backpackflow.events import (
     CacheHitPayload,
     FallbackPayload,
@@ -36,20 +38,24 @@ from backpackflow.events import (
     RetryPayload,
     StreamChunkPayload,
     StreamEventType,
+    ToolCallPayload,
 )
 from backpackflow.jsondata import decimal_text
 from backpackflow.jsondata import loads as load_json
+from backpackflow.plugins import ToolType
 from backpackflow.policy import policy_of
 from backpackflow.runner import DependencyContainer, current_run_or_none
 from backpackflow_llm import (
     FallbackInfo,
     LLMRequest,
+    LLMResponse,
     Message,
     PricingTable,
     Provider,
     ResponseCache,
     RetryInfo,
     RetryPolicy,
+    ToolSpec,
     cache_key,
     complete_with_fallback,
 )
@@ -95,10 +101,32 @@ class LLMParams:
     cache: Annotated[bool, msgspec.Meta(description="use the flow's llm_cache")] = True
     cache_ttl: Annotated[float, msgspec.Meta(gt=0)] | None = None
     output_key: Annotated[str, msgspec.Meta(min_length=1)] | None = None
+    tools: Annotated[
+        list[NonEmpty], msgspec.Meta(description="registered tools the model may call")
+    ] = attrs.field(factory=list)
+    tool_choice: (
+        Annotated[
+            str,
+            msgspec.Meta(description='"auto", "none", "required" or the name of one of tools'),
+        ]
+        | None
+    ) = None
+    json_schema: (
+        Annotated[
+            dict[str, Any],
+            msgspec.Meta(description="the JSON Schema the answer must match (structured output)"),
+        ]
+        | None
+    ) = None
 
 
 class LLMOutputError(BackpackFlowError):
     """The model's answer is not what the node was told to expect (e.g. not JSON)."""
+
+
+REFUSED = "refused"
+"""The action of an llm node whose model refused to answer (its output is
+``{"refusal": <the model's words>}``): a flow routes it with an edge labelled so."""
 
 
 CACHE_DEPENDENCY = "llm_cache"
@@ -139,6 +167,36 @@ class LLMNode(AsyncNode):
         self._templates  # noqa: B018 - compiling raises ConfigError
         for provider in [self.params.provider, *(f.provider for f in self.params.fallbacks)]:
             self._check_provider(provider)
+        self._tool_specs  # noqa: B018 - unknown tools raise ConfigError
+        choice = self.params.tool_choice
+        if choice is not None and choice not in (*TOOL_CHOICES, *self.params.tools):
+            raise ConfigError(
+                f"node {self.id!r}: params.tool_choice must be one of {list(TOOL_CHOICES)} or a "
+                f"name in params.tools {self.params.tools}, got {choice!r}"
+            )
+        if self.params.json_schema is not None:
+            try:
+                jsonschema.validators.validator_for(self.params.json_schema).check_schema(
+                    self.params.json_schema
+                )
+            except jsonschema.SchemaError as exc:
+                raise ConfigError(
+                    f"node {self.id!r}: params.json_schema is not a valid JSON Schema: "
+                    f"{exc.message}"
+                ) from None
+
+    @functools.cached_property
+    def _tool_specs(self) -> tuple[ToolSpec, ...]:
+        """The declared tools as the model sees them (their parameter classes' JSON Schemas)."""
+        registry = self.plugin_registry()
+        specs = []
+        for name in self.params.tools:
+            try:
+                tool = registry.tool(name)
+            except PluginError as exc:
+                raise ConfigError(f"node {self.id!r}: params.tools: {exc}") from None
+            specs.append(tool_spec(tool))
+        return tuple(specs)
 
     def _container(self) -> DependencyContainer:
         if self.deps is None:
@@ -205,11 +263,29 @@ class LLMNode(AsyncNode):
             system=_as_text(system.render(context)) if system is not None else None,
             temperature=params.temperature,
             max_tokens=params.max_tokens,
-            response_format=params.response_format,
+            response_format="json" if params.json_schema is not None else params.response_format,
             stream=params.stream,
+            tools=self._tool_specs,
+            tool_choice=params.tool_choice,
+            json_schema=params.json_schema,
         )
 
-    async def exec_async(self, request: LLMRequest) -> str:
+    async def exec_async(self, request: LLMRequest) -> Any:
+        return answer_of(await self.call_model(request))
+
+    async def call_model(self, request: LLMRequest) -> LLMResponse:
+        """One model call, traced and priced: the cache, ``llm_request``, the provider chain
+        (retries, fallbacks, stream chunks), ``llm_response``, the run's totals, and a
+        ``tool_call`` event for each tool the model asks to call."""
+        response = await self._call_model(request)
+        run = current_run()
+        for call in response.tool_calls:
+            run.emit(
+                StreamEventType.TOOL_CALL, ToolCallPayload(call.name, dict(call.arguments), call.id)
+            )
+        return response
+
+    async def _call_model(self, request: LLMRequest) -> LLMResponse:
         run = current_run()
         params = self.params
         cache = self._cache()
@@ -225,7 +301,7 @@ class LLMNode(AsyncNode):
                 )
                 if request.stream:  # a streaming consumer still gets the text as a stream
                     run.emit(StreamEventType.STREAM_CHUNK, StreamChunkPayload(hit.response.text, 0))
-                return hit.response.text
+                return hit.response
         chain = [(self._provider(params.provider), params.model)]
         chain += [(self._provider(ref.provider), ref.model) for ref in params.fallbacks]
         # the provider as it names itself (a dependency "primary" of type openai is "openai"),
@@ -326,26 +402,52 @@ class LLMNode(AsyncNode):
             output_tokens=response.usage.output_tokens,
             cost=cost.total,
         )
-        if cache is not None and key is not None and _usable(response.text, request):
+        if cache is not None and key is not None and _usable(response, request):
             # an answer post will reject (not the JSON asked for) is not replayed by later runs
             cache.set(key, response, cost, ttl=params.cache_ttl)
-        return response.text
+        return response
 
-    async def post_async(self, backpack: BackpackView, request: LLMRequest, text: str) -> Any:
-        output: Any = text
-        if self.params.response_format == "json":
-            try:
-                output = load_json(text)
-            except ValueError as exc:  # not JSON, or nested too deeply to store
-                raise LLMOutputError(
-                    f"node {self.id!r}: the model's answer is not valid JSON ({exc}); the raw "
-                    "answer is in the node's exec_complete and llm_response events"
-                ) from None
+    async def post_async(self, backpack: BackpackView, request: LLMRequest, answer: Any) -> Any:
+        action = None
+        if isinstance(answer, dict) and "refusal" in answer:
+            output: Any = answer
+            action = REFUSED
+        elif isinstance(answer, dict) and "tool_calls" in answer:
+            output = answer  # {"text", "tool_calls"}: the calls are data for the flow
+        else:
+            output = self.parse_output(answer, request)
         run = current_run_or_none()
         if run is not None:
             run.outputs[self.id] = output
         backpack.pack(self.params.output_key or self.id, output)
-        return None
+        return action
+
+    def parse_output(self, text: str, request: LLMRequest) -> Any:
+        """The answer as the node's output: the text, or with JSON asked for the parsed value
+        (validated against ``json_schema`` when there is one)."""
+        if request.response_format != "json":
+            return text
+        try:
+            value = load_json(text)
+        except ValueError as exc:  # not JSON, or nested too deeply to store
+            raise LLMOutputError(
+                f"node {self.id!r}: the model's answer is not valid JSON ({exc}); the raw "
+                "answer is in the node's exec_complete and llm_response events"
+            ) from None
+        if request.json_schema is not None:
+            validator = jsonschema.validators.validator_for(request.json_schema)(
+                request.json_schema
+            )
+            error = jsonschema.exceptions.best_match(validator.iter_errors(value))
+            if error is not None:
+                where = "$" + "".join(
+                    f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path
+                )
+                raise LLMOutputError(
+                    f"node {self.id!r}: the model's answer does not match params.json_schema "
+                    f"at {where}: {error.message}"
+                )
+        return value
 
 
 def _as_text(value: Any) -> str:
@@ -354,12 +456,45 @@ def _as_text(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, default=str)
 
 
-def _usable(text: str, request: LLMRequest) -> bool:
-    """Whether ``post`` will accept ``text`` (valid JSON when JSON was asked for)."""
-    if request.response_format != "json":
+TOOL_CHOICES = ("auto", "none", "required")
+
+
+def tool_spec(tool: ToolType) -> ToolSpec:
+    """What a model is told of a registered tool: its name, description and the JSON Schema of
+    its parameter class (inlined: providers want an object schema at the top)."""
+    if tool.params is None:
+        parameters: dict[str, Any] = {"type": "object"}
+    else:
+        schema = params_schema(tool.params)
+        defs = dict(schema.get("$defs", {}))
+        root = schema["$ref"].rsplit("/", 1)[-1] if "$ref" in schema else None
+        parameters = dict(defs.pop(root)) if root is not None else dict(schema)
+        parameters.pop("$schema", None)
+        parameters.pop("title", None)
+        if defs:
+            parameters["$defs"] = defs
+    return ToolSpec(tool.name, tool.description or tool.name, parameters)
+
+
+def answer_of(response: LLMResponse) -> Any:
+    """What ``exec`` returns for a response: the text; ``{"text", "tool_calls"}`` when the model
+    called tools; ``{"refusal"}`` when it refused."""
+    if response.refusal is not None:
+        return {"refusal": response.refusal}
+    if response.tool_calls:
+        return {"text": response.text, "tool_calls": [c.to_json() for c in response.tool_calls]}
+    return response.text
+
+
+def _usable(response: LLMResponse, request: LLMRequest) -> bool:
+    """Whether ``post`` will accept the answer (valid JSON when JSON was asked for); a refusal
+    is not cached (asked again, the model may answer)."""
+    if response.refusal is not None:
+        return False
+    if request.response_format != "json" or response.tool_calls:
         return True
     try:
-        load_json(text)
+        load_json(response.text)
     except ValueError:
         return False
     return True
@@ -376,9 +511,16 @@ def _messages(provider: Provider, request: LLMRequest) -> list[dict[str, Any]]:
 
 
 def _request_params(request: LLMRequest) -> dict[str, Any]:
-    return {
+    params: dict[str, Any] = {
         "temperature": request.temperature,
         "max_tokens": request.max_tokens,
         "response_format": request.response_format,
         "stream": request.stream,
     }
+    if request.tools:
+        params["tools"] = [t.name for t in request.tools]
+    if request.tool_choice is not None:
+        params["tool_choice"] = request.tool_choice
+    if request.json_schema is not None:
+        params["json_schema"] = request.json_schema
+    return params

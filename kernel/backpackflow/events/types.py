@@ -168,6 +168,13 @@ class StreamChunkPayload(NamedTuple):
 class ToolCallPayload(NamedTuple):
     tool: str
     arguments: Any
+    call_id: str | None = None  # the model's id of the call (tool_call events)
+
+    def to_json(self) -> dict[str, Any]:
+        data = {"tool": self.tool, "arguments": to_jsonable(self.arguments)}
+        if self.call_id is not None:  # a model's call; a tool node's request has none
+            data["call_id"] = self.call_id
+        return data
 
 
 class ToolResponsePayload(NamedTuple):

@@ -25,6 +25,14 @@ plus every message; output tokens those of the answer; ``max_tokens`` truncates 
 (``finish_reason="length"``; in JSON mode whole sentences are dropped first so the JSON stays
 valid when it can).
 
+**Tools**: given ``tools`` (and ``tool_choice`` other than ``"none"``), it calls them the way a
+model would, deterministically, so an agent runs with no key. It finds the file names in the
+last user message (words like ``sales.csv``); each goes to a tool with a required ``path``
+parameter (``.csv`` files to a tool whose name holds ``csv``, others to one whose name holds
+``read`` or ``file``, else the first such tool). One turn calls every pending file of one tool,
+in parallel, tools in the order their first file appears; once every file has its result (the
+``tool`` messages), it answers extractively from the question and those results.
+
 For demos of retries and fallbacks it injects failures deterministically: ``fail_first=N``
 fails the first N calls of this instance, ``fail_models`` always fails the named models,
 ``failure`` picks the error raised. ``latency_ms`` simulates latency through the injectable
@@ -55,6 +63,7 @@ from backpackflow_llm.types import (
     ProviderTimeout,
     RateLimited,
     ServerError,
+    ToolCall,
     Usage,
 )
 
@@ -295,6 +304,57 @@ def _fit(answer: _Answer, json_mode: bool, max_tokens: int | None) -> tuple[str,
     return _truncate(text, max_tokens), "length"
 
 
+_FILE_NAME = re.compile(r"[\w./-]*\w\.[A-Za-z]\w*")
+
+
+def _path_tools(request: LLMRequest) -> list[str]:
+    """The tools whose parameters require a string ``path``."""
+    names = []
+    for tool in request.tools:
+        schema = tool.parameters
+        props = schema.get("properties") or {}
+        if (
+            "path" in (schema.get("required") or ())
+            and (props.get("path") or {}).get("type") == "string"
+        ):
+            names.append(tool.name)
+    return names
+
+
+def _tool_for(path: str, tools: list[str]) -> str:
+    if path.lower().endswith(".csv"):
+        preferred = [t for t in tools if "csv" in t.lower()]
+    else:
+        preferred = [t for t in tools if "read" in t.lower() or "file" in t.lower()]
+    return (preferred or tools)[0]
+
+
+def _tool_calls(request: LLMRequest, message: str) -> tuple[ToolCall, ...]:
+    """The next turn's tool calls (see the module docstring), or none: time to answer."""
+    if not request.tools or request.tool_choice == "none":
+        return ()
+    tools = _path_tools(request)
+    if request.tool_choice not in (None, "auto", "required"):
+        tools = [t for t in tools if t == request.tool_choice]
+    if not tools:
+        return ()
+    made = [c for m in request.messages for c in m.tool_calls]
+    done = {(c.name, c.arguments.get("path")) for c in made}
+    pending = []
+    for path in dict.fromkeys(_FILE_NAME.findall(message)):
+        tool = _tool_for(path, tools)
+        if (tool, path) not in done:
+            pending.append((tool, path))
+    if not pending:
+        return ()
+    first_tool = pending[0][0]
+    batch = [path for tool, path in pending if tool == first_tool]
+    return tuple(
+        ToolCall(f"call_{len(made) + i + 1}", first_tool, {"path": path})
+        for i, path in enumerate(batch)
+    )
+
+
 def _truncate(text: str, max_tokens: int) -> str:
     """The prefix of ``text`` holding its first ``max_tokens`` tokens."""
     matches = list(_TOKEN_RE.finditer(text))
@@ -378,14 +438,28 @@ class OfflineProvider:
         if self.calls <= self.fail_first or model in self.fail_models:
             raise self._injected(model)
         user = [m.content for m in request.messages if m.role == "user"]
-        extractor = _Extractor(request.system, user[-1] if user else "")
+        input_tokens = count_tokens(request.system or "") + sum(
+            count_tokens(m.content) for m in request.messages
+        )
+        calls = _tool_calls(request, user[-1] if user else "")
+        if calls:
+            output = sum(count_tokens(json.dumps(c.to_json())) for c in calls)
+            return LLMResponse(
+                text="",
+                usage=Usage(input_tokens=input_tokens, output_tokens=output),
+                provider=self.name,
+                model=model,
+                finish_reason="tool_calls",
+                latency_ms=self.latency_ms,
+                raw={"model_kind": MODEL_KIND, "task": "tool_calls", "tokenizer": TOKENIZER},
+                tool_calls=calls,
+            )
+        results = [m.content for m in request.messages if m.role == "tool"]
+        source = "\n\n".join([user[-1] if user else "", *results])
+        extractor = _Extractor(request.system, source)
         answer = extractor.run()
         text, finish = _fit(answer, request.response_format == "json", request.max_tokens)
-        usage = Usage(
-            input_tokens=count_tokens(request.system or "")
-            + sum(count_tokens(m.content) for m in request.messages),
-            output_tokens=count_tokens(text),
-        )
+        usage = Usage(input_tokens=input_tokens, output_tokens=count_tokens(text))
         if request.stream:
             pieces = _chunks(text)
             delay = self.latency_ms / 1000 / max(1, len(pieces))
