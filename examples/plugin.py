@@ -15,6 +15,7 @@ HERE = Path(__file__).resolve().parent
 def backpackflow_register_examples(register: ExampleRegistrar) -> None:
     register("research", HERE / "research")
     register("csv-report", HERE / "csv-report")
+    register("agent", HERE / "agent")
     register(
         "flowtrace",
         HERE / "flowtrace",

@@ -1,4 +1,5 @@
-"""Registers the ``llm``, ``tool`` and ``router`` node types and the built-in tools."""
+"""Registers the ``llm``, ``agent``, ``tool`` and ``router`` node types and the built-in
+tools."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import sys
 
 from backpackflow import hookimpl
 from backpackflow.plugins import NodeTypeRegistrar, ToolRegistrar
+from backpackflow_nodes.agent import AgentNode, AgentParams
 from backpackflow_nodes.llm import LLMNode, LLMParams
 from backpackflow_nodes.router import RouterNode, RouterParams
 from backpackflow_nodes.tool import ToolNode, ToolParams
@@ -19,6 +21,12 @@ def backpackflow_register_node_types(register: NodeTypeRegistrar) -> None:
         LLMNode,
         params=LLMParams,
         description="call a language model with a templated prompt",
+    )
+    register(
+        "agent",
+        AgentNode,
+        params=AgentParams,
+        description="a model calling tools in a loop until it answers (ReAct)",
     )
     register("tool", ToolNode, params=ToolParams, description="call a registered tool")
     register(

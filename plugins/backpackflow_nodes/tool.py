@@ -139,15 +139,8 @@ class ToolNode(AsyncNode):
         policy = run.policy
         context = ToolContext(base_dir=self._base_dir(policy), policy=policy)
         started = time.perf_counter()
-        # ``function(arguments)`` as the hookspec documents tools, or
-        # ``function(arguments, context)`` for tools that need the flow's folder
-        arguments = prepared.value
-        call_args = (arguments, context) if _takes_context(tool.function) else (arguments,)
         try:
-            if inspect.iscoroutinefunction(tool.function):
-                result = await tool.function(*call_args)
-            else:
-                result = await asyncio.to_thread(tool.function, *call_args)
+            result = await invoke_tool(tool, prepared.value, context)
         except Exception as exc:
             message, _, _ = exception_text(exc)
             run.emit(
@@ -167,6 +160,16 @@ class ToolNode(AsyncNode):
     async def post_async(self, backpack: BackpackView, arguments: Any, result: Any) -> Any:
         backpack.pack(self.params.output_key or self.id, result)
         return None
+
+
+async def invoke_tool(tool: ToolType, arguments: Any, context: ToolContext) -> Any:
+    """Call ``tool``: ``function(arguments)`` as the hookspec documents tools, or
+    ``function(arguments, context)`` for tools that need the flow's folder; a sync tool runs
+    in a worker thread."""
+    call_args = (arguments, context) if _takes_context(tool.function) else (arguments,)
+    if inspect.iscoroutinefunction(tool.function):
+        return await tool.function(*call_args)
+    return await asyncio.to_thread(tool.function, *call_args)
 
 
 def _takes_context(function: Any) -> bool:

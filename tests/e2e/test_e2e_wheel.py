@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = ("csv-report", "flowtrace", "research")
+EXAMPLES = ("agent", "csv-report", "flowtrace", "research")
 #: The research example's nodes, in the order they run.
 STEPS = ["research", "summarize", "decide", "deep"]
 

@@ -136,7 +136,7 @@ def test_examples_copy_of_an_unknown_example_names_the_known_ones(registry, tmp_
 def test_the_first_party_examples_are_every_flow_folder_of_examples():
     registry = build_registry(plugins=[first_party_examples], autoload=False)
     folders = {p.parent.name for p in (ROOT / "examples").glob("*/*.json")}
-    assert set(registry.examples) == folders == {"research", "csv-report", "flowtrace"}
+    assert set(registry.examples) == folders == {"research", "csv-report", "flowtrace", "agent"}
     for example in registry.examples.values():
         assert example.flow_path.is_file()
         assert example.description

@@ -182,6 +182,18 @@ class ToolResponsePayload(NamedTuple):
     result: Any
     duration_ms: float
     error: str | None = None
+    call_id: str | None = None  # the model's id of the call it answers (agent nodes)
+
+    def to_json(self) -> dict[str, Any]:
+        data = {
+            "tool": self.tool,
+            "result": to_jsonable(self.result),
+            "duration_ms": self.duration_ms,
+            "error": self.error,
+        }
+        if self.call_id is not None:
+            data["call_id"] = self.call_id
+        return data
 
 
 class LLMRequestPayload(NamedTuple):

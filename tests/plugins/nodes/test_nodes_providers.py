@@ -213,9 +213,7 @@ def test_a_longer_retry_after_fails_fast_naming_the_wait(wire_server, keys):
     assert not ran.result.ok
     assert ran.of("retry") == []
     assert len(openai.requests) == 1
-    assert "the server asked to wait 600s, more than max_retry_after=30s" in str(
-        ran.result.error
-    )
+    assert "the server asked to wait 600s, more than max_retry_after=30s" in str(ran.result.error)
 
 
 def test_a_4xx_is_not_retried_but_falls_back_at_once(wire_server, keys):

@@ -103,3 +103,45 @@ def test_db_current_json(database_url: str) -> None:
     status, report = run("db", "current", "--json", "--database", database_url)
     assert (report["revision"], report["head"], report["up_to_date"]) == (head, head, True)
     assert report["database"] == mask_url(database_url)  # a password would be masked
+
+
+def test_the_agent_example_runs_through_the_service_as_it_runs_offline(
+    database_url: str, tmp_path: Path
+) -> None:
+    from backpackflow import Backpack
+    from backpackflow.events import EventStreamer
+    from backpackflow.loader import FlowLoader, prepare_inputs
+    from backpackflow_examples.plugin import HERE
+
+    registry = build_registry()
+    offline = FlowLoader(registry).load_flow(HERE / "agent" / "flow.json")
+    events = EventStreamer()
+    result = offline.execute_sync(Backpack(), inputs=prepare_inputs(offline, {}), events=events)
+    assert result.ok
+    local = events.to_json(run_id=result.run_id)
+    settings = Settings(
+        **{**TEST_SETTINGS, "seed": True}, database_url=database_url, files_dir=tmp_path / "files"
+    )
+    with LiveServer(settings, registry) as server, server.client() as client:
+        (workflow,) = [w for w in client.get("/api/workflows").json() if w["name"] == "agent"]
+        run = start_run(client, workflow["id"])
+        wait_for_status(client, run["id"], "succeeded")
+        items = client.get(f"/api/runs/{run['id']}/trace", params={"limit": 500}).json()["items"]
+
+    def loop(events: list[dict[str, Any]]) -> list[tuple[str, Any]]:
+        """The turns: each model call's exact cost (a call the service's response cache
+        answered costs nothing and names the cost it saved), then its tool calls."""
+        turns = []
+        for e in events:
+            payload = e["payload"]
+            if e["type"] == "llm_response":
+                turns.append(("model", payload["cost"]))
+            elif e["type"] == "cache_hit":
+                turns.append(("model", payload["cost_saved"]))
+            elif e["type"] in ("tool_call", "tool_response"):
+                turns.append((e["type"], payload["call_id"]))
+        return turns
+
+    # the same turns, calls and exact costs as the offline run
+    assert loop(items) == loop(local)
+    assert [t for t, _ in loop(items)].count("model") == 3
