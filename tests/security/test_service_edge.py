@@ -11,6 +11,7 @@ internals (stack traces, server paths, database URLs) that must stay in the serv
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import re
@@ -41,6 +42,7 @@ from attack_kit import (
     unique,
     wait_for_status,
 )
+from server_kit import cli_main
 from sqlalchemy import text as sql
 
 from backpackflow_server.auth import SESSION_COOKIE
@@ -145,11 +147,22 @@ def test_roles_separate_reading_running_and_editing(server: LiveServer) -> None:
 
 
 def run_cli(*argv: str) -> tuple[int, str, str]:
-    """``backpackflow`` (with the test node types) in a process of its own."""
-    process = subprocess.run(
-        [sys.executable, str(KIT), *argv], capture_output=True, text=True, timeout=60
-    )
-    return process.returncode, process.stdout, process.stderr
+    """``backpackflow`` (with the test node types) called in this process, as its entry point
+    would (a process per call costs ~2 s of imports and tests nothing more). A ``serve`` that
+    should refuse but would start fails here instead of listening forever."""
+
+    def started(*_: Any, **__: Any) -> None:
+        raise AssertionError(f"backpackflow {' '.join(argv)} started serving")
+
+    out, err = io.StringIO(), io.StringIO()
+    with (
+        pytest.MonkeyPatch.context() as patch,
+        contextlib.redirect_stdout(out),
+        contextlib.redirect_stderr(err),
+    ):
+        patch.setattr("uvicorn.run", started)
+        status = cli_main(list(argv))
+    return status, out.getvalue(), err.getvalue()
 
 
 def test_tokens_from_the_command_are_stored_as_digests_only(serve: Any) -> None:
