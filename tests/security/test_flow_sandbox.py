@@ -83,7 +83,8 @@ def service(
 def open_service(
     request: pytest.FixtureRequest, workdir: Path, backend: str
 ) -> Iterator[ServiceProcess]:
-    """A service whose operator lets flows reach 127.0.0.1 and declare file sinks too."""
+    """A service whose operator lets flows reach 127.0.0.1 and declare file sinks too, and
+    gives a template a minute (so what stops a long render there is the run's own timeout)."""
     yield from _service(
         request,
         workdir,
@@ -95,6 +96,8 @@ def open_service(
         "webhook",
         "--flow-sink",
         "file",
+        "--template-timeout",
+        "60",
     )
 
 
@@ -405,26 +408,13 @@ def test_a_template_loop_neither_outlives_its_budget_nor_stalls_the_service(
     assert health.worst < 0.5, health.times
 
 
-def test_a_runs_timeout_holds_while_a_template_renders(
-    request: pytest.FixtureRequest, workdir: Path, backend: str
-) -> None:
-    service = ServiceProcess(
-        workdir,
-        new_database(request, backend, workdir / "timeout.db"),
-        "--files-dir",
-        str(workdir / "files"),
-        "--template-timeout",
-        "60",
-    ).start()
-    try:
-        with service.client() as client:
-            workflow = created(client, flow(llm("ask", NESTED_LOOP), limits={"timeout": 2}))
-            with HealthProbe(service.url) as health:
-                started = time.perf_counter()
-                run = run_to_end(client, workflow)
-                took = time.perf_counter() - started
-    finally:
-        service.stop()
+def test_a_runs_timeout_holds_while_a_template_renders(open_service: ServiceProcess) -> None:
+    with open_service.client() as client:
+        workflow = created(client, flow(llm("ask", NESTED_LOOP), limits={"timeout": 2}))
+        with HealthProbe(open_service.url) as health:
+            started = time.perf_counter()
+            run = run_to_end(client, workflow)
+            took = time.perf_counter() - started
     assert run["status"] == "failed"
     assert "timeout" in run["error_summary"]
     assert took < 4.0  # 2 s, then the run's own bookkeeping
