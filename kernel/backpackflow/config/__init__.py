@@ -4,6 +4,13 @@ JSON Schema, ``${ENV}`` references.
 Re-exports only (the modules hold the code).
 """
 
+from backpackflow.config.dataschema import (
+    DataSchema,
+    as_schema,
+    schema_problems,
+    type_schema,
+    value_problems,
+)
 from backpackflow.config.envrefs import (
     EnvRefs,
     KeepUnset,
@@ -46,6 +53,7 @@ from backpackflow.config.params import (
 __all__ = [
     "CURRENT_VERSION",
     "FLOW_NODE_TYPE",
+    "DataSchema",
     "DependencyConfig",
     "EdgeConfig",
     "EnvRefs",
@@ -58,6 +66,7 @@ __all__ = [
     "RetryConfig",
     "SinkConfig",
     "SubflowParams",
+    "as_schema",
     "check_params_instance",
     "converter",
     "describe",
@@ -70,10 +79,13 @@ __all__ = [
     "params_schema_components",
     "resolve_env_refs",
     "restore_env_refs",
+    "schema_problems",
     "sorted_errors",
     "structure",
     "structure_params",
+    "type_schema",
     "unstructure",
     "unstructure_params",
     "validate_params",
+    "value_problems",
 ]

@@ -15,9 +15,11 @@ from backpackflow.config import (
     FlowConfig,
     NodeConfig,
     SubflowParams,
+    schema_problems,
     structure,
     structure_params,
     validate_params,
+    value_problems,
 )
 from backpackflow.errors import ConfigError, PluginError
 from backpackflow.loader.conditions import compile_condition
@@ -81,6 +83,7 @@ class _Checks:
             warns,
         )
         self._check_plugins_used(config, problems, warns)
+        _check_inputs(config, problems)
         if problems:
             raise ConfigError(_join(label, problems), problems)
         return attrs.evolve(config, nodes=nodes), warns
@@ -238,6 +241,18 @@ class _Checks:
             problems.extend(exc.problems)
             return node
         return attrs.evolve(node, params=params)
+
+
+def _check_inputs(config: FlowConfig, problems: list[str]) -> None:
+    """Each declared input's schema is a JSON Schema and its default matches it."""
+    for name, spec in config.inputs.items():
+        where = f"$.inputs.{name}"
+        if spec.schema is None:
+            continue
+        found = schema_problems(spec.schema, f"{where}.schema")
+        problems.extend(found)
+        if not found and spec.default is not None:
+            problems.extend(value_problems(spec.schema, spec.default, f"{where}.default"))
 
 
 def _check_options(

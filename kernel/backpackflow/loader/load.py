@@ -40,7 +40,14 @@ from backpackflow.loader.schema import validate_flow_document
 from backpackflow.plugins import NodeType, Registry, get_registry
 from backpackflow.policy.sandbox import POLICY, SandboxPolicy
 from backpackflow.policy.secrets import SECRETS, SecretMasker, collect_named_secrets
-from backpackflow.runner import BaseNode, DependencyContainer, Flow, Limits
+from backpackflow.runner import (
+    BaseNode,
+    DependencyContainer,
+    Flow,
+    InputSpec,
+    Limits,
+    resolve_inputs,
+)
 
 #: The dependency holding the folder of the flow file being loaded (tools resolve paths there).
 FLOW_DIR = "flow_dir"
@@ -293,6 +300,8 @@ class FlowLoader(_Export):
             max_tokens=limits.max_tokens,
             max_cost=limits.max_cost,
         )
+        flow.input_specs = input_specs(config)
+        flow.output_keys = tuple(config.outputs)
         flow.config = config
         flow.config_source = _top_level_source(raw)
         # what the config set, so an export shows what code changed since
@@ -335,33 +344,28 @@ def _parse_json(text: str, label: str) -> dict[str, Any]:
     return data
 
 
-def prepare_inputs(flow: Flow, given: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The run inputs of a loaded flow: ``given`` plus the defaults its config declares. A
-    required input that is missing, or an input the flow does not declare, is an error (a flow
-    that declares no inputs accepts any)."""
-    given = dict(given or {})
-    config = getattr(flow, "config", None)
-    declared = config.inputs if isinstance(config, FlowConfig) else {}
-    if not declared:
-        return given
-    problems = []
-    unknown = sorted(set(given) - set(declared))
-    if unknown:
-        problems.append(
-            f"unknown input(s) {', '.join(repr(n) for n in unknown)}; the flow declares "
-            f"{', '.join(repr(n) for n in sorted(declared))}"
+def input_specs(config: FlowConfig) -> dict[str, InputSpec]:
+    """The run inputs ``config`` declares, as the runner checks and packs them."""
+    return {
+        name: InputSpec(
+            name=name,
+            schema=spec.schema,
+            default=spec.default,
+            required=spec.required,
+            description=spec.description,
         )
-    inputs = {}
-    for name, spec in declared.items():
-        if name in given:
-            inputs[name] = given[name]
-        elif spec.required:
-            problems.append(f"input {name!r} is required ({spec.description or 'no description'})")
-        elif spec.default is not None:
-            inputs[name] = copy.deepcopy(spec.default)
-    if problems:
-        raise ConfigError("; ".join(problems), problems)
-    return inputs
+        for name, spec in config.inputs.items()
+    }
+
+
+def prepare_inputs(
+    flow: Flow, given: Mapping[str, Any] | None, *, path: str = "inputs"
+) -> dict[str, Any]:
+    """The run inputs of a loaded flow: ``given`` checked against the inputs the flow declares
+    (names, required ones, JSON Schemas), defaults filled in; every problem is reported
+    together at ``<path>.<name>`` (a flow that declares no inputs accepts any). A flow's runs
+    do this themselves: call it to report bad inputs before anything else happens."""
+    return resolve_inputs(flow.input_specs, given, path=path)
 
 
 def load_flow(

@@ -120,6 +120,10 @@ def _core_defs(node_types: list[str]) -> dict[str, Any]:
             "type": "object",
             "properties": {
                 "description": {"type": "string"},
+                "schema": {
+                    "description": "The JSON Schema the input's value must match.",
+                    "type": ["object", "boolean"],
+                },
                 "default": True,
                 "required": {"type": "boolean"},
             },
@@ -199,6 +203,12 @@ def flow_schema(
             },
             "limits": {"$ref": "#/$defs/limits"},
             "inputs": {"type": "object", "additionalProperties": {"$ref": "#/$defs/input"}},
+            "outputs": {
+                "description": "Backpack keys a run returns as its outputs.",
+                "type": "array",
+                "items": {"type": "string", "minLength": 1},
+                "uniqueItems": True,
+            },
             "sinks": {"type": "array", "items": {"$ref": "#/$defs/sink"}},
         },
         "additionalProperties": False,

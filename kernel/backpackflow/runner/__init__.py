@@ -37,6 +37,7 @@ from backpackflow.runner.flow import (
     Flow,
 )
 from backpackflow.runner.graph import FlowEndsWarning
+from backpackflow.runner.inputs import INPUTS_WRITER, InputSpec, resolve_inputs
 from backpackflow.runner.node import (
     AsyncBatchNode,
     AsyncNode,
@@ -55,6 +56,7 @@ __all__ = [
     "BUILTIN_TYPES",
     "DEFAULT_MAX_STEPS",
     "DEFAULT_STEPS_PER_NODE",
+    "INPUTS_WRITER",
     "AsyncBatchFlow",
     "AsyncBatchNode",
     "AsyncFlow",
@@ -71,6 +73,7 @@ __all__ = [
     "Edge",
     "Flow",
     "FlowEndsWarning",
+    "InputSpec",
     "Limits",
     "Node",
     "NodeFrame",
@@ -84,4 +87,5 @@ __all__ = [
     "current_run_or_none",
     "default_node_id",
     "iter_nodes",
+    "resolve_inputs",
 ]
