@@ -290,7 +290,7 @@ def flow_configs(draw):
             },
         ),
         "inputs": st.dictionaries(
-            short_text,
+            ids,  # input names are Backpack keys
             st.fixed_dictionaries(
                 {},
                 optional={

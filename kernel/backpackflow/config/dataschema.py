@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -67,3 +68,52 @@ def value_problems(schema: DataSchema, value: Any, path: str) -> list[str]:
         return [f"{path}: no value is allowed here (schema false)"]
     validator = _validator(json.dumps(schema, sort_keys=True))
     return [format_error(e, path) for e in sorted_errors(validator, value)]
+
+
+# ------------------------------------------------------------------------------- contracts
+
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*(?:\|[A-Za-z_][A-Za-z0-9_]*)*)\}")
+
+
+def contract_schemas(declared: Mapping[str, Any] | None, what: str) -> dict[str, DataSchema]:
+    """A node type's declared ``reads`` or ``writes`` (``{key: type or JSON Schema}``) as
+    ``{key: JSON Schema}``. A key may name params: ``"{source}"`` is the key
+    ``params.source`` holds, ``"{output_key|id}"`` the first of ``params.output_key`` and the
+    node's id that is set."""
+    if not declared:
+        return {}
+    if not isinstance(declared, Mapping):
+        raise TypeError(f"{what} must map Backpack keys to types or JSON Schemas")
+    schemas: dict[str, DataSchema] = {}
+    for key, spec in declared.items():
+        if not isinstance(key, str) or not key:
+            raise TypeError(f"{what}: a key is a non-empty string, got {key!r}")
+        try:
+            schema = as_schema(spec)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"{what}[{key!r}]: no JSON Schema for {spec!r}: {exc}") from None
+        problems = schema_problems(schema, f"{what}[{key!r}]")
+        if problems:
+            raise TypeError(problems[0])
+        schemas[key] = schema
+    return schemas
+
+
+def resolve_key(template: str, params: Mapping[str, Any], node_id: str) -> str | None:
+    """The Backpack key ``template`` names for one node (``None``: a placeholder's params are
+    all unset, so the node reads or writes no such key)."""
+    if "{" not in template:
+        return template
+    missing = False
+
+    def fill(match: re.Match[str]) -> str:
+        nonlocal missing
+        for name in match.group(1).split("|"):
+            value = node_id if name == "id" else params.get(name)
+            if isinstance(value, str) and value:
+                return value
+        missing = True
+        return ""
+
+    key = _PLACEHOLDER.sub(fill, template)
+    return None if missing else key

@@ -146,6 +146,9 @@ class FlowConfig:
     limits: LimitsConfig = attrs.field(factory=LimitsConfig)
     inputs: dict[str, InputConfig] = attrs.field(factory=dict)
     outputs: list[str] = attrs.field(factory=list)
+    #: ``"strict"``: a read no input or upstream node provides is a load error, a value that
+    #: breaks its contract a run error; ``"advisory"``: warnings and ``log`` events instead.
+    contracts: str = "strict"
     sinks: list[SinkConfig] = attrs.field(factory=list)
 
 

@@ -37,7 +37,7 @@ from backpackflow.jsondata import loads as load_json
 from backpackflow.loader.checks import _join, _redact
 from backpackflow.loader.export import _Export
 from backpackflow.loader.schema import validate_flow_document
-from backpackflow.plugins import NodeType, Registry, get_registry
+from backpackflow.plugins import NodeType, Registry, get_registry, node_contract
 from backpackflow.policy.sandbox import POLICY, SandboxPolicy
 from backpackflow.policy.secrets import SECRETS, SecretMasker, collect_named_secrets
 from backpackflow.runner import (
@@ -90,10 +90,16 @@ class FlowLoader(_Export):
         *,
         params: type | None = None,
         dependencies: Sequence[str] = (),
+        reads: Mapping[str, Any] | None = None,
+        writes: Mapping[str, Any] | None = None,
     ) -> None:
-        """Make ``node_class`` loadable as type ``name`` by this loader only."""
+        """Make ``node_class`` loadable as type ``name`` by this loader only (``reads`` /
+        ``writes``: its data contract, default: the class's attributes)."""
         params = params if params is not None else getattr(node_class, "Params", None)
-        self._local[name] = NodeType(name, node_class, params, tuple(dependencies), "", "local")
+        contract = node_contract(node_class, reads, writes, f"node type {name!r}")
+        self._local[name] = NodeType(
+            name, node_class, params, tuple(dependencies), "", "local", *contract
+        )
         self._schema_cache = None
 
     # -------------------------------------------------------------- reading
@@ -161,8 +167,10 @@ class FlowLoader(_Export):
         environ: Mapping[str, str] | None = None,
         policy: SandboxPolicy | None = None,
         secrets: SecretMasker | None = None,
+        node_deps: DependencyContainer | None = None,
     ) -> tuple[FlowConfig, dict[str, Any], list[str]]:
-        """Read, migrate, validate and structure ``source``.
+        """Read, migrate, validate and structure ``source`` (with ``node_deps``: build each
+        node on it too, as loading does, to collect what node classes refuse).
 
         Returns (the config with env references resolved and params structured, the migrated
         document as written — references intact — and warnings). Raises :class:`ConfigError`
@@ -195,7 +203,7 @@ class FlowLoader(_Export):
             raise ConfigError(_join(label, problems), problems)
         try:
             config = structure(resolved, FlowConfig)
-            config, warns = self._check(config, raw, label)
+            config, warns = self._check(config, raw, label, node_deps)
         except ConfigError as exc:
             refs = env_ref_paths(raw, resolved)
             problems = _redact(list(exc.problems), refs)
@@ -231,10 +239,17 @@ class FlowLoader(_Export):
         environ: Mapping[str, str] | None = None,
         policy: SandboxPolicy | None = None,
     ) -> ValidationReport:
-        """Every problem of ``source`` without raising: schema, graph and params checks.
-        (No Python warnings are issued, so it is safe to call from any thread.)"""
+        """Every problem of ``source`` without raising: the schema, then the graph, params,
+        inputs and the checks each node's class runs when it is built (templates, rules,
+        tools) — everything loading checks, so a flow that validates loads. (No Python
+        warnings are issued, so it is safe to call from any thread.)"""
+        deps = DependencyContainer()
+        if policy is not None:
+            deps.register(POLICY, policy)
+        if _is_file(source):
+            deps.register(FLOW_DIR, Path(str(source)).resolve().parent)
         try:
-            _, _, warns = self.parse(source, environ=environ, policy=policy)
+            _, _, warns = self.parse(source, environ=environ, policy=policy, node_deps=deps)
         except ConfigError as exc:
             return ValidationReport(list(exc.problems), [])
         return ValidationReport([], warns)
@@ -292,6 +307,7 @@ class FlowLoader(_Export):
             flow_id=None,
             name=name,
             namespace=config.namespace,
+            strict=config.contracts != "advisory",
         )
         limits = config.limits
         flow.limits = Limits(

@@ -23,6 +23,7 @@ from backpackflow.runner.context import (
     current_run,
     current_run_or_none,
 )
+from backpackflow.runner.contracts import BoundContract, ContractViolation, bind_contract
 from backpackflow.runner.deps import (
     BUILTIN_FACTORIES,
     BUILTIN_TYPES,
@@ -66,7 +67,9 @@ __all__ = [
     "BaseNode",
     "BatchFlow",
     "BatchNode",
+    "BoundContract",
     "Condition",
+    "ContractViolation",
     "DefaultMaxSteps",
     "DependencyContainer",
     "DependencyNotFound",
@@ -81,6 +84,7 @@ __all__ = [
     "Run",
     "RunControl",
     "RunResult",
+    "bind_contract",
     "current_node",
     "current_policy",
     "current_run",
