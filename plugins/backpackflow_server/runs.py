@@ -597,7 +597,11 @@ class RunManager:
         """
         # like ``backpackflow validate --allow-unset-env``, within the policy's allowlist
         environ = KeepUnset(self.policy.environ())
-        report = self.loader.validate(graph_json, environ=environ, policy=self.policy)
+        policy = self.policy_for(graph_json)  # what _load builds the flow with
+        assert policy.files_root is not None
+        deps = DependencyContainer()
+        deps.register(FLOW_DIR, policy.files_root)
+        report = self.loader.validate(graph_json, environ=environ, policy=policy, deps=deps)
         if report.errors:
             raise FlowProblems("graph_json", list(report.errors))
         problems = self._sink_problems(graph_json)

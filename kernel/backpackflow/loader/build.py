@@ -97,7 +97,7 @@ class _Build(_Checks):
     ) -> Flow:
         built: dict[str, BaseNode] = {}
         raw_nodes = raw.get("nodes") or []
-        problems: list[str] = []
+        failed: list[ConfigError] = []
         for i, node_config in enumerate(nodes):
             raw_node = raw_nodes[i] if i < len(raw_nodes) else {}
             try:
@@ -105,9 +105,14 @@ class _Build(_Checks):
                     node_config, raw_node, deps, f"{path}.nodes[{i}]", strict
                 )
             except ConfigError as exc:  # every node's problems, not only the first node's
-                problems.extend(exc.problems or [str(exc)])
-        if problems:
-            raise ConfigError("; ".join(problems), problems)
+                failed.append(exc)
+        if len(failed) == 1:
+            raise failed[0]
+        if failed:
+            problems = [p for exc in failed for p in exc.problems]
+            # a node type's own code that crashed stays the cause (callers redact its details)
+            crash = next((e.__cause__ for e in failed if e.__cause__ is not None), None)
+            raise ConfigError("; ".join(problems), problems) from crash
         raw_edges = raw.get("edges") or []
         for i, edge in enumerate(edges):
             when = None

@@ -133,6 +133,9 @@ class _Checks:
             try:
                 self._make_node(node, deps, where)
             except ConfigError as exc:
+                cause = exc.__cause__
+                if cause is not None and not isinstance(cause, ConfigError):
+                    continue  # the node type's own code crashed: loading reports it
                 problems.extend(exc.problems)
 
     def _check_plugins_used(

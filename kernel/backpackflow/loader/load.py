@@ -238,15 +238,20 @@ class FlowLoader(_Export):
         *,
         environ: Mapping[str, str] | None = None,
         policy: SandboxPolicy | None = None,
+        deps: DependencyContainer | None = None,
     ) -> ValidationReport:
         """Every problem of ``source`` without raising: the schema, then the graph, params,
         inputs and the checks each node's class runs when it is built (templates, rules,
-        tools) — everything loading checks, so a flow that validates loads. (No Python
-        warnings are issued, so it is safe to call from any thread.)"""
-        deps = DependencyContainer()
-        if policy is not None:
+        tools) — everything loading checks, so a flow that validates loads (unless a node
+        type's own code crashes building it, which loading reports). ``deps``: what loading
+        will provide (``flow_dir`` ...); nodes are built on a container of their own that
+        reads it. (No Python warnings are issued, so it is safe to call from any thread.)"""
+        given, deps = deps, DependencyContainer()  # nodes are built on a container of its own
+        for name in given.names() if given is not None else ():
+            deps.register_factory(name, lambda _, n=name, g=given: g.get(n))
+        if policy is not None and not deps.has(POLICY):
             deps.register(POLICY, policy)
-        if _is_file(source):
+        if _is_file(source) and not deps.has(FLOW_DIR):
             deps.register(FLOW_DIR, Path(str(source)).resolve().parent)
         try:
             _, _, warns = self.parse(source, environ=environ, policy=policy, node_deps=deps)
