@@ -70,6 +70,7 @@ def test_a_read_no_one_writes_fails_validate_naming_both_ends() -> None:
     loader = keys_loader()
     doc = {
         "version": "2.0.0",
+        "contracts": "strict",
         "nodes": [
             {"type": "src", "id": "pick", "params": {"key": "other"}},
             {"type": "src", "id": "search", "params": {"key": "results"}},
@@ -98,6 +99,7 @@ def test_a_read_no_one_writes_fails_validate_naming_both_ends() -> None:
 def test_types_must_agree_where_both_sides_declare_them() -> None:
     doc = {
         "version": "2.0.0",
+        "contracts": "strict",
         "nodes": [
             {"type": "src", "id": "count", "params": {"key": "n"}},
             {"type": "reader", "id": "show", "params": {"key": "n"}},
@@ -142,7 +144,8 @@ def dags(draw: Any) -> dict[str, Any]:
         if draw(st.booleans())
     ]
     inputs = {k: {"default": 1} for k in draw(keys)}
-    return {"version": "2.0.0", "inputs": inputs, "nodes": nodes, "edges": edges}
+    doc = {"version": "2.0.0", "inputs": inputs, "nodes": nodes, "edges": edges}
+    return {**doc, "contracts": "strict"}
 
 
 @settings(max_examples=60, deadline=None)

@@ -148,7 +148,16 @@ class FlowConfig:
     outputs: list[str] = attrs.field(factory=list)
     #: ``"strict"``: a read no input or upstream node provides is a load error, a value that
     #: breaks its contract a run error; ``"advisory"``: warnings and ``log`` events instead.
-    contracts: str = "strict"
+    #: Unset: strict when the flow declares inputs (it says what enters the Backpack),
+    #: advisory when not (its callers may fill the Backpack before running it).
+    contracts: str | None = None
+
+    @property
+    def strict_contracts(self) -> bool:
+        if self.contracts is not None:
+            return self.contracts == "strict"
+        return bool(self.inputs)
+
     sinks: list[SinkConfig] = attrs.field(factory=list)
 
 

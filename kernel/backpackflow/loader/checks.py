@@ -108,7 +108,7 @@ class _Checks:
         config = attrs.evolve(config, nodes=nodes)
         dataflow: list[str] = []
         check_dataflow(config, self._node_type_or_none, dataflow)
-        (warns if config.contracts == "advisory" else problems).extend(dataflow)
+        (problems if config.strict_contracts else warns).extend(dataflow)
         if node_deps is not None:
             self._check_node_builds(config, node_deps, problems)
         if problems:

@@ -312,7 +312,7 @@ class FlowLoader(_Export):
             flow_id=None,
             name=name,
             namespace=config.namespace,
-            strict=config.contracts != "advisory",
+            strict=config.strict_contracts,
         )
         limits = config.limits
         flow.limits = Limits(

@@ -227,9 +227,8 @@ def flow_schema(
             },
             "contracts": {
                 "description": "Whether broken data contracts are errors (strict) or "
-                "warnings (advisory).",
+                "warnings (advisory); unset: strict when the flow declares inputs.",
                 "enum": ["strict", "advisory"],
-                "default": "strict",
             },
             "outputs": {
                 "description": "Backpack keys a run returns as its outputs.",
