@@ -13,6 +13,10 @@ from backpackflow_nodes.router import RouterNode, RouterParams
 from backpackflow_nodes.tool import ToolNode, ToolParams
 from backpackflow_nodes.tools import BUILTIN_TOOLS
 
+#: Where each node writes its result: ``params.output_key``, else its id. (What they read is
+#: what their templates and rules name, resolved at run time.)
+OUTPUT_KEY = "{output_key|id}"
+
 
 @hookimpl
 def backpackflow_register_node_types(register: NodeTypeRegistrar) -> None:
@@ -21,6 +25,19 @@ def backpackflow_register_node_types(register: NodeTypeRegistrar) -> None:
         LLMNode,
         params=LLMParams,
         description="call a language model with a templated prompt",
+        writes={
+            OUTPUT_KEY: {
+                "description": "the model's answer: text, or with response_format 'json' the "
+                "JSON value it parsed to"
+            }
+        },
+    )
+    register(
+        "tool",
+        ToolNode,
+        params=ToolParams,
+        description="call a registered tool",
+        writes={OUTPUT_KEY: {"description": "the tool's result"}},
     )
     register(
         "agent",
@@ -28,12 +45,12 @@ def backpackflow_register_node_types(register: NodeTypeRegistrar) -> None:
         params=AgentParams,
         description="a model calling tools in a loop until it answers (ReAct)",
     )
-    register("tool", ToolNode, params=ToolParams, description="call a registered tool")
     register(
         "router",
         RouterNode,
         params=RouterParams,
         description="set a branch from a rule (CEL or JSON Logic)",
+        writes={OUTPUT_KEY: {"type": "string", "description": "the branch taken"}},
     )
 
 

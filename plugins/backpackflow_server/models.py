@@ -93,6 +93,10 @@ class RunSummary(BaseModel):
     error_summary: str | None
     event_count: int = Field(description="trace events stored so far")
     last_seq: int = Field(description="the highest stored event seq")
+    outputs: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the values of the outputs the flow declares, once the run has ended",
+    )
 
 
 class RunStep(BaseModel):

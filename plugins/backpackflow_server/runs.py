@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import itertools
 import json
 import logging
@@ -55,7 +54,7 @@ from backpackflow import (
 )
 from backpackflow.config import KeepUnset, structure
 from backpackflow.events import make_sink, parse_sink_spec
-from backpackflow.loader import FLOW_DIR, ConfigWarning, FlowLoader
+from backpackflow.loader import FLOW_DIR, ConfigWarning, FlowLoader, prepare_inputs
 from backpackflow.plugins import EventSink, Registry
 from backpackflow.policy import EgressDenied, EndpointSet, SandboxPolicy, SecretMasker
 from backpackflow.runner import DependencyContainer
@@ -140,7 +139,11 @@ class RunStore(Protocol):
     ) -> dict[str, Any]: ...
     def mark_running(self, run_id: str) -> dict[str, Any]: ...
     def finish_run(
-        self, run_id: str, status: str, error_summary: str | None = None
+        self,
+        run_id: str,
+        status: str,
+        error_summary: str | None = None,
+        outputs: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]: ...
     def get_run(self, run_id: str) -> dict[str, Any]: ...
     def list_runs(
@@ -338,6 +341,8 @@ class RunHandle:
         self.task: asyncio.Task[None] | None = None
         self.writer: EventWriter | None = None
         self.summary: dict[str, Any] | None = None
+        #: The flow's declared outputs at the end of the run (secrets masked).
+        self.outputs: dict[str, Any] = {}
         self.sinks: list[EventSink] = []  # the sinks the flow declares, for this run
         self.canceled = asyncio.Event()  # set with cancel_reason: stops waiting for a slot
         self.low = 1
@@ -592,7 +597,11 @@ class RunManager:
         """
         # like ``backpackflow validate --allow-unset-env``, within the policy's allowlist
         environ = KeepUnset(self.policy.environ())
-        report = self.loader.validate(graph_json, environ=environ, policy=self.policy)
+        policy = self.policy_for(graph_json)  # what _load builds the flow with
+        assert policy.files_root is not None
+        deps = DependencyContainer()
+        deps.register(FLOW_DIR, policy.files_root)
+        report = self.loader.validate(graph_json, environ=environ, policy=policy, deps=deps)
         if report.errors:
             raise FlowProblems("graph_json", list(report.errors))
         problems = self._sink_problems(graph_json)
@@ -695,31 +704,17 @@ class RunManager:
 
     @staticmethod
     def resolve_inputs(flow: Flow, input_vars: Mapping[str, Any]) -> dict[str, Any]:
-        """The run's inputs: checked against the flow's declared ``inputs``, defaults filled.
+        """The run's inputs: checked against the flow's declared ``inputs`` (names, required
+        ones, JSON Schemas), defaults filled; the run packs them into its Backpack.
 
         A flow that declares no inputs takes any; one that does refuses unknown names (a
-        typo would otherwise be silently ignored) and requires the required ones.
+        typo would otherwise be silently ignored), requires the required ones and checks
+        each value against its schema.
         """
-        config = getattr(flow, "config", None)
-        declared = dict(getattr(config, "inputs", None) or {})
-        resolved = dict(input_vars)
-        if not declared:
-            return resolved
-        problems = [
-            f"$.input_vars.{name}: unknown input; the flow declares {', '.join(sorted(declared))}"
-            for name in sorted(set(input_vars) - set(declared))
-        ]
-        for name, spec in declared.items():
-            if name in resolved:
-                continue
-            if spec.required:
-                what = f" ({spec.description})" if spec.description else ""
-                problems.append(f"$.input_vars.{name}: required input missing{what}")
-            elif spec.default is not None:
-                resolved[name] = copy.deepcopy(spec.default)
-        if problems:
-            raise FlowProblems("input_vars", problems)
-        return resolved
+        try:
+            return prepare_inputs(flow, input_vars, path="$.input_vars")
+        except ConfigError as exc:
+            raise FlowProblems("input_vars", list(exc.problems)) from None
 
     # ------------------------------------------------------------------ runs
 
@@ -959,6 +954,9 @@ class RunManager:
                     control=handle.control,
                 )
                 status = result.status
+                secrets = handle.flow.secrets
+                outputs = dict(result.outputs)
+                handle.outputs = secrets.mask(outputs) if secrets else outputs
                 if status == "canceled" and handle.cancel_reason:  # say why, not RunCanceled
                     error = handle.cancel_reason
                 else:
@@ -996,7 +994,7 @@ class RunManager:
                     handle.run_id,
                     self.settings.flush_timeout,
                 )
-            summary = await self._finish_in_store(handle.run_id, status, error)
+            summary = await self._finish_in_store(handle.run_id, status, error, handle.outputs)
         except Exception:
             log.exception("run %s: cannot record its end (%s)", handle.run_id, status)
         finally:
@@ -1008,12 +1006,14 @@ class RunManager:
             handle.done(summary)
 
     async def _finish_in_store(
-        self, run_id: str, status: str, error: str | None
+        self, run_id: str, status: str, error: str | None, outputs: Mapping[str, Any]
     ) -> dict[str, Any] | None:
         delay = 0.2
         for attempt in range(6):
             try:
-                return await self._store_write(self.store.finish_run, run_id, status, error)
+                return await self._store_write(
+                    self.store.finish_run, run_id, status, error, outputs
+                )
             except InvalidTransition:
                 run = await run_in_threadpool(self.store.get_run, run_id)
                 run.pop("steps", None)

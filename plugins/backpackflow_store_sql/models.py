@@ -113,6 +113,8 @@ class WorkflowRun(Base):
     error_summary: Mapped[str | None] = mapped_column(Text)
     event_count: Mapped[int] = mapped_column(Integer)
     last_seq: Mapped[int] = mapped_column(Integer)
+    #: The flow's declared outputs at the end of the run (null until it ends).
+    outputs: Mapped[Any | None] = mapped_column(JSONDocument, nullable=True)
 
 
 class RunStep(Base):

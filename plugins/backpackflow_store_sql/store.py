@@ -332,6 +332,7 @@ def _run_dict(r: WorkflowRun) -> dict[str, Any]:
         "error_summary": r.error_summary,
         "event_count": r.event_count,
         "last_seq": r.last_seq,
+        "outputs": r.outputs if r.outputs is not None else {},
     }
 
 
@@ -1081,9 +1082,14 @@ class SqlRunStore(BudgetStore):
             return _run_dict(run)
 
     def finish_run(
-        self, run_id: str, status: str, error_summary: str | None = None
+        self,
+        run_id: str,
+        status: str,
+        error_summary: str | None = None,
+        outputs: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """End a run: ``running`` → succeeded/failed/canceled, ``queued`` → failed/canceled.
+        """End a run: ``running`` → succeeded/failed/canceled, ``queued`` → failed/canceled;
+        ``outputs``: the values of the outputs its flow declares.
 
         Records ``finished_at`` and, unless the runner's ``run_end`` event already gave it,
         ``total_latency_ms`` (from ``started_at``). Flush the run's :class:`EventWriter` first
@@ -1096,6 +1102,8 @@ class SqlRunStore(BudgetStore):
         with self._write() as session:
             run = self._transition(session, run_id, status)
             self._close_run(run, _now(), error_summary)
+            if outputs:
+                run.outputs = self._json(dict(outputs), "outputs", InvalidData)
             session.flush()
             return _run_dict(run)
 

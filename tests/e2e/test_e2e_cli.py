@@ -110,7 +110,7 @@ def test_inputs_reach_the_templates(capsys, tmp_path):
 def test_an_unknown_input_is_an_error_naming_it(capsys):
     code, _, err = run_cli(capsys, str(RESEARCH), "--sink", "none", "--input", "nope=1")
     assert code == 1
-    assert "unknown input(s) 'nope'" in err
+    assert "inputs.nope: unknown input; the flow declares" in err
     assert "'doc'" in err and "'topic'" in err
 
 
@@ -213,7 +213,7 @@ def test_a_required_input_that_is_missing_is_an_error(capsys, tmp_path):
     flow = str(write_flow(tmp_path / "needs.json", doc))
     code, _, err = run_cli(capsys, flow, "--sink", "none", "--no-cache")
     assert code == 1
-    assert "input 'text' is required (the text to summarize)" in err
+    assert "inputs.text: required input missing (the text to summarize)" in err
     code, out, _ = run_cli(
         capsys, flow, "--sink", "none", "--no-cache", "--input", "text=Rain fell. Rivers rose."
     )

@@ -168,7 +168,12 @@ def test_plugins_with_nothing_installed(site, capsys):
     assert cli.main(["plugins"]) == 0
     assert capsys.readouterr().out.strip() == "no plugins installed"
     assert cli.main(["plugins", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out) == {"plugins": [], "conflicts": [], "errors": []}
+    assert json.loads(capsys.readouterr().out) == {
+        "plugins": [],
+        "node_types": {},
+        "conflicts": [],
+        "errors": [],
+    }
 
 
 def test_plugins_respects_disable_autoload(installed, monkeypatch, capsys):

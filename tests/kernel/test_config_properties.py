@@ -290,7 +290,7 @@ def flow_configs(draw):
             },
         ),
         "inputs": st.dictionaries(
-            short_text,
+            ids,  # input names are Backpack keys
             st.fixed_dictionaries(
                 {},
                 optional={
@@ -379,7 +379,12 @@ def test_random_valid_configs_load_and_round_trip_byte_identically(document):
 @given(flow_configs())
 def test_random_valid_configs_run(document):
     flow = load_quietly(new_loader(), document)
-    result = flow.execute_sync(Backpack())
+    required = {
+        name: "given"
+        for name, spec in document.get("inputs", {}).items()
+        if spec.get("required") and spec.get("default") is None
+    }
+    result = flow.execute_sync(Backpack(), inputs=required)
     assert result.status == "succeeded" or isinstance(result.error, GuardrailExceeded), result.error
 
 

@@ -30,8 +30,12 @@ LONG_TICKET = (
 
 
 def run(flow: Flow, ticket: str) -> tuple[Any, Backpack]:
-    bp = Backpack({"ticket": ticket})
-    result = flow.execute_sync(bp)
+    if flow.input_specs:  # triage.json declares its input "ticket": the run packs it
+        bp = Backpack()
+        result = flow.execute_sync(bp, inputs={"ticket": ticket})
+    else:  # a flow built in code declares none: the caller fills the Backpack
+        bp = Backpack({"ticket": ticket})
+        result = flow.execute_sync(bp)
     result.raise_for_status()
     return result.action, bp
 

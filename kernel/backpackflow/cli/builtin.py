@@ -33,6 +33,16 @@ def _plugins_command(args: argparse.Namespace, registry: Registry) -> int:
             json.dumps(
                 {
                     "plugins": [p.to_json() for p in infos],
+                    # what an editor offers for each node type: its data contract
+                    "node_types": {
+                        name: {
+                            "plugin": t.plugin,
+                            "description": t.description,
+                            "reads": dict(t.reads),
+                            "writes": dict(t.writes),
+                        }
+                        for name, t in sorted(registry.node_types.items())
+                    },
                     "conflicts": [
                         {"kind": k, "name": n, "plugins": owners}
                         for (k, n), owners in registry.conflicts.items()

@@ -229,6 +229,7 @@ def _run(args: argparse.Namespace, registry: Registry) -> int:
                     "run_id": result.run_id,
                     "status": result.status,
                     "error": str(result.error) if result.error else None,
+                    "outputs": dict(result.outputs),
                     "totals": {
                         **result.totals,
                         "cost": decimal_text(Decimal(result.totals["cost"])),
@@ -250,6 +251,8 @@ def _run(args: argparse.Namespace, registry: Registry) -> int:
     else:
         print(f"\nrun {result.run_id} of {flow.name}: {result.status}")
         print(format_table(summary))
+        for key, value in result.outputs.items():
+            print(f"output {key}: {json.dumps(value, ensure_ascii=False, default=str)}")
         for name, report in reports.items():
             if report:  # what the sinks did is about the run, not its result: stderr
                 print(f"sink {name}: {_sink_report_text(report)}", file=sys.stderr)

@@ -4,6 +4,15 @@ JSON Schema, ``${ENV}`` references.
 Re-exports only (the modules hold the code).
 """
 
+from backpackflow.config.dataschema import (
+    DataSchema,
+    as_schema,
+    contract_schemas,
+    resolve_key,
+    schema_problems,
+    type_schema,
+    value_problems,
+)
 from backpackflow.config.envrefs import (
     EnvRefs,
     KeepUnset,
@@ -46,6 +55,7 @@ from backpackflow.config.params import (
 __all__ = [
     "CURRENT_VERSION",
     "FLOW_NODE_TYPE",
+    "DataSchema",
     "DependencyConfig",
     "EdgeConfig",
     "EnvRefs",
@@ -58,7 +68,9 @@ __all__ = [
     "RetryConfig",
     "SinkConfig",
     "SubflowParams",
+    "as_schema",
     "check_params_instance",
+    "contract_schemas",
     "converter",
     "describe",
     "env_ref_paths",
@@ -69,11 +81,15 @@ __all__ = [
     "params_schema",
     "params_schema_components",
     "resolve_env_refs",
+    "resolve_key",
     "restore_env_refs",
+    "schema_problems",
     "sorted_errors",
     "structure",
     "structure_params",
+    "type_schema",
     "unstructure",
     "unstructure_params",
     "validate_params",
+    "value_problems",
 ]

@@ -98,9 +98,13 @@ class DependencyConfig:
 
 @attrs.frozen(kw_only=True)
 class InputConfig:
-    """A run input the flow expects (``--input name=value`` on the command line)."""
+    """A run input the flow expects (``--input name=value`` on the command line,
+    ``input_vars`` of the service, ``flow.run(..., inputs=...)``): its JSON ``schema`` (the
+    value is checked against it), a ``default`` used when none is given, whether it is
+    ``required``. A run packs its declared inputs into the Backpack under their names."""
 
     description: str | None = None
+    schema: dict[str, Any] | bool | None = None
     default: Any = None
     required: bool = False
 
@@ -141,6 +145,19 @@ class FlowConfig:
     dependencies: dict[str, DependencyConfig] = attrs.field(factory=dict)
     limits: LimitsConfig = attrs.field(factory=LimitsConfig)
     inputs: dict[str, InputConfig] = attrs.field(factory=dict)
+    outputs: list[str] = attrs.field(factory=list)
+    #: ``"strict"``: a read no input or upstream node provides is a load error, a value that
+    #: breaks its contract a run error; ``"advisory"``: warnings and ``log`` events instead.
+    #: Unset: strict when the flow declares inputs (it says what enters the Backpack),
+    #: advisory when not (its callers may fill the Backpack before running it).
+    contracts: str | None = None
+
+    @property
+    def strict_contracts(self) -> bool:
+        if self.contracts is not None:
+            return self.contracts == "strict"
+        return bool(self.inputs)
+
     sinks: list[SinkConfig] = attrs.field(factory=list)
 
 
@@ -169,6 +186,13 @@ def _make_converter() -> cattrs.Converter:
         return result
 
     conv.register_structure_hook(str | dict[str, Any], structure_rule)
+
+    def structure_schema(value: Any, _: type) -> dict[str, Any] | bool | None:
+        if value is None or isinstance(value, (bool, dict)):
+            return value
+        raise TypeError(f"a JSON Schema is an object or a boolean, got {_json_type(value)}")
+
+    conv.register_structure_hook(dict[str, Any] | bool | None, structure_schema)
     conv.register_structure_hook(Any, lambda value, _: value)
     _register_renamed(conv, EdgeConfig, from_="from")
 

@@ -17,7 +17,14 @@ from backpackflow.config import (
 from backpackflow.errors import BackpackFlowError, ConfigError
 from backpackflow.loader.checks import _Checks, _walk_nodes
 from backpackflow.loader.conditions import compile_condition
-from backpackflow.runner import BaseNode, DependencyContainer, Flow
+from backpackflow.loader.dataflow import node_data
+from backpackflow.runner import (
+    BaseNode,
+    BoundContract,
+    DependencyContainer,
+    Flow,
+    bind_contract,
+)
 
 
 class _Build(_Checks):
@@ -40,6 +47,39 @@ class _Build(_Checks):
                     )
         return problems
 
+    def _make_node(self, config: NodeConfig, deps: DependencyContainer, where: str) -> BaseNode:
+        """A node of ``config``'s registered type, built and checked by its class (params,
+        templates, rules: ``validate_config``); problems are ``ConfigError``s at ``where``.
+        What both loading and :meth:`~backpackflow.FlowLoader.validate` run for each node."""
+        node_type = self.node_type(config.type)
+        node_class = node_type.node_class
+        try:
+            node: BaseNode = node_class.from_config(config, deps)  # type: ignore[attr-defined]
+        except ConfigError:
+            raise
+        except Exception as exc:
+            raise ConfigError(
+                f"{where}: node type {config.type!r} ({node_class.__name__}) failed to build "
+                f"node {config.id!r}: {type(exc).__name__}: {exc}"
+            ) from exc
+        node.node_type = config.type
+        node.registry = self.registry
+        check = getattr(node, "validate_config", None)
+        if callable(check):
+            try:
+                check()
+            except ConfigError as exc:
+                # one problem: its whole message (it names the node); several: each path
+                problems = (
+                    [f"{where}: {exc}"]
+                    if len(exc.problems) <= 1
+                    else [f"{where}: {p}" for p in exc.problems]
+                )
+                raise ConfigError(f"{where}: {exc}", problems) from None
+            except BackpackFlowError as exc:
+                raise ConfigError(f"{where}: {exc}") from None
+        return node
+
     def _build_flow(
         self,
         nodes: Sequence[NodeConfig],
@@ -53,14 +93,26 @@ class _Build(_Checks):
         flow_id: str | None,
         name: str | None,
         namespace: str | None,
+        strict: bool = True,
     ) -> Flow:
         built: dict[str, BaseNode] = {}
         raw_nodes = raw.get("nodes") or []
+        failed: list[ConfigError] = []
         for i, node_config in enumerate(nodes):
             raw_node = raw_nodes[i] if i < len(raw_nodes) else {}
-            built[node_config.id] = self._build_node(
-                node_config, raw_node, deps, f"{path}.nodes[{i}]"
-            )
+            try:
+                built[node_config.id] = self._build_node(
+                    node_config, raw_node, deps, f"{path}.nodes[{i}]", strict
+                )
+            except ConfigError as exc:  # every node's problems, not only the first node's
+                failed.append(exc)
+        if len(failed) == 1:
+            raise failed[0]
+        if failed:
+            problems = [p for exc in failed for p in exc.problems]
+            # a node type's own code that crashed stays the cause (callers redact its details)
+            crash = next((e.__cause__ for e in failed if e.__cause__ is not None), None)
+            raise ConfigError("; ".join(problems), problems) from crash
         raw_edges = raw.get("edges") or []
         for i, edge in enumerate(edges):
             when = None
@@ -84,6 +136,7 @@ class _Build(_Checks):
         raw_node: Mapping[str, Any],
         deps: DependencyContainer,
         where: str,
+        strict: bool = True,
     ) -> BaseNode:
         if config.type == FLOW_NODE_TYPE:
             sub = config.params
@@ -99,32 +152,14 @@ class _Build(_Checks):
                 flow_id=config.id,
                 name=config.name,
                 namespace=config.namespace,
+                strict=strict,
             )
             flow.node_type = FLOW_NODE_TYPE
             return flow
-        node_type = self.node_type(config.type)
-        node_class = node_type.node_class
-        try:
-            node: BaseNode = node_class.from_config(config, deps)  # type: ignore[attr-defined]
-        except ConfigError:
-            raise
-        except Exception as exc:
-            raise ConfigError(
-                f"{where}: node type {config.type!r} ({node_class.__name__}) failed to build "
-                f"node {config.id!r}: {type(exc).__name__}: {exc}"
-            ) from exc
-        node.node_type = config.type
-        node.registry = self.registry
-        check = getattr(node, "validate_config", None)
-        if callable(check):
-            try:
-                check()
-            except ConfigError as exc:
-                raise ConfigError(
-                    f"{where}: {exc}", [f"{where}: {p}" for p in exc.problems]
-                ) from None
-            except BackpackFlowError as exc:
-                raise ConfigError(f"{where}: {exc}") from None
+        node = self._make_node(config, deps, where)
+        data = node_data(config, self.node_type(config.type))
+        if data.reads or data.writes:
+            bind_contract(node, BoundContract(data.reads, data.writes, strict))
         raw_params = raw_node.get("params") if isinstance(raw_node, Mapping) else None
         if raw_params is not None and has_env_refs(raw_params):
             # exports and events show the references, never the resolved secrets

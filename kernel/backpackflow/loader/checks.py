@@ -15,15 +15,18 @@ from backpackflow.config import (
     FlowConfig,
     NodeConfig,
     SubflowParams,
+    schema_problems,
     structure,
     structure_params,
     validate_params,
+    value_problems,
 )
 from backpackflow.errors import ConfigError, PluginError
 from backpackflow.loader.conditions import compile_condition
+from backpackflow.loader.dataflow import check_dataflow
 from backpackflow.loader.schema import flow_schema
 from backpackflow.plugins import NodeType, Registry
-from backpackflow.runner import BUILTIN_TYPES, BaseNode
+from backpackflow.runner import BUILTIN_TYPES, BaseNode, DependencyContainer
 
 
 class _Checks:
@@ -38,6 +41,12 @@ class _Checks:
     def node_type(self, name: str) -> NodeType:
         local = self._local.get(name)
         return local if local is not None else self.registry.node_type(name)
+
+    def _node_type_or_none(self, name: str) -> NodeType | None:
+        try:
+            return self.node_type(name)
+        except PluginError:
+            return None
 
     def node_types(self) -> dict[str, type | None]:
         types = {name: t.params for name, t in self.registry.node_types.items()}
@@ -62,12 +71,26 @@ class _Checks:
 
     def _schema(self) -> dict[str, Any]:
         if self._schema_cache is None:
-            self._schema_cache = flow_schema(self.registry, node_types=self.node_types())
+            contracts = {n: (t.reads, t.writes) for n, t in self.registry.node_types.items()}
+            contracts.update({n: (t.reads, t.writes) for n, t in self._local.items()})
+            self._schema_cache = flow_schema(
+                self.registry, node_types=self.node_types(), contracts=contracts
+            )
         return self._schema_cache
 
+    def _make_node(self, config: NodeConfig, deps: DependencyContainer, where: str) -> BaseNode:
+        raise NotImplementedError  # loader/build.py: the build half of FlowLoader
+
     def _check(
-        self, config: FlowConfig, raw: Mapping[str, Any], label: str
+        self,
+        config: FlowConfig,
+        raw: Mapping[str, Any],
+        label: str,
+        node_deps: DependencyContainer | None = None,
     ) -> tuple[FlowConfig, list[str]]:
+        """Every problem of a structured config, raised together: the graph, dependencies,
+        sinks, inputs and, with ``node_deps``, what each node's class checks when it is built
+        (its templates, rules, tools), built on ``node_deps``."""
         problems: list[str] = []
         warns: list[str] = []
         nodes = self._check_graph(
@@ -81,9 +104,39 @@ class _Checks:
             warns,
         )
         self._check_plugins_used(config, problems, warns)
+        _check_inputs(config, problems)
+        config = attrs.evolve(config, nodes=nodes)
+        dataflow: list[str] = []
+        check_dataflow(config, self._node_type_or_none, dataflow)
+        (problems if config.strict_contracts else warns).extend(dataflow)
+        if node_deps is not None:
+            self._check_node_builds(config, node_deps, problems)
         if problems:
             raise ConfigError(_join(label, problems), problems)
-        return attrs.evolve(config, nodes=nodes), warns
+        return config, warns
+
+    def _check_node_builds(
+        self, config: FlowConfig, deps: DependencyContainer, problems: list[str]
+    ) -> None:
+        """Build every node whose type and params are sound, as loading does, and collect
+        what their classes refuse. The flow's dependencies are named but never built."""
+        for name in config.dependencies:
+            if not deps.has(name):
+                deps.register_factory(name, _not_built)
+        for where, node in _walk_nodes(config.nodes, "$"):
+            try:
+                node_type = self.node_type(node.type)
+            except PluginError:
+                continue  # reported by the schema stage
+            if node_type.params is not None and not isinstance(node.params, node_type.params):
+                continue  # its params did not structure: reported already
+            try:
+                self._make_node(node, deps, where)
+            except ConfigError as exc:
+                cause = exc.__cause__
+                if cause is not None and not isinstance(cause, ConfigError):
+                    continue  # the node type's own code crashed: loading reports it
+                problems.extend(exc.problems)
 
     def _check_plugins_used(
         self, config: FlowConfig, problems: list[str], warns: list[str]
@@ -238,6 +291,22 @@ class _Checks:
             problems.extend(exc.problems)
             return node
         return attrs.evolve(node, params=params)
+
+
+def _not_built(container: DependencyContainer) -> Any:
+    raise ConfigError("dependencies are not built while a flow is only validated")
+
+
+def _check_inputs(config: FlowConfig, problems: list[str]) -> None:
+    """Each declared input's schema is a JSON Schema and its default matches it."""
+    for name, spec in config.inputs.items():
+        where = f"$.inputs.{name}"
+        if spec.schema is None:
+            continue
+        found = schema_problems(spec.schema, f"{where}.schema")
+        problems.extend(found)
+        if not found and spec.default is not None:
+            problems.extend(value_problems(spec.schema, spec.default, f"{where}.default"))
 
 
 def _check_options(

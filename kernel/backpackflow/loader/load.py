@@ -37,10 +37,17 @@ from backpackflow.jsondata import loads as load_json
 from backpackflow.loader.checks import _join, _redact
 from backpackflow.loader.export import _Export
 from backpackflow.loader.schema import validate_flow_document
-from backpackflow.plugins import NodeType, Registry, get_registry
+from backpackflow.plugins import NodeType, Registry, get_registry, node_contract
 from backpackflow.policy.sandbox import POLICY, SandboxPolicy
 from backpackflow.policy.secrets import SECRETS, SecretMasker, collect_named_secrets
-from backpackflow.runner import BaseNode, DependencyContainer, Flow, Limits
+from backpackflow.runner import (
+    BaseNode,
+    DependencyContainer,
+    Flow,
+    InputSpec,
+    Limits,
+    resolve_inputs,
+)
 
 #: The dependency holding the folder of the flow file being loaded (tools resolve paths there).
 FLOW_DIR = "flow_dir"
@@ -83,10 +90,16 @@ class FlowLoader(_Export):
         *,
         params: type | None = None,
         dependencies: Sequence[str] = (),
+        reads: Mapping[str, Any] | None = None,
+        writes: Mapping[str, Any] | None = None,
     ) -> None:
-        """Make ``node_class`` loadable as type ``name`` by this loader only."""
+        """Make ``node_class`` loadable as type ``name`` by this loader only (``reads`` /
+        ``writes``: its data contract, default: the class's attributes)."""
         params = params if params is not None else getattr(node_class, "Params", None)
-        self._local[name] = NodeType(name, node_class, params, tuple(dependencies), "", "local")
+        contract = node_contract(node_class, reads, writes, f"node type {name!r}")
+        self._local[name] = NodeType(
+            name, node_class, params, tuple(dependencies), "", "local", *contract
+        )
         self._schema_cache = None
 
     # -------------------------------------------------------------- reading
@@ -154,8 +167,10 @@ class FlowLoader(_Export):
         environ: Mapping[str, str] | None = None,
         policy: SandboxPolicy | None = None,
         secrets: SecretMasker | None = None,
+        node_deps: DependencyContainer | None = None,
     ) -> tuple[FlowConfig, dict[str, Any], list[str]]:
-        """Read, migrate, validate and structure ``source``.
+        """Read, migrate, validate and structure ``source`` (with ``node_deps``: build each
+        node on it too, as loading does, to collect what node classes refuse).
 
         Returns (the config with env references resolved and params structured, the migrated
         document as written — references intact — and warnings). Raises :class:`ConfigError`
@@ -188,7 +203,7 @@ class FlowLoader(_Export):
             raise ConfigError(_join(label, problems), problems)
         try:
             config = structure(resolved, FlowConfig)
-            config, warns = self._check(config, raw, label)
+            config, warns = self._check(config, raw, label, node_deps)
         except ConfigError as exc:
             refs = env_ref_paths(raw, resolved)
             problems = _redact(list(exc.problems), refs)
@@ -223,11 +238,23 @@ class FlowLoader(_Export):
         *,
         environ: Mapping[str, str] | None = None,
         policy: SandboxPolicy | None = None,
+        deps: DependencyContainer | None = None,
     ) -> ValidationReport:
-        """Every problem of ``source`` without raising: schema, graph and params checks.
-        (No Python warnings are issued, so it is safe to call from any thread.)"""
+        """Every problem of ``source`` without raising: the schema, then the graph, params,
+        inputs and the checks each node's class runs when it is built (templates, rules,
+        tools) — everything loading checks, so a flow that validates loads (unless a node
+        type's own code crashes building it, which loading reports). ``deps``: what loading
+        will provide (``flow_dir`` ...); nodes are built on a container of their own that
+        reads it. (No Python warnings are issued, so it is safe to call from any thread.)"""
+        given, deps = deps, DependencyContainer()  # nodes are built on a container of its own
+        for name in given.names() if given is not None else ():
+            deps.register_factory(name, lambda _, n=name, g=given: g.get(n))
+        if policy is not None and not deps.has(POLICY):
+            deps.register(POLICY, policy)
+        if _is_file(source) and not deps.has(FLOW_DIR):
+            deps.register(FLOW_DIR, Path(str(source)).resolve().parent)
         try:
-            _, _, warns = self.parse(source, environ=environ, policy=policy)
+            _, _, warns = self.parse(source, environ=environ, policy=policy, node_deps=deps)
         except ConfigError as exc:
             return ValidationReport(list(exc.problems), [])
         return ValidationReport([], warns)
@@ -285,6 +312,7 @@ class FlowLoader(_Export):
             flow_id=None,
             name=name,
             namespace=config.namespace,
+            strict=config.strict_contracts,
         )
         limits = config.limits
         flow.limits = Limits(
@@ -293,6 +321,8 @@ class FlowLoader(_Export):
             max_tokens=limits.max_tokens,
             max_cost=limits.max_cost,
         )
+        flow.input_specs = input_specs(config)
+        flow.output_keys = tuple(config.outputs)
         flow.config = config
         flow.config_source = _top_level_source(raw)
         # what the config set, so an export shows what code changed since
@@ -335,33 +365,28 @@ def _parse_json(text: str, label: str) -> dict[str, Any]:
     return data
 
 
-def prepare_inputs(flow: Flow, given: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The run inputs of a loaded flow: ``given`` plus the defaults its config declares. A
-    required input that is missing, or an input the flow does not declare, is an error (a flow
-    that declares no inputs accepts any)."""
-    given = dict(given or {})
-    config = getattr(flow, "config", None)
-    declared = config.inputs if isinstance(config, FlowConfig) else {}
-    if not declared:
-        return given
-    problems = []
-    unknown = sorted(set(given) - set(declared))
-    if unknown:
-        problems.append(
-            f"unknown input(s) {', '.join(repr(n) for n in unknown)}; the flow declares "
-            f"{', '.join(repr(n) for n in sorted(declared))}"
+def input_specs(config: FlowConfig) -> dict[str, InputSpec]:
+    """The run inputs ``config`` declares, as the runner checks and packs them."""
+    return {
+        name: InputSpec(
+            name=name,
+            schema=spec.schema,
+            default=spec.default,
+            required=spec.required,
+            description=spec.description,
         )
-    inputs = {}
-    for name, spec in declared.items():
-        if name in given:
-            inputs[name] = given[name]
-        elif spec.required:
-            problems.append(f"input {name!r} is required ({spec.description or 'no description'})")
-        elif spec.default is not None:
-            inputs[name] = copy.deepcopy(spec.default)
-    if problems:
-        raise ConfigError("; ".join(problems), problems)
-    return inputs
+        for name, spec in config.inputs.items()
+    }
+
+
+def prepare_inputs(
+    flow: Flow, given: Mapping[str, Any] | None, *, path: str = "inputs"
+) -> dict[str, Any]:
+    """The run inputs of a loaded flow: ``given`` checked against the inputs the flow declares
+    (names, required ones, JSON Schemas), defaults filled in; every problem is reported
+    together at ``<path>.<name>`` (a flow that declares no inputs accepts any). A flow's runs
+    do this themselves: call it to report bad inputs before anything else happens."""
+    return resolve_inputs(flow.input_specs, given, path=path)
 
 
 def load_flow(

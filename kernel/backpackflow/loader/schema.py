@@ -40,6 +40,11 @@ def _core_defs(node_types: list[str]) -> dict[str, Any]:
     string_or_null = {"type": ["string", "null"]}
     return {
         "namespace": {"type": "string", "pattern": _NAMESPACE_PATTERN},
+        "key": {
+            "description": "A Backpack key: no surrounding white space, no '*'.",
+            "type": "string",
+            "pattern": r"^[^\s*]([^*]*[^\s*])?$",
+        },
         "node": {
             "type": "object",
             "description": "A node of a registered type.",
@@ -120,6 +125,10 @@ def _core_defs(node_types: list[str]) -> dict[str, Any]:
             "type": "object",
             "properties": {
                 "description": {"type": "string"},
+                "schema": {
+                    "description": "The JSON Schema the input's value must match.",
+                    "type": ["object", "boolean"],
+                },
                 "default": True,
                 "required": {"type": "boolean"},
             },
@@ -139,16 +148,23 @@ def flow_schema(
     *,
     version: str = CURRENT_VERSION,
     node_types: Mapping[str, type | None] | None = None,
+    contracts: Mapping[str, tuple[Mapping[str, Any], Mapping[str, Any]]] | None = None,
 ) -> dict[str, Any]:
     """The composed schema: the core flow structure plus the params schema of every node type
     (``node_types`` maps type names to params classes; default: the registry's node types) and
-    the options schemas of the registry's dependency factories and event sinks. It has no
-    ``$id``: only the published document (tools/publish_schema.py) carries one."""
+    the options schemas of the registry's dependency factories and event sinks. Each node
+    type's data contract (``contracts``: name -> (reads, writes); default: the registry's) is
+    an annotation of its branch, ``x-backpackflow-reads`` / ``x-backpackflow-writes``, for
+    editors. It has no ``$id``: only the published document (tools/publish_schema.py) carries
+    one."""
     if registry is None and node_types is None:
         raise TypeError("flow_schema() needs the registry to compose (or node_types)")
     if node_types is None:
         assert registry is not None
         node_types = {name: t.params for name, t in registry.node_types.items()}
+    if contracts is None:
+        known = registry.node_types if registry is not None else {}
+        contracts = {name: (t.reads, t.writes) for name, t in known.items()}
     names = [*node_types, FLOW_NODE_TYPE]
     defs = _core_defs(names)
     branches: list[dict[str, Any]] = [_params_branch(FLOW_NODE_TYPE, {"$ref": "#/$defs/subflow"})]
@@ -159,7 +175,13 @@ def flow_schema(
         else:
             params_ref, params_defs = params_schema_components(params_cls, f"{name}.")
             defs.update(params_defs)
-        branches.append(_params_branch(name, params_ref))
+        branch = _params_branch(name, params_ref)
+        reads, writes = contracts.get(name, ({}, {}))
+        if reads:
+            branch["then"]["x-backpackflow-reads"] = dict(reads)
+        if writes:
+            branch["then"]["x-backpackflow-writes"] = dict(writes)
+        branches.append(branch)
     defs["node"]["allOf"] = branches
     dependency_types = {name: f.options for name, f in BUILTIN_FACTORIES.items()}
     sink_types: dict[str, type | None] = {}
@@ -198,7 +220,22 @@ def flow_schema(
                 "additionalProperties": {"$ref": "#/$defs/dependency"},
             },
             "limits": {"$ref": "#/$defs/limits"},
-            "inputs": {"type": "object", "additionalProperties": {"$ref": "#/$defs/input"}},
+            "inputs": {
+                "type": "object",
+                "propertyNames": {"$ref": "#/$defs/key"},
+                "additionalProperties": {"$ref": "#/$defs/input"},
+            },
+            "contracts": {
+                "description": "Whether broken data contracts are errors (strict) or "
+                "warnings (advisory); unset: strict when the flow declares inputs.",
+                "enum": ["strict", "advisory"],
+            },
+            "outputs": {
+                "description": "Backpack keys a run returns as its outputs.",
+                "type": "array",
+                "items": {"$ref": "#/$defs/key"},
+                "uniqueItems": True,
+            },
             "sinks": {"type": "array", "items": {"$ref": "#/$defs/sink"}},
         },
         "additionalProperties": False,

@@ -43,6 +43,7 @@ from backpackflow.plugins.registrars import (
     NodeTypeRegistrar,
     RunStoreRegistrar,
     ToolRegistrar,
+    node_contract,
 )
 from backpackflow.plugins.registry import (
     Registry,
@@ -81,5 +82,6 @@ __all__ = [
     "get_registry",
     "hookimpl",
     "hookspec",
+    "node_contract",
     "reset_registry",
 ]

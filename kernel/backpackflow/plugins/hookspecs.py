@@ -48,9 +48,12 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 def backpackflow_register_node_types(register: NodeTypeRegistrar) -> None:
     """Register node types that flow configs can name.
 
-    ``register(name, node_class, *, params=None, dependencies=(), description=None)``:
+    ``register(name, node_class, *, params=None, dependencies=(), description=None,
+    reads=None, writes=None)``:
     ``params`` is the attrs class of the node's params (its JSON Schema is generated from it);
-    ``dependencies`` are the names the node needs from the DependencyContainer.
+    ``dependencies`` are the names the node needs from the DependencyContainer; ``reads`` and
+    ``writes`` are its data contract (``{Backpack key: type or JSON Schema}``; default: the
+    class's ``reads`` / ``writes`` attributes).
     """
 
 

@@ -53,12 +53,18 @@ class EventSink(Protocol):
 
 @attrs.frozen
 class NodeType:
+    """A registered node type. ``reads`` and ``writes`` are its data contract: the Backpack
+    keys it reads and writes, each with a JSON Schema (a key may name params, ``"{source}"``;
+    see :func:`backpackflow.config.resolve_key`)."""
+
     name: str
     node_class: type
     params: type | None
     dependencies: tuple[str, ...]
     description: str
     plugin: str
+    reads: Mapping[str, Any] = attrs.field(factory=dict)
+    writes: Mapping[str, Any] = attrs.field(factory=dict)
 
 
 @attrs.frozen

@@ -11,6 +11,7 @@ from typing import Any
 
 import attrs
 
+from backpackflow.config import contract_schemas
 from backpackflow.errors import PluginError
 from backpackflow.plugins.records import (
     Command,
@@ -44,7 +45,13 @@ class NodeTypeRegistrar(_Registrar):
         params: type | None = None,
         dependencies: Iterable[str] = (),
         description: str | None = None,
+        reads: Mapping[str, Any] | None = None,
+        writes: Mapping[str, Any] | None = None,
     ) -> None:
+        """Register ``node_class`` as node type ``name``. ``reads`` / ``writes`` (default:
+        the class's ``reads`` / ``writes`` attributes) are its data contract:
+        ``{Backpack key: Python type or JSON Schema}``, a key may name params
+        (``"{source}"``)."""
         if not (isinstance(node_class, type) and issubclass(node_class, NodeClass)):
             raise PluginError(
                 f"plugin {self._plugin!r}: node type {name!r} must be a Node class, got "
@@ -63,8 +70,29 @@ class NodeTypeRegistrar(_Registrar):
                 f"{node_class.__name__}.Params ({declared.__name__})"
             )
         doc = description or (node_class.__doc__ or "").strip().split("\n")[0]
-        record = NodeType(name, node_class, params, tuple(dependencies), doc, self._plugin)
+        contract = node_contract(node_class, reads, writes, f"plugin {self._plugin!r}: {name}")
+        record = NodeType(
+            name, node_class, params, tuple(dependencies), doc, self._plugin, *contract
+        )
         self._registry._add("node_types", name, record, self._plugin)
+
+
+def node_contract(
+    node_class: type, reads: Any, writes: Any, where: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The (reads, writes) JSON Schemas of a node type: those given, else its class's
+    ``reads`` / ``writes``; a contract without a JSON Schema is a :class:`PluginError`."""
+    try:
+        return (
+            contract_schemas(
+                reads if reads is not None else getattr(node_class, "reads", None), "reads"
+            ),
+            contract_schemas(
+                writes if writes is not None else getattr(node_class, "writes", None), "writes"
+            ),
+        )
+    except TypeError as exc:
+        raise PluginError(f"{where}: data contract: {exc}") from None
 
 
 class EventSinkRegistrar(_Registrar):

@@ -23,6 +23,7 @@ from backpackflow.runner.context import (
     current_run,
     current_run_or_none,
 )
+from backpackflow.runner.contracts import BoundContract, ContractViolation, bind_contract
 from backpackflow.runner.deps import (
     BUILTIN_FACTORIES,
     BUILTIN_TYPES,
@@ -37,6 +38,7 @@ from backpackflow.runner.flow import (
     Flow,
 )
 from backpackflow.runner.graph import FlowEndsWarning
+from backpackflow.runner.inputs import INPUTS_WRITER, InputSpec, resolve_inputs
 from backpackflow.runner.node import (
     AsyncBatchNode,
     AsyncNode,
@@ -55,6 +57,7 @@ __all__ = [
     "BUILTIN_TYPES",
     "DEFAULT_MAX_STEPS",
     "DEFAULT_STEPS_PER_NODE",
+    "INPUTS_WRITER",
     "AsyncBatchFlow",
     "AsyncBatchNode",
     "AsyncFlow",
@@ -64,13 +67,16 @@ __all__ = [
     "BaseNode",
     "BatchFlow",
     "BatchNode",
+    "BoundContract",
     "Condition",
+    "ContractViolation",
     "DefaultMaxSteps",
     "DependencyContainer",
     "DependencyNotFound",
     "Edge",
     "Flow",
     "FlowEndsWarning",
+    "InputSpec",
     "Limits",
     "Node",
     "NodeFrame",
@@ -78,10 +84,12 @@ __all__ = [
     "Run",
     "RunControl",
     "RunResult",
+    "bind_contract",
     "current_node",
     "current_policy",
     "current_run",
     "current_run_or_none",
     "default_node_id",
     "iter_nodes",
+    "resolve_inputs",
 ]

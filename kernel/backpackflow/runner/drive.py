@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # type-only back reference: the node classes call these to ru
     from backpackflow.runner.base import BaseNode
 
 _NO_INPUTS: Mapping[str, Any] = MappingProxyType({})
+_NO_OUTPUTS: Mapping[str, Any] = MappingProxyType({})
 _new = tuple.__new__
 
 
@@ -172,6 +173,7 @@ async def _drive_run(run: Run, body: Callable[[], Coroutine[Any, Any, Any]]) -> 
             totals,
             run.backpack,
             run.events,
+            _NO_OUTPUTS,  # a flow that declares outputs reads them (Flow._with_outputs)
         ),
     )
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from backpackflow.backpack import Backpack
@@ -32,6 +33,7 @@ from backpackflow.runner.drive import (
     _run_on_private_loop,
 )
 from backpackflow.runner.graph import _follow, _Graph, _pick, _runnable
+from backpackflow.runner.inputs import InputSpec, pack_inputs, read_outputs, resolve_inputs
 from backpackflow.runner.lifecycle import execute_node
 from backpackflow.runner.run import Run, RunResult
 
@@ -57,6 +59,11 @@ class Flow(BaseNode):
     #: and the secrets its events mask (``None``: none); the loader sets both.
     policy: SandboxPolicy | None = None
     secrets: SecretMasker | None = None
+    #: The run inputs the flow declares (checked, defaults filled, and packed into the Backpack
+    #: when a run starts; none declared: any inputs, left out of the Backpack) and the Backpack
+    #: keys it returns as outputs (``RunResult.outputs``, and ``run()``'s result).
+    input_specs: Mapping[str, InputSpec] = MappingProxyType({})
+    output_keys: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -208,11 +215,14 @@ class Flow(BaseNode):
 
         ``limits`` replaces the flow's own limits for this run (give every limit you want);
         ``events`` is the EventStreamer to emit into (default: the flow's, else a new one);
-        ``control`` lets another task or thread cancel the run."""
+        ``control`` lets another task or thread cancel the run. Inputs the flow does not
+        declare, or that break their schemas, raise :class:`~backpackflow.ConfigError` before
+        the run starts."""
         _check_backpack(backpack)
         self._compiled()  # validates the graph before the run starts
+        inputs = resolve_inputs(self.input_specs, inputs)
         run = self._make_run(backpack, inputs, events, run_id, limits, control, loopless=False)
-        return await _drive_run(run, lambda: self._top_level(run))
+        return self._with_outputs(await _drive_run(run, lambda: self._top_level(run)))
 
     def execute_sync(self, backpack: Backpack, **options: Any) -> RunResult:
         """Synchronous :meth:`execute`: without an event loop when the flow allows it."""
@@ -220,20 +230,27 @@ class Flow(BaseNode):
             _refuse_inside_loop(self)
             return _run_on_private_loop(self.execute(backpack, **options))
         _check_backpack(backpack)
+        options["inputs"] = resolve_inputs(self.input_specs, options.get("inputs"))
         run = self._make_run(backpack, loopless=True, **options)
-        return _drive(_drive_run(run, lambda: self._top_level(run)))
+        return self._with_outputs(_drive(_drive_run(run, lambda: self._top_level(run))))
 
     def run(self, backpack: Backpack, **options: Any) -> Any:
-        """Run the flow; returns its last action and raises the run's error if it failed.
+        """Run the flow; returns its last action (a flow that declares outputs: the dict of
+        its outputs) and raises the run's error if it failed.
         Options: ``inputs``, ``events``, ``run_id``, ``limits``, ``control``."""
         result = self.execute_sync(backpack, **options)
         result.raise_for_status()
-        return result.action
+        return result.outputs if self.output_keys else result.action
 
     async def run_async(self, backpack: Backpack, **options: Any) -> Any:
         result = await self.execute(backpack, **options)
         result.raise_for_status()
-        return result.action
+        return result.outputs if self.output_keys else result.action
+
+    def _with_outputs(self, result: RunResult) -> RunResult:
+        if not self.output_keys:
+            return result
+        return result._replace(outputs=read_outputs(result.backpack, self.output_keys))
 
     def _make_run(
         self,
@@ -261,6 +278,8 @@ class Flow(BaseNode):
         )
 
     async def _top_level(self, run: Run) -> Any:
+        if self.input_specs:  # the first commits of the run: its declared inputs
+            pack_inputs(run.backpack, self.input_specs, run.inputs, self.namespace)
         # the flow's own namespace was validated when the flow was made
         view = run.backpack._view(self.id, self.name, self.namespace)
         if self.is_async:

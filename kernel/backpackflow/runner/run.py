@@ -14,6 +14,7 @@ import time
 import weakref
 from collections.abc import Callable, Mapping
 from decimal import Decimal
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from backpackflow.backpack import access_event
@@ -337,6 +338,9 @@ class RunResult(NamedTuple):
     totals: dict[str, Any]
     backpack: Backpack
     events: EventStreamer
+    #: The values of the outputs the flow declares (``FlowConfig.outputs``) at the end of
+    #: the run; empty when it declares none.
+    outputs: Mapping[str, Any] = MappingProxyType({})
 
     @property
     def ok(self) -> bool:

@@ -39,6 +39,14 @@ def test_failed_run_keeps_its_error_summary(store: SqlRunStore, run: dict[str, A
     assert (failed["status"], failed["error_summary"]) == ("failed", "ValueError: boom")
 
 
+def test_a_finished_run_keeps_its_outputs(store: SqlRunStore, run: dict[str, Any]) -> None:
+    assert run["outputs"] == {}
+    store.mark_running(run["id"])
+    outputs = {"answer": {"text": "42", "tags": ["a", "b"]}, "score": 0.5}
+    assert store.finish_run(run["id"], "succeeded", None, outputs)["outputs"] == outputs
+    assert store.get_run(run["id"])["outputs"] == outputs
+
+
 def test_a_queued_run_can_be_canceled_without_a_latency(
     store: SqlRunStore, run: dict[str, Any]
 ) -> None:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from backpackflow import Node
 
+from backpackflow_example_nodes.contracts import Keyword, Text
 from backpackflow_example_nodes.inputs import node_label, read_text
 from backpackflow_example_nodes.params import ExtractKeywordsParams
 from backpackflow_example_nodes.text import words
@@ -28,6 +29,10 @@ class ExtractKeywordsNode(Node):
     """
 
     Params = ExtractKeywordsParams
+    #: The data contract: the key ``params.source`` names holds the text; the node writes
+    #: its result under the key ``params.target`` names.
+    reads = {"{source}": Text}
+    writes = {"{target}": list[Keyword]}
     params: ExtractKeywordsParams
 
     def prep(self, backpack: BackpackView) -> str:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from backpackflow import Node
 
+from backpackflow_example_nodes.contracts import Route, Text
 from backpackflow_example_nodes.inputs import read_text
 from backpackflow_example_nodes.params import KeywordRouterParams
 
@@ -40,6 +41,10 @@ class KeywordRouterNode(Node):
     """
 
     Params = KeywordRouterParams
+    #: The data contract: the key ``params.source`` names holds the text; the node writes
+    #: its result under the key ``params.target`` names.
+    reads = {"{source}": Text}
+    writes = {"{target}": Route}
     params: KeywordRouterParams
 
     def prep(self, backpack: BackpackView) -> str:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from backpackflow import Node
 
+from backpackflow_example_nodes.contracts import Text, TextStats
 from backpackflow_example_nodes.inputs import read_text
 from backpackflow_example_nodes.params import TextStatsParams
 from backpackflow_example_nodes.text import paragraphs, sentences, words
@@ -27,6 +28,10 @@ class TextStatsNode(Node):
     """
 
     Params = TextStatsParams
+    #: The data contract: the key ``params.source`` names holds the text; the node writes
+    #: its result under the key ``params.target`` names.
+    reads = {"{source}": Text}
+    writes = {"{target}": TextStats}
     params: TextStatsParams
 
     def prep(self, backpack: BackpackView) -> str:
