@@ -19,6 +19,8 @@ the flow runner. A call, end to end::
         cache.set(key, response, cost)
 """
 
+from typing import TYPE_CHECKING, Any
+
 from backpackflow_llm.cache import (
     CachedEntry,
     CacheStats,
@@ -30,10 +32,8 @@ from backpackflow_llm.cache import (
 from backpackflow_llm.pricing import Cost, PriceEntry, PricingError, PricingTable
 from backpackflow_llm.providers import (
     BUILTIN_PROVIDERS,
-    AnthropicProvider,
     OfflineProvider,
     OnChunk,
-    OpenAIProvider,
     Provider,
     create_provider,
 )
@@ -61,6 +61,9 @@ from backpackflow_llm.types import (
     ToolSpec,
     Usage,
 )
+
+if TYPE_CHECKING:  # type-only: the SDK-backed providers are imported on first use
+    from backpackflow_llm.providers import AnthropicProvider, OpenAIProvider
 
 __all__ = [
     "BUILTIN_PROVIDERS",
@@ -101,3 +104,13 @@ __all__ = [
     "complete_with_fallback",
     "create_provider",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """``AnthropicProvider`` and ``OpenAIProvider`` on first use: their SDKs take seconds to
+    import, which loading the plugins (every command, every service start) must not pay."""
+    if name in ("AnthropicProvider", "OpenAIProvider"):
+        from backpackflow_llm import providers
+
+        return getattr(providers, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import attrs
 import msgspec
@@ -29,8 +29,12 @@ from backpackflow.policy import SECRETS, SandboxViolation, policy_of
 from backpackflow_llm.cache import MemoryCache, SQLiteCache
 from backpackflow_llm.prices_command import prices_arguments, run_prices
 from backpackflow_llm.pricing import PricingTable
-from backpackflow_llm.providers import AnthropicProvider, OfflineProvider, OpenAIProvider
+from backpackflow_llm.providers import OfflineProvider
 from backpackflow_llm.providers.offline import Failure
+
+if TYPE_CHECKING:  # type-only: the SDK-backed providers are imported when a flow builds one
+    from backpackflow_llm.providers.anthropic import AnthropicProvider
+    from backpackflow_llm.providers.openai import OpenAIProvider
 
 PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
 
@@ -128,6 +132,8 @@ def _sandboxed(container: Any) -> dict[str, Any]:
 
 
 def _openai(options: OpenAIOptions, container: Any) -> OpenAIProvider:
+    from backpackflow_llm.providers.openai import OpenAIProvider  # on first use: a slow SDK
+
     return OpenAIProvider(
         api_key=options.api_key,
         base_url=options.base_url,
@@ -142,6 +148,8 @@ def _openai(options: OpenAIOptions, container: Any) -> OpenAIProvider:
 
 
 def _anthropic(options: AnthropicOptions, container: Any) -> AnthropicProvider:
+    from backpackflow_llm.providers.anthropic import AnthropicProvider  # on first use: a slow SDK
+
     return AnthropicProvider(
         api_key=options.api_key,
         base_url=options.base_url,
