@@ -5,6 +5,9 @@ py3-lowest installs and runs the tests from, so that a file the sdist lacks fail
 
 The sdist is built by ``uv build`` (``python -m uv``: uv installed beside this Python), in an
 isolated environment with the build requirements of pyproject.toml, as an installer builds it.
+It is built from a copy of the checkout, not the checkout itself: setuptools writes its
+``*.egg-info`` and ``build/`` into the tree it builds, and the other tox environments, run in
+parallel (``tox p``), install the same checkout at the same time.
 """
 
 from __future__ import annotations
@@ -17,11 +20,27 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# What a build never reads and a copy need not carry: VCS data, virtualenvs, caches and earlier
+# build output (the sdist's contents come from MANIFEST.in and the package data, not from these).
+NOT_SOURCE = shutil.ignore_patterns(
+    ".git",
+    ".venv",
+    ".tox",
+    "build",
+    "dist",
+    "node_modules",
+    "*.egg-info",
+    "__pycache__",
+    ".*_cache",
+    ".hypothesis",
+)
 
 
 def main(target: Path) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         out = Path(scratch)
+        source = out / "source"
+        shutil.copytree(ROOT, source, ignore=NOT_SOURCE, symlinks=True)
         subprocess.run(
             [
                 sys.executable,
@@ -32,7 +51,7 @@ def main(target: Path) -> None:
                 "--quiet",
                 "--out-dir",
                 str(out / "dist"),
-                str(ROOT),
+                str(source),
             ],
             check=True,
         )
