@@ -126,6 +126,44 @@ def test_an_input_provides_a_key_and_advisory_flows_only_warn() -> None:
     assert report.ok and "reads key 'missing'" in report.warnings[0]
 
 
+def test_keys_cross_nested_flow_boundaries_both_ways() -> None:
+    """An inner node reads what an outer node wrote; an outer node after the nested flow reads
+    what an inner node wrote; a read nothing provides is named by its path inside the nesting."""
+    doc = {
+        "version": "2.0.0",
+        "contracts": "strict",
+        "nodes": [
+            {"type": "src", "id": "outer_source", "params": {"key": "a"}},
+            {
+                "type": "flow",
+                "id": "inner",
+                "params": {
+                    "nodes": [
+                        {"type": "reader", "id": "inner_reader", "params": {"key": "a"}},
+                        {"type": "src", "id": "inner_source", "params": {"key": "b"}},
+                    ],
+                    "edges": [{"from": "inner_reader", "to": "inner_source"}],
+                },
+            },
+            {"type": "reader", "id": "after", "params": {"key": "b"}},
+        ],
+        "edges": [{"from": "outer_source", "to": "inner"}, {"from": "inner", "to": "after"}],
+    }
+    # the types differ on purpose (src writes integers, reader reads strings): both reads are
+    # found, through the nesting, with the writer each one sees
+    assert keys_loader().validate(doc).errors == [
+        "$.nodes[1].params.nodes[0]: node 'inner_reader' (reader) reads key 'a' as string, "
+        "but node 'outer_source' writes integer",
+        "$.nodes[2]: node 'after' (reader) reads key 'b' as string, but node 'inner_source' "
+        "writes integer",
+    ]
+    doc["nodes"][1]["params"]["nodes"][0]["params"]["key"] = "nowhere"
+    assert keys_loader().validate(doc).errors[0] == (
+        "$.nodes[1].params.nodes[0]: node 'inner_reader' (reader) reads key 'nowhere'; no flow "
+        "input and no node writes it"
+    )
+
+
 # ------------------------------------------------------------------------------- property
 
 

@@ -9,6 +9,10 @@ ends the flow, so nothing after it runs either). A node then waits for all its a
 predecessors, so it can count on the writes of its certain predecessors (and what they could
 count on), and on what every one of its predecessors provides, whichever of them led to it.
 Loops (``allow_cycles``) are solved to a fixed point.
+
+Only keys that some node reads (at any level) are tracked: the others cannot make a problem, and
+tracking them made the check quadratic in the flow's length (a 3,000-node chain whose nodes each
+write a key of their own carried every earlier key through every node).
 """
 
 from __future__ import annotations
@@ -67,10 +71,34 @@ def check_dataflow(
 ) -> None:
     """Add a problem (``$.path: ...``) for every read no input or upstream node provides and
     every written type its reader refuses."""
-    inputs: Available = {
-        name: (f"flow input {name!r}", spec.schema) for name, spec in config.inputs.items()
+    contracts = _contracts(config.nodes, node_type, {})
+    read_anywhere = {key for data in contracts.values() for key in data.reads}
+    tracked = {
+        at: NodeData(data.reads, {k: v for k, v in data.writes.items() if k in read_anywhere})
+        for at, data in contracts.items()
     }
-    _check_level(config.nodes, config.edges, config.entry, inputs, node_type, "$", problems)
+    inputs: Available = {
+        name: (f"flow input {name!r}", spec.schema)
+        for name, spec in config.inputs.items()
+        if name in read_anywhere
+    }
+    _check_level(
+        config.nodes, config.edges, config.entry, inputs, tracked.__getitem__, "$", problems
+    )
+
+
+def _contracts(
+    nodes: Sequence[NodeConfig],
+    node_type: Callable[[str], NodeType | None],
+    found: dict[int, NodeData],
+) -> dict[int, NodeData]:
+    """Every node's contract at every level, by ``id(node)`` (ids repeat across levels)."""
+    for node in nodes:
+        if node.type != FLOW_NODE_TYPE:
+            found[id(node)] = node_data(node, node_type(node.type))
+        elif isinstance(node.params, SubflowParams):
+            _contracts(node.params.nodes, node_type, found)
+    return found
 
 
 def _check_level(
@@ -78,7 +106,7 @@ def _check_level(
     edges: Sequence[EdgeConfig],
     entry: str | None,
     initial: Available,
-    node_type: Callable[[str], NodeType | None],
+    contract: Callable[[int], NodeData],
     path: str,
     problems: list[str],
 ) -> Available:
@@ -98,7 +126,7 @@ def _check_level(
     data: dict[str, NodeData] = {}
     for n in nodes:
         if n.type != FLOW_NODE_TYPE:
-            data[n.id] = node_data(n, node_type(n.type))
+            data[n.id] = contract(id(n))
     # must-analysis to a fixed point: None is "everything" (not computed yet)
     avail_in: dict[str, Available | None] = {n.id: None for n in nodes}
     avail_in[start] = dict(initial)
@@ -117,7 +145,7 @@ def _check_level(
             if before is None:
                 out = None
             elif node.type == FLOW_NODE_TYPE:  # what its inner graph surely leaves
-                out = _inner(node, before, node_type, f"{path}.nodes[{index[node_id]}]", [])
+                out = _inner(node, before, contract, f"{path}.nodes[{index[node_id]}]", [])
             else:
                 out = _after(node, before, data)
             if out != avail_out[node_id]:
@@ -129,7 +157,7 @@ def _check_level(
         where = f"{path}.nodes[{index[node_id]}]"
         available = avail_in[node_id] or {}
         if node.type == FLOW_NODE_TYPE:
-            _inner(node, available, node_type, where, problems)
+            _inner(node, available, contract, where, problems)
             continue
         for key, schema in data[node_id].reads.items():
             _check_read(node, where, key, schema, available, nodes, data, problems)
@@ -140,7 +168,7 @@ def _check_level(
 def _inner(
     node: NodeConfig,
     available: Available,
-    node_type: Callable[[str], NodeType | None],
+    contract: Callable[[int], NodeData],
     where: str,
     problems: list[str],
 ) -> Available:
@@ -149,7 +177,7 @@ def _inner(
     if not isinstance(sub, SubflowParams):
         return dict(available)
     return _check_level(
-        sub.nodes, sub.edges, sub.entry, available, node_type, f"{where}.params", problems
+        sub.nodes, sub.edges, sub.entry, available, contract, f"{where}.params", problems
     )
 
 
