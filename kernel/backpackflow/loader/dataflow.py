@@ -9,6 +9,11 @@ ends the flow, so nothing after it runs either). A node then waits for all its a
 predecessors, so it can count on the writes of its certain predecessors (and what they could
 count on), and on what every one of its predecessors provides, whichever of them led to it.
 Loops (``allow_cycles``) are solved to a fixed point.
+
+Key mappings (loader/mappings.py) change which key a read needs: a node reading ``name``
+mapped to ``key`` needs ``key`` written upstream, of a type its contract accepts for ``name``.
+A mapping of a name the node's type does not read (when its contract declares reads) is a
+problem too: it would never be used.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from backpackflow.config import (
     resolve_key,
     unstructure_params,
 )
+from backpackflow.loader.mappings import MappedRead, level_mappings
 from backpackflow.plugins import NodeType
 
 #: key -> (who writes it: "input 'x'" / "node 'y'", its JSON Schema or None)
@@ -35,10 +41,12 @@ Available = dict[str, tuple[str, Any]]
 
 @attrs.frozen
 class NodeData:
-    """One node's resolved contract: ``{key: JSON Schema}`` read and written."""
+    """One node's resolved contract: ``{key: JSON Schema}`` read and written;
+    ``declares_reads``: its type names what it reads (else it may read anything)."""
 
     reads: dict[str, Any]
     writes: dict[str, Any]
+    declares_reads: bool = False
 
 
 def node_data(node: NodeConfig, node_type: NodeType | None) -> NodeData:
@@ -59,7 +67,7 @@ def node_data(node: NodeConfig, node_type: NodeType | None) -> NodeData:
                 resolved[key] = schema
         return resolved
 
-    return NodeData(resolve(node_type.reads), resolve(node_type.writes))
+    return NodeData(resolve(node_type.reads), resolve(node_type.writes), bool(node_type.reads))
 
 
 def check_dataflow(
@@ -124,6 +132,7 @@ def _check_level(
                 avail_out[node_id], changed = out, True
         if not changed:
             break
+    mapped = level_mappings(nodes, edges, path, [])  # its own problems: the graph checks'
     for node_id in order:
         node = nodes[index[node_id]]
         where = f"{path}.nodes[{index[node_id]}]"
@@ -131,8 +140,22 @@ def _check_level(
         if node.type == FLOW_NODE_TYPE:
             _inner(node, available, node_type, where, problems)
             continue
-        for key, schema in data[node_id].reads.items():
-            _check_read(node, where, key, schema, available, nodes, data, problems)
+        reads = data[node_id].reads
+        renamed = mapped.get(node_id, {})
+        for key, schema in reads.items():
+            read = renamed.get(key)
+            _check_read(node, where, key, read, schema, available, nodes, data, problems)
+        for name, read in renamed.items():
+            if name in reads:
+                continue
+            if data[node_id].declares_reads:
+                problems.append(
+                    f"{read.where}: node {node.id!r} ({node.type}) reads no key {name!r} (it "
+                    f"reads: {', '.join(repr(k) for k in reads) or 'none'}), so the mapping "
+                    "would never be used"
+                )
+            else:  # a type that does not say what it reads: the mapped key must still exist
+                _check_read(node, where, name, read, None, available, nodes, data, problems)
     ends = [avail_out[n] for n in order if not succs[n]]
     return _meet(ends, []) or {}
 
@@ -179,13 +202,25 @@ def _meet(
 def _check_read(
     node: NodeConfig,
     where: str,
-    key: str,
+    name: str,
+    read: MappedRead | None,
     schema: Any,
     available: Available,
     nodes: Sequence[NodeConfig],
     data: Mapping[str, NodeData],
     problems: list[str],
 ) -> None:
+    """Check that what ``node`` reads as ``name`` (the key ``read`` maps it to, else ``name``)
+    is available, of a type ``schema`` accepts."""
+    key = name if read is None else read.key
+    if read is None:
+        reads = f"reads key {key!r}"
+    else:
+        where = read.where
+        by = "its mapping" if read.edge is None else "the mapping on the edge"
+        if read.edge is not None:
+            by += f" {read.edge[0]!r} -> {read.edge[1]!r}"
+        reads = f"reads {name!r} as key {key!r} ({by})"
     if key not in available:
         writers = [n.id for n in nodes if n.id in data and key in data[n.id].writes]
         if writers:
@@ -193,7 +228,7 @@ def _check_read(
             why = f"node(s) {names} write it, but not on every path that reaches {node.id!r}"
         else:
             why = "no flow input and no node writes it"
-        problems.append(f"{where}: node {node.id!r} ({node.type}) reads key {key!r}; {why}")
+        problems.append(f"{where}: node {node.id!r} ({node.type}) {reads}; {why}")
         return
     writer, written = available[key]
     if written is None or schema is None:
@@ -201,8 +236,9 @@ def _check_read(
     wrote, accepts = _json_types(written), _json_types(schema)
     if wrote is None or accepts is None or wrote <= accepts:
         return
+    expects = " as" if read is None else ", expecting"
     problems.append(
-        f"{where}: node {node.id!r} ({node.type}) reads key {key!r} as "
+        f"{where}: node {node.id!r} ({node.type}) {reads}{expects} "
         f"{_shown(accepts)}, but {writer} writes {_shown(wrote)}"
     )
 
