@@ -210,10 +210,14 @@ class MappedView(BackpackView):
         where = self._origins.get(name)
         return f"mapped from {name!r}" + (f" by {where}" if where else "")
 
-    def _read_mapped(self, name: str, key: str, default: Any) -> Any:
-        self._reads[key] = None
-        emit = self._emit
-        report = None if emit is None else _Relabel(emit, name)
+    def _read_mapped(self, name: str, key: str, default: Any, notify: bool = True) -> Any:
+        """Read ``key`` as ``name``: recorded and reported (``notify``, as ``unpack`` does)
+        or not (as ``peek``); a denial says which mapping asked."""
+        report = None
+        if notify:
+            self._reads[key] = None
+            if self._emit is not None:
+                report = _Relabel(self._emit, name)
         try:
             return self._bp._read(
                 key,
@@ -221,7 +225,7 @@ class MappedView(BackpackView):
                 self.node_id,
                 self.node_name,
                 self.namespace,
-                True,
+                notify,
                 report,  # type: ignore[arg-type]
             )
         except AccessDenied as exc:
@@ -251,7 +255,10 @@ class MappedView(BackpackView):
         return value
 
     def peek(self, key: str, default: Any = None) -> Any:
-        return super().peek(self._mappings.get(key, key), default)
+        source = self._mappings.get(key)
+        if source is None:
+            return super().peek(key, default)
+        return self._read_mapped(key, source, default, notify=False)
 
     def has(self, key: str) -> bool:
         return self._bp.has(self._mappings.get(key, key))

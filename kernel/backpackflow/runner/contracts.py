@@ -50,6 +50,7 @@ class BoundContract:
 
 
 _CHECKED: dict[type, type] = {}
+_ABSENT = object()
 
 
 def bind_contract(node: BaseNode, contract: BoundContract) -> None:
@@ -70,12 +71,20 @@ def bind_contract(node: BaseNode, contract: BoundContract) -> None:
 def check_values(
     node: BaseNode, view: Any, keys: Any, schemas: Mapping[str, Any], verb: str
 ) -> None:
+    """Check the values of ``keys`` the node read (through ``view``: its permissions and
+    mappings apply; a read a graceful Backpack denies is not checked) or wrote (``verb``
+    ``"wrote"``: the stored value, which the node may write without being allowed to read)."""
     contract: BoundContract = node.data_contract  # type: ignore[attr-defined]
+    run = current_run_or_none() if verb == "wrote" else None
+    peek = view.peek if run is None else run.backpack.peek
     for key in keys:
         schema = schemas.get(key, True)
-        if schema is True or not view.has(key):
+        if schema is True:
             continue
-        problems = value_problems(schema, view.peek(key), f"{key}")
+        value = peek(key, _ABSENT)
+        if value is _ABSENT:  # absent, deleted, or a read a graceful Backpack denied
+            continue
+        problems = value_problems(schema, value, f"{key}")
         if not problems:
             continue
         source = contract.mappings.get(key) if verb == "reads" else None
