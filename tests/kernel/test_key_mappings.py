@@ -11,6 +11,9 @@ from typing import Any
 
 import attrs
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_dataflow_check import KEYS, _type_for
 
 from backpackflow import AccessDenied, Backpack, ConfigError, EventStreamer, KeyNotFound, Node
 from backpackflow.loader import FlowLoader
@@ -412,3 +415,59 @@ def test_input_names_and_outputs_must_be_backpack_keys() -> None:
         "surrounding white space or '*')" in found
     )
     assert any(e.startswith("$.inputs: the input name 'a*' is not a Backpack key") for e in found)
+
+
+# ------------------------------------------------------------------------------- property
+
+
+@st.composite
+def mapped_dags(draw: Any) -> dict[str, Any]:
+    """Random DAGs of nodes reading and writing random keys, some reads mapped to other keys
+    (on the node, or on one of the edges into it)."""
+    size = draw(st.integers(1, 6))
+    keys = st.lists(st.sampled_from(KEYS), unique=True, max_size=2)
+    nodes: list[dict[str, Any]] = [
+        {"type": "keys", "id": f"n{i}", "params": {"reads": draw(keys), "writes": draw(keys)}}
+        for i in range(size)
+    ]
+    edges = [
+        {"from": f"n{i}", "to": f"n{j}"}
+        for i in range(size)
+        for j in range(i + 1, size)
+        if draw(st.booleans())
+    ]
+    for node in nodes:
+        mappings = {
+            name: draw(st.sampled_from([k for k in KEYS if k != name]))
+            for name in node["params"]["reads"]
+            if draw(st.booleans())
+        }
+        if not mappings:
+            continue
+        incoming = [e for e in edges if e["to"] == node["id"]]
+        if incoming and draw(st.booleans()):
+            draw(st.sampled_from(incoming))["mappings"] = mappings
+        else:
+            node["mappings"] = mappings
+    inputs = {k: {"default": 1} for k in draw(keys)}
+    return {
+        "version": "2.0.0",
+        "contracts": "strict",
+        "inputs": inputs,
+        "nodes": nodes,
+        "edges": edges,
+    }
+
+
+@settings(max_examples=60, deadline=None)
+@given(mapped_dags())
+def test_the_static_check_agrees_with_running_random_mapped_dags(doc: dict[str, Any]) -> None:
+    loader = FlowLoader(build_registry(plugins=[], autoload=False))
+    for node in doc["nodes"]:
+        node["type"] = _type_for(loader, node["params"]["reads"], node["params"]["writes"])
+    statically_ok = loader.validate(doc).ok
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # unreachable nodes
+        flow = loader.load_flow({**doc, "contracts": "advisory"})  # runs whatever the check says
+    result = flow.execute_sync(Backpack())
+    assert statically_ok == result.ok, (loader.validate(doc).errors, result.error)
