@@ -8,6 +8,7 @@ import itertools
 from typing import Any
 
 from backpackflow import BackpackView, Flow, Node
+from backpackflow.runner import BoundContract, bind_contract
 
 NODES = 5
 
@@ -30,9 +31,15 @@ class Step(Node):
         backpack.pack(self.target, exec_res)
 
 
-def linear_flow(nodes: int = NODES) -> Flow:
-    """A fresh flow of ``nodes`` Steps in a line."""
+def linear_flow(nodes: int = NODES, *, mapped: bool = False) -> Flow:
+    """A fresh flow of ``nodes`` Steps in a line. ``mapped``: each Step reads ``input``, a key
+    mapping to ``k{i-1}`` (as a flow config's ``"mappings"`` binds it), so every read goes
+    through a mapping."""
     steps = [Step(i) for i in range(1, nodes + 1)]
+    if mapped:
+        for step in steps:
+            bind_contract(step, BoundContract({}, {}, mappings={"input": step.source}))
+            step.source = "input"
     for a, b in itertools.pairwise(steps):
         a >> b
     return Flow(steps[0])

@@ -32,11 +32,14 @@ from flows import linear_flow
 from peers import EXPECTED, NODES, RUNNERS, START, available, measure
 
 
-def ours(history_size: int = 10_000, *, secrets: bool = False) -> Callable[[], int]:
+def ours(
+    history_size: int = 10_000, *, secrets: bool = False, mapped: bool = False
+) -> Callable[[], int]:
     """A backpackflow run of the 5-node flow with full telemetry; returns ``k5``. With
     ``secrets`` the flow has a secret to mask, as a loaded flow with a ``${NAME}`` reference
-    does: every event's payload is then checked (and copied where it holds the secret)."""
-    flow = linear_flow()
+    does: every event's payload is then checked (and copied where it holds the secret). With
+    ``mapped`` every node reads its key through a key mapping."""
+    flow = linear_flow(mapped=mapped)
     if secrets:
         flow.secrets = SecretMasker({"API_KEY": "sk-bench-0123456789abcdef"})
     events = EventStreamer(history_size=history_size)
@@ -122,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         "backpackflow": (ours(), args.runs),
         "backpackflow (1k history)": (ours(history_size=1_000), args.runs),
         "backpackflow (a secret)": (ours(secrets=True), args.runs),
+        "backpackflow (mapped reads)": (ours(mapped=True), args.runs),
     }
     for name, build in RUNNERS.items():
         if installed.get(name) is None:
@@ -133,12 +137,14 @@ def main(argv: list[str] | None = None) -> int:
     ours_default = samples["backpackflow"]
     ours_small = samples.pop("backpackflow (1k history)")
     ours_masked = samples.pop("backpackflow (a secret)")
+    ours_mapped = samples.pop("backpackflow (mapped reads)")
     print()
     for name, values in samples.items():
         version = installed.get(name) or ""
         print(f"  {name:<24} {statistics.median(values):>9.2f} us/node  {version}")
     print(f"  {'backpackflow (1k history)':<24} {statistics.median(ours_small):>9.2f} us/node")
     print(f"  {'backpackflow (a secret)':<24} {statistics.median(ours_masked):>9.2f} us/node")
+    print(f"  {'backpackflow (mapped reads)':<24} {statistics.median(ours_mapped):>9.2f} us/node")
     print("\nratios: the median of the per-repeat ratios")
     if "pocketflow" in samples:
         pocketflow = samples["pocketflow"]
@@ -148,6 +154,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"backpackflow (1k history) / PocketFlow:  {ratio(ours_small, pocketflow):5.1f}x")
     print(f"backpackflow with a secret to mask / without: {ratio(ours_masked, ours_default):5.2f}x")
+    print(
+        f"backpackflow with every read mapped / without: {ratio(ours_mapped, ours_default):5.2f}x"
+    )
     if "langgraph+checkpointer" in samples:
         faster = ratio(samples["langgraph+checkpointer"], ours_default)
         print(f"LangGraph+checkpointer / backpackflow:   {faster:5.1f}x   (goal >= 40x)")

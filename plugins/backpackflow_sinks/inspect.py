@@ -378,7 +378,7 @@ def _node_view(
     facts.add_row("ended", _when(step.ended))
     if step.action is not None:
         facts.add_row("action", step.action)
-    facts.add_row("reads", ", ".join(step.reads) if step.reads else "-")
+    facts.add_row("reads", _reads(step))
     facts.add_row("writes", ", ".join(step.writes) if step.writes else "-")
     if step.params:
         facts.add_row("params", json.dumps(step.params, ensure_ascii=False, default=str))
@@ -540,3 +540,13 @@ def backpackflow_register_commands(cli: CommandRegistrar) -> None:
 
 #: What the entry point names ("<module>:plugin [extra]"): this module itself.
 plugin = sys.modules[__name__]
+
+
+def _reads(step: Step) -> str:
+    """The keys a node read, each read through a mapping with the name it read it as:
+    ``search_results (as data_to_analyze), q``."""
+    if not step.reads:
+        return "-"
+    return ", ".join(
+        f"{key} (as {step.read_as[key]})" if key in step.read_as else key for key in step.reads
+    )

@@ -72,6 +72,8 @@ class Step:
     has_prep: bool = False
     prep_result: Any = None
     reads: list[str] | None = None
+    #: Keys read through a key mapping: ``{Backpack key: the name the node read it as}``.
+    read_as: dict[str, str] = attrs.Factory(dict)
     has_exec: bool = False
     exec_result: Any = None
     writes: list[str] | None = None
@@ -432,6 +434,10 @@ def _apply(step: Step, kind: str, p: dict[str, Any], event: dict[str, Any]) -> N
             step.duration_ms = (timestamp - step.started) * 1000
     elif kind == "backpack_pack":
         step.packs.append(event)
+    elif kind == "backpack_unpack":
+        read_as = p.get("read_as")
+        if isinstance(read_as, str):
+            step.read_as[str(p.get("key"))] = read_as
     elif kind == "retry":
         step.retries.append(p)
     elif kind == "llm_response":

@@ -29,6 +29,7 @@ from backpackflow.backpack.records import (
 )
 from backpackflow.backpack.view import (
     BackpackView,
+    MappedView,
 )
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "Change",
     "Commit",
     "Diff",
+    "MappedView",
     "Observer",
     "Permissions",
     "Reporter",

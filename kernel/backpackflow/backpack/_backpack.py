@@ -366,7 +366,7 @@ class Backpack(AccessMixin):
         if notify:
             if report is not None:  # access_event(record), inlined: the hot path
                 report._emit(  # type: ignore[misc]
-                    _UNPACK, _new(BackpackUnpackPayload, (key, True, None, entry is not None))
+                    _UNPACK, _new(BackpackUnpackPayload, (key, True, None, entry is not None, None))
                 )
             elif self._observers:
                 self._notify(

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from backpackflow.backpack.records import _DELETED, BackpackItem, Commit, Reporter
+from backpackflow.errors import AccessDenied
 from backpackflow.events import StreamEventType
 
 if TYPE_CHECKING:  # type-only back reference: a view is made by (and works through) a Backpack
@@ -168,3 +169,128 @@ class BackpackView:
 
     def __repr__(self) -> str:
         return f"BackpackView(node_id={self.node_id!r}, namespace={self.namespace!r})"
+
+
+class MappedView(BackpackView):
+    """A node's view whose reads of some names are reads of other keys: key mappings
+    (``{name: key}``, from a flow's edges and nodes; see docs/dataflow.md).
+
+    It shares the identity, the recorded reads and writes and the event reporter of the view
+    it wraps, so the lifecycle's events (``prep_complete.reads``, ``node_end.writes``) see its
+    accesses. A mapped read is a read of the Backpack key: its permissions and namespace apply
+    (a mapping never lets a node read what it may not), it is recorded under the key, and its
+    ``backpack_unpack`` event names the key and, as ``read_as``, the name the node used.
+    Writes are not mapped: a node writes its own keys. ``origins`` (``{name: where the mapping
+    is declared}``, e.g. ``$.edges[0].mappings``) only make errors clearer."""
+
+    __slots__ = ("_mappings", "_origins")
+
+    def __init__(
+        self,
+        view: BackpackView,
+        mappings: Mapping[str, str],
+        origins: Mapping[str, str] | None = None,
+    ) -> None:
+        self._bp = view._bp
+        self.node_id = view.node_id
+        self.node_name = view.node_name
+        self.namespace = view.namespace
+        self._reads = view._reads
+        self._writes = view._writes
+        self._emit = view._emit
+        self._mappings = mappings
+        self._origins = origins or {}
+
+    @property
+    def mappings(self) -> Mapping[str, str]:
+        """``{name: Backpack key}``: what this node reads as ``name``."""
+        return self._mappings
+
+    def _mapped(self, name: str) -> str:
+        where = self._origins.get(name)
+        return f"mapped from {name!r}" + (f" by {where}" if where else "")
+
+    def _read_mapped(self, name: str, key: str, default: Any, notify: bool = True) -> Any:
+        """Read ``key`` as ``name``: recorded and reported (``notify``, as ``unpack`` does)
+        or not (as ``peek``); a denial says which mapping asked."""
+        report = None
+        if notify:
+            self._reads[key] = None
+            if self._emit is not None:
+                report = _Relabel(self._emit, name)
+        try:
+            return self._bp._read(
+                key,
+                default,
+                self.node_id,
+                self.node_name,
+                self.namespace,
+                notify,
+                report,  # type: ignore[arg-type]
+            )
+        except AccessDenied as exc:
+            raise AccessDenied(
+                f"{exc} ({self._mapped(name)})",
+                node_id=exc.node_id,
+                key=exc.key,
+                op=exc.op,
+                rule=exc.rule,
+            ) from None
+
+    def unpack(self, key: str, default: Any = None) -> Any:
+        source = self._mappings.get(key)
+        if source is None:
+            return super().unpack(key, default)
+        return self._read_mapped(key, source, default)
+
+    def unpack_required(self, key: str) -> Any:
+        source = self._mappings.get(key)
+        if source is None:
+            return super().unpack_required(key)
+        value = self._read_mapped(key, source, _DELETED)
+        if value is _DELETED:
+            exc = self._bp._not_found(source, self.node_id)
+            exc.args = (f"{exc} ({self._mapped(key)})",)
+            raise exc
+        return value
+
+    def peek(self, key: str, default: Any = None) -> Any:
+        source = self._mappings.get(key)
+        if source is None:
+            return super().peek(key, default)
+        return self._read_mapped(key, source, default, notify=False)
+
+    def has(self, key: str) -> bool:
+        return self._bp.has(self._mappings.get(key, key))
+
+    __contains__ = has
+
+    def keys(self) -> list[str]:
+        """Current keys this node may read, and the mapped names whose key it may read."""
+        keys = super().keys()
+        present = set(keys)
+        return keys + [n for n, k in self._mappings.items() if k in present and n not in present]
+
+    def get_item(self, key: str) -> BackpackItem:
+        return super().get_item(self._mappings.get(key, key))
+
+    def get_version(self, key: str) -> int:
+        return self._bp.get_version(self._mappings.get(key, key))
+
+    def __repr__(self) -> str:
+        return (
+            f"MappedView(node_id={self.node_id!r}, namespace={self.namespace!r}, "
+            f"mappings={dict(self._mappings)!r})"
+        )
+
+
+class _Relabel:
+    """The reporter of one mapped read: its ``backpack_unpack`` event says ``read_as``."""
+
+    __slots__ = ("_emit",)
+
+    def __init__(self, emit: Reporter, name: str) -> None:
+        def relabel(type: StreamEventType, payload: Any, timestamp: Any = None) -> Any:
+            return emit(type, payload._replace(read_as=name))
+
+        self._emit = relabel

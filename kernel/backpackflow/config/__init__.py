@@ -5,9 +5,11 @@ Re-exports only (the modules hold the code).
 """
 
 from backpackflow.config.dataschema import (
+    KEY_RULE,
     DataSchema,
     as_schema,
     contract_schemas,
+    is_backpack_key,
     resolve_key,
     schema_problems,
     type_schema,
@@ -55,6 +57,7 @@ from backpackflow.config.params import (
 __all__ = [
     "CURRENT_VERSION",
     "FLOW_NODE_TYPE",
+    "KEY_RULE",
     "DataSchema",
     "DependencyConfig",
     "EdgeConfig",
@@ -77,6 +80,7 @@ __all__ = [
     "escape_literal_refs",
     "format_error",
     "has_env_refs",
+    "is_backpack_key",
     "params_converter",
     "params_schema",
     "params_schema_components",

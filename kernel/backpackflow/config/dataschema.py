@@ -72,6 +72,16 @@ def value_problems(schema: DataSchema, value: Any, path: str) -> list[str]:
 
 # ------------------------------------------------------------------------------- contracts
 
+#: What makes a string a Backpack key (the Backpack checks it on every write).
+KEY_RULE = "keys are non-empty strings without surrounding white space or '*'"
+
+
+def is_backpack_key(key: object) -> bool:
+    """Whether ``key`` is a valid Backpack key (:data:`KEY_RULE`): what a flow names as a key
+    (an input, an output, a mapping) is checked when it loads, not when a run packs it."""
+    return isinstance(key, str) and bool(key) and key.strip() == key and "*" not in key
+
+
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*(?:\|[A-Za-z_][A-Za-z0-9_]*)*)\}")
 
 

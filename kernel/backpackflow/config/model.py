@@ -5,7 +5,8 @@ A flow config is JSON::
     {"version": "2.0.0", "namespace": "research", "entry": "fetch",
      "nodes": [{"type": "tool", "id": "fetch", "params": {...}, "inputs": {...}}, ...],
      "edges": [{"from": "fetch", "to": "summarize"},
-               {"from": "decide", "to": "deep", "when": "branch == 'deep'"}],
+               {"from": "decide", "to": "deep", "when": "branch == 'deep'"},
+               {"from": "search", "to": "analyze", "mappings": {"data": "search_results"}}],
      "dependencies": {"llm": {"type": "offline"}},
      "limits": {"max_steps": 50, "max_tokens": 100000, "timeout": 120}}
 
@@ -43,12 +44,14 @@ FLOW_NODE_TYPE = "flow"
 class EdgeConfig:
     """An edge: follow it from ``from_`` (JSON ``from``) to ``to`` when the node's action is
     ``condition`` (default ``"default"``) and ``when`` (an expression string or a JSON Logic
-    object) holds."""
+    object) holds. ``mappings`` (``{name: Backpack key}``): what the target node reads as
+    ``name`` is the value of the key (see docs/dataflow.md)."""
 
     from_: str
     to: str
     condition: str = "default"
     when: str | dict[str, Any] | None = None
+    mappings: dict[str, str] = attrs.field(factory=dict)
 
 
 @attrs.frozen(kw_only=True)
@@ -75,8 +78,9 @@ class RetryConfig:
 class NodeConfig:
     """One node: its registered ``type``, ``id``, display ``name``, ``namespace`` segment,
     ``params`` (validated against the type's params schema), ``inputs`` (bindings the node
-    resolves at run time, e.g. ``"{{ node.fetch.output }}"``), ``dependencies`` it needs beyond
-    those its type declares, and ``retry`` settings."""
+    resolves at run time, e.g. ``"{{ node.fetch.output }}"``), ``mappings`` (``{name: Backpack
+    key}``: what the node reads as ``name`` is the value of the key, for any node type),
+    ``dependencies`` it needs beyond those its type declares, and ``retry`` settings."""
 
     type: str
     id: str
@@ -84,6 +88,7 @@ class NodeConfig:
     namespace: str | None = None
     params: Any = attrs.field(factory=dict)
     inputs: dict[str, Any] = attrs.field(factory=dict)
+    mappings: dict[str, str] = attrs.field(factory=dict)
     dependencies: list[str] = attrs.field(factory=list)
     retry: RetryConfig | None = None
 

@@ -158,6 +158,19 @@ class BackpackUnpackPayload(NamedTuple):
     access_granted: bool
     reason: str | None
     found: bool
+    #: The name the node read ``key`` as, through a key mapping (``None``: read as ``key``).
+    read_as: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "key": self.key,
+            "access_granted": self.access_granted,
+            "reason": self.reason,
+            "found": self.found,
+        }
+        if self.read_as is not None:  # a mapped read; a plain read's event stays as it was
+            data["read_as"] = self.read_as
+        return data
 
 
 class StreamChunkPayload(NamedTuple):

@@ -18,6 +18,7 @@ from backpackflow.errors import BackpackFlowError, ConfigError
 from backpackflow.loader.checks import _Checks, _walk_nodes
 from backpackflow.loader.conditions import compile_condition
 from backpackflow.loader.dataflow import node_data
+from backpackflow.loader.mappings import MappedRead, level_mappings
 from backpackflow.runner import (
     BaseNode,
     BoundContract,
@@ -98,11 +99,17 @@ class _Build(_Checks):
         built: dict[str, BaseNode] = {}
         raw_nodes = raw.get("nodes") or []
         failed: list[ConfigError] = []
+        mapped = level_mappings(nodes, edges, path, [])  # checked before building
         for i, node_config in enumerate(nodes):
             raw_node = raw_nodes[i] if i < len(raw_nodes) else {}
             try:
                 built[node_config.id] = self._build_node(
-                    node_config, raw_node, deps, f"{path}.nodes[{i}]", strict
+                    node_config,
+                    raw_node,
+                    deps,
+                    f"{path}.nodes[{i}]",
+                    strict,
+                    mapped.get(node_config.id),
                 )
             except ConfigError as exc:  # every node's problems, not only the first node's
                 failed.append(exc)
@@ -122,7 +129,11 @@ class _Build(_Checks):
                 raw_when = raw_edge.get("when") if isinstance(raw_edge, Mapping) else None
                 if raw_when is not None and has_env_refs(raw_when):
                     when = when.with_source(copy.deepcopy(raw_when))  # exported as written
-            built[edge.from_].next(built[edge.to], edge.condition, when=when)
+            source = built[edge.from_]
+            source.next(built[edge.to], edge.condition, when=when)
+            if edge.mappings:  # kept on the edge for exports and the trace
+                added = source.successors[edge.condition]
+                added[-1] = added[-1]._replace(mappings=dict(edge.mappings))
         start = built[entry] if entry is not None else built[nodes[0].id]
         flow = Flow(start, parallel=parallel, id=flow_id, name=name, namespace=namespace)
         flow.config_order = [n.id for n in nodes]  # type: ignore[attr-defined]
@@ -137,6 +148,7 @@ class _Build(_Checks):
         deps: DependencyContainer,
         where: str,
         strict: bool = True,
+        mapped: Mapping[str, MappedRead] | None = None,
     ) -> BaseNode:
         if config.type == FLOW_NODE_TYPE:
             sub = config.params
@@ -158,8 +170,10 @@ class _Build(_Checks):
             return flow
         node = self._make_node(config, deps, where)
         data = node_data(config, self.node_type(config.type))
-        if data.reads or data.writes:
-            bind_contract(node, BoundContract(data.reads, data.writes, strict))
+        if data.reads or data.writes or mapped:
+            mappings = {name: read.key for name, read in (mapped or {}).items()}
+            origins = {name: read.where for name, read in (mapped or {}).items()}
+            bind_contract(node, BoundContract(data.reads, data.writes, strict, mappings, origins))
         raw_params = raw_node.get("params") if isinstance(raw_node, Mapping) else None
         if raw_params is not None and has_env_refs(raw_params):
             # exports and events show the references, never the resolved secrets

@@ -11,10 +11,12 @@ import attrs
 
 from backpackflow.config import (
     FLOW_NODE_TYPE,
+    KEY_RULE,
     EdgeConfig,
     FlowConfig,
     NodeConfig,
     SubflowParams,
+    is_backpack_key,
     schema_problems,
     structure,
     structure_params,
@@ -24,6 +26,7 @@ from backpackflow.config import (
 from backpackflow.errors import ConfigError, PluginError
 from backpackflow.loader.conditions import compile_condition
 from backpackflow.loader.dataflow import check_dataflow
+from backpackflow.loader.mappings import level_mappings
 from backpackflow.loader.schema import flow_schema
 from backpackflow.plugins import NodeType, Registry
 from backpackflow.runner import BUILTIN_TYPES, BaseNode, DependencyContainer
@@ -212,6 +215,7 @@ class _Checks:
                     compile_condition(edge.when, self.registry, where=f"{path}.edges[{i}].when")
                 except ConfigError as exc:
                     problems.extend(exc.problems)
+        level_mappings(nodes, edges, path, problems)
         if entry is not None and entry not in seen:
             problems.append(f"{path}.entry: unknown node id {entry!r}")
         if problems or not nodes:
@@ -249,6 +253,7 @@ class _Checks:
             for field, value in (
                 ("retry", node.retry),
                 ("inputs", node.inputs),
+                ("mappings", node.mappings),
                 ("dependencies", node.dependencies),
             ):
                 if value:
@@ -298,9 +303,18 @@ def _not_built(container: DependencyContainer) -> Any:
 
 
 def _check_inputs(config: FlowConfig, problems: list[str]) -> None:
-    """Each declared input's schema is a JSON Schema and its default matches it."""
+    """Each declared input is named as a Backpack key (it is packed under its name), its
+    schema is a JSON Schema and its default matches it; each output names a Backpack key."""
+    for i, key in enumerate(config.outputs):
+        if not is_backpack_key(key):
+            problems.append(f"$.outputs[{i}]: {key!r} is not a Backpack key ({KEY_RULE})")
     for name, spec in config.inputs.items():
         where = f"$.inputs.{name}"
+        if not is_backpack_key(name):
+            problems.append(
+                f"$.inputs: the input name {name!r} is not a Backpack key ({KEY_RULE}); a run "
+                "packs its inputs under their names"
+            )
         if spec.schema is None:
             continue
         found = schema_problems(spec.schema, f"{where}.schema")

@@ -10,9 +10,15 @@ predecessors, so it can count on the writes of its certain predecessors (and wha
 count on), and on what every one of its predecessors provides, whichever of them led to it.
 Loops (``allow_cycles``) are solved to a fixed point.
 
-Only keys that some node reads (at any level) are tracked: the others cannot make a problem, and
-tracking them made the check quadratic in the flow's length (a 3,000-node chain whose nodes each
-write a key of their own carried every earlier key through every node).
+Key mappings (loader/mappings.py) change which key a read needs: a node reading ``name``
+mapped to ``key`` needs ``key`` written upstream, of a type its contract accepts for ``name``.
+A mapping of a name the node's type does not read (when its contract declares reads) is a
+problem too: it would never be used.
+
+Only keys that some node reads (at any level, directly or through a mapping) are tracked: the
+others cannot make a problem, and tracking them made the check quadratic in the flow's length (a
+3,000-node chain whose nodes each write a key of their own carried every earlier key through
+every node).
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from backpackflow.config import (
     resolve_key,
     unstructure_params,
 )
+from backpackflow.loader.mappings import MappedRead, level_mappings
 from backpackflow.plugins import NodeType
 
 #: key -> (who writes it: "input 'x'" / "node 'y'", its JSON Schema or None)
@@ -39,10 +46,12 @@ Available = dict[str, tuple[str, Any]]
 
 @attrs.frozen
 class NodeData:
-    """One node's resolved contract: ``{key: JSON Schema}`` read and written."""
+    """One node's resolved contract: ``{key: JSON Schema}`` read and written;
+    ``declares_reads``: its type names what it reads (else it may read anything)."""
 
     reads: dict[str, Any]
     writes: dict[str, Any]
+    declares_reads: bool = False
 
 
 def node_data(node: NodeConfig, node_type: NodeType | None) -> NodeData:
@@ -63,7 +72,7 @@ def node_data(node: NodeConfig, node_type: NodeType | None) -> NodeData:
                 resolved[key] = schema
         return resolved
 
-    return NodeData(resolve(node_type.reads), resolve(node_type.writes))
+    return NodeData(resolve(node_type.reads), resolve(node_type.writes), bool(node_type.reads))
 
 
 def check_dataflow(
@@ -71,11 +80,10 @@ def check_dataflow(
 ) -> None:
     """Add a problem (``$.path: ...``) for every read no input or upstream node provides and
     every written type its reader refuses."""
-    contracts = _contracts(config.nodes, node_type, {})
-    read_anywhere = {key for data in contracts.values() for key in data.reads}
+    found, read_anywhere = _contracts(config.nodes, config.edges, node_type, {}, set())
     tracked = {
-        at: NodeData(data.reads, {k: v for k, v in data.writes.items() if k in read_anywhere})
-        for at, data in contracts.items()
+        at: attrs.evolve(data, writes={k: v for k, v in data.writes.items() if k in read_anywhere})
+        for at, data in found.items()
     }
     inputs: Available = {
         name: (f"flow input {name!r}", spec.schema)
@@ -89,16 +97,31 @@ def check_dataflow(
 
 def _contracts(
     nodes: Sequence[NodeConfig],
+    edges: Sequence[EdgeConfig],
     node_type: Callable[[str], NodeType | None],
     found: dict[int, NodeData],
-) -> dict[int, NodeData]:
-    """Every node's contract at every level, by ``id(node)`` (ids repeat across levels)."""
+    read_anywhere: set[str],
+) -> tuple[dict[int, NodeData], set[str]]:
+    """Every node's contract at every level, by ``id(node)`` (ids repeat across levels), and
+    every key read anywhere: by a contract, a mapping, or a node whose type declares no reads
+    (its mappings name the keys it needs)."""
     for node in nodes:
+        read_anywhere.update(_keys(node.mappings))
         if node.type != FLOW_NODE_TYPE:
-            found[id(node)] = node_data(node, node_type(node.type))
+            data = found[id(node)] = node_data(node, node_type(node.type))
+            read_anywhere.update(data.reads)
         elif isinstance(node.params, SubflowParams):
-            _contracts(node.params.nodes, node_type, found)
-    return found
+            sub = node.params
+            _contracts(sub.nodes, sub.edges, node_type, found, read_anywhere)
+    for edge in edges:
+        read_anywhere.update(_keys(edge.mappings))
+    return found, read_anywhere
+
+
+def _keys(mappings: Mapping[str, Any]) -> list[str]:
+    """The Backpack keys a mapping reads (a value that is not a string: the mapping checks
+    report it)."""
+    return [key for key in mappings.values() if isinstance(key, str)]
 
 
 def _check_level(
@@ -152,6 +175,7 @@ def _check_level(
                 avail_out[node_id], changed = out, True
         if not changed:
             break
+    mapped = level_mappings(nodes, edges, path, [])  # its own problems: the graph checks'
     for node_id in order:
         node = nodes[index[node_id]]
         where = f"{path}.nodes[{index[node_id]}]"
@@ -159,8 +183,22 @@ def _check_level(
         if node.type == FLOW_NODE_TYPE:
             _inner(node, available, contract, where, problems)
             continue
-        for key, schema in data[node_id].reads.items():
-            _check_read(node, where, key, schema, available, nodes, data, problems)
+        reads = data[node_id].reads
+        renamed = mapped.get(node_id, {})
+        for key, schema in reads.items():
+            read = renamed.get(key)
+            _check_read(node, where, key, read, schema, available, nodes, data, problems)
+        for name, read in renamed.items():
+            if name in reads:
+                continue
+            if data[node_id].declares_reads:
+                problems.append(
+                    f"{read.where}: node {node.id!r} ({node.type}) reads no key {name!r} (it "
+                    f"reads: {', '.join(repr(k) for k in reads) or 'none'}), so the mapping "
+                    "would never be used"
+                )
+            else:  # a type that does not say what it reads: the mapped key must still exist
+                _check_read(node, where, name, read, None, available, nodes, data, problems)
     ends = [avail_out[n] for n in order if not succs[n]]
     return _meet(ends, []) or {}
 
@@ -207,13 +245,25 @@ def _meet(
 def _check_read(
     node: NodeConfig,
     where: str,
-    key: str,
+    name: str,
+    read: MappedRead | None,
     schema: Any,
     available: Available,
     nodes: Sequence[NodeConfig],
     data: Mapping[str, NodeData],
     problems: list[str],
 ) -> None:
+    """Check that what ``node`` reads as ``name`` (the key ``read`` maps it to, else ``name``)
+    is available, of a type ``schema`` accepts."""
+    key = name if read is None else read.key
+    if read is None:
+        reads = f"reads key {key!r}"
+    else:
+        where = read.where
+        by = "its mapping" if read.edge is None else "the mapping on the edge"
+        if read.edge is not None:
+            by += f" {read.edge[0]!r} -> {read.edge[1]!r}"
+        reads = f"reads {name!r} as key {key!r} ({by})"
     if key not in available:
         writers = [n.id for n in nodes if n.id in data and key in data[n.id].writes]
         if writers:
@@ -221,7 +271,7 @@ def _check_read(
             why = f"node(s) {names} write it, but not on every path that reaches {node.id!r}"
         else:
             why = "no flow input and no node writes it"
-        problems.append(f"{where}: node {node.id!r} ({node.type}) reads key {key!r}; {why}")
+        problems.append(f"{where}: node {node.id!r} ({node.type}) {reads}; {why}")
         return
     writer, written = available[key]
     if written is None or schema is None:
@@ -229,8 +279,9 @@ def _check_read(
     wrote, accepts = _json_types(written), _json_types(schema)
     if wrote is None or accepts is None or wrote <= accepts:
         return
+    expects = " as" if read is None else ", expecting"
     problems.append(
-        f"{where}: node {node.id!r} ({node.type}) reads key {key!r} as "
+        f"{where}: node {node.id!r} ({node.type}) {reads}{expects} "
         f"{_shown(accepts)}, but {writer} writes {_shown(wrote)}"
     )
 

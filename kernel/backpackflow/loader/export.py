@@ -33,6 +33,8 @@ class _Export(_Build):
                 "dependencies",
                 "limits",
                 "inputs",
+                "outputs",
+                "contracts",
                 "sinks",
             ):
                 if key in source:
@@ -92,6 +94,8 @@ class _Export(_Build):
                                 "or JSON Logic in the flow config"
                             )
                         item["when"] = copy.deepcopy(edge.when.source)
+                    if edge.mappings:
+                        item["mappings"] = dict(edge.mappings)
                     edges.append(item)
         graph["edges"] = edges
         return graph

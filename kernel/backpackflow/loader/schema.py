@@ -45,6 +45,13 @@ def _core_defs(node_types: list[str]) -> dict[str, Any]:
             "type": "string",
             "pattern": r"^[^\s*]([^*]*[^\s*])?$",
         },
+        "mappings": {
+            "description": "Key mappings: what the node reads as NAME (the property) is the "
+            "value of the Backpack key the property's value names.",
+            "type": "object",
+            "propertyNames": {"$ref": "#/$defs/key"},
+            "additionalProperties": {"$ref": "#/$defs/key"},
+        },
         "node": {
             "type": "object",
             "description": "A node of a registered type.",
@@ -56,6 +63,7 @@ def _core_defs(node_types: list[str]) -> dict[str, Any]:
                 "namespace": {"$ref": "#/$defs/namespace"},
                 "params": {"type": "object"},
                 "inputs": {"type": "object"},
+                "mappings": {"$ref": "#/$defs/mappings"},
                 "dependencies": {"type": "array", "items": {"type": "string"}},
                 "retry": {
                     "type": "object",
@@ -81,6 +89,7 @@ def _core_defs(node_types: list[str]) -> dict[str, Any]:
                     "description": "An expression (string) or a JSON Logic object.",
                     "type": ["string", "object", "null"],
                 },
+                "mappings": {"$ref": "#/$defs/mappings"},
             },
             "additionalProperties": False,
         },
@@ -220,11 +229,9 @@ def flow_schema(
                 "additionalProperties": {"$ref": "#/$defs/dependency"},
             },
             "limits": {"$ref": "#/$defs/limits"},
-            "inputs": {
-                "type": "object",
-                "propertyNames": {"$ref": "#/$defs/key"},
-                "additionalProperties": {"$ref": "#/$defs/input"},
-            },
+            # input names and output keys are Backpack keys: the loader checks them (not this
+            # schema, whose first 2.0.0 form took any name: schema changes stay additive)
+            "inputs": {"type": "object", "additionalProperties": {"$ref": "#/$defs/input"}},
             "contracts": {
                 "description": "Whether broken data contracts are errors (strict) or "
                 "warnings (advisory); unset: strict when the flow declares inputs.",
@@ -233,7 +240,7 @@ def flow_schema(
             "outputs": {
                 "description": "Backpack keys a run returns as its outputs.",
                 "type": "array",
-                "items": {"$ref": "#/$defs/key"},
+                "items": {"type": "string", "minLength": 1},
                 "uniqueItems": True,
             },
             "sinks": {"type": "array", "items": {"$ref": "#/$defs/sink"}},

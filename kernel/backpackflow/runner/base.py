@@ -53,11 +53,13 @@ from flow configs are compiled objects that are also callable (see
 
 class Edge(NamedTuple):
     """A labelled edge: follow it to ``target`` when the node returns ``action`` and ``when``
-    (if any) holds."""
+    (if any) holds. ``mappings``: the key mappings a flow config declared on the edge, kept to
+    show and export them (the loader binds them to the target node, which applies them)."""
 
     target: BaseNode
     action: str
     when: Condition | None = None
+    mappings: Mapping[str, str] | None = None
 
 
 def default_node_id(cls: type) -> str:
@@ -98,6 +100,9 @@ class BaseNode:
     node_type: str | None = None
     #: Bindings from the node's config (``"inputs"``), resolved by the node at run time.
     inputs: Mapping[str, Any] = MappingProxyType({})
+    #: Key mappings from the node's config (``"mappings"``: ``{name: Backpack key}``), kept to
+    #: export them; the loader binds them (with its incoming edges') to the node.
+    mappings: Mapping[str, str] = MappingProxyType({})
     #: The DependencyContainer the loader built the node with (``None`` for nodes built in
     #: code that need none); use :meth:`dependency`.
     deps: Any = None
@@ -297,6 +302,7 @@ class BaseNode:
             namespace=self.namespace,
             params=params,
             inputs=inputs,
+            mappings=dict(self.mappings),
             dependencies=list(getattr(self, "extra_dependencies", None) or []),
             retry=self._retry_config(),
         )
@@ -319,8 +325,8 @@ class BaseNode:
     def from_config(cls, config: NodeConfig | Mapping[str, Any], deps: Any = None) -> BaseNode:
         """Build a node of this class from a NodeConfig (or its JSON) and a
         DependencyContainer. The node receives ``id``, ``name``, ``namespace``, ``params`` (and
-        retry settings for :class:`~backpackflow.Node` classes); ``inputs`` and the dependency
-        container are set as the ``inputs`` and ``deps`` attributes."""
+        retry settings for :class:`~backpackflow.Node` classes); ``inputs``, ``mappings`` and the
+        dependency container are set as the ``inputs``, ``mappings`` and ``deps`` attributes."""
         if not isinstance(config, NodeConfig):
             config = structure(dict(config), NodeConfig)
         kwargs: dict[str, Any] = {"id": config.id, "namespace": config.namespace}
@@ -333,6 +339,8 @@ class BaseNode:
         node = cls(**kwargs)
         node.node_type = config.type  # so to_config() needs no registry lookup
         node.inputs = dict(config.inputs)
+        if config.mappings:
+            node.mappings = dict(config.mappings)
         node.deps = deps
         node.extra_dependencies = list(config.dependencies)  # type: ignore[attr-defined]
         if config.retry is not None:
