@@ -493,23 +493,28 @@ def test_async_handlers_of_an_async_flow_run_from_sync_code_are_not_lost():
     """``flow.run()`` drives an async flow on an event loop that ends with the run; the async
     handlers it scheduled still finish (on the background loop) and ``wait_idle`` waits."""
     handled = []
+    run_returned = threading.Event()
 
     class Step(AsyncNode):
         async def exec_async(self, prep_res):
             return 1
 
-    async def slow(event):
-        await asyncio.sleep(0.05)
-        handled.append(event.type)
+    async def held_until_the_run_returns(event):
+        # a run that waited for its handlers would wait here until the deadline
+        deadline = time.monotonic() + 5
+        while not run_returned.is_set() and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        handled.append((event.type, run_returned.is_set()))
 
     streamer = EventStreamer()
-    streamer.subscribe("*", slow)
+    streamer.subscribe("*", held_until_the_run_returns)
     try:
-        started = time.perf_counter()
         assert Flow(Step()).execute_sync(Backpack(), events=streamer).ok
-        assert time.perf_counter() - started < 0.05
+        assert handled == []  # the run did not wait for its async handlers
+        run_returned.set()
         assert streamer.wait_idle(timeout=5)
         assert len(handled) == len(streamer.get_events()) == 6
+        assert all(after_return for _, after_return in handled)
     finally:
         streamer.close()
 
