@@ -112,6 +112,51 @@ class RunCanceled(BackpackFlowError):
     """A run was canceled before it finished."""
 
 
+class RunPaused(BackpackFlowError):
+    """A run paused for an answer (``current_run().interrupt(...)``, an ``approval`` node): the
+    error of a ``paused`` :class:`~backpackflow.RunResult`. It says what was asked; the run goes
+    on with ``flow.run(checkpointer=..., run_id=..., answer=...)`` (or ``backpackflow resume``)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        run_id: str,
+        node_id: str,
+        prompt: str,
+        schema: object,
+        deadline: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        self.node_id = node_id
+        self.prompt = prompt
+        self.schema = schema
+        self.deadline = deadline
+
+
+class CheckpointError(BackpackFlowError):
+    """A run cannot resume or fork from its checkpoint: none is stored, it is damaged, the run
+    has finished, or the flow changed since (the message says which)."""
+
+
+class InterruptTimeout(BackpackFlowError):
+    """Nobody answered an interrupt within its timeout (raised by ``interrupt()`` when a run is
+    resumed after the deadline without an answer)."""
+
+
+class NodeInterrupt(BaseException):
+    """Raised by ``current_run().interrupt(...)`` to pause the run. A ``BaseException`` (as
+    ``asyncio.CancelledError``) so that retries, ``exec_fallback`` and ``except Exception`` in
+    node code let it through; the runner turns it into a ``paused`` run."""
+
+    def __init__(self, paused: RunPaused) -> None:
+        super().__init__(str(paused))
+        self.paused = paused
+        #: Set once the node that asked has reported it (an enclosing sub-flow node does not).
+        self.reported = False
+
+
 class PluginError(BackpackFlowError):
     """A plugin failed to load or registered something wrongly; the message names the plugin."""
 

@@ -8,6 +8,9 @@ from backpackflow.backpack._backpack import (
     Backpack,
     access_event,
 )
+from backpackflow.backpack._codec import (
+    dump_commits,
+)
 from backpackflow.backpack.access import (
     Permissions,
 )
@@ -52,4 +55,5 @@ __all__ = [
     "StateDelta",
     "StateLike",
     "access_event",
+    "dump_commits",
 ]

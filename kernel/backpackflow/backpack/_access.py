@@ -208,6 +208,9 @@ class AccessMixin(HistoryMixin):
             elif self._evicted and marks and marks[0] < self._oldest_seq():
                 _drop_evicted_marks(marks, self._oldest_seq())
             marks.append(self._seq)
+        journal = self._mark_journal
+        if journal is not None:  # a durable run records its marks (see runner.checkpoint)
+            journal.append((node_id, self._seq))
         return BackpackView(cast("Backpack", self), node_id, node_name, namespace, emit)
 
     # ------------------------------------------------------------------ serialization

@@ -336,6 +336,9 @@ class Backpack(AccessMixin):
                         commit.timestamp,
                     )
                 )
+        hook = self._on_commit
+        if hook is not None:  # a durable run writes its commits as they happen
+            hook(commit)
         return commit
 
     def unpack(self, key: str, default: Any = None, *, node_id: str | None = None) -> Any:

@@ -169,21 +169,7 @@ def dump_backpack(bp: HistoryMixin) -> dict[str, Any]:
             if entry[1] is not _DELETED:
                 item["value"] = _entry_value(entry)
             base.append(item)
-    commits = []
-    for commit in bp._commits[bp._commit_start :]:
-        data = commit.to_json()
-        log = _as_log(bp._logs[commit.key])
-        start = starts.get(commit.key, 0)
-        i = bisect_right(log, commit.seq, start, key=_entry_seq) - 1
-        entry = log[i]
-        if commit.op == "pack":
-            data["value"] = _entry_value(entry)
-        elif commit.op == "append":
-            prev = log[i - 1] if i > start else None
-            seen = prev[2] if prev is not None and prev[2] is not None else 0
-            assert entry[2] is not None
-            data["items"] = [copy_out(v) for v in entry[1][seen : entry[2]]]
-        commits.append(data)
+    commits = _commits_json(bp, bp._commits[bp._commit_start :])
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -200,6 +186,38 @@ def dump_backpack(bp: HistoryMixin) -> dict[str, Any]:
         "node_marks": {n: bp._all_marks_of(n) for n in bp._node_marks},
         "denials": [d.to_json() for d in bp._denials or ()],
     }
+
+
+def _commits_json(bp: HistoryMixin, commits: list[Commit]) -> list[dict[str, Any]]:
+    """Commits as the JSON records of the document's ``commits``: each with what it wrote (a
+    pack's value, an append's items), read from the version indexes."""
+    starts = bp._log_starts
+    out = []
+    for commit in commits:
+        data = commit.to_json()
+        log = _as_log(bp._logs[commit.key])
+        start = starts.get(commit.key, 0)
+        i = bisect_right(log, commit.seq, start, key=_entry_seq) - 1
+        entry = log[i]
+        if commit.op == "pack":
+            data["value"] = _entry_value(entry)
+        elif commit.op == "append":
+            prev = log[i - 1] if i > start else None
+            seen = prev[2] if prev is not None and prev[2] is not None else 0
+            assert entry[2] is not None
+            data["items"] = [copy_out(v) for v in entry[1][seen : entry[2]]]
+        out.append(data)
+    return out
+
+
+def dump_commits(bp: HistoryMixin, after_seq: int) -> list[dict[str, Any]]:
+    """The commits after seq ``after_seq`` as JSON records (the delta a checkpoint appends:
+    what each commit wrote, never the whole state). Commits ``max_history`` dropped are not
+    there to give: the records start at the oldest one kept."""
+    with bp._lock:
+        first = bp._commit_start + max(0, after_seq - bp._oldest_seq() + 1)
+        commits = bp._commits[first:]
+        return _commits_json(bp, commits)
 
 
 #: How deeply Backpack JSON may nest (its values may nest deeper than flow configs do).

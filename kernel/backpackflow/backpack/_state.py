@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from backpackflow.backpack.access import Permissions
@@ -58,6 +58,11 @@ class _State:
         self._max_denials = max_denials
         self._denials: deque[AccessRecord] | None = None
         self._observers: list[Observer] = []
+        #: Durable runs (see :mod:`backpackflow.runner.checkpoint`): called after every commit
+        #: when set (the per-commit durability mode), and the node marks made since the
+        #: checkpointer last took them (``None``: nobody is recording; the usual case).
+        self._on_commit: Callable[[Commit], None] | None = None
+        self._mark_journal: list[tuple[str, int]] | None = None
 
     def _restore(
         self,

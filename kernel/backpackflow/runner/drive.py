@@ -10,7 +10,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from backpackflow.backpack import Backpack
-from backpackflow.errors import FlowError, RunCanceled
+from backpackflow.errors import FlowError, NodeInterrupt, RunCanceled
 from backpackflow.events import (
     EventStreamer,
     RunEndPayload,
@@ -117,6 +117,8 @@ async def _drive_run(run: Run, body: Callable[[], Coroutine[Any, Any, Any]]) -> 
                 raise run.timeout_exceeded() from None
         else:
             action = await body()
+    except NodeInterrupt as exc:  # a node asked for an answer: the run pauses
+        status, error = "paused", exc.paused
     except RunCanceled as exc:
         status, error = "canceled", exc
     except asyncio.CancelledError as exc:
@@ -156,6 +158,9 @@ async def _drive_run(run: Run, body: Callable[[], Coroutine[Any, Any, Any]]) -> 
                 ),
             ),
         )
+        recorder = run._recorder
+        if recorder is not None:  # a durable run: its checkpoint's last records
+            recorder.finish(run, status, error)
         observers.remove(observer)
         _current_node.reset(node_token)
         _current_run.reset(token)

@@ -24,6 +24,7 @@ from backpackflow.backpack import Backpack
 from backpackflow.errors import FlowError
 from backpackflow.events import EventStreamer
 from backpackflow.runner.base import BaseNode
+from backpackflow.runner.checkpoint import Checkpointer, fork_run, open_run
 from backpackflow.runner.context import Limits, RunControl
 from backpackflow.runner.drive import (
     _check_backpack,
@@ -41,6 +42,21 @@ if TYPE_CHECKING:  # annotations only: nothing here is needed at run time
     from backpackflow.backpack import BackpackView
     from backpackflow.policy.sandbox import SandboxPolicy
     from backpackflow.policy.secrets import SecretMasker
+
+_UNSET: Any = object()  # no answer given (None is an answer)
+
+
+def _no_durable_options(options: Mapping[str, Any]) -> None:
+    for name in ("durability", "answer"):
+        if name in options:
+            raise FlowError(f"run option {name!r} needs a checkpointer (checkpointer=...)")
+
+
+def _backpack_or_new(backpack: Backpack | None) -> Backpack:
+    if backpack is None:
+        return Backpack()
+    _check_backpack(backpack)
+    return backpack
 
 
 class Flow(BaseNode):
@@ -139,6 +155,14 @@ class Flow(BaseNode):
             return await self._run_parallel(run, graph, namespace, params)
         pending: list[BaseNode] = [self.start_node]
         last_action = None
+        recorder = run._recorder
+        if recorder is not None:  # a durable run: the top-level graph records its position
+            if recorder.flow is not self:
+                recorder = None
+            else:
+                resumed = recorder.frontier(run, graph)
+                if resumed is not None:
+                    pending, last_action = resumed
         while pending:
             node = pending.pop(0 if len(pending) == 1 else _pick(graph, pending, ()))
             action, output = await execute_node(run, node, namespace, params)
@@ -151,14 +175,16 @@ class Flow(BaseNode):
                 target = edges[0].target  # one unconditional successor: _follow's common case
                 if target not in pending:
                     pending.append(target)
-                continue
-            if run.offload:  # conditions are flow-supplied expressions: off the event loop
-                targets = await asyncio.to_thread(_follow, run, node, action, output, namespace)
             else:
-                targets = _follow(run, node, action, output, namespace)
-            for target in targets:
-                if target not in pending:
-                    pending.append(target)
+                if run.offload:  # conditions are flow-supplied expressions: off the event loop
+                    targets = await asyncio.to_thread(_follow, run, node, action, output, namespace)
+                else:
+                    targets = _follow(run, node, action, output, namespace)
+                for target in targets:
+                    if target not in pending:
+                        pending.append(target)
+            if recorder is not None:
+                recorder.node_done(run, node, pending, action)
         return last_action
 
     async def _run_parallel(
@@ -202,13 +228,16 @@ class Flow(BaseNode):
 
     async def execute(
         self,
-        backpack: Backpack,
+        backpack: Backpack | None = None,
         *,
         inputs: Mapping[str, Any] | None = None,
         events: EventStreamer | None = None,
         run_id: str | None = None,
         limits: Limits | None = None,
         control: RunControl | None = None,
+        checkpointer: Checkpointer | None = None,
+        durability: str = "node",
+        answer: Any = _UNSET,
     ) -> RunResult:
         """Run the flow and return a :class:`~backpackflow.RunResult` (failures included: a
         failed run returns ``status="failed"`` with its error; see ``run`` to raise instead).
@@ -217,35 +246,138 @@ class Flow(BaseNode):
         ``events`` is the EventStreamer to emit into (default: the flow's, else a new one);
         ``control`` lets another task or thread cancel the run. Inputs the flow does not
         declare, or that break their schemas, raise :class:`~backpackflow.ConfigError` before
-        the run starts."""
-        _check_backpack(backpack)
+        the run starts.
+
+        ``checkpointer`` makes the run durable (see :mod:`backpackflow.runner.checkpoint` and
+        docs/durable-runs.md): a ``run_id`` that has a checkpoint there resumes (the Backpack
+        and inputs come from it; ``answer`` answers a paused run), any other run is
+        checkpointed as it goes, with ``durability`` ``"node"``, ``"commit"`` or ``"exit"``."""
         self._compiled()  # validates the graph before the run starts
-        inputs = resolve_inputs(self.input_specs, inputs)
-        run = self._make_run(backpack, inputs, events, run_id, limits, control, loopless=False)
+        if checkpointer is None:
+            options = {"durability": durability} if durability != "node" else {}
+            if answer is not _UNSET:
+                options["answer"] = answer
+            _no_durable_options(options)
+            backpack = _backpack_or_new(backpack)
+            inputs = resolve_inputs(self.input_specs, inputs)
+            run = self._make_run(backpack, inputs, events, run_id, limits, control, loopless=False)
+        else:
+            run = self._durable_run(
+                backpack,
+                inputs,
+                events,
+                run_id,
+                limits,
+                control,
+                checkpointer,
+                durability,
+                answer,
+                loopless=False,
+            )
         return self._with_outputs(await _drive_run(run, lambda: self._top_level(run)))
 
-    def execute_sync(self, backpack: Backpack, **options: Any) -> RunResult:
+    def execute_sync(self, backpack: Backpack | None = None, **options: Any) -> RunResult:
         """Synchronous :meth:`execute`: without an event loop when the flow allows it."""
-        if self._compiled().needs_loop:  # also validates the graph before the run starts
+        limits = options.get("limits") or self.limits
+        # also validates the graph before the run starts; a timeout needs a loop to interrupt
+        # a running node at (see Limits.timeout)
+        if self._compiled().needs_loop or limits.timeout is not None:
             _refuse_inside_loop(self)
             return _run_on_private_loop(self.execute(backpack, **options))
-        _check_backpack(backpack)
-        options["inputs"] = resolve_inputs(self.input_specs, options.get("inputs"))
-        run = self._make_run(backpack, loopless=True, **options)
+        if options.get("checkpointer") is not None:
+            run = self._durable_run(
+                backpack,
+                options.get("inputs"),
+                options.get("events"),
+                options.get("run_id"),
+                options.get("limits"),
+                options.get("control"),
+                options["checkpointer"],
+                options.get("durability", "node"),
+                options.get("answer", _UNSET),
+                loopless=True,
+            )
+        else:
+            _no_durable_options(options)
+            options.pop("checkpointer", None)
+            backpack = _backpack_or_new(backpack)
+            options["inputs"] = resolve_inputs(self.input_specs, options.get("inputs"))
+            run = self._make_run(backpack, loopless=True, **options)
         return self._with_outputs(_drive(_drive_run(run, lambda: self._top_level(run))))
 
-    def run(self, backpack: Backpack, **options: Any) -> Any:
+    def run(self, backpack: Backpack | None = None, **options: Any) -> Any:
         """Run the flow; returns its last action (a flow that declares outputs: the dict of
-        its outputs) and raises the run's error if it failed.
-        Options: ``inputs``, ``events``, ``run_id``, ``limits``, ``control``."""
+        its outputs) and raises the run's error if it failed (:class:`~backpackflow.RunPaused`
+        if it paused for an answer).
+        Options: ``inputs``, ``events``, ``run_id``, ``limits``, ``control``, and for durable
+        runs ``checkpointer``, ``durability``, ``answer`` (see :meth:`execute`)."""
         result = self.execute_sync(backpack, **options)
         result.raise_for_status()
         return result.outputs if self.output_keys else result.action
 
-    async def run_async(self, backpack: Backpack, **options: Any) -> Any:
+    async def run_async(self, backpack: Backpack | None = None, **options: Any) -> Any:
         result = await self.execute(backpack, **options)
         result.raise_for_status()
         return result.outputs if self.output_keys else result.action
+
+    def fork(
+        self,
+        checkpointer: Checkpointer,
+        run_id: str,
+        commit_id: str | None = None,
+        *,
+        new_run_id: str | None = None,
+        patch: Mapping[str, Any] | None = None,
+        inputs: Mapping[str, Any] | None = None,
+    ) -> str:
+        """Fork run ``run_id`` at ``commit_id`` into a new checkpointed run (see
+        :func:`~backpackflow.runner.checkpoint.fork_run`); returns its id, which
+        ``flow.run(checkpointer=..., run_id=...)`` then runs."""
+        return fork_run(
+            self, checkpointer, run_id, commit_id, run_id=new_run_id, patch=patch, inputs=inputs
+        )
+
+    def _check_checkpointable(self) -> None:
+        """Raise unless runs of this flow can be checkpointed: the recorder follows the
+        position of one sequential graph."""
+        if self.parallel or type(self)._exec_phase is not Flow._exec_phase:
+            kind = "a parallel flow" if self.parallel else type(self).__name__
+            raise FlowError(
+                f"flow {self.id!r}: checkpoints record the position of a sequential flow's "
+                f"graph; {kind} cannot be checkpointed (nest it as a node of a sequential flow: "
+                "on resume it then runs again whole)"
+            )
+
+    def _durable_run(
+        self,
+        backpack: Backpack | None,
+        inputs: Mapping[str, Any] | None,
+        events: EventStreamer | None,
+        run_id: str | None,
+        limits: Limits | None,
+        control: RunControl | None,
+        checkpointer: Checkpointer,
+        durability: str,
+        answer: Any,
+        *,
+        loopless: bool,
+    ) -> Run:
+        if backpack is not None:
+            _check_backpack(backpack)
+        backpack, inputs, run_id, recorder, start = open_run(
+            self,
+            checkpointer,
+            backpack=backpack,
+            inputs=inputs,
+            run_id=run_id,
+            durability=durability,
+            answer=None if answer is _UNSET else answer,
+            answered=answer is not _UNSET,
+            resolve=lambda given: resolve_inputs(self.input_specs, given),
+        )
+        run = self._make_run(backpack, inputs, events, run_id, limits, control, loopless=loopless)
+        recorder.begin(run, start)
+        return run
 
     def _with_outputs(self, result: RunResult) -> RunResult:
         if not self.output_keys:
@@ -278,7 +410,9 @@ class Flow(BaseNode):
         )
 
     async def _top_level(self, run: Run) -> Any:
-        if self.input_specs:  # the first commits of the run: its declared inputs
+        recorder = run._recorder
+        resuming = recorder is not None and recorder.resume is not None
+        if self.input_specs and not resuming:  # the first commits of the run: its inputs
             pack_inputs(run.backpack, self.input_specs, run.inputs, self.namespace)
         # the flow's own namespace was validated when the flow was made
         view = run.backpack._view(self.id, self.name, self.namespace)

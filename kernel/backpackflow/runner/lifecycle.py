@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from backpackflow.backpack import StateDelta
 from backpackflow.config import RedactedParams
+from backpackflow.errors import NodeInterrupt
 from backpackflow.events import (
     ErrorPayload,
     ExecCompletePayload,
@@ -161,6 +162,20 @@ async def execute_node(
         )
         return action, run.outputs.get(node.id, exec_res)
     except BaseException as exc:
+        if isinstance(exc, NodeInterrupt):  # not an error: the node asked for an answer
+            if not exc.reported:
+                exc.reported = True
+                paused = exc.paused
+                emit(
+                    StreamEventType.CUSTOM,
+                    {
+                        "name": "interrupt",
+                        "prompt": paused.prompt,
+                        "schema": paused.schema,
+                        "deadline": paused.deadline,
+                    },
+                )
+            raise
         message, error_type, stack = exception_text(exc)
         if isinstance(exc, asyncio.CancelledError):
             message, error_type = "canceled", "CancelledError"

@@ -18,7 +18,15 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from backpackflow.backpack import access_event
-from backpackflow.errors import GuardrailExceeded, RunCanceled
+from backpackflow.config import schema_problems
+from backpackflow.errors import (
+    FlowError,
+    GuardrailExceeded,
+    InterruptTimeout,
+    NodeInterrupt,
+    RunCanceled,
+    RunPaused,
+)
 from backpackflow.events import (
     Emitter,
     EventStreamer,
@@ -27,7 +35,7 @@ from backpackflow.events import (
     StreamEventType,
 )
 from backpackflow.ids import new_id
-from backpackflow.jsondata import decimal_text
+from backpackflow.jsondata import copy_out, decimal_text
 from backpackflow.policy.sandbox import TRUSTED, SandboxPolicy
 from backpackflow.runner.context import (
     DefaultMaxSteps,
@@ -43,6 +51,7 @@ from backpackflow.runner.context import (
 if TYPE_CHECKING:  # annotations only: nothing here is needed at run time
     from backpackflow.backpack import AccessRecord, Backpack
     from backpackflow.policy.secrets import SecretMasker
+    from backpackflow.runner.checkpoint import Recorder
 
 _ZERO = Decimal(0)
 
@@ -84,7 +93,9 @@ class Run:
         self.policy = policy if policy is not None else TRUSTED
         #: Run CPU-bound node work in worker threads (the policy's ``offload``; never without
         #: an event loop, where there is nothing to keep responsive).
-        self.offload = self.policy.offload and not loopless
+        #: A run with a timeout sends sync node work to threads as well: the timeout then
+        #: ends the run while such a node is still running (see ``Limits.timeout``).
+        self.offload = (self.policy.offload or self.limits.timeout is not None) and not loopless
         #: Secrets masked in every event of this run (``None``: nothing to mask).
         self.secrets = secrets
         #: The node frame class: masking when the run has secrets.
@@ -106,6 +117,12 @@ class Run:
         self.tokens_output = 0
         self.cost = _ZERO
         self.status = "running"
+        #: Durable runs (:mod:`backpackflow.runner.checkpoint`): the recorder writing this
+        #: run's checkpoint (``None``: not checkpointed), the answers given to interrupts, by
+        #: node id, and how many interrupts each node execution (step) has asked so far.
+        self._recorder: Recorder | None = None
+        self._answers: dict[str, list[dict[str, Any]]] = {}
+        self._asked: dict[int | None, int] = {}
         #: The event-loop thread running this run (None when driven without a loop): events
         #: emitted from other threads are handed to it (see :meth:`emit`).
         self._home: int | None = None
@@ -209,6 +226,49 @@ class Run:
             return
         type_, payload, timestamp = access_event(record)
         self.emit(type_, payload, timestamp=timestamp)
+
+    # -------------------------------------------------------------- human in the loop
+
+    def interrupt(self, prompt: str, schema: Any = True, *, timeout: float | None = None) -> Any:
+        """Ask a person (or any caller) for an answer: the run pauses here (status
+        ``paused``, a ``custom`` event named ``interrupt``, and in its checkpoint) and this
+        node runs again from its start once the run is resumed with an answer valid against
+        ``schema`` (a JSON Schema); this call then returns that answer. Code before the call
+        runs again on resume, so keep side effects after it.
+
+        ``timeout`` (seconds): a resume after that time without an answer makes this call
+        raise :class:`InterruptTimeout` (the ``approval`` node turns it into its ``timeout``
+        action). Pausing needs a checkpointer to resume from (``flow.run(checkpointer=...)``);
+        without one the run ends ``paused`` and cannot go on."""
+        frame = _current_node.get()
+        if frame is None or frame._counter is not self._seq:
+            raise FlowError("interrupt() asks from inside a node of a running flow")
+        node_id = frame.node_id
+        assert node_id is not None
+        index = self._asked.get(frame.step, 0)
+        self._asked[frame.step] = index + 1
+        answers = self._answers.get(node_id)
+        if answers is not None and index < len(answers):
+            answer = answers[index]
+            if answer.get("timeout"):
+                raise InterruptTimeout(
+                    f"node {node_id!r}: nobody answered {prompt!r} within {timeout}s"
+                )
+            return copy_out(answer.get("value"))
+        problems = schema_problems(schema, f"node {node_id!r}: interrupt schema")
+        if problems:
+            raise FlowError("; ".join(problems))
+        if timeout is not None and (isinstance(timeout, bool) or not timeout > 0):
+            raise FlowError(f"node {node_id!r}: interrupt timeout must be > 0, got {timeout!r}")
+        paused = RunPaused(
+            f"run {self.run_id} paused at node {node_id!r}: {prompt}",
+            run_id=self.run_id,
+            node_id=node_id,
+            prompt=prompt,
+            schema=copy_out(schema) if not isinstance(schema, bool) else schema,
+            deadline=None if timeout is None else time.time() + timeout,
+        )
+        raise NodeInterrupt(paused)
 
     # -------------------------------------------------------------- steps and limits
 
@@ -327,7 +387,9 @@ class Run:
 
 
 class RunResult(NamedTuple):
-    """What a run produced. ``status`` is ``succeeded``, ``failed`` or ``canceled``."""
+    """What a run produced. ``status`` is ``succeeded``, ``failed``, ``canceled`` or ``paused``
+    (a node asked for an answer: ``error`` is the :class:`~backpackflow.RunPaused` saying
+    what)."""
 
     run_id: str
     status: str
