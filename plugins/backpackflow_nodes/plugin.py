@@ -1,4 +1,4 @@
-"""Registers the ``llm``, ``agent``, ``tool`` and ``router`` node types and the built-in
+"""Registers the ``llm``, ``agent``, ``tool``, ``router`` and ``approval`` node types and the built-in
 tools."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ import sys
 from backpackflow import hookimpl
 from backpackflow.plugins import NodeTypeRegistrar, ToolRegistrar
 from backpackflow_nodes.agent import AgentNode, AgentParams
+from backpackflow_nodes.approval import ApprovalNode, ApprovalParams
 from backpackflow_nodes.llm import LLMNode, LLMParams
 from backpackflow_nodes.router import RouterNode, RouterParams
 from backpackflow_nodes.tool import ToolNode, ToolParams
@@ -51,6 +52,20 @@ def backpackflow_register_node_types(register: NodeTypeRegistrar) -> None:
         params=RouterParams,
         description="set a branch from a rule (CEL or JSON Logic)",
         writes={OUTPUT_KEY: {"type": "string", "description": "the branch taken"}},
+    )
+    register(
+        "approval",
+        ApprovalNode,
+        params=ApprovalParams,
+        description="pause the run until a person approves or rejects (actions approved, "
+        "rejected, timeout)",
+        writes={
+            OUTPUT_KEY: {
+                "type": "object",
+                "description": "the answer: approved (true/false, null on timeout), comment, "
+                "timed_out",
+            }
+        },
     )
 
 
