@@ -1,8 +1,9 @@
 """The checkpointer conformance suite: what every :class:`~backpackflow.Checkpointer` must do.
 
 A test module runs it against its implementation by importing these tests and defining a
-``checkpointer`` fixture (a fresh, empty checkpointer per test). tests/kernel/test_checkpointer_conformance.py runs it
-for the in-memory and file checkpointers, tests/plugins/store_sql for SQLite and PostgreSQL.
+``checkpointer`` fixture (a fresh, empty checkpointer per test):
+tests/kernel/test_checkpointer_conformance.py runs it for the in-memory and file checkpointers,
+tests/plugins/store_sql for SQLite and PostgreSQL.
 
 What it checks: records come back as appended (save/load/list/delete); a run resumed after a
 crash at any node ends exactly as the same run uninterrupted (hypothesis over random flows:

@@ -1,5 +1,5 @@
-"""Registers the ``llm``, ``agent``, ``tool``, ``router`` and ``approval`` node types and the built-in
-tools."""
+"""Registers the ``llm``, ``agent``, ``tool``, ``router`` and ``approval`` node types and the
+built-in tools."""
 
 from __future__ import annotations
 
