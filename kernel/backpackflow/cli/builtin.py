@@ -18,6 +18,7 @@ from backpackflow.cli.commands import (
     _validate,
     _validate_arguments,
 )
+from backpackflow.cli.durable import _fork, _fork_arguments, _resume, _resume_arguments
 from backpackflow.cli.run import _run, _run_arguments
 from backpackflow.plugins import CommandRegistrar, Registry, hookimpl
 
@@ -86,6 +87,19 @@ def backpackflow_register_commands(cli: CommandRegistrar) -> None:
         _run,
         help="run a flow and show its live trace and a summary",
         arguments=_run_arguments,
+    )
+    cli.add(
+        "resume",
+        _resume,
+        help="go on with a checkpointed run: answer the question it paused on, or resume it "
+        "after a crash",
+        arguments=_resume_arguments,
+    )
+    cli.add(
+        "fork",
+        _fork,
+        help="start a new run from any commit of a checkpointed run (state patch, new inputs)",
+        arguments=_fork_arguments,
     )
     cli.add(
         "validate",

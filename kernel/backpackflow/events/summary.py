@@ -23,7 +23,7 @@ class StepSummary:
     node_id: str
     node_name: str
     node_type: str
-    status: str = "running"  # running | succeeded | failed
+    status: str = "running"  # running | succeeded | failed | canceled | paused
     latency_ms: float | None = None
     tokens_input: int = 0
     tokens_output: int = 0
@@ -106,7 +106,11 @@ def summarize(events: Iterable[BackpackEvent | Mapping[str, Any]]) -> RunSummary
             step.status, step.action = "succeeded", payload.get("action")
             step.latency_ms = payload.get("duration_ms")
         elif kind == "error":
-            step.status, step.error = "failed", payload.get("error")
+            # a step stopped by a cancel (the run's, or its task's) did not fail
+            canceled = payload.get("error_type") in ("CancelledError", "RunCanceled")
+            step.status, step.error = "canceled" if canceled else "failed", payload.get("error")
+        elif kind == "custom" and payload.get("name") == "interrupt":
+            step.status = "paused"  # it asked for an answer; on resume it runs again
         elif kind == "llm_response":
             usage = payload.get("usage") or {}
             step.tokens_input += int(usage.get("input_tokens") or 0)

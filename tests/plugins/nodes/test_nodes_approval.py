@@ -3,12 +3,17 @@ rejection and a timeout are edges."""
 
 from __future__ import annotations
 
+import io
+import json
+import sys
 import time
 
 import pytest
 from nodes_support import flow_doc, load, router
 
-from backpackflow import CheckpointError, MemoryCheckpointer, RunPaused
+from backpackflow import CheckpointError, FileCheckpointer, MemoryCheckpointer, RunPaused
+from backpackflow.cli import main
+from backpackflow.cli.run import EXIT_PAUSED
 
 
 def review_flow(**params):
@@ -78,3 +83,80 @@ def test_a_resume_after_the_timeout_without_an_answer_takes_the_timeout_edge():
     assert done.status == "succeeded", done.error
     assert ran_nodes(done) == ["review", "escalate"]
     assert done.backpack.peek("review")["timed_out"] is True
+
+
+# ------------------------------------------------------------------------------- the CLI
+
+
+def write_review(tmp_path):
+    path = tmp_path / "review.json"
+    path.write_text(json.dumps(review_flow()))
+    return str(path)
+
+
+def test_cli_run_without_a_terminal_exits_with_a_resume_hint_then_resume_answers(tmp_path, capsys):
+    flow = write_review(tmp_path)
+
+    assert main(["run", flow, "--run-id", "r1", "--sink", "none"]) == EXIT_PAUSED
+    err = capsys.readouterr().err
+    assert "run r1 paused at node 'review': Publish it?" in err
+    assert "backpackflow resume r1 --answer 'JSON'" in err
+
+    assert main(["resume", "r1", "--answer", '{"approved": 1}', "--sink", "none"]) == 1
+    assert "answer.approved: 1 is not of type 'boolean'" in capsys.readouterr().err
+
+    assert main(["resume", "r1", "--answer", '{"approved": false}', "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["status"] == "succeeded"
+    assert [s["node_id"] for s in report["steps"]] == ["review", "discard"]
+
+    assert main(["resume", "r1", "--sink", "none"]) == 1  # finished: nothing to resume
+    assert "has already succeeded" in capsys.readouterr().err
+
+
+def test_cli_run_asks_at_a_terminal_until_the_answer_fits(tmp_path, monkeypatch, capsys):
+    flow = write_review(tmp_path)
+    typed = io.StringIO('yes\n{"approved": true}\n')
+    typed.isatty = lambda: True  # type: ignore[method-assign]
+    monkeypatch.setattr(sys, "stdin", typed)
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True, raising=False)
+
+    assert main(["run", flow, "--sink", "none"]) == 0
+
+    captured = capsys.readouterr()
+    assert "Publish it?" in captured.err
+    assert "answer: 'yes' is not of type 'object'" in captured.err
+    assert "succeeded" in captured.out
+
+
+def test_cli_fork_starts_a_new_run_from_a_commit_with_a_patch(tmp_path, capsys):
+    flow = write_review(tmp_path)
+    main(["run", flow, "--run-id", "r1", "--sink", "none"])
+    main(["resume", "r1", "--answer", '{"approved": false}', "--sink", "none"])
+    capsys.readouterr()
+    records = FileCheckpointer(".backpackflow/checkpoints").load("r1")
+    decided = next(c for c in records.commits if c["key"] == "review")
+
+    code = main(
+        [
+            "fork",
+            "r1",
+            "--commit",
+            decided["commit_id"],
+            "--new-run-id",
+            "r2",
+            "--set",
+            'review={"approved": true, "timed_out": false}',
+            "--json",
+        ]
+    )
+
+    assert code == 0, capsys.readouterr().err
+    report = json.loads(capsys.readouterr().out)
+    assert report["run_id"] == "r2"
+    # the fork point is review's last commit: the fork goes on from the node after it, with
+    # the patched state
+    assert [s["node_id"] for s in report["steps"]] == ["discard"]
+    forked = FileCheckpointer(".backpackflow/checkpoints").load("r2")
+    assert forked.forked_from["run_id"] == "r1"
+    assert forked.forked_from["commit_id"] == decided["commit_id"]
