@@ -33,12 +33,6 @@ def _durable_arguments(parser: argparse.ArgumentParser) -> None:
         help="the flow file (default: the one the run was started with); a flow whose graph "
         "changed since cannot resume",
     )
-    parser.add_argument(
-        "--durability",
-        choices=["node", "commit", "exit"],
-        default="node",
-        help="when the checkpoint is written from here on (see backpackflow run)",
-    )
     _trace_arguments(parser)
 
 

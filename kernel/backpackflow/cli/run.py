@@ -27,7 +27,13 @@ from backpackflow.jsondata import loads as load_json
 from backpackflow.loader import FlowLoader, prepare_inputs
 from backpackflow.plugins import Registry
 from backpackflow.policy import EgressPolicy, SandboxPolicy, TemplateBudget
-from backpackflow.runner import DependencyContainer, FileCheckpointer, Flow, RunResult
+from backpackflow.runner import (
+    DURABILITY_MODES,
+    DependencyContainer,
+    FileCheckpointer,
+    Flow,
+    RunResult,
+)
 
 # ------------------------------------------------------------------------------- run
 
@@ -68,13 +74,6 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="do not checkpoint the run (it then cannot be resumed, paused or forked)",
     )
-    parser.add_argument(
-        "--durability",
-        choices=["node", "commit", "exit"],
-        default="node",
-        help="when the checkpoint is written: after each node (default), after each Backpack "
-        "commit, or when the run ends (see docs/durable-runs.md)",
-    )
     _trace_arguments(parser)
     _sandbox_arguments(parser)
 
@@ -82,6 +81,13 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
 def _trace_arguments(parser: argparse.ArgumentParser) -> None:
     """The options every command that runs a flow shares: sinks, the cache, the checkpoints'
     folder, the output."""
+    parser.add_argument(
+        "--durability",
+        choices=DURABILITY_MODES,
+        default="node",
+        help="when the checkpoint is written: after each node (default), after each Backpack "
+        "commit, or when the run ends (see docs/durable-runs.md)",
+    )
     parser.add_argument(
         "--checkpoints",
         default=DEFAULT_CHECKPOINTS,
