@@ -54,12 +54,27 @@ def _refuse_inside_loop(flow: BaseNode) -> None:
 
 def _run_on_private_loop(coro: Coroutine[Any, Any, RunResult]) -> RunResult:
     """``asyncio.run(coro)`` for the synchronous entry points; async event handlers scheduled
-    meanwhile go to the streamer's background loop, which outlives this one."""
+    meanwhile go to the streamer's background loop, which outlives this one.
+
+    Unlike ``asyncio.run`` it does not wait for worker threads still running when the run has
+    ended: a synchronous node that a timeout or a cancel interrupted (it runs in a thread in
+    such runs, see ``Limits.timeout``) cannot be stopped, and the caller must not wait for it
+    (it is left to finish; it sees the run stopped at its next ``check_stopped``)."""
     token = on_private_loop.set(True)
+    loop = asyncio.new_event_loop()
     try:
-        return asyncio.run(coro)
+        return loop.run_until_complete(coro)
     finally:
-        on_private_loop.reset(token)
+        try:
+            tasks = asyncio.all_tasks(loop)
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            loop.close()  # shuts the default executor down without waiting for its threads
+            on_private_loop.reset(token)
 
 
 def _drive(coro: Coroutine[Any, Any, RunResult]) -> RunResult:
