@@ -13,6 +13,9 @@ like the run totals; budgets (``budgets``) sum it, or the run totals, over a per
 Delete behaviour: deleting a workflow keeps its runs (``workflow_id`` becomes NULL; the run keeps
 ``workflow_name`` and ``workflow_version``) so trace history is never lost by accident; its
 provider bindings go with it. Deleting a run deletes its steps and events.
+
+``run_checkpoints`` holds durable runs' checkpoints (the kernel's ``Checkpointer`` records: the
+Backpack's commits as deltas and the runner's position), append-only, in ``id`` order per run.
 """
 
 from __future__ import annotations
@@ -49,7 +52,8 @@ NAMING_CONVENTION = {
 RUN_STATUSES = ("queued", "running", "succeeded", "failed", "canceled")
 #: Roles of API tokens, most privileged first (the service's docs/security.md says what each may).
 TOKEN_ROLES = ("admin", "runner", "viewer")
-STEP_STATUSES = ("running", "succeeded", "failed")
+#: A step stopped by a cancel is ``canceled`` (0006), not ``failed``.
+STEP_STATUSES = ("running", "succeeded", "failed", "canceled")
 #: What a budget limits: each run's spend, or the spend of a UTC calendar day or month.
 BUDGET_PERIODS = ("run", "day", "month")
 #: A soft budget alerts once per period when reached; a hard one refuses and stops runs.
@@ -242,3 +246,18 @@ class Budget(Base):
     alerted_period: Mapped[str | None] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class RunCheckpoint(Base):
+    """One record of a run's checkpoint (see :mod:`backpackflow_store_sql.checkpoints`): JSON
+    text as the kernel wrote it, in ``id`` order within the run. No foreign key: a checkpoint
+    may be written before (or without) a ``workflow_runs`` row, as the kernel's own runs do."""
+
+    __tablename__ = "run_checkpoints"
+    __table_args__ = (Index(None, "run_id", "id"),)
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    run_id: Mapped[str] = mapped_column(ID)
+    record: Mapped[str] = mapped_column(Text)

@@ -58,6 +58,7 @@ from sqlalchemy.orm import Session
 from backpackflow.ids import new_id
 
 from .budgets import BudgetStore
+from .checkpoints import CheckpointStore
 from .errors import (
     DatabaseUnavailable,
     EventConflict,
@@ -590,7 +591,7 @@ def runs_query(
 # --------------------------------------------------------------------------- the store
 
 
-class SqlRunStore(BudgetStore):
+class SqlRunStore(BudgetStore, CheckpointStore):
     """Workflows, runs, steps and trace events in SQLite (default) or PostgreSQL.
 
     ``url``: ``None`` for ``./.backpackflow/backpackflow.db`` (directory created),
@@ -1345,17 +1346,19 @@ class SqlRunStore(BudgetStore):
                 if isinstance(node_name, str) and not step.node_name:
                     step.node_name = node_name
             elif kind == "node_end":
-                if step.status != "failed":
+                if step.status not in ("failed", "canceled"):
                     step.status = "succeeded"
                 step.finished_at = when
                 step.latency_ms = _float_field(payload.get("duration_ms"))
                 action = payload.get("action")
                 step.action = None if action is None else str(action)
             elif kind == "error":
-                step.status = "failed"
+                error_type = payload.get("error_type")
+                # a step stopped by a cancel did not fail (0006 added the status)
+                canceled = error_type in ("CancelledError", "RunCanceled")
+                step.status = "canceled" if canceled else "failed"
                 step.finished_at = step.finished_at or when
                 message = str(payload.get("error") or "")
-                error_type = payload.get("error_type")
                 step.error = f"{error_type}: {message}" if error_type else message or "error"
             elif kind == "exec_complete":
                 attempts = _int_field(payload.get("attempts"))

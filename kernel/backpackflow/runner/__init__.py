@@ -17,6 +17,7 @@ from backpackflow.runner.checkpoint import (
     Checkpointer,
     FileCheckpointer,
     MemoryCheckpointer,
+    encode_records,
     fingerprint,
     fork_run,
 )
@@ -104,6 +105,7 @@ __all__ = [
     "current_run",
     "current_run_or_none",
     "default_node_id",
+    "encode_records",
     "fingerprint",
     "fork_run",
     "iter_nodes",

@@ -94,7 +94,9 @@ class Checkpointer(abc.ABC):
         return Checkpoint.fold(run_id, records)
 
 
-def _encode(records: Sequence[Mapping[str, Any]]) -> list[str]:
+def encode_records(records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Checkpoint records as compact JSON text, one string each (what every checkpointer
+    stores)."""
     try:
         return [json.dumps(r, separators=(",", ":"), default=_json_default) for r in records]
     except (TypeError, ValueError) as exc:
@@ -116,7 +118,7 @@ class MemoryCheckpointer(Checkpointer):
         self._lock = threading.Lock()
 
     def append(self, run_id: str, records: Sequence[Mapping[str, Any]]) -> None:
-        lines = _encode(records)
+        lines = encode_records(records)
         with self._lock:
             self._runs.setdefault(run_id, []).extend(lines)
 
@@ -168,7 +170,7 @@ class FileCheckpointer(Checkpointer):
     def append(self, run_id: str, records: Sequence[Mapping[str, Any]]) -> None:
         if not records:
             return
-        data = ("\n".join(_encode(records)) + "\n").encode()
+        data = ("\n".join(encode_records(records)) + "\n").encode()
         path = self._path(run_id)
         with self._lock:
             fd = self._fds.get(run_id)
