@@ -11,7 +11,6 @@ collide on an ordering key).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
@@ -20,7 +19,7 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
 from backpackflow import Checkpointer, CheckpointError
-from backpackflow.runner import encode_records
+from backpackflow.runner import decode_record, encode_records
 
 from .models import RunCheckpoint
 
@@ -41,7 +40,8 @@ class CheckpointStore(Checkpointer):
         lines = encode_records(records)
         with self._write() as session:
             session.execute(
-                insert(RunCheckpoint), [{"run_id": run_id, "record": line} for line in lines]
+                insert(RunCheckpoint),
+                [{"run_id": run_id, "record": line.decode()} for line in lines],
             )
 
     def records(self, run_id: str) -> list[dict[str, Any]] | None:
@@ -54,7 +54,7 @@ class CheckpointStore(Checkpointer):
         if not lines:
             return None
         try:
-            return [json.loads(line) for line in lines]
+            return [decode_record(line) for line in lines]
         except ValueError as exc:
             raise CheckpointError(
                 f"run {run_id!r}: a stored checkpoint record is damaged: {exc}"

@@ -193,8 +193,10 @@ def _commits_json(bp: HistoryMixin, commits: list[Commit]) -> list[dict[str, Any
     pack's value, an append's items), read from the version indexes."""
     starts = bp._log_starts
     out = []
+    fields = Commit._fields
     for commit in commits:
-        data = commit.to_json()
+        data = dict(zip(fields, commit, strict=True))  # Commit.to_json, without _asdict
+        data["tags"] = list(commit.tags)
         log = _as_log(bp._logs[commit.key])
         start = starts.get(commit.key, 0)
         i = bisect_right(log, commit.seq, start, key=_entry_seq) - 1
