@@ -195,7 +195,7 @@ def _commits_json(bp: HistoryMixin, commits: list[Commit]) -> list[dict[str, Any
     out = []
     fields = Commit._fields
     for commit in commits:
-        data = dict(zip(fields, commit, strict=True))  # Commit.to_json, without _asdict
+        data: dict[str, Any] = dict(zip(fields, commit, strict=True))  # to_json, no _asdict
         data["tags"] = list(commit.tags)
         log = _as_log(bp._logs[commit.key])
         start = starts.get(commit.key, 0)

@@ -54,6 +54,9 @@ if TYPE_CHECKING:  # annotations only: nothing here is needed at run time
     from backpackflow.runner.checkpoint import Recorder
 
 _ZERO = Decimal(0)
+#: The answers of a run that was not resumed: none (shared, never written: a resume makes its
+#: own dict; node_done's pop on it is a no-op).
+_NO_ANSWERS: dict[str, list[dict[str, Any]]] = {}
 
 
 class Run:
@@ -121,8 +124,8 @@ class Run:
         #: run's checkpoint (``None``: not checkpointed), the answers given to interrupts, by
         #: node id, and how many interrupts each node execution (step) has asked so far.
         self._recorder: Recorder | None = None
-        self._answers: dict[str, list[dict[str, Any]]] = {}
-        self._asked: dict[int | None, int] = {}
+        self._answers: dict[str, list[dict[str, Any]]] = _NO_ANSWERS  # a resume sets its own
+        self._asked: dict[int | None, int] | None = None  # made by the first interrupt()
         #: The event-loop thread running this run (None when driven without a loop): events
         #: emitted from other threads are handed to it (see :meth:`emit`).
         self._home: int | None = None
@@ -245,8 +248,11 @@ class Run:
             raise FlowError("interrupt() asks from inside a node of a running flow")
         node_id = frame.node_id
         assert node_id is not None
-        index = self._asked.get(frame.step, 0)
-        self._asked[frame.step] = index + 1
+        asked = self._asked
+        if asked is None:
+            asked = self._asked = {}
+        index = asked.get(frame.step, 0)
+        asked[frame.step] = index + 1
         answers = self._answers.get(node_id)
         if answers is not None and index < len(answers):
             answer = answers[index]
