@@ -160,7 +160,8 @@ def test_no_cache_makes_every_run_pay(capsys, tmp_path):
         steps, total = table(out)
         assert all(s["cache"] == "-" for s in steps)
         assert dollars(total["cost"]) > 0
-    assert not (tmp_path / ".backpackflow").exists()
+    # no response cache was made (the run checkpoints are .backpackflow/checkpoints)
+    assert not (tmp_path / ".backpackflow" / "llm-cache.sqlite").exists()
 
 
 def test_no_cache_also_turns_off_a_cache_the_flow_declares(capsys, tmp_path):
