@@ -178,7 +178,12 @@ async def execute_node(
             raise
         message, error_type, stack = exception_text(exc)
         if isinstance(exc, asyncio.CancelledError):
-            message, error_type = "canceled", "CancelledError"
+            timeout = run.limits.timeout
+            if timeout is not None and run.elapsed >= timeout:  # the run's timeout, not a cancel
+                message = f"interrupted by the run's timeout of {timeout}s"
+                error_type = "GuardrailExceeded"
+            else:
+                message, error_type = "canceled", "CancelledError"
         emit(
             StreamEventType.ERROR,
             ErrorPayload(phase, message, error_type, stack, run.backpack.snapshot_ref()),
