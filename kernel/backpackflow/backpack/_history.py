@@ -232,13 +232,23 @@ class HistoryMixin(_State):
         start = max(done + 1, oldest)
         first = self._commit_start + start - oldest
         total = self._sized_bytes
+        logs = self._logs
         for commit in self._commits[first : first + seq - start + 1]:
             total += _COMMIT_BYTES
-            entry = self._entry_at(commit.key, commit.seq)
+            log = logs.get(commit.key)
+            if isinstance(log, tuple) and log[0] is commit:  # a key written once: most are
+                entry: _Entry | None = log
+            else:
+                entry = self._entry_at(commit.key, commit.seq)
             if entry is None or entry[0] is not commit or entry[1] is _DELETED:
                 continue
             stored = entry[1]
-            if commit.op == "append":  # only what it appended to its base is new
+            kind = type(stored)
+            if kind is int or kind is float or kind is bool or stored is None:
+                continue  # within the commit's figure
+            if kind is str:
+                total += 49 + len(stored)
+            elif commit.op == "append":  # only what it appended to its base is new
                 before = self._entry_at(commit.key, commit.seq - 1)
                 begin = before[2] if before is not None and before[1] is stored else 0
                 total += approx_size(stored[begin : entry[2]])

@@ -81,8 +81,10 @@ class _HistoryQueries:
             "history_size": self.history_size,
             "in_history": len(self._history),
             "history_bytes": self.history_bytes,
-            # the estimate at the last accounting pass (see history_bytes)
-            "history_bytes_estimate": None if self._budget is None else self._budget.total,
+            # the retained events' count, and their Backpacks as of the last pass
+            "history_bytes_estimate": (
+                None if self._budget is None else self._budget.estimate(self._history)
+            ),
         }
 
     def clear_history(self) -> None:

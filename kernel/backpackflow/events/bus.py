@@ -55,9 +55,9 @@ class EventStreamer(_HistoryQueries):
       awaited by the emitter; ``drain()`` / ``wait_idle()`` wait for them.
     * A handler that raises is counted and logged once; the flow and the other handlers go on.
     * History: a ring buffer of at most ``history_size`` events (0 turns it off) keeping an
-      estimated ``history_bytes`` at most (default 32 MiB; ``None``: no byte bound): what its
-      events keep alive (values, results, and the Backpacks their state references hold) is
-      estimated every few dozen nodes and the oldest events are dropped to fit (see
+      estimated ``history_bytes`` at most (default 32 MiB; ``None``: no byte bound): a fixed
+      figure per event plus the Backpacks their ``node_start`` states keep alive, estimated
+      every 64 nodes, the oldest events dropped to fit (see
       :mod:`backpackflow.events._retention`).
     """
 
@@ -179,8 +179,10 @@ class EventStreamer(_HistoryQueries):
         self._history.append(event)
         budget = self._budget
         if budget is not None:
+            if type_ is _NODE_START:
+                budget.starts.append(event)
             budget.ticks += 1
-            if budget.ticks >= TICKS:
+            if budget.ticks >= TICKS or len(budget.starts) >= TICKS:
                 budget.account(self._history)
         route = self._broadcast
         if route is None:
@@ -400,10 +402,11 @@ class Emitter:
                 stream._nodes.add(node_id)
             if self.namespace is not None:
                 stream._namespaces.add(self.namespace)
-            budget = stream._budget  # a tick per node here, not per event (the hot path)
+            budget = stream._budget  # noted per node here, not per event (the hot path)
             if budget is not None:
-                budget.ticks += 1
-                if budget.ticks >= TICKS:
+                starts = budget.starts
+                starts.append(event)
+                if len(starts) >= TICKS:
                     budget.account(stream._history)
         elif type is _RUN_START:
             if self.run_id is not None:
