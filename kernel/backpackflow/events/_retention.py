@@ -62,12 +62,11 @@ class ByteBudget:
         while tracked and tracked[0][0][1] < oldest:
             self._release(tracked.popleft()[1])
         for event in starts:
-            state = getattr(event[8], "state", None)
-            owner = getattr(state, "backpack", None)
-            measure = getattr(owner, "approx_bytes", None)
-            if measure is None:
+            try:
+                owner = event[8].state.backpack
+                size = owner.approx_bytes()
+            except AttributeError:  # a node_start emitted by hand, with some other payload
                 continue
-            size = measure()
             entry = owners.get(id(owner))
             if entry is None:
                 owners[id(owner)] = [owner, 1, size]
