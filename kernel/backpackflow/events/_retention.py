@@ -61,15 +61,25 @@ class ByteBudget:
         oldest = ring[0][1] if ring else float("inf")
         while tracked and tracked[0][0][1] < oldest:
             self._release(tracked.popleft()[1])
+        last: Any = None
+        entry: list[Any] | None = None
         for event in starts:
             try:
                 owner = event[8].state.backpack
-                size = owner.approx_bytes()
             except AttributeError:  # a node_start emitted by hand, with some other payload
                 continue
+            if owner is last and entry is not None:  # the run's next node: measured already
+                entry[1] += 1
+                tracked.append((event, id(owner)))
+                continue
+            try:
+                size = owner.approx_bytes()
+            except AttributeError:
+                continue
+            last = owner
             entry = owners.get(id(owner))
             if entry is None:
-                owners[id(owner)] = [owner, 1, size]
+                entry = owners[id(owner)] = [owner, 1, size]
                 self.owned += size
             else:
                 entry[1] += 1
