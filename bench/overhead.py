@@ -4,7 +4,8 @@ dispatch throughput.
 The same 5-node linear flow everywhere (node i reads ``k{i-1}`` and writes ``k{i}``). Ours runs
 with everything on: Backpack history (every write a commit), access-control checks, full
 telemetry (node lifecycle and Backpack events), one wildcard subscriber, and the event history
-ring buffer at its default size (10,000 events). Each run gets a fresh Backpack, as users do.
+ring buffer at its default bounds (10,000 events, 32 MiB). Each run gets a fresh Backpack, as
+users do.
 
 Setup: pip install -r bench/requirements-peers.txt   (peers are benchmark-only dependencies)
 Run:   python bench/overhead.py [--runs 2000] [--repeats 7]
@@ -33,7 +34,11 @@ from peers import EXPECTED, NODES, RUNNERS, START, available, measure
 
 
 def ours(
-    history_size: int = 10_000, *, secrets: bool = False, mapped: bool = False
+    history_size: int = 10_000,
+    *,
+    secrets: bool = False,
+    mapped: bool = False,
+    history_bytes: int | None = 32 << 20,
 ) -> Callable[[], int]:
     """A backpackflow run of the 5-node flow with full telemetry; returns ``k5``. With
     ``secrets`` the flow has a secret to mask, as a loaded flow with a ``${NAME}`` reference
@@ -42,7 +47,7 @@ def ours(
     flow = linear_flow(mapped=mapped)
     if secrets:
         flow.secrets = SecretMasker({"API_KEY": "sk-bench-0123456789abcdef"})
-    events = EventStreamer(history_size=history_size)
+    events = EventStreamer(history_size=history_size, history_bytes=history_bytes)
     events.subscribe("*", lambda event: None)
 
     def run() -> int:
@@ -126,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         "backpackflow (1k history)": (ours(history_size=1_000), args.runs),
         "backpackflow (a secret)": (ours(secrets=True), args.runs),
         "backpackflow (mapped reads)": (ours(mapped=True), args.runs),
+        "backpackflow (no byte bound)": (ours(history_bytes=None), args.runs),
     }
     for name, build in RUNNERS.items():
         if installed.get(name) is None:
@@ -138,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     ours_small = samples.pop("backpackflow (1k history)")
     ours_masked = samples.pop("backpackflow (a secret)")
     ours_mapped = samples.pop("backpackflow (mapped reads)")
+    ours_unbounded = samples.pop("backpackflow (no byte bound)")
     print()
     for name, values in samples.items():
         version = installed.get(name) or ""
@@ -145,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  {'backpackflow (1k history)':<24} {statistics.median(ours_small):>9.2f} us/node")
     print(f"  {'backpackflow (a secret)':<24} {statistics.median(ours_masked):>9.2f} us/node")
     print(f"  {'backpackflow (mapped reads)':<24} {statistics.median(ours_mapped):>9.2f} us/node")
+    unbounded = statistics.median(ours_unbounded)
+    print(f"  {'backpackflow (no byte bound)':<24} {unbounded:>9.2f} us/node")
     print("\nratios: the median of the per-repeat ratios")
     if "pocketflow" in samples:
         pocketflow = samples["pocketflow"]
@@ -156,6 +165,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"backpackflow with a secret to mask / without: {ratio(ours_masked, ours_default):5.2f}x")
     print(
         f"backpackflow with every read mapped / without: {ratio(ours_mapped, ours_default):5.2f}x"
+    )
+    print(
+        "backpackflow with the history's byte bound / without: "
+        f"{ratio(ours_default, ours_unbounded):5.2f}x"
     )
     if "langgraph+checkpointer" in samples:
         faster = ratio(samples["langgraph+checkpointer"], ours_default)

@@ -10,8 +10,9 @@ from __future__ import annotations
 import enum
 import json
 import math
+import sys
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -339,3 +340,54 @@ def _jsonable(value: Any, limit: int, depth: int) -> Any:
         return {"$type": t.__qualname__, "$repr": summarize(bytes(value)[:200].hex(), 400)}
     text = repr(value)
     return {"$type": f"{t.__module__}.{t.__qualname__}", "$repr": text[:limit]}
+
+
+def approx_size(
+    value: Any, seen: set[int] | None = None, other: Callable[[Any], int] | None = None
+) -> int:
+    """An estimate of the bytes ``value`` keeps alive (CPython's object sizes, roughly), for
+    budgets that bound memory (the event history's ``history_bytes``). Walks JSON data,
+    tuples (events and payloads are named tuples), mappings and :class:`ListPrefix`
+    iteratively; an object already in ``seen`` (ids) counts once; any other object counts
+    ``other(obj)`` (default: its own ``sys.getsizeof``, nothing it refers to)."""
+    if seen is None:
+        seen = set()
+    total = 0
+    stack = [value]
+    pop, push = stack.pop, stack.extend
+    while stack:
+        item = pop()
+        kind = type(item)
+        if kind is str:
+            total += 49 + len(item)  # ASCII; wider text is counted short, never long
+            continue
+        if item is None or kind is bool:
+            continue  # singletons
+        if kind is int or kind is float:
+            total += 28
+            continue
+        ident = id(item)
+        if ident in seen:
+            continue
+        seen.add(ident)
+        if kind is dict:
+            total += 104 + 56 * len(item)
+            push(item.keys())
+            push(item.values())
+        elif kind is list or isinstance(item, tuple):
+            total += 56 + 8 * len(item)
+            push(item)
+        elif kind is ListPrefix:
+            total += 48
+            push(item.items[: item.length])
+        elif kind is bytes or kind is bytearray:
+            total += 33 + len(item)
+        elif isinstance(item, Mapping):
+            total += 104 + 56 * len(item)
+            push(item.keys())
+            push(item.values())
+        elif other is not None:
+            total += other(item)
+        else:
+            total += sys.getsizeof(item, 64)
+    return total

@@ -5,12 +5,14 @@ the history ring buffer, queries, stats, JSON export and lazy state snapshots.""
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import json
 import logging
 import math
 import threading
 import time
+import weakref
 from typing import Any
 
 import pytest
@@ -592,6 +594,61 @@ def test_history_defaults_to_ten_thousand_and_evicts_the_oldest():
     assert stats["total_events"] == 12
     assert stats["in_history"] == 5
     assert stats["history_size"] == 5
+
+
+def _runs_with_large_state(streamer, runs, size=100_000):
+    """Runs of a two-node flow, each with a fresh Backpack holding ``size`` characters of
+    state; weak references to the Backpacks, to see which ones the history keeps alive."""
+    a = Reader(id="a")
+    a >> Writer("note", "x" * 1_000, id="b")
+    flow = Flow(a)
+    kept = []
+    for i in range(runs):
+        backpack = Backpack({"question": f"q{i}", "context": "c" * size})
+        flow.run(backpack, events=streamer)
+        kept.append(weakref.ref(backpack))
+        del backpack
+    gc.collect()
+    return [ref for ref in kept if ref() is not None]
+
+
+def test_history_is_bounded_in_bytes_including_the_backpacks_it_refers_to():
+    # 200 runs of ~100 KB of state each: the node_start states refer to every run's Backpack
+    unbounded = EventStreamer(history_bytes=None)
+    assert len(_runs_with_large_state(unbounded, 200)) == 200  # all kept alive: ~20 MB
+    limit = 2 * 1024 * 1024
+    streamer = EventStreamer(history_bytes=limit)
+    alive = _runs_with_large_state(streamer, 200)
+    # the budget holds ~20 runs' state; the runs since the last accounting pass (every 64
+    # nodes: 32 runs here) may come on top until the next pass
+    assert 5 < len(alive) <= limit // 100_000 + 32 + 1
+    stats = streamer.get_stats()
+    assert stats["history_bytes"] == limit
+    assert stats["in_history"] < stats["total_events"]
+    # the newest events are the ones kept, and their state still resolves
+    last = streamer.get_events()[-1]
+    assert last.type == T.RUN_END or last.type == T.NODE_END
+    [start] = streamer.get_events(type=T.NODE_START)[-1:]
+    assert start.payload.state.resolve().to_dict()["question"] == "q199"
+    assert alive[-1]() is not None and alive[-1]().unpack("question") == "q199"
+
+
+def test_history_bytes_is_checked_and_counts_events_outside_runs():
+    from backpackflow.events._retention import EVENT_BYTES, TICKS
+
+    with pytest.raises(InvalidSetting, match="history_bytes"):
+        EventStreamer(history_bytes=-1)
+    streamer = EventStreamer(history_size=1_000, history_bytes=100 * EVENT_BYTES)
+    for i in range(500):
+        emit_at(streamer, payload=i)
+    kept = streamer.get_events()
+    # 100 events fit; those since the last pass may come on top until the next one
+    assert 100 <= len(kept) <= 100 + TICKS
+    assert [e.payload for e in kept] == list(range(500 - len(kept), 500))
+    assert streamer.get_stats()["history_bytes_estimate"] == len(kept) * EVENT_BYTES
+    streamer.clear_history()
+    assert streamer.get_stats()["history_bytes_estimate"] == 0
+    assert streamer.get_stats()["history_size"] == 1_000
 
 
 def test_history_zero_turns_it_off_but_subscribers_still_get_events():

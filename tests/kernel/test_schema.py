@@ -4,9 +4,11 @@ twice), and validation with JSON-path errors."""
 
 from __future__ import annotations
 
+import copy
 import enum
 import json
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
 import attrs
 import msgspec
@@ -18,7 +20,9 @@ from backpackflow.config import (
     CURRENT_VERSION,
     check_params_instance,
     describe,
+    format_error,
     params_schema,
+    sorted_errors,
     validate_params,
 )
 from backpackflow.config.params import SCHEMA_DIALECT
@@ -350,3 +354,127 @@ def test_node_type_names_with_uri_and_pointer_characters_work(type_name):
         "$.nodes[0].params.model: 1 is not of type 'string'"
     ]
     FlowLoader(registry).load_flow(good)
+
+
+# ------------------------------------------------------------------ validation piece by piece
+# Flow documents are validated piece by piece (the top level, then each node against its own
+# type's branch, each edge), in time linear in the document: the problems found, their
+# messages, their JSON paths and their order are those of validating the whole document at once.
+
+
+@pytest.fixture(scope="module")
+def full_schema() -> dict[str, Any]:
+    # the first-party plugins (many node types, dependency factories, sinks) and the test's
+    return flow_schema(build_registry(plugins=[Plugin()]))
+
+
+def whole(document: Any, schema: dict[str, Any]) -> list[str]:
+    """What validating the whole document at once finds."""
+    return [format_error(e) for e in sorted_errors(Draft202012Validator(schema), document)]
+
+
+GOOD: dict[str, Any] = {
+    "version": V,
+    "namespace": "sales",
+    "nodes": [
+        {"type": "chat", "id": "c", "params": {"model": "m", "endpoint": {"host": "h"}}},
+        {"type": "webhook", "id": "w", "params": {"endpoint": {"host": "h"}}},
+        {
+            "type": "flow",
+            "id": "sub",
+            "params": {"nodes": [{"type": "free", "id": "f", "params": {"any": 1}}]},
+        },
+    ],
+    "edges": [{"from": "c", "to": "w"}, {"from": "w", "to": "sub", "condition": "done"}],
+    "dependencies": {"cache": "memory"},
+    "limits": {"max_steps": 10},
+}
+
+
+def _node(index: int, **changes: Any) -> Callable[[dict[str, Any]], None]:
+    return lambda d: d["nodes"][index].update(changes)
+
+
+MUTATIONS: dict[str, Callable[[dict[str, Any]], None]] = {
+    "a params range": _node(0, params={"model": "m", "temperature": 5}),
+    "a nested params object": _node(0, params={"model": 1, "endpoint": {"host": "", "port": 0}}),
+    "an optional value of the wrong type": _node(0, params={"model": "m", "max_tokens": "x"}),
+    "several problems at one node": _node(1, colour=1, id="has space", params={}),
+    "an unknown type": _node(0, type="nope"),
+    "a type that is no string": _node(0, type=7),
+    "no type": lambda d: d["nodes"][0].pop("type"),
+    "no id": lambda d: d["nodes"][1].pop("id"),
+    "a node that is no object": lambda d: d["nodes"].append("n"),
+    "a node that is a list": lambda d: d["nodes"].append([{"type": "chat"}]),
+    "a nested flow without params": lambda d: d["nodes"][2].pop("params"),
+    "a bad node in a nested flow": lambda d: d["nodes"][2]["params"]["nodes"].append(
+        {"type": "chat", "id": "x", "params": {"model": 2}}
+    ),
+    "bad retry settings": _node(0, retry={"max_retries": 0, "wait": -1, "extra": True}),
+    "an edge without its target": lambda d: d["edges"].append({"from": "c"}),
+    "an edge that is no object": lambda d: d["edges"].append(3),
+    "an edge's extra key": lambda d: d["edges"][0].update(label="x"),
+    "nodes that are no list": lambda d: d.update(nodes={"c": {}}),
+    "no nodes": lambda d: d.update(nodes=[]),
+    "edges that are no list": lambda d: d.update(edges="c->w"),
+    "the top level": lambda d: d.update(extra=True, version="1", namespace="a..b"),
+    "a dependency of neither form": lambda d: d.update(dependencies={"x": 3, "y": {"config": 1}}),
+    "limits": lambda d: d.update(limits={"max_steps": 0, "max_cost": "1,5"}),
+    # items alike but for their identity are validated once: each still gets its own problems
+    "alike nodes, one with a bad id": lambda d: d["nodes"].extend(
+        {"type": "free", "id": i} for i in ("a", "b c", "d", "", "e")
+    ),
+    "alike nodes of a bad shape": lambda d: d["nodes"].extend(
+        {"type": "chat", "id": i, "params": {"model": 1}} for i in ("a", "b", "c d")
+    ),
+    "alike edges, some with bad ends": lambda d: d["edges"].extend(
+        [{"from": "a", "to": "b"}, {"from": 1, "to": "b"}, {"from": "a"}, {"from": "a", "to": []}]
+    ),
+    "alike edges of a bad shape": lambda d: d["edges"].extend(
+        {"from": "a", "to": t, "condition": ""} for t in ("b", "c")
+    ),
+    "everything at once": lambda d: (
+        d["nodes"][0].update(params={"model": 1}, colour=2),
+        d["nodes"].append({"type": 1}),
+        d["edges"].append({}),
+        d.update(extra=1, limits={"max_steps": 0}),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(MUTATIONS))
+def test_problems_are_those_of_the_whole_document(name: str, full_schema: dict[str, Any]) -> None:
+    document = copy.deepcopy(GOOD)
+    MUTATIONS[name](document)
+    expected = whole(document, full_schema)
+    assert expected, "each mutation breaks the document"
+    assert validate_flow_document(copy.deepcopy(document), schema=full_schema) == expected
+
+
+def test_a_good_document_has_no_problems(full_schema: dict[str, Any]) -> None:
+    assert whole(GOOD, full_schema) == []
+    assert validate_flow_document(GOOD, schema=full_schema) == []
+
+
+@pytest.mark.parametrize("document", [None, [], "flow", 3])
+def test_a_document_that_is_no_object(document: Any, full_schema: dict[str, Any]) -> None:
+    assert validate_flow_document(document, schema=full_schema) == whole(document, full_schema)
+
+
+def test_a_schema_of_another_shape_is_validated_whole(full_schema: dict[str, Any]) -> None:
+    # a top-level keyword that could reach into the nodes: no splitting
+    other = {**full_schema, "allOf": [{"properties": {"nodes": {"maxItems": 1}}}]}
+    document = copy.deepcopy(GOOD)
+    document["nodes"][0]["params"]["temperature"] = 5
+    found = validate_flow_document(document, schema=other)
+    assert found == whole(document, other)
+    assert "$.nodes: [" in " ".join(found)  # the extra keyword was applied
+
+
+def test_the_validators_are_compiled_once_per_schema_object(full_schema: dict[str, Any]) -> None:
+    from backpackflow.loader.schema import _document_validator
+
+    assert _document_validator(full_schema)._split  # the composed schema is validated in pieces
+    assert _document_validator(full_schema) is _document_validator(full_schema)
+    same_text = json.loads(json.dumps(full_schema))
+    assert _document_validator(same_text) is not _document_validator(full_schema)

@@ -24,12 +24,16 @@ from backpackflow.backpack.records import (
 )
 from backpackflow.errors import CommitEvicted, CommitNotFound
 from backpackflow.ids import new_id
-from backpackflow.jsondata import copy_out, json_equal
+from backpackflow.jsondata import approx_size, copy_out, json_equal
 
 if TYPE_CHECKING:  # type-only back reference: the class this mixin is part of
     from backpackflow.backpack._backpack import Backpack
 
 _new = tuple.__new__  # build named tuples without their Python-level __new__
+
+
+#: What one commit costs beyond its value: the record, its id, its log entry (CPython, roughly).
+_COMMIT_BYTES = 400
 
 
 class HistoryMixin(_State):
@@ -214,6 +218,44 @@ class HistoryMixin(_State):
         start = self._log_starts.get(key, 0)
         i = bisect_right(log, seq, start, key=_entry_seq) - 1
         return log[i] if i >= start else None
+
+    def approx_bytes(self) -> int:
+        """An estimate of the bytes this Backpack keeps alive: its commits and every retained
+        version of its values (what an event history referring to it holds, see
+        ``EventStreamer(history_bytes=...)``). Measures only the commits made since the last
+        call; versions ``max_history`` evicted since then are still counted."""
+        seq = self._seq
+        done = self._sized_seq
+        if seq <= done:
+            return self._sized_bytes
+        oldest = self._oldest_seq()
+        start = max(done + 1, oldest)
+        first = self._commit_start + start - oldest
+        total = self._sized_bytes
+        logs = self._logs
+        for commit in self._commits[first : first + seq - start + 1]:
+            total += _COMMIT_BYTES
+            log = logs.get(commit.key)
+            if isinstance(log, tuple) and log[0] is commit:  # a key written once: most are
+                entry: _Entry | None = log
+            else:
+                entry = self._entry_at(commit.key, commit.seq)
+            if entry is None or entry[0] is not commit or entry[1] is _DELETED:
+                continue
+            stored = entry[1]
+            kind = type(stored)
+            if kind is int or kind is float or kind is bool or stored is None:
+                continue  # within the commit's figure
+            if kind is str:
+                total += 49 + len(stored)
+            elif commit.op == "append":  # only what it appended to its base is new
+                before = self._entry_at(commit.key, commit.seq - 1)
+                begin = before[2] if before is not None and before[1] is stored else 0
+                total += approx_size(stored[begin : entry[2]])
+            else:
+                total += approx_size(stored)
+        self._sized_seq, self._sized_bytes = seq, total
+        return total
 
     def snapshot_ref(self) -> SnapshotRef:
         """A reference to the current state, resolved only when needed (see

@@ -51,6 +51,9 @@ class _State:
         self._head: Commit | None = None
         self._first_commit_id: str | None = None
         self._evicted = 0
+        # approx_bytes() measured the commits up to _sized_seq: _sized_bytes
+        self._sized_seq = 0
+        self._sized_bytes = 0
         self._permissions: dict[str, Permissions] = {}
         # node id -> the seqs at which views were made for it: an int for one (most nodes run
         # once per Backpack, and a list per node measurably slowed runs), else a list

@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from concurrent.futures import Future
 from typing import Any
 
+from backpackflow.events._retention import ByteBudget
 from backpackflow.events.types import BackpackEvent, StreamEventType, Subscription
 from backpackflow.namespaces import compile_pattern
 
@@ -18,7 +19,9 @@ class _HistoryQueries:
     """The queries of the event bus over the state its ``__init__`` sets up."""
 
     history_size: int
+    history_bytes: int | None
     _history: deque[BackpackEvent]
+    _budget: ByteBudget | None
     _subs: list[Subscription]
     _counts: dict[str, int]
     _nodes: set[str]
@@ -77,10 +80,17 @@ class _HistoryQueries:
             "pending_async_handlers": len(self._pending),
             "history_size": self.history_size,
             "in_history": len(self._history),
+            "history_bytes": self.history_bytes,
+            # the retained events' count, and their Backpacks as of the last pass
+            "history_bytes_estimate": (
+                None if self._budget is None else self._budget.estimate(self._history)
+            ),
         }
 
     def clear_history(self) -> None:
         self._history.clear()
+        if self._budget is not None:
+            self._budget.clear()
 
     def to_json(self, **filters: Any) -> list[dict[str, Any]]:
         """The history (filtered like :meth:`get_events`) as JSON data."""

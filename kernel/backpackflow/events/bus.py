@@ -21,6 +21,7 @@ from typing import Any
 
 from backpackflow.errors import InvalidSetting
 from backpackflow.events._queries import _check_type, _HistoryQueries
+from backpackflow.events._retention import DEFAULT_HISTORY_BYTES, TICKS, ByteBudget
 from backpackflow.events.types import (
     BackpackEvent,
     Handler,
@@ -53,18 +54,33 @@ class EventStreamer(_HistoryQueries):
       scheduled (on the running loop, or on a background loop when there is none), never
       awaited by the emitter; ``drain()`` / ``wait_idle()`` wait for them.
     * A handler that raises is counted and logged once; the flow and the other handlers go on.
-    * History: a ring buffer of ``history_size`` events (0 turns it off).
+    * History: a ring buffer of at most ``history_size`` events (0 turns it off) keeping an
+      estimated ``history_bytes`` at most (default 32 MiB; ``None``: no byte bound): a fixed
+      figure per event plus the Backpacks their ``node_start`` states keep alive, estimated
+      every 64 nodes, the oldest events dropped to fit (see
+      :mod:`backpackflow.events._retention`).
     """
 
-    def __init__(self, *, history_size: int = 10_000) -> None:
+    def __init__(
+        self, *, history_size: int = 10_000, history_bytes: int | None = DEFAULT_HISTORY_BYTES
+    ) -> None:
         if type(history_size) is not int or history_size < 0:
             raise InvalidSetting(
                 f"EventStreamer(history_size=...) must be an int >= 0, got {history_size!r}"
             )
+        if history_bytes is not None and (type(history_bytes) is not int or history_bytes < 0):
+            raise InvalidSetting(
+                "EventStreamer(history_bytes=...) must be an int >= 0 or None, got "
+                f"{history_bytes!r}"
+            )
         self.id = new_id()
         self.history_size = history_size
+        self.history_bytes = history_bytes
         # maxlen 0 (history off) drops what is appended: emitting appends unconditionally
         self._history: deque[BackpackEvent] = deque(maxlen=history_size)
+        self._budget = (
+            None if history_bytes is None or history_size == 0 else ByteBudget(history_bytes)
+        )
         self._subs: list[Subscription] = []
         self._route: dict[
             tuple[str | None, str | None, str], tuple[tuple[Handler, Subscription], ...]
@@ -161,6 +177,13 @@ class EventStreamer(_HistoryQueries):
             if namespace is not None:
                 self._namespaces.add(namespace)
         self._history.append(event)
+        budget = self._budget
+        if budget is not None:
+            if type_ is _NODE_START:
+                budget.starts.append(event)
+            budget.ticks += 1
+            if budget.ticks >= TICKS or len(budget.starts) >= TICKS:
+                budget.account(self._history)
         route = self._broadcast
         if route is None:
             route = self._route_of(node_id, namespace, type_)
@@ -379,6 +402,12 @@ class Emitter:
                 stream._nodes.add(node_id)
             if self.namespace is not None:
                 stream._namespaces.add(self.namespace)
+            budget = stream._budget  # noted per node here, not per event (the hot path)
+            if budget is not None:
+                starts = budget.starts
+                starts.append(event)
+                if len(starts) >= TICKS:
+                    budget.account(stream._history)
         elif type is _RUN_START:
             if self.run_id is not None:
                 stream._runs.add(self.run_id)

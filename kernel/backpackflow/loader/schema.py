@@ -12,11 +12,12 @@ validates a whole flow and errors point into ``params``::
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from importlib.resources import files
 from typing import TYPE_CHECKING, Any
 
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator, ValidationError
 
 from backpackflow.config import (
     CURRENT_VERSION,
@@ -290,9 +291,249 @@ def validate_flow_document(
     data: Any, registry: Registry | None = None, *, schema: Mapping[str, Any] | None = None
 ) -> list[str]:
     """Every schema problem of a flow document, as ``$.path: message`` strings, against
-    ``schema`` or else the schema composed from ``registry`` (one of them is needed)."""
-    validator = Draft202012Validator(schema if schema is not None else flow_schema(registry))
-    return [format_error(e) for e in sorted_errors(validator, data)]
+    ``schema`` or else the schema composed from ``registry`` (one of them is needed).
+
+    The same problems as validating the whole document against ``schema`` in one go, found
+    in time linear in the document (see :class:`_DocumentValidator`); the validators compiled
+    for a schema object are kept for the next document validated against that object, so a
+    caller must not change a schema it has validated with."""
+    if schema is None:
+        schema = flow_schema(registry)
+    return [format_error(e) for e in _document_validator(schema).errors(data)]
+
+
+_VALIDATORS: dict[int, tuple[Mapping[str, Any], _DocumentValidator]] = {}
+_MAX_VALIDATORS = 16  # composed schemas in use at once: a loader's, the server's, a test's
+
+
+def _document_validator(schema: Mapping[str, Any]) -> _DocumentValidator:
+    """The validator of ``schema``, compiled once per schema object (keyed by identity: the
+    schema is held with it, so its id is never reused while cached)."""
+    cached = _VALIDATORS.get(id(schema))
+    if cached is not None and cached[0] is schema:
+        return cached[1]
+    validator = _DocumentValidator(schema)
+    if len(_VALIDATORS) >= _MAX_VALIDATORS:
+        _VALIDATORS.pop(next(iter(_VALIDATORS)))
+    _VALIDATORS[id(schema)] = (schema, validator)
+    return validator
+
+
+class _DocumentValidator:
+    """Validates flow documents against a composed schema piece by piece, with the result of
+    validating the whole document at once.
+
+    jsonschema on a whole document costs tens of microseconds per node and tries every node
+    against the ``if type == X`` branch of every node type: a 200,000-node document took most
+    of a minute. Here the top level is validated with its ``nodes`` and ``edges`` items left
+    out, then each item on its own:
+
+    * a node against the core node schema with only its own type's branch (the other types'
+      ``if`` fails, so their branches cannot apply), an edge against the edge schema;
+    * items alike but for their identity (a node's ``id``, an edge's ``from`` and ``to``:
+      plain strings, checked here as jsonschema checks them) are validated once: the others
+      properties of an item do not depend on those, so an item is valid when its shape was
+      found valid and its identity strings are;
+    * an item found invalid is validated alone with jsonschema, and the item's place is
+      prepended to the paths of its problems.
+
+    So each problem, its message, its JSON path and their order are those of the
+    whole-document validation (tests/kernel/test_schema.py compares the two).
+    A schema not of the composed shape is validated whole."""
+
+    def __init__(self, schema: Mapping[str, Any]) -> None:
+        self._whole = Draft202012Validator(schema)
+        self._split = _splittable(schema)
+        self._by_type: dict[str | None, Draft202012Validator] = {}
+        if not self._split:
+            return
+        properties = schema["properties"]
+        self._top = Draft202012Validator(
+            {
+                **schema,
+                "properties": {
+                    **properties,
+                    "nodes": {k: v for k, v in properties["nodes"].items() if k != "items"},
+                    "edges": {k: v for k, v in properties["edges"].items() if k != "items"},
+                },
+            }
+        )
+        self._shared = {k: schema[k] for k in ("$schema", "$id", "$defs") if k in schema}
+        node = schema["$defs"]["node"]
+        self._node_core = {k: v for k, v in node.items() if k != "allOf"}
+        self._branches: dict[str, list[Any]] = {}
+        for branch in node.get("allOf", ()):
+            name = branch["if"]["properties"]["type"]["const"]
+            self._branches.setdefault(name, []).append(branch)
+        self._any_node = self._sub({"$ref": "#/$defs/node"})
+        self._edge = self._sub({"$ref": "#/$defs/edge"})
+        self._node_ids = _identity_fields(node, ("id",), frozenset(("type", "params")))
+        self._edge_ids = _identity_fields(schema["$defs"]["edge"], ("from", "to"), frozenset())
+
+    def _sub(self, schema: dict[str, Any]) -> Draft202012Validator:
+        """A validator of ``schema`` whose ``$ref``s resolve in the composed schema."""
+        return Draft202012Validator({**self._shared, **schema})
+
+    def _node_validator(self, node: Any) -> Draft202012Validator:
+        if type(node) is not dict:
+            return self._any_node  # every branch's ``if`` holds vacuously: the whole schema
+        type_name = node.get("type")
+        if type(type_name) is not str:
+            type_name = None  # no branch's ``if`` holds
+        validator = self._by_type.get(type_name)
+        if validator is None:
+            branches = self._branches.get(type_name) if type_name is not None else None
+            schema = dict(self._node_core)
+            if branches:
+                schema["allOf"] = branches
+            validator = self._by_type[type_name] = self._sub(schema)
+        return validator
+
+    def errors(self, data: Any) -> list[ValidationError]:
+        """Every problem of ``data``, sorted by path as :func:`sorted_errors` sorts them."""
+        if not self._split:
+            return sorted_errors(self._whole, data)
+        errors = sorted_errors(self._top, data)
+        if type(data) is not dict:
+            return errors
+        found = False
+        for field, identity in (("nodes", self._node_ids), ("edges", self._edge_ids)):
+            items = data.get(field)
+            if type(items) is not list:
+                continue
+            shapes: dict[str, bool] = {}  # an item's shape (identity left out) -> valid
+            for index, item in enumerate(items):
+                validator = self._edge if field == "edges" else self._node_validator(item)
+                if _valid(item, validator, identity, shapes):
+                    continue
+                errors.extend(_placed(sorted_errors(validator, item), field, index))
+                found = True
+        if found:  # sorted as a whole, stably: the same order as the whole document's
+            errors.sort(key=_error_path)
+        return errors
+
+
+_ITEM_KEYWORDS = frozenset(
+    ("type", "description", "required", "properties", "additionalProperties", "allOf")
+)
+
+
+def _identity_fields(
+    item_schema: Mapping[str, Any], names: tuple[str, ...], others: frozenset[str]
+) -> dict[str, re.Pattern[str] | None]:
+    """Of ``names``, the properties of ``item_schema`` that are plain strings (with a pattern
+    or not) no other keyword looks at (``others``: the properties its ``allOf`` reads), as
+    ``name: pattern``; none when the schema has other keywords than the composed one's."""
+    if not set(item_schema) <= _ITEM_KEYWORDS:
+        return {}
+    properties = item_schema.get("properties", {})
+    fields: dict[str, re.Pattern[str] | None] = {}
+    for name in names:
+        sub = properties.get(name)
+        if name in others or not isinstance(sub, Mapping) or sub.get("type") != "string":
+            continue
+        if set(sub) == {"type"}:
+            fields[name] = None
+        elif set(sub) == {"type", "pattern"} and isinstance(sub["pattern"], str):
+            fields[name] = re.compile(sub["pattern"])
+    return fields
+
+
+def _valid(
+    item: Any,
+    validator: Draft202012Validator,
+    identity: Mapping[str, re.Pattern[str] | None],
+    shapes: dict[str, bool],
+) -> bool:
+    """Whether ``item`` is valid, validating each shape of item once (see
+    :class:`_DocumentValidator`)."""
+    if type(item) is not dict:
+        return bool(validator.is_valid(item))
+    shape = item
+    if identity:
+        shape = dict(item)
+        for name, pattern in identity.items():
+            value = shape.get(name, _ABSENT)
+            if value is _ABSENT:
+                continue  # ``required`` may object: the shape says so
+            # what jsonschema checks of {"type": "string", "pattern": ...}
+            if not isinstance(value, str) or (pattern is not None and not pattern.search(value)):
+                return False
+            shape[name] = None  # present, and a valid string
+    try:
+        key = json.dumps(shape, sort_keys=True, allow_nan=True)
+    except (TypeError, ValueError):  # not JSON data: validated as it is
+        return bool(validator.is_valid(item))
+    valid = shapes.get(key)
+    if valid is None:
+        # valid(item) => valid(shape) as the identity strings are independent properties; an
+        # invalid item marks its shape invalid, and items of that shape are then validated
+        # one by one (exact, only slower)
+        valid = shapes[key] = bool(validator.is_valid(item))
+    return valid
+
+
+_ABSENT = object()
+
+
+#: What the top level of a composed schema holds: other keywords (``allOf``, ...) could reach
+#: into the nodes, and such a schema is validated whole.
+_TOP_KEYWORDS = frozenset(
+    [
+        "$schema",
+        "$id",
+        "$defs",
+        "title",
+        "description",
+        "type",
+        "required",
+        "properties",
+        "additionalProperties",
+    ]
+)
+
+
+def _splittable(schema: Mapping[str, Any]) -> bool:
+    """Whether ``schema`` has the composed shape :class:`_DocumentValidator` splits."""
+    try:
+        properties = schema["properties"]
+        node = schema["$defs"]["node"]
+        if not isinstance(schema["$defs"]["edge"], Mapping):
+            return False
+        for branch in node.get("allOf", ()):
+            condition = branch["if"]
+            if (
+                set(branch) != {"if", "then"}
+                or set(condition) != {"properties", "required"}
+                or set(condition["properties"]) != {"type"}
+                or set(condition["properties"]["type"]) != {"const"}
+                or type(condition["properties"]["type"]["const"]) is not str
+            ):
+                return False
+        return (
+            schema.get("type") == "object"
+            and properties["nodes"].get("items") == {"$ref": "#/$defs/node"}
+            and properties["edges"].get("items") == {"$ref": "#/$defs/edge"}
+            and set(schema) <= _TOP_KEYWORDS
+        )
+    except (KeyError, TypeError, AttributeError):
+        return False
+
+
+def _placed(errors: list[ValidationError], *where: str | int) -> list[ValidationError]:
+    """``errors`` found in an item, with their paths made the item's place in the document.
+    An error may be the cause picked among another's alternatives (see ``sorted_errors``):
+    its path is relative to that error's, so the place goes before the outermost one's."""
+    for error in errors:
+        outermost: Any = error
+        while outermost.parent is not None:
+            outermost = outermost.parent
+        outermost.path.extendleft(reversed(where))
+    return errors
+
+
+def _error_path(error: ValidationError) -> list[str]:
+    return [str(p) for p in error.absolute_path]
 
 
 def export_schema(registry: Registry) -> dict[str, Any]:
