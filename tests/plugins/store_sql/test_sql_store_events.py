@@ -100,6 +100,7 @@ def test_events_are_stored_as_given_and_derive_steps_and_totals(
         "cache_hit": False,
         "action": "search",
         "error": None,
+        "parent_step": None,
     }
     assert (search["status"], search["cache_hit"], search["cost"], search["attempts"]) == (
         "succeeded",
