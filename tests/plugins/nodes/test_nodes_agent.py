@@ -208,3 +208,59 @@ def test_a_failing_tool_call_is_a_failed_nested_step_not_a_failed_run():
     nested = [s for s in summarize(ran.events).steps if s.parent_step is not None]
     assert [s.status for s in nested] == ["failed", "failed"]
     assert all("a.csv" in s.error or "b.csv" in s.error for s in nested)
+
+
+def test_the_cli_trace_and_inspect_show_tool_calls_under_the_agent(tmp_path, capsys, monkeypatch):
+    from backpackflow.cli.app import main
+
+    monkeypatch.chdir(tmp_path)  # the response cache of the run command lives here
+    trace = tmp_path / "run.jsonl"
+    assert main(["run", str(AGENT), "--sink", f"file:{trace}", "--sink", "console"]) == 0
+    out, err = capsys.readouterr()
+    # the run summary: the tool calls as rows under the agent's
+    table = [line.split() for line in out.splitlines() if line[:2].strip().isdigit()]
+    assert [row[1:4] for row in table] == [
+        ["analyst", "agent", "succeeded"],
+        ["└", "read_file", "tool"],
+        ["└", "csv_summary", "tool"],
+    ]
+    # the console trace: each call indented under the agent, with its own step number
+    lines = [line for line in err.splitlines() if "⚙ tool" in line or "analyst" in line]
+    agent_indent = len(lines[0]) - len(lines[0].lstrip())
+    calls = [line for line in lines if "⚙ tool" in line]
+    assert calls and all(len(c) - len(c.lstrip()) > agent_indent for c in calls)
+    assert any(re.search(r"read_file #2 ", c) for c in calls)
+
+    assert main(["inspect", str(trace), "--width", "200"]) == 0
+    out = capsys.readouterr().out
+    rows = [re.split(r"\s{2,}", line.strip()) for line in out.splitlines()]
+    rows = [r for r in rows if r[0].isdigit()]
+    assert [r[:3] for r in rows] == [
+        ["1", "agents.sales › analyst (agent)", "ok"],
+        ["2", "└ read_file (tool)", "ok"],
+        ["3", "└ csv_summary (tool)", "ok"],
+    ]
+    assert "1 nodes" in out  # nested steps are not node executions
+
+    assert main(["inspect", str(trace), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["nodes"] == 1
+    assert [(s["step"], s.get("parent_step"), s["status"]) for s in data["steps"]] == [
+        (1, None, "ok"),
+        (2, 1, "ok"),
+        (3, 1, "ok"),
+    ]
+
+    # one tool call: its arguments, result, latency and status
+    assert main(["inspect", str(trace), "--step", "3", "--json"]) == 0
+    step = json.loads(capsys.readouterr().out)
+    assert (step["node_type"], step["node_name"], step["parent_step"]) == ("tool", "csv_summary", 1)
+    assert step["params"] == {"path": "sales.csv"}
+    assert step["exec_result"]["rows"] > 0 and step["duration_ms"] >= 0
+    assert main(["inspect", str(trace), "--step", "3", "--width", "200"]) == 0
+    out = capsys.readouterr().out
+    assert "Tool csv_summary · step 3" in out and "nested in step 1 (node analyst)" in out
+    # the agent's own view lists the calls nested in it
+    assert main(["inspect", str(trace), "--node", "analyst", "--width", "200"]) == 0
+    out = capsys.readouterr().out
+    assert "2 nested steps" in out and "read_file" in out and "csv_summary" in out
