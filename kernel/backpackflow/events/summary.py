@@ -38,6 +38,9 @@ class StepSummary:
     error: str | None = None
     #: The step this one is nested in (a tool call of an agent), else ``None``.
     parent_step: int | None = None
+    #: What the model said when it refused (``llm_response.refusal``; the node's action is
+    #: then ``refused``), else ``None``.
+    refusal: str | None = None
 
 
 @attrs.define
@@ -135,6 +138,8 @@ def summarize(events: Iterable[BackpackEvent | Mapping[str, Any]]) -> RunSummary
             step.tokens_output += int(usage.get("output_tokens") or 0)
             step.cost += Decimal(str(payload.get("cost") or "0"))
             step.cost_known = step.cost_known and bool(payload.get("cost_known", True))
+            if payload.get("refusal") is not None:
+                step.refusal = str(payload["refusal"])
         elif kind == "cache_hit":
             step.cache_hit = True
             step.cost_saved += Decimal(str(payload.get("cost_saved") or "0"))
@@ -196,6 +201,8 @@ def format_table(summary: RunSummary) -> str:
             notes.append(f"{s.fallbacks} fallback{'s' if s.fallbacks > 1 else ''}")
         if not s.cost_known:
             notes.append("unpriced model")
+        if s.refusal is not None:
+            notes.append(f"refused: {s.refusal[:60]}")
         if s.error:
             notes.append(s.error[:60])
         rows.append(

@@ -225,6 +225,22 @@ class LLMResponsePayload(NamedTuple):
     cost: str  # exact decimal, as a string
     cost_known: bool
     finish_reason: str | None
+    refusal: str | None = None  # the model refused: its words (then ``text`` is "")
+
+    def to_json(self) -> dict[str, Any]:
+        data = {
+            "provider": self.provider,
+            "model": self.model,
+            "text": self.text,
+            "usage": to_jsonable(self.usage),
+            "latency_ms": self.latency_ms,
+            "cost": self.cost,
+            "cost_known": self.cost_known,
+            "finish_reason": self.finish_reason,
+        }
+        if self.refusal is not None:  # shown only when the model refused
+            data["refusal"] = self.refusal
+        return data
 
 
 class RetryPayload(NamedTuple):

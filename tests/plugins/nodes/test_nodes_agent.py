@@ -122,14 +122,28 @@ def test_max_turns_is_a_guardrail():
     assert "did not answer within max_turns=2" in str(ran.result.error)
 
 
-def test_the_run_budget_stops_the_agent_on_the_turn_that_crosses_it():
-    ran = run_flow({**flow_doc(agent("Read a.md and b.csv.")), "limits": {"max_tokens": 60}})
+@pytest.mark.parametrize(
+    "limits",
+    [{"max_tokens": 60}, {"max_cost": "0.00002"}],
+    ids=["max_tokens", "max_cost"],
+)
+def test_the_run_budget_stops_the_agent_on_the_turn_that_crosses_it(limits):
+    ran = run_flow({**flow_doc(agent("Read a.md and b.csv.")), "limits": limits})
     assert not ran.result.ok
-    assert ran.one("guardrail")["limit"] == "max_tokens"
-    # turn 1 stays under 60 tokens, turn 2 crosses them: its tool call is never run
+    (limit,) = limits
+    assert ran.one("guardrail")["limit"] == limit
+    # turn 1 stays under the budget, turn 2 crosses it: its tool call is never run
     assert len(ran.of("llm_response", "analyst")) == 2
     assert len(ran.of("tool_call", "analyst")) == 2
     assert len(ran.of("tool_response", "analyst")) == 1
+    # the turns made are kept, each its own commit: turn 1 with its tool result, then the
+    # model's message of turn 2 that crossed the budget
+    backpack = ran.result.backpack
+    commits = [c for c in backpack.get_history() if c.key == "analyst.conversation"]
+    assert len(commits) == 2
+    conversation = backpack.peek("analyst.conversation")
+    assert [m["role"] for m in conversation] == ["user", "assistant", "tool", "assistant"]
+    assert conversation[-1]["tool_calls"][0]["arguments"] == {"path": "b.csv"}
 
 
 def test_an_agent_without_tools_is_a_load_error():
