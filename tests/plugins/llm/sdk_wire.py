@@ -39,6 +39,15 @@ def anthropic_request(body: dict[str, Any]) -> None:
     valid_request(kind, body)
 
 
+def check_sdk_request(path: str, body: Any) -> None:
+    """A chat request as the SDK of its API would accept it (other paths: not checked)."""
+    endpoint = path.split("?", 1)[0].rstrip("/")
+    if endpoint.endswith("/chat/completions"):
+        openai_request(body)
+    elif endpoint.endswith("/messages"):
+        anthropic_request(body)
+
+
 def dump(model: pydantic.BaseModel) -> dict[str, Any]:
     return model.model_dump(mode="json", exclude_unset=True)
 
