@@ -148,7 +148,7 @@ class TraceEvent(BaseModel):
     payload: Any
     parent_step: int | None = Field(
         default=None,
-        description="set on the events of a nested step (an agent's tool call): the step it "
+        description="only on the events of a nested step (an agent's tool call): the step it "
         "is nested in",
     )
 
