@@ -42,13 +42,15 @@ PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
 @attrs.frozen(kw_only=True)
 class OfflineOptions:
     """The embedded offline extractive model. ``fail_first`` / ``fail_models`` inject failures
-    (to demonstrate retries and fallbacks without a network)."""
+    (to demonstrate retries and fallbacks without a network); ``refusal`` makes it refuse to
+    answer with those words (to demonstrate the ``refused`` outcome)."""
 
     latency_ms: Annotated[float, msgspec.Meta(ge=0)] = 0.0
     fail_first: Annotated[int, msgspec.Meta(ge=0)] = 0
     fail_models: list[str] = attrs.field(factory=list)
     failure: Failure = "server"
     retry_after: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    refusal: Annotated[str, msgspec.Meta(min_length=1)] | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -115,6 +117,7 @@ def _offline(options: OfflineOptions, container: Any) -> OfflineProvider:
         fail_models=tuple(options.fail_models),
         failure=options.failure,
         retry_after=options.retry_after,
+        refusal=options.refusal,
     )
 
 

@@ -10,10 +10,17 @@ API. The run's limits (``max_tokens``, ``max_cost``, ``timeout``) are checked af
 call, so a runaway agent stops on the turn that crosses them; ``max_turns`` bounds the loop (a
 ``guardrail`` event, then an :class:`AgentError`).
 
-``post`` appends the turns to the conversation in the Backpack (``conversation_key``, default
-``<node id>.conversation``) with ``append``: a commit holds only the new messages, so a long
-conversation costs what was appended. The output (``output_key``) is the final answer (parsed
-when JSON is asked for); a refusal is the action ``refused`` with ``{"refusal": ...}``.
+Each tool call is a nested step of the agent's step (:meth:`Run.nested_step`): a step number of
+its own and ``parent_step`` naming the agent's, so traces, ``inspect``, the run store and the
+service list tool calls under the agent, each with its arguments, result, latency and status;
+the calls of one turn are siblings.
+
+Each turn is committed to the conversation in the Backpack (``conversation_key``, default
+``<node id>.conversation``) as it ends, with ``append``: one commit per turn holding only that
+turn's messages (the prompt, on the first), so a long conversation costs what was appended, the
+run's history shows each turn, and a run that fails mid-way keeps the turns it made. The output
+(``output_key``) is the final answer (parsed when JSON is asked for); a refusal is the action
+``refused`` with ``{"refusal": ...}``.
 """
 
 from __future__ import annotations
@@ -41,7 +48,7 @@ from backpackflow.jsondata import to_jsonable
 from backpackflow.loader import FLOW_DIR
 from backpackflow.plugins import ToolType
 from backpackflow.policy import SandboxViolation
-from backpackflow.runner import current_run_or_none
+from backpackflow.runner import Run, current_run_or_none
 from backpackflow_llm import LLMRequest, Message, ToolCall
 from backpackflow_nodes.llm import REFUSED, LLMNode, LLMParams
 from backpackflow_nodes.tool import invoke_tool
@@ -107,19 +114,33 @@ class AgentNode(LLMNode):
     def conversation_key(self) -> str:
         return self.params.conversation_key or f"{self.id}.conversation"
 
+    async def prep_async(self, backpack: BackpackView) -> LLMRequest:
+        # the view commits each turn during exec (the node object is this execution's own)
+        self._backpack = backpack
+        return await super().prep_async(backpack)
+
     async def exec_async(self, request: LLMRequest) -> Any:
         run = current_run()
         messages = list(request.messages)
         turns: list[Message] = []
         for turn in range(1, self.params.max_turns + 1):
             response = await self.call_model(attrs.evolve(request, messages=tuple(messages)))
-            run.check_limits()  # the run's budgets, per turn (a guardrail event, then an error)
             said = Message("assistant", response.text, tool_calls=response.tool_calls)
+            # what this turn adds to the conversation: one commit per turn (the prompt too,
+            # on the first), so a run's history shows each turn and a failure keeps them
+            added = [*request.messages[-1:], said] if turn == 1 else [said]
             messages.append(said)
             turns.append(said)
+            try:
+                run.check_limits()  # the run's budgets, per turn (a guardrail event, then an error)
+            except BaseException:
+                self._commit(added)
+                raise
             if response.refusal is not None:
+                self._commit(added)
                 return self._ending(request, turns, turn, refusal=response.refusal)
             if not response.tool_calls:
+                self._commit(added)
                 return self._ending(request, turns, turn, answer=response.text)
             results = await asyncio.gather(
                 *(self._call(call, turn) for call in response.tool_calls)
@@ -128,6 +149,8 @@ class AgentNode(LLMNode):
                 told = Message("tool", result, tool_call_id=call.id)
                 messages.append(told)
                 turns.append(told)
+                added.append(told)
+            self._commit(added)
         limit = self.params.max_turns
         message = (
             f"node {self.id!r}: the model did not answer within max_turns={limit} model calls "
@@ -135,6 +158,11 @@ class AgentNode(LLMNode):
         )
         run.emit(StreamEventType.GUARDRAIL, GuardrailPayload("max_turns", limit, limit, message))
         raise AgentError(message)
+
+    def _commit(self, messages: list[Message]) -> None:
+        """Append one turn's messages to the conversation: one ``append`` commit holding only
+        them."""
+        self._backpack.append(self.conversation_key, [m.to_json() for m in messages])
 
     def _ending(
         self,
@@ -156,9 +184,15 @@ class AgentNode(LLMNode):
         return ending
 
     async def _call(self, call: ToolCall, turn: int) -> str:
-        """One tool call of the model, traced; its result (or error) as the text the model
-        reads."""
+        """One tool call of the model, a nested step of the agent's step (its own step number,
+        ``parent_step`` the agent's; the calls of one turn are siblings): ``tool_request`` with
+        the arguments opens it, ``tool_response`` with the result or error and the latency
+        closes it. Returns the result (or error) as the text the model reads."""
         run = current_run()
+        with run.nested_step(call.name):
+            return await self._call_in_step(run, call, turn)
+
+    async def _call_in_step(self, run: Run, call: ToolCall, turn: int) -> str:
         run.emit(
             StreamEventType.TOOL_REQUEST, ToolCallPayload(call.name, dict(call.arguments), call.id)
         )
@@ -198,7 +232,6 @@ class AgentNode(LLMNode):
         return json.dumps(result, ensure_ascii=False, default=str)
 
     async def post_async(self, backpack: BackpackView, request: LLMRequest, ending: Any) -> Any:
-        backpack.append(self.conversation_key, ending["conversation"])
         action = None
         if "refusal" in ending:
             output: Any = {"refusal": ending["refusal"]}

@@ -389,6 +389,7 @@ class LLMNode(AsyncNode):
                 decimal_text(cost.total),
                 cost.known,
                 response.finish_reason,
+                response.refusal,
             ),
         )
         if not cost.known:

@@ -505,7 +505,8 @@ class SpanBuilder:
     # ------------------------------------------------------------------ tool calls
 
     def _tool_request(self, run: _Run, event: BackpackEvent) -> None:
-        step = run.steps.get(event.step)
+        nested = event.parent_step is not None  # a tool call that is a step of its own
+        step = run.steps.get(event.parent_step if nested else event.step)
         payload = event.payload
         tool = str(_get(payload, "tool") or "")
         attributes: dict[str, Any] = {
@@ -517,6 +518,14 @@ class SpanBuilder:
         if self._capture:
             attributes[TOOL_ARGUMENTS] = _json(_content(event, "arguments"), self._limit)
         parent = step.ctx if step is not None else run.ctx
+        if nested:
+            # under the node's span, beside its sibling calls (they may overlap in time): a
+            # step of its own, ended by its tool_response (or the run's end)
+            span, ctx = self._start(
+                f"execute_tool {tool}", parent, event, SpanKind.INTERNAL, attributes
+            )
+            run.steps[event.step] = _Step(span, ctx, parent)
+            return
         if step is not None and step.call is not None:
             step.call.end(_ns(event.timestamp))
         span, ctx = self._start(
@@ -527,20 +536,26 @@ class SpanBuilder:
         otel_context.attach(ctx)
 
     def _tool_response(self, run: _Run, event: BackpackEvent) -> None:
+        if event.parent_step is not None:  # a nested tool step: its own span ends
+            nested = run.steps.pop(event.step, None)
+            if nested is not None:
+                self._tool_ended(nested.span, event)
+            return
         step = run.steps.get(event.step)
         if step is None or step.call is None:
             return
-        payload = event.payload
-        span = step.call
-        error = _get(payload, "error")
+        self._tool_ended(step.call, event)
+        step.call = None
+        otel_context.attach(step.ctx)
+
+    def _tool_ended(self, span: Span, event: BackpackEvent) -> None:
+        error = _get(event.payload, "error")
         if error:
             span.set_attribute(ERROR_TYPE, "ToolError")
             span.set_status(Status(StatusCode.ERROR, _text(error, 1000)))
         elif self._capture:
             span.set_attribute(TOOL_RESULT, _json(_content(event, "result"), self._limit))
         span.end(_ns(event.timestamp))
-        step.call = None
-        otel_context.attach(step.ctx)
 
     # ------------------------------------------------------------------ others
 

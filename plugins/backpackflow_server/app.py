@@ -718,6 +718,8 @@ def _add_run_routes(app: FastAPI) -> None:
     @app.get(
         "/api/runs/{run_id}/trace",
         response_model=TracePage,
+        # as stored and as streamed: parent_step only on the events of a nested step
+        response_model_exclude_unset=True,
         responses={**_AUTH, **_404, **_422, **_503},
         tags=["runs"],
         dependencies=[VIEWER],

@@ -119,10 +119,18 @@ class RunStep(BaseModel):
     cache_hit: bool
     action: str | None
     error: str | None
+    parent_step: int | None = Field(
+        default=None,
+        description="the step this one is nested in (a tool call of an agent node: node_type "
+        "'tool', node_name the tool's); null for a node execution",
+    )
 
 
 class RunDetail(RunSummary):
-    steps: list[RunStep] = Field(description="one per node execution, in step order")
+    steps: list[RunStep] = Field(
+        description="one per node execution, and one per step nested in one (an agent's tool "
+        "calls, with parent_step), in step order"
+    )
 
 
 class TraceEvent(BaseModel):
@@ -138,6 +146,11 @@ class TraceEvent(BaseModel):
     namespace: str | None
     type: str
     payload: Any
+    parent_step: int | None = Field(
+        default=None,
+        description="only on the events of a nested step (an agent's tool call): the step it "
+        "is nested in",
+    )
 
 
 class TracePage(BaseModel):

@@ -239,10 +239,13 @@ class ConsoleSink:
         return step
 
     def _indent(self, event: BackpackEvent) -> int:
-        """Indentation of a detail line: under its node, or under the run."""
+        """Indentation of a detail line: under its node (a nested step's, such as a tool call,
+        under the node it is nested in), or under the run."""
         run = self._runs.get(event.run_id)
-        if run is not None and event.step is not None and event.step in run.steps:
-            return run.steps[event.step].indent + 2
+        if run is not None:
+            step = event.step if event.parent_step is None else event.parent_step
+            if step is not None and step in run.steps:
+                return run.steps[step].indent + 2
         return 2
 
     def _preview(self, value: Any) -> str:
@@ -465,9 +468,15 @@ class ConsoleSink:
             self._indent(event),
             ("⚙ tool ", STYLE_DIM),
             str(getattr(p, "tool", "?")),
+            (self._nested(event), STYLE_DIM),
             (" arguments: ", STYLE_DIM),
             self._preview(getattr(p, "arguments", None)),
         )
+
+    @staticmethod
+    def _nested(event: BackpackEvent) -> str:
+        """`` #N`` for a tool call that is a nested step of its own (an agent's)."""
+        return f" #{event.step}" if event.parent_step is not None else ""
 
     def _on_tool_response(self, event: BackpackEvent) -> None:
         p = event.payload
@@ -475,6 +484,7 @@ class ConsoleSink:
         parts: list[str | tuple[str, str]] = [
             ("⚙ tool ", STYLE_DIM),
             str(getattr(p, "tool", "?")),
+            (self._nested(event), STYLE_DIM),
             f" {format_ms(getattr(p, 'duration_ms', None))}",
         ]
         if error:

@@ -9,7 +9,9 @@ commit, read back from what the ``file`` sink wrote.
 * ``--node ID`` (``--step N`` when it ran several times; without it the last execution is
   shown, after a list of all of them): the prompt (``prep_complete.prep_result``), the raw
   result (``exec_complete.exec_result``), reads, writes, the commits it made with their values,
-  LLM calls, retries, the error with its stack, and timing.
+  LLM calls, retries, the error with its stack, timing, and the steps nested in it (an agent's
+  tool calls). ``--step N`` alone shows any step, a nested one too (a tool call's arguments,
+  result, latency and status). The timeline lists nested steps under their node.
 * ``--state-at COMMIT``: the Backpack right after that commit, rebuilt from the events (see
   :mod:`backpackflow_sinks.trace`); values known only by their recorded summary are marked.
 * ``--json``: the same information as JSON on stdout, for scripts.
@@ -80,7 +82,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--state-at", metavar="COMMIT", help="the Backpack state right after COMMIT (id or prefix)"
     )
     parser.add_argument(
-        "--step", type=int, metavar="N", help="the node execution numbered N in the timeline"
+        "--step",
+        type=int,
+        metavar="N",
+        help="the node execution (or nested step: a tool call) numbered N in the timeline",
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     parser.add_argument(
@@ -117,7 +122,7 @@ def command(args: argparse.Namespace, registry: Registry) -> int:
         chosen = steps[-1]
         data = {"run_id": run.run_id, "executions": [s.step for s in steps], **chosen.to_json()}
         return _emit(args, out, data, _node_view(run, steps, chosen, args))
-    data = {**run.summary(), "steps": [_step_row_json(s) for s in run.steps.values()]}
+    data = {**run.summary(), "steps": [_step_row_json(s) for _, s in run.tree()]}
     return _emit(args, out, data, _timeline(trace, run))
 
 
@@ -172,7 +177,7 @@ def _runs_table(trace: Trace) -> RenderableType:
             run.flow_name or "-",
             _short_when(run.started),
             _styled(run.status),
-            str(len(run.steps)),
+            str(len(run.nodes)),
             format_ms(run.duration_ms),
         )
     return Group(Text(f"Runs in {', '.join(trace.paths)}", "bold"), table)
@@ -222,7 +227,7 @@ def _notes(step: Step) -> Text:
 
 
 def _step_row_json(step: Step) -> dict[str, Any]:
-    return {
+    row = {
         "step": step.step,
         "node_id": step.node_id,
         "node_type": step.node_type,
@@ -238,6 +243,9 @@ def _step_row_json(step: Step) -> dict[str, Any]:
         "cache_hits": step.cache_hits,
         "error": step.error,
     }
+    if step.parent_step is not None:  # a nested step (a tool call): what it is, under what
+        row.update(parent_step=step.parent_step, node_name=step.node_name)
+    return row
 
 
 def _timeline(trace: Trace, run: RunTrace) -> RenderableType:
@@ -264,11 +272,13 @@ def _timeline(trace: Trace, run: RunTrace) -> RenderableType:
     table.add_column("action", overflow="fold")
     table.add_column("llm", no_wrap=True)
     table.add_column("notes", overflow="fold", ratio=1)
-    for step in run.steps.values():
+    for depth, step in run.tree():
         node = Text()
-        if step.namespace:
+        if depth:  # a nested step (a tool call), under the step it belongs to
+            node.append("  " * (depth - 1) + "└ ", "dim")
+        elif step.namespace:
             node.append(f"{step.namespace} › ", "cyan")
-        node.append(step.label, "bold")
+        node.append(step.label, "bold" if not depth else "")
         if step.node_type and step.node_type != step.node_id:
             node.append(f" ({step.node_type})", "dim")
         table.add_row(
@@ -292,16 +302,16 @@ def _run_summary(run: RunTrace) -> Text:
     line = Text()
     line.append(f"Run {status}", STATUS_STYLE.get(status, "bold"))
     if status == "incomplete":
-        unfinished = sum(1 for s in run.steps.values() if s.status == "running")
+        unfinished = sum(1 for s in run.nodes if s.status == "running")
         line.append(
             f": no run_end recorded (the process stopped or the file was cut); last event "
             f"{_when(run.last_timestamp)} · {format_ms(run.duration_ms)} recorded · "
-            f"{len(run.steps)} nodes started, {unfinished} unfinished"
+            f"{len(run.nodes)} nodes started, {unfinished} unfinished"
         )
     else:
         end = run.end or {}
         line.append(
-            f" in {format_ms(run.duration_ms)} · {end.get('node_count', len(run.steps))} nodes"
+            f" in {format_ms(run.duration_ms)} · {end.get('node_count', len(run.nodes))} nodes"
         )
         if end.get("action"):
             line.append(f" · action {end['action']}")
@@ -357,10 +367,13 @@ def _node_view(
             )
         parts.append(listing)
         parts.append(Text(f"Showing step {step.step}; pick another with --step N.", "dim"))
-    title = Text.assemble(("Node ", "bold"), (step.label, "bold"))
-    if step.node_type:
+    nested = step.parent_step is not None
+    title = Text.assemble(("Tool " if nested else "Node ", "bold"), (step.label, "bold"))
+    if step.node_type and not nested:
         title.append(f" ({step.node_type})")
     title.append(f" · step {step.step} of run {run.run_id}")
+    if nested:
+        title.append(f", nested in step {step.parent_step} (node {step.node_id})")
     parts.append(title)
     facts = Table.grid(padding=(0, 2))
     facts.add_column(style="dim")
@@ -381,7 +394,10 @@ def _node_view(
     facts.add_row("reads", _reads(step))
     facts.add_row("writes", ", ".join(step.writes) if step.writes else "-")
     if step.params:
-        facts.add_row("params", json.dumps(step.params, ensure_ascii=False, default=str))
+        facts.add_row(
+            "arguments" if nested else "params",
+            json.dumps(step.params, ensure_ascii=False, default=str),
+        )
     if step.tokens_in or step.tokens_out or step.cost_unknown or step.cost:
         facts.add_row(
             "llm",
@@ -404,11 +420,18 @@ def _node_view(
         parts.append(
             Panel(
                 _value(step.exec_result, limit),
-                title=Text("raw result (exec_complete.exec_result)"),
+                title=Text(
+                    "result (tool_response.result)"
+                    if nested
+                    else "raw result (exec_complete.exec_result)"
+                ),
                 title_align="left",
                 box=box.ROUNDED,
             )
         )
+    children = run.children(step)
+    if children:
+        parts.append(_children_table(run, children))
     if step.packs:
         parts.append(_commits_table(step, limit))
     for call in step.llm_calls:
@@ -456,6 +479,26 @@ def _node_view(
             )
         )
     return Group(*parts)
+
+
+def _children_table(run: RunTrace, children: list[Step]) -> Table:
+    """The steps nested in a node's execution (its tool calls): see one with --step N."""
+    table = Table(
+        title=Text(f"{len(children)} nested step{'s' if len(children) > 1 else ''} (--step N)"),
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+    )
+    for header in ("step", "tool", "status", "time", "arguments"):
+        table.add_column(header, overflow="fold")
+    for s in children:
+        table.add_row(
+            str(s.step),
+            s.label,
+            _styled(_step_status(run, s)),
+            format_ms(s.duration_ms),
+            truncate(json.dumps(s.params, ensure_ascii=False, default=str), 80),
+        )
+    return table
 
 
 def _commits_table(step: Step, limit: int) -> Table:

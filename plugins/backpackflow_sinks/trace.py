@@ -52,13 +52,17 @@ class Problem:
 
 @attrs.define(eq=False)
 class Step:
-    """One node execution (``step`` is its number within the run)."""
+    """One node execution (``step`` is its number within the run), or a step nested in one
+    (``parent_step`` set: a tool call of an agent, opened by ``tool_request`` and closed by
+    ``tool_response``; its ``params`` are the call's arguments, its ``exec_result`` the
+    tool's result, ``node_name`` the tool's name and ``node_type`` ``"tool"``)."""
 
     step: int
     node_id: str | None = None
     node_name: str | None = None
     node_type: str | None = None
     namespace: str | None = None
+    parent_step: int | None = None
     seq: int | None = None  # of node_start
     started: float | None = None
     ended: float | None = None
@@ -93,6 +97,8 @@ class Step:
 
     @property
     def label(self) -> str:
+        if self.parent_step is not None and self.node_name:
+            return self.node_name  # a nested step: what it is (the tool's name)
         return self.node_id or f"step {self.step}"
 
     def to_json(self) -> dict[str, Any]:
@@ -148,7 +154,37 @@ class RunTrace:
 
     @property
     def errors(self) -> list[Step]:
-        return [s for s in self.steps.values() if s.status == "error"]
+        """Node executions that failed (a nested step's failure, such as a tool error told to
+        the model, is its parent's business, not the run's)."""
+        return [s for s in self.nodes if s.status == "error"]
+
+    @property
+    def nodes(self) -> list[Step]:
+        """The node executions: the steps that are not nested in another."""
+        return [s for s in self.steps.values() if s.parent_step is None]
+
+    def children(self, step: Step) -> list[Step]:
+        """The steps nested in ``step`` (siblings, in the order they started)."""
+        return [s for s in self.steps.values() if s.parent_step == step.step]
+
+    def tree(self) -> list[tuple[int, Step]]:
+        """Every step as (depth, step): each node execution followed by its nested steps."""
+        found: list[tuple[int, Step]] = []
+        by_parent: dict[int | None, list[Step]] = {}
+        for s in self.steps.values():
+            known = s.parent_step in self.steps and s.parent_step != s.step
+            by_parent.setdefault(s.parent_step if known else None, []).append(s)
+
+        def walk(parent: int | None, depth: int) -> None:
+            for s in by_parent.get(parent, []):
+                found.append((depth, s))
+                walk(s.step, depth + 1)
+
+        walk(None, 0)
+        if len(found) < len(self.steps):  # parents naming each other (a malformed trace)
+            shown = {id(s) for _, s in found}
+            found.extend((0, s) for s in self.steps.values() if id(s) not in shown)
+        return found
 
     def totals(self) -> dict[str, Any]:
         """Tokens and cost: from ``run_end`` when recorded, else summed over the LLM calls."""
@@ -190,7 +226,7 @@ class RunTrace:
             "started": self.started,
             "status": self.status,
             "duration_ms": self.duration_ms,
-            "nodes": len(self.steps),
+            "nodes": len(self.nodes),
             "errors": len(self.errors),
             "events": len(self.events),
             "error": (self.end or {}).get("error"),
@@ -364,8 +400,14 @@ def _build_run(run_id: str, events: list[dict[str, Any]]) -> RunTrace:
             continue
         step = run.steps.get(step_no)
         if step is None:
+            parent = event.get("parent_step")
             step = run.steps[step_no] = Step(
-                step_no, event.get("node_id"), event.get("node_name"), None, event.get("namespace")
+                step_no,
+                event.get("node_id"),
+                event.get("node_name"),
+                None,
+                event.get("namespace"),
+                parent if isinstance(parent, int) and not isinstance(parent, bool) else None,
             )
         _apply(step, kind, p, event)
         if kind == "node_start":
@@ -460,6 +502,31 @@ def _apply(step: Step, kind: str, p: dict[str, Any], event: dict[str, Any]) -> N
         step.logs.append(p)
     elif kind in ("tool_call", "tool_request", "tool_response"):
         step.tools.append({"type": kind, **p})
+        if step.parent_step is not None:
+            _apply_tool_step(step, kind, p, event, timestamp)
+
+
+def _apply_tool_step(
+    step: Step, kind: str, p: dict[str, Any], event: dict[str, Any], timestamp: float | None
+) -> None:
+    """A tool call as a nested step: ``tool_request`` opens it, ``tool_response`` closes it."""
+    if kind == "tool_request":
+        step.seq = event["seq"]
+        step.started = timestamp
+        step.node_type = "tool"
+        step.node_name = step.node_name or p.get("tool")
+        step.params = p.get("arguments")
+    elif kind == "tool_response":
+        step.ended = timestamp
+        step.duration_ms = _number(p.get("duration_ms"))
+        step.has_exec = True
+        step.exec_result = p.get("result")
+        error = p.get("error")
+        if error:
+            step.status = "error"
+            step.error = {"phase": "tool", "error": error, "error_type": None, "stack": None}
+        else:
+            step.status = "ok"
 
 
 def _strings(value: Any) -> list[str] | None:
@@ -470,10 +537,11 @@ def _strings(value: Any) -> list[str] | None:
 
 
 def find_steps(run: RunTrace, node: str | None, step: int | None) -> list[Step]:
-    """The executions of node ``node`` (all, or the one numbered ``step``)."""
+    """The executions of node ``node`` (all, or the one numbered ``step``); ``step`` alone
+    may also name a nested step (a tool call)."""
     steps = list(run.steps.values())
     if node is not None:
-        steps = [s for s in steps if s.node_id == node]
+        steps = [s for s in steps if s.node_id == node and s.parent_step is None]
         if not steps:
             known = ", ".join(sorted({s.node_id for s in run.steps.values() if s.node_id}))
             raise TraceError(

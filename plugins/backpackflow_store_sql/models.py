@@ -122,7 +122,9 @@ class WorkflowRun(Base):
 
 
 class RunStep(Base):
-    """One node execution of a run (``step`` is its 1-based index), derived from events."""
+    """One node execution of a run (``step`` is its 1-based index), derived from events, or a
+    step nested in one (``parent_step`` names it: an agent's tool call, ``node_type`` "tool",
+    ``node_name`` the tool's)."""
 
     __tablename__ = "run_steps"
     __table_args__ = (
@@ -150,6 +152,8 @@ class RunStep(Base):
     cache_hit: Mapped[bool] = mapped_column(Boolean)
     action: Mapped[str | None] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(Text)
+    #: The step this one is nested in (0007); null for a node execution.
+    parent_step: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class TraceEvent(Base):
@@ -171,6 +175,8 @@ class TraceEvent(Base):
     node_name: Mapped[str | None] = mapped_column(Text)
     namespace: Mapped[str | None] = mapped_column(Text)
     payload: Mapped[Any] = mapped_column(JSONDocument)
+    #: The envelope's ``parent_step`` (0007): set on the events of a nested step.
+    parent_step: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class ProviderBinding(Base):

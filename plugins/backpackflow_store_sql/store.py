@@ -358,11 +358,12 @@ def _step_dict(s: RunStep) -> dict[str, Any]:
         "cache_hit": s.cache_hit,
         "action": s.action,
         "error": s.error,
+        "parent_step": s.parent_step,
     }
 
 
 def _event_dict(e: TraceEvent) -> dict[str, Any]:
-    return {
+    event = {
         "id": e.id,
         "seq": e.seq,
         "timestamp": e.ts,
@@ -374,6 +375,9 @@ def _event_dict(e: TraceEvent) -> dict[str, Any]:
         "type": e.type,
         "payload": e.payload,
     }
+    if e.parent_step is not None:  # as the kernel's envelope: only on a nested step's events
+        event["parent_step"] = e.parent_step
+    return event
 
 
 def _binding_dict(b: ProviderBinding) -> dict[str, Any]:
@@ -523,6 +527,7 @@ class _Batch:
             cache_hit=False,
             action=None,
             error=None,
+            parent_step=row["parent_step"],
         )
         self._new_steps.append(step)
         return step
@@ -562,6 +567,23 @@ class _Batch:
             for name, record in records
             if (kind, name) in self._stored and vars(record) != self._stored[kind, name]
         ]
+
+
+def _derive_nested(step: Any, kind: str, payload: dict[str, Any], when: datetime) -> None:
+    """A nested step (an agent's tool call): ``tool_request`` opens it, ``tool_response``
+    ends it, succeeded or failed (the tool's error) with its latency."""
+    if kind == "tool_request":
+        step.started_at = when
+        step.node_type = "tool"
+        tool = payload.get("tool")
+        if isinstance(tool, str) and tool:
+            step.node_name = _portable_text(tool)
+    elif kind == "tool_response":
+        error = payload.get("error")
+        step.status = "failed" if error else "succeeded"
+        step.error = _portable_text(str(error)) if error else None
+        step.finished_at = when
+        step.latency_ms = _float_field(payload.get("duration_ms"))
 
 
 def _provider_name(payload: Mapping[str, Any]) -> str:
@@ -1201,6 +1223,14 @@ class SqlRunStore(BudgetStore, CheckpointStore):
             raise InvalidEvent(f"{where}: seq must be an integer >= 1, not {seq!r}")
         if step is not None and (isinstance(step, bool) or not isinstance(step, int)):
             raise InvalidEvent(f"{where}: step must be an integer or null, not {step!r}")
+        parent = raw.get("parent_step")
+        if parent is not None and (
+            isinstance(parent, bool) or not isinstance(parent, int) or step is None
+        ):
+            raise InvalidEvent(
+                f"{where}: parent_step must be an integer on an event of a step, or absent, "
+                f"not {parent!r}"
+            )
         if _float_field(ts) is None:
             raise InvalidEvent(f"{where}: timestamp must be finite epoch seconds, not {ts!r}")
         if raw.get("run_id") not in (None, run_id):
@@ -1222,6 +1252,7 @@ class SqlRunStore(BudgetStore, CheckpointStore):
             "node_name": text("node_name"),
             "namespace": text("namespace"),
             "payload": self._json(raw.get("payload", {}), f"{where}: payload", InvalidEvent),
+            "parent_step": parent,
         }
 
     def append_events(self, run_id: str, events: Sequence[EventDocument]) -> None:
@@ -1368,6 +1399,8 @@ class SqlRunStore(BudgetStore, CheckpointStore):
                 step.retries += 1
             elif kind == "cache_hit":
                 step.cache_hit = True
+            elif row["parent_step"] is not None:
+                _derive_nested(step, kind, payload, when)
         run.event_count += len(rows)
         run.last_seq = max(run.last_seq, rows[-1]["seq"])
 

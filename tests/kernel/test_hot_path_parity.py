@@ -129,7 +129,16 @@ def test_a_node_frame_is_the_emitter_it_inlines():
     run = Run(flow_name="f", backpack=backpack, events=EventStreamer())
     frame = NodeFrame(run, "n", "N", "ns", 3)
     emitter = Emitter(run.events, run._seq, run.run_id, 3, "n", "N", "ns", run._home, run._away)
-    for slot in ("_stream", "_counter", "run_id", "step", "node_id", "node_name", "namespace"):
+    for slot in (
+        "_stream",
+        "_counter",
+        "run_id",
+        "step",
+        "node_id",
+        "node_name",
+        "namespace",
+        "parent_step",
+    ):
         assert getattr(frame, slot) is getattr(emitter, slot), slot
     assert frame._home == emitter._home and frame._away == emitter._away
     slots = {s for cls in type(emitter).__mro__ for s in getattr(cls, "__slots__", ())}
@@ -137,6 +146,7 @@ def test_a_node_frame_is_the_emitter_it_inlines():
         "namespace",
         "node_id",
         "node_name",
+        "parent_step",
         "run_id",
         "step",
     }, "Emitter has a new attribute: NodeFrame.__init__ must set it too"

@@ -725,3 +725,51 @@ def test_node_state_set_in_prep_is_its_own_per_execution():
     first, second = asyncio.run(main())
     assert (first.backpack.unpack("seen"), second.backpack.unpack("seen")) == (1, 2)
     assert not hasattr(node, "value")  # each execution works on its own copy
+
+
+class Fans(AsyncNode):
+    """Does two pieces of work concurrently, each a step nested in its own execution."""
+
+    async def exec_async(self, prep_res):
+        run = current_run()
+
+        async def piece(name):
+            with run.nested_step(name) as frame:
+                run.log(f"{name} working")  # anything emitted inside goes to the nested step
+                await asyncio.sleep(0.001)
+                run.emit(T.TOOL_RESPONSE, None)
+                return frame.step
+
+        return await asyncio.gather(piece("left"), piece("right"))
+
+    async def post_async(self, backpack, prep_res, steps):
+        backpack.pack("fans", list(steps))
+
+
+def test_nested_steps_get_step_numbers_of_their_own_and_name_their_parent():
+    from backpackflow.runner import Limits
+
+    result, streamer = run_node(Fans(id="fans"), limits=Limits(max_steps=1))
+    assert result.ok, result.error  # nested steps do not count against max_steps
+    (start,) = streamer.get_events(type=T.NODE_START)
+    nested = [e for e in streamer.get_events() if e.parent_step is not None]
+    assert {e.parent_step for e in nested} == {start.step}
+    assert sorted({e.step for e in nested}) == sorted(result.backpack.peek("fans"))
+    logs = [e for e in nested if e.type is T.LOG]
+    assert sorted((e.node_name, e.node_id) for e in logs) == [("left", "fans"), ("right", "fans")]
+    assert len({e.step for e in logs}) == 2 and start.step not in {e.step for e in logs}
+    # the node's own events after the nested ones are its step's again
+    (end,) = streamer.get_events(type=T.NODE_END)
+    assert (end.step, end.parent_step) == (start.step, None)
+    # the JSON form: parent_step only where set (traces without nested steps are unchanged)
+    assert "parent_step" not in start.to_json()
+    assert logs[0].to_json()["parent_step"] == start.step
+    assert result.node_count == 1
+
+
+def test_a_nested_step_is_for_code_a_node_of_the_run_executes():
+    from backpackflow.runner import Run
+
+    run = Run(flow_name="f", backpack=Backpack(), events=EventStreamer())
+    with pytest.raises(BackpackFlowError, match="nested_step"), run.nested_step("x"):
+        pass

@@ -163,7 +163,7 @@ class EventStreamer(_HistoryQueries):
 
         :meth:`Emitter.emit` is this method inlined after building the event: keep the two
         alike (tests/kernel/test_events.py checks they record and deliver the same)."""
-        _, _, run_id, _, node_id, _, namespace, type_, _ = event
+        _, _, run_id, _, node_id, _, namespace, type_, _, _ = event
         counts = self._counts
         counts[type_] = counts.get(type_, 0) + 1
         if type_ is _NODE_START:
@@ -226,6 +226,7 @@ class EventStreamer(_HistoryQueries):
         node_name: str | None = None,
         namespace: str | None = None,
         step: int | None = None,
+        parent_step: int | None = None,
     ) -> BackpackEvent:
         """Build and emit an event outside a flow run (inside one, use ``current_run().emit``)."""
         event = BackpackEvent(
@@ -238,6 +239,7 @@ class EventStreamer(_HistoryQueries):
             namespace,
             StreamEventType(type),
             payload,
+            parent_step,
         )
         self.emit(event)
         return event
@@ -339,6 +341,7 @@ class Emitter:
         "namespace",
         "node_id",
         "node_name",
+        "parent_step",
         "run_id",
         "step",
     )
@@ -354,6 +357,7 @@ class Emitter:
         namespace: str | None,
         home: int | None = None,
         away: Callable[[Emitter, StreamEventType, Any, float], None] | None = None,
+        parent_step: int | None = None,
     ) -> None:
         self._stream = stream
         self._counter = counter
@@ -364,6 +368,7 @@ class Emitter:
         self.namespace = namespace
         self._home = home
         self._away = away
+        self.parent_step = parent_step
 
     def emit(self, type: StreamEventType, payload: Any, timestamp: float | None = None) -> float:
         """Emit an event of this origin (see the class docstring for other threads), stamped
@@ -389,6 +394,7 @@ class Emitter:
                 self.namespace,
                 type,
                 payload,
+                self.parent_step,
             ),
         )
         # EventStreamer.emit from here on

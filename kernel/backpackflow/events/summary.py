@@ -1,5 +1,6 @@
 """Per-step and per-run figures derived from a run's events: what the ``run`` command prints at
-the end (status, tokens, cost, latency and cache hits per step; run totals).
+the end (status, tokens, cost, latency and cache hits per step; run totals). Nested steps (an
+agent's tool calls: events with ``parent_step``) are listed under the step they belong to.
 
 Costs are exact: step costs are summed from the ``llm_response`` events' decimal strings, and
 the run total is the sum of the steps, to the last digit.
@@ -35,6 +36,11 @@ class StepSummary:
     fallbacks: int = 0
     action: str | None = None
     error: str | None = None
+    #: The step this one is nested in (a tool call of an agent), else ``None``.
+    parent_step: int | None = None
+    #: What the model said when it refused (``llm_response.refusal``; the node's action is
+    #: then ``refused``), else ``None``.
+    refusal: str | None = None
 
 
 @attrs.define
@@ -65,6 +71,11 @@ class RunSummary:
     @property
     def cache_hits(self) -> int:
         return sum(1 for s in self.steps if s.cache_hit)
+
+    @property
+    def node_steps(self) -> list[StepSummary]:
+        """The node executions (the steps not nested in another)."""
+        return [s for s in self.steps if s.parent_step is None]
 
 
 def _as_json(event: BackpackEvent | Mapping[str, Any]) -> Mapping[str, Any]:
@@ -99,10 +110,24 @@ def summarize(events: Iterable[BackpackEvent | Mapping[str, Any]]) -> RunSummary
                 payload.get("node_type") or "?",
             )
             continue
+        parent = event.get("parent_step")
+        if kind == "tool_request" and parent is not None:  # opens a nested step: a tool call
+            steps[step_no] = StepSummary(
+                step_no,
+                event.get("node_id") or "?",
+                str(payload.get("tool") or event.get("node_name") or "?"),
+                "tool",
+                parent_step=parent,
+            )
+            continue
         step = steps.get(step_no)
         if step is None:
             continue
-        if kind == "node_end":
+        if kind == "tool_response" and parent is not None:
+            error = payload.get("error")
+            step.status, step.error = ("failed", str(error)) if error else ("succeeded", None)
+            step.latency_ms = payload.get("duration_ms")
+        elif kind == "node_end":
             step.status, step.action = "succeeded", payload.get("action")
             step.latency_ms = payload.get("duration_ms")
         elif kind == "error":
@@ -117,6 +142,8 @@ def summarize(events: Iterable[BackpackEvent | Mapping[str, Any]]) -> RunSummary
             step.tokens_output += int(usage.get("output_tokens") or 0)
             step.cost += Decimal(str(payload.get("cost") or "0"))
             step.cost_known = step.cost_known and bool(payload.get("cost_known", True))
+            if payload.get("refusal") is not None:
+                step.refusal = str(payload["refusal"])
         elif kind == "cache_hit":
             step.cache_hit = True
             step.cost_saved += Decimal(str(payload.get("cost_saved") or "0"))
@@ -124,8 +151,32 @@ def summarize(events: Iterable[BackpackEvent | Mapping[str, Any]]) -> RunSummary
             step.retries += 1
         elif kind == "fallback":
             step.fallbacks += 1
-    summary.steps = [steps[k] for k in sorted(steps)]
+    summary.steps = _tree_order([steps[k] for k in sorted(steps)])
     return summary
+
+
+def _tree_order(steps: list[StepSummary]) -> list[StepSummary]:
+    """Steps in order, each followed by the steps nested in it."""
+    known = {s.step for s in steps}
+    children: dict[int, list[StepSummary]] = {}
+    top = []
+    for s in steps:
+        if s.parent_step in known and s.parent_step != s.step:
+            children.setdefault(s.parent_step, []).append(s)
+        else:
+            top.append(s)
+    ordered: list[StepSummary] = []
+
+    def add(s: StepSummary) -> None:
+        ordered.append(s)
+        for child in children.pop(s.step, ()):
+            add(child)
+
+    for s in top:
+        add(s)
+    for rest in children.values():  # parents naming each other (malformed events)
+        ordered.extend(rest)
+    return ordered
 
 
 #: The columns of :func:`format_table`, in order (the header row).
@@ -154,12 +205,14 @@ def format_table(summary: RunSummary) -> str:
             notes.append(f"{s.fallbacks} fallback{'s' if s.fallbacks > 1 else ''}")
         if not s.cost_known:
             notes.append("unpriced model")
+        if s.refusal is not None:
+            notes.append(f"refused: {s.refusal[:60]}")
         if s.error:
             notes.append(s.error[:60])
         rows.append(
             [
                 str(s.step),
-                s.node_id,
+                s.node_id if s.parent_step is None else f"└ {s.node_name}",
                 s.node_type,
                 s.status,
                 str(s.tokens_input),
@@ -181,7 +234,7 @@ def format_table(summary: RunSummary) -> str:
             str(summary.tokens_output),
             f"${decimal_text(summary.cost)}",
             _ms(summary.duration_ms),
-            f"{hits}/{len(summary.steps)} hits" if hits else "-",
+            f"{hits}/{len(summary.node_steps)} hits" if hits else "-",
             f"saved ${decimal_text(summary.cost_saved)}" if hits else "",
         ]
     )

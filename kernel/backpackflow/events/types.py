@@ -225,6 +225,22 @@ class LLMResponsePayload(NamedTuple):
     cost: str  # exact decimal, as a string
     cost_known: bool
     finish_reason: str | None
+    refusal: str | None = None  # the model refused: its words (then ``text`` is "")
+
+    def to_json(self) -> dict[str, Any]:
+        data = {
+            "provider": self.provider,
+            "model": self.model,
+            "text": self.text,
+            "usage": to_jsonable(self.usage),
+            "latency_ms": self.latency_ms,
+            "cost": self.cost,
+            "cost_known": self.cost_known,
+            "finish_reason": self.finish_reason,
+        }
+        if self.refusal is not None:  # shown only when the model refused
+            data["refusal"] = self.refusal
+        return data
 
 
 class RetryPayload(NamedTuple):
@@ -273,7 +289,15 @@ _OUTSIDE_RUNS = new_id()  # the id prefix of events emitted outside any run
 class BackpackEvent(NamedTuple):
     """One event. ``seq`` is monotonic per run; ``step`` is the node execution it belongs to
     (1-based within the run; ``None`` for run-level events). ``id`` is ``"<run_id>.<seq>"``:
-    unique, ordered within a run, and derived rather than stored (events are the hot path)."""
+    unique, ordered within a run, and derived rather than stored (events are the hot path).
+
+    ``parent_step`` is set on the events of a **nested step**: work a node does as steps of
+    its own inside its execution (each tool call of an ``agent`` node). Such a step has its
+    own ``step`` number, from the run's step numbers, and ``parent_step`` names the node
+    execution it belongs to; nested steps of one parent are siblings (they may overlap in
+    time). Its ``node_id`` and ``namespace`` are the parent node's, its ``node_name`` says
+    what the step is (the tool's name). Everywhere else ``parent_step`` is ``None`` and left
+    out of the JSON form, so traces without nested steps read as before."""
 
     seq: int
     timestamp: float
@@ -284,14 +308,16 @@ class BackpackEvent(NamedTuple):
     namespace: str | None
     type: StreamEventType
     payload: Any
+    parent_step: int | None = None
 
     @property
     def id(self) -> str:
         return f"{self.run_id or _OUTSIDE_RUNS}.{self.seq}"
 
     def to_json(self) -> dict[str, Any]:
-        """The event as JSON data (lazy payload parts are materialized here)."""
-        return {
+        """The event as JSON data (lazy payload parts are materialized here); ``parent_step``
+        only when set."""
+        data = {
             "id": self.id,
             "seq": self.seq,
             "timestamp": self.timestamp,
@@ -303,6 +329,9 @@ class BackpackEvent(NamedTuple):
             "type": str(self.type),
             "payload": _payload_json(self.payload),
         }
+        if self.parent_step is not None:
+            data["parent_step"] = self.parent_step
+        return data
 
     def to_json_str(self) -> str:
         return json.dumps(self.to_json(), ensure_ascii=False, default=repr)

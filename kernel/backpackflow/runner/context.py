@@ -109,6 +109,7 @@ class NodeFrame(Emitter):
         self.namespace = namespace
         self._home = run._home
         self._away = run._away
+        self.parent_step = None
 
 
 class _MaskedNodeFrame(NodeFrame):

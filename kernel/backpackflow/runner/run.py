@@ -12,7 +12,8 @@ import itertools
 import threading
 import time
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from decimal import Decimal
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from backpackflow.backpack import access_event
 from backpackflow.config import schema_problems
 from backpackflow.errors import (
+    BackpackFlowError,
     FlowError,
     GuardrailExceeded,
     InterruptTimeout,
@@ -293,6 +295,33 @@ class Run:
             )
         self.node_count += 1
         return next(self._steps)
+
+    @contextmanager
+    def nested_step(self, name: str | None = None) -> Iterator[NodeFrame]:
+        """A step nested in the executing node's step, for work a node does as steps of its
+        own (an agent's tool calls): its events get a step number of their own and
+        ``parent_step`` naming the node's step, and code inside the ``with`` block (its task,
+        for concurrent ones) emits as that step. ``name`` is the step's ``node_name`` (default:
+        the node's). Nested steps are trace structure, not node executions: they do not count
+        against ``max_steps``."""
+        parent = _current_node.get()
+        if parent is None or parent._counter is not self._seq or parent.step is None:
+            raise BackpackFlowError(
+                f"run {self.run_id}: nested_step() is for code inside a node this run executes"
+            )
+        frame = self._node_frame(
+            self,
+            parent.node_id or "",
+            (parent.node_name or "") if name is None else name,
+            parent.namespace,
+            next(self._steps),
+        )
+        frame.parent_step = parent.step
+        token = _current_node.set(frame)
+        try:
+            yield frame
+        finally:
+            _current_node.reset(token)
 
     @property
     def elapsed(self) -> float:

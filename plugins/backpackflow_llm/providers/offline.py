@@ -35,8 +35,11 @@ in parallel, tools in the order their first file appears; once every file has it
 
 For demos of retries and fallbacks it injects failures deterministically: ``fail_first=N``
 fails the first N calls of this instance, ``fail_models`` always fails the named models,
-``failure`` picks the error raised. ``latency_ms`` simulates latency through the injectable
-``sleep`` and is reported as the response's ``latency_ms``, so runs replay identically.
+``failure`` picks the error raised. ``refusal="..."`` makes it refuse, with those words, every
+call it would answer (tool calls are still made): the response's ``refusal``, with ``text`` ""
+and ``finish_reason`` ``"refusal"``, as a real model's refusal comes back. ``latency_ms``
+simulates latency through the injectable ``sleep`` and is reported as the response's
+``latency_ms``, so runs replay identically.
 """
 
 from __future__ import annotations
@@ -397,6 +400,7 @@ class OfflineProvider:
         fail_models: Collection[str] = (),
         failure: Failure = "server",
         retry_after: float | None = None,
+        refusal: str | None = None,
         name: str = "offline",
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
     ) -> None:
@@ -412,6 +416,7 @@ class OfflineProvider:
         self.fail_models = frozenset(fail_models)
         self.failure: Failure = failure
         self.retry_after = retry_after
+        self.refusal = refusal
         self.calls = 0
         self._sleep = sleep
 
@@ -453,6 +458,19 @@ class OfflineProvider:
                 latency_ms=self.latency_ms,
                 raw={"model_kind": MODEL_KIND, "task": "tool_calls", "tokenizer": TOKENIZER},
                 tool_calls=calls,
+            )
+        if self.refusal is not None:
+            if self.latency_ms:
+                await self._sleep(self.latency_ms / 1000)
+            return LLMResponse(
+                text="",
+                usage=Usage(input_tokens=input_tokens, output_tokens=count_tokens(self.refusal)),
+                provider=self.name,
+                model=model,
+                finish_reason="refusal",
+                latency_ms=self.latency_ms,
+                raw={"model_kind": MODEL_KIND, "task": "refusal", "tokenizer": TOKENIZER},
+                refusal=self.refusal,
             )
         results = [m.content for m in request.messages if m.role == "tool"]
         source = "\n\n".join([user[-1] if user else "", *results])

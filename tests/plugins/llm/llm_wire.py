@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import attrs
 import pytest
+from sdk_wire import check_sdk_request
 
 from loopback import ScriptedServer, serving
 
@@ -124,5 +125,17 @@ def _handler_for(server: WireServer) -> type[BaseHTTPRequestHandler]:
 @pytest.fixture
 def wire_server() -> Iterator[Callable[..., WireServer]]:
     """``wire_server(Reply(...), ...)`` starts a server playing that script; all are stopped
-    (hanging handlers released) when the test ends."""
-    yield from serving(WireServer)
+    (hanging handlers released) when the test ends. Then every chat request any of them
+    received (OpenAI ``/chat/completions``, Anthropic ``/messages``) must be a value of the
+    official SDK's request type: whatever a test sends, the providers' wire is checked."""
+    servers: list[WireServer] = []
+
+    def make(*script: Reply) -> WireServer:
+        server = WireServer(*script)
+        servers.append(server)
+        return server
+
+    yield from serving(make)
+    for server in servers:
+        for received in server.requests:
+            check_sdk_request(received.path, received.json())

@@ -8,17 +8,15 @@ models (tool calls, thinking, cache usage, refusals, streaming events) and must 
 from __future__ import annotations
 
 import json
-import typing
 from decimal import Decimal
 from typing import Any
 
 import pydantic
 import pytest
 from anthropic import types as at
-from anthropic.types import message_create_params
 from llm_wire import Reply, anthropic_events, openai_events, run
 from openai.types import chat as oc
-from openai.types.chat import completion_create_params
+from sdk_wire import anthropic_request, chunk, dump, openai_request
 
 from backpackflow_llm import (
     AnthropicProvider,
@@ -33,36 +31,6 @@ from backpackflow_llm import (
     ToolSpec,
     Usage,
 )
-
-
-def valid_request(typed_dict: Any, body: dict[str, Any]) -> None:
-    """``body`` is a value of the SDK's request TypedDict, with no key outside it."""
-    allowed = set(typing.get_type_hints(typed_dict))
-    assert set(body) <= allowed, f"keys the SDK's request type lacks: {set(body) - allowed}"
-    pydantic.TypeAdapter(typed_dict).validate_python(body, strict=False)
-
-
-def openai_request(body: dict[str, Any]) -> None:
-    kind = (
-        completion_create_params.CompletionCreateParamsStreaming
-        if body.get("stream")
-        else completion_create_params.CompletionCreateParamsNonStreaming
-    )
-    valid_request(kind, body)
-
-
-def anthropic_request(body: dict[str, Any]) -> None:
-    kind = (
-        message_create_params.MessageCreateParamsStreaming
-        if body.get("stream")
-        else message_create_params.MessageCreateParamsNonStreaming
-    )
-    valid_request(kind, body)
-
-
-def dump(model: pydantic.BaseModel) -> dict[str, Any]:
-    return model.model_dump(mode="json", exclude_unset=True)
-
 
 READ_FILE = ToolSpec(
     "read_file",
@@ -192,20 +160,6 @@ def test_openai_a_named_tool_choice_and_json_schema(wire_server):
         "json_schema": {"name": "answer", "schema": schema, "strict": True},
     }
     assert response.text == '{"rows": 4}'
-
-
-def chunk(delta: dict[str, Any], finish: str | None = None, usage: Any = None) -> str:
-    model = oc.ChatCompletionChunk(
-        id="c",
-        object="chat.completion.chunk",
-        created=1,
-        model="gpt-4o-mini-2024-07-18",
-        choices=[{"index": 0, "delta": delta, "finish_reason": finish}]
-        if delta is not None
-        else [],
-        usage=usage,
-    )
-    return json.dumps(dump(model))
 
 
 def test_openai_streamed_tool_calls_refusal_and_usage(wire_server):

@@ -293,3 +293,28 @@ def test_close_timeout_zero_leaves_the_export_to_the_background(receiver: OtlpRe
     assert report["exported"] + report["pending"] == 2  # queued, not waited for
     assert sink._pipeline.flush(5.0)
     assert sorted(s.name for s in receiver.spans) == ["invoke_workflow Flow", "node one"]
+
+
+def test_an_agents_tool_calls_are_spans_under_its_node_span(
+    capsys: Any, tmp_path: Path, receiver: OtlpReceiver
+) -> None:
+    """Two calls of one turn (nested steps, concurrent): sibling spans under the agent's."""
+    flow = write_flow(
+        tmp_path / "flow.json",
+        flow_doc(
+            {
+                "type": "agent",
+                "id": "analyst",
+                "params": {"prompt": "Compare a.csv and b.csv.", "tools": ["csv_summary"]},
+            }
+        ),
+    )
+    code, _, err = run_cli(capsys, flow, "--sink", f"otlp:{receiver.url}")
+    assert code == 0, err
+    spans = receiver.spans
+    (node,) = [s for s in spans if s.attributes.get("backpackflow.node.id") == "analyst"]
+    calls = [s for s in spans if s.name == "execute_tool csv_summary"]
+    assert len(calls) == 2
+    assert {c.parent_span_id for c in calls} == {node.span_id}
+    assert all(c.end >= c.start and c.status_message for c in calls)  # the files are missing
+    assert tree(spans)[node.span_id][0].name.startswith("chat ")  # the model call, then tools

@@ -127,6 +127,24 @@ def test_the_agent_example_runs_through_the_service_as_it_runs_offline(
         run = start_run(client, workflow["id"])
         wait_for_status(client, run["id"], "succeeded")
         items = client.get(f"/api/runs/{run['id']}/trace", params={"limit": 500}).json()["items"]
+        steps = client.get(f"/api/runs/{run['id']}").json()["steps"]
+
+    # each tool call is a step nested in the agent's, as in the offline run's events
+    (agent,) = [s for s in steps if s["parent_step"] is None]
+    tools = [s for s in steps if s["parent_step"] is not None]
+    assert agent["node_type"] == "agent" and agent["status"] == "succeeded"
+    assert [(s["node_type"], s["node_name"], s["parent_step"], s["status"]) for s in tools] == [
+        ("tool", "read_file", agent["step"], "succeeded"),
+        ("tool", "csv_summary", agent["step"], "succeeded"),
+    ]
+    assert all(s["node_id"] == "analyst" and s["latency_ms"] is not None for s in tools)
+    assert all(s["tokens_input"] == 0 and s["cost"] == "0" for s in tools)
+
+    def nesting(events: list[dict[str, Any]]) -> list[tuple[str, Any, Any]]:
+        return [(e["type"], e["step"], e.get("parent_step")) for e in events if "tool" in e["type"]]
+
+    assert nesting(items) == nesting(local)
+    assert {e["parent_step"] for e in items if e["type"] == "tool_response"} == {agent["step"]}
 
     def loop(events: list[dict[str, Any]]) -> list[tuple[str, Any]]:
         """The turns: each model call's exact cost (a call the service's response cache

@@ -100,6 +100,7 @@ def test_events_are_stored_as_given_and_derive_steps_and_totals(
         "cache_hit": False,
         "action": "search",
         "error": None,
+        "parent_step": None,
     }
     assert (search["status"], search["cache_hit"], search["cost"], search["attempts"]) == (
         "succeeded",
@@ -413,3 +414,73 @@ def test_event_objects_with_to_json_are_accepted(
     assert store.get_trace(run["id"]) == events
     assert type(store.get_trace(run["id"])[0]["type"]) is str
     assert store.get_run(run["id"])["steps"][0]["node_type"] == "X"
+
+
+def test_nested_steps_are_stored_under_their_parent(
+    store: SqlRunStore, run: dict[str, Any], trace: Any
+) -> None:
+    """An agent's tool calls: steps with parent_step, opened by tool_request and ended by
+    tool_response (failed with the tool's error), whichever batch each event arrives in."""
+    t = trace(run["id"])
+
+    def nested(type_: str, payload: dict[str, Any], step: int, tool: str) -> dict[str, Any]:
+        event = t.event(type_, payload, step=step, node_id="agent", node_name=tool)
+        return {**event, "parent_step": 1}
+
+    events = [
+        t.event(
+            "node_start", {"node_name": "Agent", "node_type": "agent"}, step=1, node_id="agent"
+        ),
+        t.event("llm_response", _llm_response("0.000100"), step=1, node_id="agent"),
+        nested("tool_request", {"tool": "read_file", "arguments": {"path": "a"}}, 2, "read_file"),
+        nested("tool_request", {"tool": "csv_summary", "arguments": {"path": "b"}}, 3, "csv"),
+        nested(
+            "tool_response",
+            {
+                "tool": "csv_summary",
+                "result": None,
+                "duration_ms": 4.5,
+                "error": "no such file: 'b'",
+            },
+            3,
+            "csv",
+        ),
+        nested(
+            "tool_response",
+            {"tool": "read_file", "result": {"text": "x"}, "duration_ms": 7.25, "error": None},
+            2,
+            "read_file",
+        ),
+        t.event(
+            "node_end", {"action": None, "writes": [], "duration_ms": 30.0}, step=1, node_id="agent"
+        ),
+    ]
+    store.append_events(run["id"], events[:3])
+    store.append_events(run["id"], events[3:])
+    assert store.get_trace(run["id"], limit=100) == events  # parent_step kept as given
+    agent, read, csv = _steps(store, run["id"])
+    assert (agent["parent_step"], agent["status"], agent["cost"]) == (None, "succeeded", "0.000100")
+    assert {k: read[k] for k in ("step", "parent_step", "node_id", "node_name", "node_type")} == {
+        "step": 2,
+        "parent_step": 1,
+        "node_id": "agent",
+        "node_name": "read_file",
+        "node_type": "tool",
+    }
+    assert (read["status"], read["latency_ms"], read["error"]) == ("succeeded", 7.25, None)
+    assert (csv["status"], csv["latency_ms"]) == ("failed", 4.5)
+    assert csv["error"] == "no such file: 'b'" and csv["node_name"] == "csv_summary"
+    assert (read["cost"], read["tokens_input"]) == ("0", 0)
+    assert store.get_run(run["id"])["total_cost"] == "0.000100"
+
+
+def test_a_parent_step_must_be_an_integer_on_a_step_event(
+    store: SqlRunStore, run: dict[str, Any], trace: Any
+) -> None:
+    t = trace(run["id"])
+    bad = {**t.event("tool_request", {}, step=2), "parent_step": "1"}
+    with pytest.raises(InvalidEvent, match=r"parent_step must be an integer"):
+        store.append_events(run["id"], [bad])
+    orphan = {**t.event("log", {}), "parent_step": 1}
+    with pytest.raises(InvalidEvent, match=r"on an event of a step"):
+        store.append_events(run["id"], [orphan])
