@@ -1234,12 +1234,37 @@ class SqlRunStore(BudgetStore):
         twice. An event reusing another event's ``seq`` raises :class:`EventConflict`; a
         malformed one :class:`InvalidEvent`; in both cases nothing of the batch is stored.
         """
+        ordered = self._checked_rows(run_id, events)
+        if not ordered:
+            return
+        try:
+            with self._write_connection() as connection:
+                self._store_rows(connection, run_id, ordered)
+        except IntegrityError as exc:
+            # a seq of the run already belongs to another event (its unique index refused
+            # the batch, which rolled back); say which, reading the store afresh
+            self._explain_seq_conflict(run_id, ordered)
+            raise EventConflict(f"run {run_id!r}: {_one_line(exc)}") from exc
+
+    def append_many(self, batches: Mapping[str, Sequence[EventDocument]]) -> None:
+        """Store the events of several runs in one transaction, as :meth:`append_events` does
+        for each (the event writer's batches hold many runs' events: one commit for all of
+        them). Any refusal refuses everything; :meth:`append_events` per run says which."""
+        checked = {run_id: self._checked_rows(run_id, events) for run_id, events in batches.items()}
+        try:
+            with self._write_connection() as connection:
+                for run_id in sorted(checked):  # runs locked in one order: no deadlock
+                    if checked[run_id]:
+                        self._store_rows(connection, run_id, checked[run_id])
+        except IntegrityError as exc:
+            raise EventConflict(f"a batch of {len(checked)} runs: {_one_line(exc)}") from exc
+
+    def _checked_rows(self, run_id: str, events: Sequence[EventDocument]) -> list[dict[str, Any]]:
+        """The batch's rows, validated, once per id, in seq order (two ids, one seq: refused)."""
         rows: dict[str, dict[str, Any]] = {}
         for index, raw in enumerate(events):
             row = self._event_row(run_id, index, raw)
             rows.setdefault(row["id"], row)  # a batch repeating an event stores it once
-        if not rows:
-            return
         ordered = sorted(rows.values(), key=lambda r: r["seq"])
         for previous, row in itertools.pairwise(ordered):
             if previous["seq"] == row["seq"]:
@@ -1247,25 +1272,25 @@ class SqlRunStore(BudgetStore):
                     f"events {previous['id']!r} and {row['id']!r} of run {run_id!r} "
                     f"both have seq {row['seq']}"
                 )
-        try:
-            with self._write_connection() as connection:
-                batch = _Batch.load(connection, run_id)  # locks the run: batches serialise
-                # One statement for the whole batch: rows whose id is stored are skipped by
-                # the database and the ids of those inserted come back. Only a batch with
-                # skipped ids (a retry) looks further, at who owns them.
-                inserted = set(connection.execute(self._insert_events, ordered).scalars())
-                if len(inserted) < len(ordered):
-                    self._check_owners(connection, run_id, [i for i in rows if i not in inserted])
-                    ordered = [row for row in ordered if row["id"] in inserted]
-                if ordered:
-                    batch.load_rows(connection, ordered)
-                    self._derive(batch, ordered)
-                    batch.save(connection)
-        except IntegrityError as exc:
-            # a seq of the run already belongs to another event (its unique index refused
-            # the batch, which rolled back); say which, reading the store afresh
-            self._explain_seq_conflict(run_id, ordered)
-            raise EventConflict(f"run {run_id!r}: {_one_line(exc)}") from exc
+        return ordered
+
+    def _store_rows(
+        self, connection: Connection, run_id: str, ordered: list[dict[str, Any]]
+    ) -> None:
+        batch = _Batch.load(connection, run_id)  # locks the run: batches serialise
+        # One statement for the whole batch: rows whose id is stored are skipped by the
+        # database and the ids of those inserted come back. Only a batch with skipped ids (a
+        # retry) looks further, at who owns them.
+        inserted = set(connection.execute(self._insert_events, ordered).scalars())
+        if len(inserted) < len(ordered):
+            self._check_owners(
+                connection, run_id, [r["id"] for r in ordered if r["id"] not in inserted]
+            )
+            ordered = [row for row in ordered if row["id"] in inserted]
+        if ordered:
+            batch.load_rows(connection, ordered)
+            self._derive(batch, ordered)
+            batch.save(connection)
 
     @contextmanager
     def _write_connection(self) -> Iterator[Connection]:
