@@ -65,7 +65,12 @@ from backpackflow_store_sql import (
     InvalidTransition,
     WriterClosed,
 )
-from backpackflow_store_sql.portable import make_portable, may_be_unportable
+from backpackflow_store_sql.portable import (
+    MAX_DEPTH,
+    make_portable,
+    may_be_unportable,
+    may_nest_deeper,
+)
 from backpackflow_store_sql.store import FINAL_STATUSES, EventDocument, event_field
 from backpackflow_store_sql.writer import is_transient
 
@@ -273,13 +278,15 @@ class _Slot:
     and as the store keeps it (no U+0000 or lone surrogate), so live and stored agree.
     """
 
-    __slots__ = ("_document", "_lock", "_text", "event")
+    __slots__ = ("_document", "_lock", "_text", "event", "portable_json")
 
     def __init__(self, event: BackpackEvent) -> None:
         self.event = event
         self._document: dict[str, Any] | None = None
         self._text: str | None = None
         self._lock = threading.Lock()  # the writer thread and the loop may both ask at once
+        #: The store may take the document as it is (strict JSON, made portable by _build).
+        self.portable_json = False
 
     @property
     def seq(self) -> int:
@@ -301,12 +308,18 @@ class _Slot:
 
     def _build(self) -> None:
         document = client_event(self.event.to_json())
-        text = json.dumps(document, ensure_ascii=False, separators=(",", ":"), default=repr)
-        if may_be_unportable(text):
-            document = make_portable(document)
+        try:  # strict JSON, as the store checks it: then the store need not check again
+            text = json.dumps(document, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+            strict = True
+        except (TypeError, ValueError):
+            text = json.dumps(document, ensure_ascii=False, separators=(",", ":"), default=repr)
+            strict = False
+        if may_be_unportable(text) or may_nest_deeper(text):
+            document = make_portable(document, MAX_DEPTH)
             text = json.dumps(document, ensure_ascii=False, separators=(",", ":"), default=repr)
         self._text = text
         self._document = document
+        self.portable_json = strict
 
     def text(self) -> str:
         text = self._text

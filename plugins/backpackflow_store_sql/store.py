@@ -229,7 +229,10 @@ def create_store_engine(url: URL, **engine_options: Any) -> Engine:
         if "connect_timeout" not in url.query:
             pg_args["connect_timeout"] = 10
         pg_args.update(engine_options.pop("connect_args", {}))
-        engine_options.setdefault("pool_pre_ping", True)
+        # No pool_pre_ping: a round trip before every checkout, for what a failed statement
+        # says anyway. A connection the server dropped fails its next use as "disconnect",
+        # which makes SQLAlchemy invalidate the whole pool; the event writer and run status
+        # writes retry, a request answers 503 with Retry-After.
         engine_options.setdefault("json_deserializer", _load_json)  # psycopg reads JSONB with it
         return create_engine(url, connect_args=pg_args, **engine_options)
     except (ArgumentError, NoSuchModuleError, ImportError) as exc:
@@ -1175,9 +1178,10 @@ class SqlRunStore(BudgetStore):
 
     def _event_row(self, run_id: str, index: int, raw: Any) -> dict[str, Any]:
         """Validate one envelope and turn it into a ``trace_events`` row."""
-        to_json = getattr(raw, "to_json", None)
+        source, to_json = raw, getattr(raw, "to_json", None)
         if not isinstance(raw, Mapping) and callable(to_json):
             raw = to_json()  # a kernel BackpackEvent: serialized here, off the run's thread
+        portable = getattr(source, "portable_json", False) is True
         if not isinstance(raw, Mapping):
             raise InvalidEvent(f"event #{index} of the batch is not a JSON object: {raw!r:.80}")
         event_id = raw.get("id")
@@ -1220,7 +1224,11 @@ class SqlRunStore(BudgetStore):
             "node_id": node_id,
             "node_name": text("node_name"),
             "namespace": text("namespace"),
-            "payload": self._json(raw.get("payload", {}), f"{where}: payload", InvalidEvent),
+            # an event that vouches for its JSON (the service's, built once for its clients
+            # and made portable then) is not serialized once more only to be checked
+            "payload": raw.get("payload", {})
+            if portable
+            else self._json(raw.get("payload", {}), f"{where}: payload", InvalidEvent),
         }
 
     def append_events(self, run_id: str, events: Sequence[EventDocument]) -> None:
