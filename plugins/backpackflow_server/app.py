@@ -150,7 +150,9 @@ def package_version() -> str:
         return backpackflow.__version__
 
 
-def _service(request: Request) -> Service:
+async def _service(request: Request) -> Service:
+    # async: FastAPI runs a plain ``def`` dependency in the thread pool, a thread hop per
+    # request for an attribute read
     service: Service = request.app.state.service
     return service
 

@@ -725,17 +725,24 @@ class RunManager:
             summary = error_summary(exc, "a node type failed to build a flow")
             raise FlowProblems(where, [f"$: the flow cannot be loaded: {summary}"]) from exc
 
-    def load_flow(self, workflow: Mapping[str, Any]) -> Flow:
-        """The runnable flow of a stored workflow version (cached per id and version).
-
-        Called in a worker thread (:meth:`off_loop`), like :meth:`check_flow`.
-        """
+    def cached_flow(self, workflow: Mapping[str, Any]) -> Flow | None:
+        """The loaded flow of this workflow version if it is cached (cheap: no thread hop)."""
         key = (str(workflow["id"]), int(workflow["version"]))
         with self._flows_lock:
             flow = self._flows.get(key)
             if flow is not None:
                 self._flows.move_to_end(key)
-                return flow
+            return flow
+
+    def load_flow(self, workflow: Mapping[str, Any]) -> Flow:
+        """The runnable flow of a stored workflow version (cached per id and version).
+
+        Called in a worker thread (:meth:`off_loop`), like :meth:`check_flow`.
+        """
+        flow = self.cached_flow(workflow)
+        if flow is not None:
+            return flow
+        key = (str(workflow["id"]), int(workflow["version"]))
         flow = self._load(workflow["graph_json"], "workflow")
         if self.settings.flow_cache_size:
             with self._flows_lock:
@@ -773,7 +780,8 @@ class RunManager:
         self._learn_address(server_address)
         self._check_accepting()
         workflow = await run_in_threadpool(self.store.get_workflow, workflow_id)
-        flow = await self.off_loop(self.load_flow, workflow)
+        cached = self.cached_flow(workflow)
+        flow = cached if cached is not None else await self.off_loop(self.load_flow, workflow)
         inputs = self.resolve_inputs(flow, input_vars)
         if self.budgets.stale(self.settings.budget_refresh_seconds):
             budgets = await run_in_threadpool(self.budgets.refresh, list(self.budgets.ledgers))
