@@ -242,7 +242,11 @@ async def load(
     """One round; ``token``: the API token to send (``None``: a local-dev service)."""
     import httpx
 
-    limits = httpx.Limits(max_connections=None, max_keepalive_connections=runs * subscribers)
+    # idle connections expire before the server closes them (uvicorn: after 5 s), so a
+    # request is never sent on a connection the server is closing at that moment
+    limits = httpx.Limits(
+        max_connections=None, max_keepalive_connections=runs * subscribers, keepalive_expiry=2.0
+    )
     headers = {} if token is None else {"Authorization": f"Bearer {token}"}
     async with httpx.AsyncClient(
         base_url=url, timeout=120, limits=limits, headers=headers
