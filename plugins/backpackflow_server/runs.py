@@ -72,7 +72,7 @@ from backpackflow_store_sql.portable import (
     may_nest_deeper,
 )
 from backpackflow_store_sql.store import FINAL_STATUSES, EventDocument, event_field
-from backpackflow_store_sql.writer import is_transient
+from backpackflow_store_sql.writer import is_transient, sleep_before_retry
 
 from .budgets import BudgetGuard
 from .disclosure import (
@@ -1097,7 +1097,7 @@ class RunManager:
                     getattr(method, "__name__", "a status write"),
                     outcome.exception() if outcome is not None else None,
                     state.attempt_number,
-                    state.upcoming_sleep,
+                    sleep_before_retry(state),
                 )
 
         retrying = AsyncRetrying(

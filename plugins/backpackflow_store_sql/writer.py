@@ -488,7 +488,7 @@ class EventWriter:
     def _note_retry(self, state: RetryCallState) -> None:
         where, count = self._context
         error = state.outcome.exception() if state.outcome is not None else None
-        delay = state.upcoming_sleep
+        delay = sleep_before_retry(state)
         with self._lock:
             self._retries += 1
             first = not self._outage
@@ -608,3 +608,9 @@ class EventWriter:
 
 def _no_wait(_state: RetryCallState) -> float:
     return 0.0
+
+
+def sleep_before_retry(state: RetryCallState) -> float:
+    """Seconds tenacity waits before the next attempt (in ``before_sleep``; tenacity 8 and 9)."""
+    action = state.next_action
+    return 0.0 if action is None else float(action.sleep)
