@@ -242,7 +242,11 @@ async def load(
     """One round; ``token``: the API token to send (``None``: a local-dev service)."""
     import httpx
 
-    limits = httpx.Limits(max_connections=None, max_keepalive_connections=runs * subscribers)
+    # idle connections expire before the server closes them (uvicorn: after 5 s), so a
+    # request is never sent on a connection the server is closing at that moment
+    limits = httpx.Limits(
+        max_connections=None, max_keepalive_connections=runs * subscribers, keepalive_expiry=2.0
+    )
     headers = {} if token is None else {"Authorization": f"Bearer {token}"}
     async with httpx.AsyncClient(
         base_url=url, timeout=120, limits=limits, headers=headers
@@ -568,6 +572,41 @@ def summarize(results: list[dict[str, Any]]) -> None:
         )
 
 
+def goals(results: list[dict[str, Any]]) -> list[str]:
+    """The service's goals (issue 14), each with the medians that meet it or not."""
+    by_backend: dict[str, list[dict[str, Any]]] = {}
+    for result in results:
+        by_backend.setdefault(result["backend"], []).append(result)
+    lines = []
+    medians: dict[str, float] = {}
+    for label, mine in by_backend.items():
+        ratios = [
+            r["service_cpu_s_per_run"] / r["in_process_cpu_s_per_run"]
+            for r in mine
+            if r.get("in_process_cpu_s_per_run")
+        ]
+        if ratios:
+            ratio = statistics.median(ratios)
+            lines.append(
+                f"{label}: service CPU per run {ratio:.2f}x the flow's (goal <= 2x): "
+                + ("met" if ratio <= 2 else "not met")
+            )
+        p99 = statistics.median(r["latency_ms"]["p99"] for r in mine)
+        lines.append(
+            f"{label}: event latency p99 {p99:.1f} ms at {mine[0]['runs']} runs x "
+            f"{mine[0]['subscribers']} subscribers (goal < 50 ms): "
+            + ("met" if p99 < 50 else "not met")
+        )
+        medians[label] = statistics.median(r["runs_per_s"] for r in mine)
+    if "sqlite" in medians and "postgresql" in medians:
+        pg, lite = medians["postgresql"], medians["sqlite"]
+        lines.append(
+            f"PostgreSQL {pg:.1f} runs/s vs SQLite {lite:.1f} (goal: at least as fast): "
+            + ("met" if pg >= lite else "not met")
+        )
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--serve"]:
@@ -632,6 +671,9 @@ def main(argv: list[str] | None = None) -> int:
                 results.append(result)
                 report(result)
         summarize(results)
+        print("\ngoals (medians):")
+        for line in goals(results):
+            print(f"  {line}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     failed = [r for r in results if r["problems"] or set(r["statuses"]) != {"succeeded"}]

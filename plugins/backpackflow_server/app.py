@@ -29,6 +29,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import Field
 from pydantic.json_schema import SkipJsonSchema
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -42,6 +44,7 @@ from backpackflow_store_sql import (
     SchemaNotReady,
     VersionConflict,
 )
+from backpackflow_store_sql.writer import is_transient
 
 from .auth import (
     SESSION_COOKIE,
@@ -147,7 +150,9 @@ def package_version() -> str:
         return backpackflow.__version__
 
 
-def _service(request: Request) -> Service:
+async def _service(request: Request) -> Service:
+    # async: FastAPI runs a plain ``def`` dependency in the thread pool, a thread hop per
+    # request for an attribute read
     service: Service = request.app.state.service
     return service
 
@@ -292,6 +297,13 @@ def _install_error_handlers(app: FastAPI) -> None:
         detail = with_error_id("the database is unavailable; try again later", error_id)
         return _error(503, detail, {"Retry-After": "5"}, error_id)
 
+    async def driver_error(request: Request, exc: Exception) -> JSONResponse:
+        # the driver lost the database (connection refused or cut, pool timeout, SQLite
+        # locked): the same 503 as above; anything else the driver raised is a bug (500)
+        if not is_transient(exc):
+            raise exc
+        return await database_unavailable(request, exc)
+
     async def not_authenticated(_: Request, exc: Exception) -> JSONResponse:
         return _error(401, str(exc), {"WWW-Authenticate": "Bearer"})
 
@@ -310,6 +322,8 @@ def _install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ServiceUnavailable, unavailable)
     for database_error in (DatabaseUnavailable, SchemaNotReady):
         app.add_exception_handler(database_error, database_unavailable)
+    for driver_failure in (DBAPIError, PoolTimeout):
+        app.add_exception_handler(driver_failure, driver_error)
     app.add_exception_handler(NotAuthenticated, not_authenticated)
     app.add_exception_handler(NotAllowed, not_allowed)
     app.add_exception_handler(BodyTooLarge, body_too_large)

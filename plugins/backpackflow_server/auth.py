@@ -32,6 +32,7 @@ what keeps a web page in the developer's browser from driving the open service.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
 import logging
@@ -131,6 +132,7 @@ class Authenticator:
             TTLCache(maxsize=4096, ttl=ttl) if ttl > 0 else None
         )
         self._touched: dict[str, float] = {}
+        self._pending: dict[str, asyncio.Future[dict[str, Any] | None]] = {}
 
     # ------------------------------------------------------------------ tokens
 
@@ -139,7 +141,14 @@ class Authenticator:
         cache = self._cache
         record = cache.get(key) if cache is not None else None
         if record is None:
-            record = await run_in_threadpool(self._look_up, lookup)
+            # one look-up per token at a time: a burst of requests with a token the cache
+            # does not hold (yet, or any more) waits for the same answer
+            pending = self._pending.get(key)
+            if pending is None:
+                pending = asyncio.ensure_future(run_in_threadpool(self._look_up, lookup))
+                self._pending[key] = pending
+                pending.add_done_callback(lambda _: self._pending.pop(key, None))
+            record = await asyncio.shield(pending)
             if record is None:
                 return None
             if cache is not None:

@@ -109,8 +109,8 @@ _422: dict[int | str, dict[str, Any]] = {
 VIEWER = require("viewer")
 
 
-def _service(request: Request) -> Any:
-    return request.app.state.service
+async def _service(request: Request) -> Any:
+    return request.app.state.service  # async: no thread hop (see app._service)
 
 
 ServiceDep = Annotated[Any, Depends(_service)]

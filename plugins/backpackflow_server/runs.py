@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import itertools
 import json
 import logging
@@ -42,6 +43,7 @@ from typing import Any, Protocol, TypeVar
 import anyio
 import attrs
 from starlette.concurrency import run_in_threadpool
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_exponential
 
 from backpackflow import (
     Backpack,
@@ -59,13 +61,18 @@ from backpackflow.plugins import EventSink, Registry
 from backpackflow.policy import EgressDenied, EndpointSet, SandboxPolicy, SecretMasker
 from backpackflow.runner import DependencyContainer
 from backpackflow_store_sql import (
-    DatabaseUnavailable,
     EventWriter,
     InvalidTransition,
     WriterClosed,
 )
-from backpackflow_store_sql.portable import make_portable, may_be_unportable
+from backpackflow_store_sql.portable import (
+    MAX_DEPTH,
+    make_portable,
+    may_be_unportable,
+    may_nest_deeper,
+)
 from backpackflow_store_sql.store import FINAL_STATUSES, EventDocument, event_field
+from backpackflow_store_sql.writer import is_transient, sleep_before_retry
 
 from .budgets import BudgetGuard
 from .disclosure import (
@@ -271,13 +278,15 @@ class _Slot:
     and as the store keeps it (no U+0000 or lone surrogate), so live and stored agree.
     """
 
-    __slots__ = ("_document", "_lock", "_text", "event")
+    __slots__ = ("_document", "_lock", "_text", "event", "portable_json")
 
     def __init__(self, event: BackpackEvent) -> None:
         self.event = event
         self._document: dict[str, Any] | None = None
         self._text: str | None = None
         self._lock = threading.Lock()  # the writer thread and the loop may both ask at once
+        #: The store may take the document as it is (strict JSON, made portable by _build).
+        self.portable_json = False
 
     @property
     def seq(self) -> int:
@@ -299,12 +308,18 @@ class _Slot:
 
     def _build(self) -> None:
         document = client_event(self.event.to_json())
-        text = json.dumps(document, ensure_ascii=False, separators=(",", ":"), default=repr)
-        if may_be_unportable(text):
-            document = make_portable(document)
+        try:  # strict JSON, as the store checks it: then the store need not check again
+            text = json.dumps(document, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+            strict = True
+        except (TypeError, ValueError):
+            text = json.dumps(document, ensure_ascii=False, separators=(",", ":"), default=repr)
+            strict = False
+        if may_be_unportable(text) or may_nest_deeper(text):
+            document = make_portable(document, MAX_DEPTH)
             text = json.dumps(document, ensure_ascii=False, separators=(",", ":"), default=repr)
         self._text = text
         self._document = document
+        self.portable_json = strict
 
     def text(self) -> str:
         text = self._text
@@ -436,6 +451,18 @@ class _AckingSink:
             self._store.append_events(run_id, events)
         self._on_stored(run_id, [event_field(e, "seq") for e in events], True)
 
+    def append_many(self, batches: Mapping[str, Sequence[EventDocument]]) -> None:
+        """Several runs' events in one transaction (when the store can)."""
+        append_many = getattr(self._store, "append_many", None)
+        if append_many is None:
+            for run_id, events in batches.items():
+                self.append_events(run_id, events)
+            return
+        with self._write_lock:
+            append_many(batches)
+        for run_id, events in batches.items():
+            self._on_stored(run_id, [event_field(e, "seq") for e in events], True)
+
 
 class RunManager:
     """Starts, tracks, cancels and finishes the runs of one service process."""
@@ -466,6 +493,7 @@ class RunManager:
         self._flows_lock = threading.Lock()  # flows load in worker threads
         self._workers: anyio.CapacityLimiter | None = None
         self._accepting = False
+        self._stopping = False  # shutting down: status writes stop waiting for the database
         self._slots: asyncio.Semaphore | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
@@ -495,11 +523,15 @@ class RunManager:
         if count is None:
             count = 1 if self.store.dialect == "sqlite" else 4
         sink = _AckingSink(self.store, self._settled_threadsafe, self._write_lock)
+        settings = self.settings
         self.writers = [
             EventWriter(
                 sink,
-                max_batch=self.settings.writer_max_batch,
-                max_delay=self.settings.writer_max_delay,
+                max_batch=settings.writer_max_batch,
+                max_delay=settings.writer_max_delay,
+                max_buffer_bytes=settings.outage_buffer_bytes,
+                spill_path=self._spill_path(index),
+                max_spill_bytes=settings.spill_max_bytes,
                 on_failure=lambda run_id, events, _error: self._settled_threadsafe(
                     run_id, [event_field(e, "seq") for e in events], False
                 ),
@@ -510,6 +542,15 @@ class RunManager:
         self.budgets.alert_sink = self._budget_alert_sink()
         self.budgets.schedule = self._in_background
         self._accepting = True
+
+    def _spill_path(self, index: int) -> Path | None:
+        """Writer ``index``'s spill file: named after the database, so what one service left
+        there goes to the same database at its next start."""
+        folder = self.settings.spill_dir
+        if folder is None:
+            return None
+        database = hashlib.sha256(self.store.url.encode()).hexdigest()[:16]
+        return folder.absolute() / f"events-{database}-{index}.jsonl"
 
     def _budget_alert_sink(self) -> Any:
         """The webhook sink that posts budget alerts, when the operator set a URL (built
@@ -553,6 +594,7 @@ class RunManager:
             await asyncio.wait(running, timeout=self.settings.shutdown_grace)
         for handle in list(self._handles.values()):
             self._request_cancel(handle, SHUTDOWN_REASON)
+        self._stopping = True
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         for writer in self.writers:
@@ -683,17 +725,24 @@ class RunManager:
             summary = error_summary(exc, "a node type failed to build a flow")
             raise FlowProblems(where, [f"$: the flow cannot be loaded: {summary}"]) from exc
 
-    def load_flow(self, workflow: Mapping[str, Any]) -> Flow:
-        """The runnable flow of a stored workflow version (cached per id and version).
-
-        Called in a worker thread (:meth:`off_loop`), like :meth:`check_flow`.
-        """
+    def cached_flow(self, workflow: Mapping[str, Any]) -> Flow | None:
+        """The loaded flow of this workflow version if it is cached (cheap: no thread hop)."""
         key = (str(workflow["id"]), int(workflow["version"]))
         with self._flows_lock:
             flow = self._flows.get(key)
             if flow is not None:
                 self._flows.move_to_end(key)
-                return flow
+            return flow
+
+    def load_flow(self, workflow: Mapping[str, Any]) -> Flow:
+        """The runnable flow of a stored workflow version (cached per id and version).
+
+        Called in a worker thread (:meth:`off_loop`), like :meth:`check_flow`.
+        """
+        flow = self.cached_flow(workflow)
+        if flow is not None:
+            return flow
+        key = (str(workflow["id"]), int(workflow["version"]))
         flow = self._load(workflow["graph_json"], "workflow")
         if self.settings.flow_cache_size:
             with self._flows_lock:
@@ -731,7 +780,8 @@ class RunManager:
         self._learn_address(server_address)
         self._check_accepting()
         workflow = await run_in_threadpool(self.store.get_workflow, workflow_id)
-        flow = await self.off_loop(self.load_flow, workflow)
+        cached = self.cached_flow(workflow)
+        flow = cached if cached is not None else await self.off_loop(self.load_flow, workflow)
         inputs = self.resolve_inputs(flow, input_vars)
         if self.budgets.stale(self.settings.budget_refresh_seconds):
             budgets = await run_in_threadpool(self.budgets.refresh, list(self.budgets.ledgers))
@@ -944,7 +994,7 @@ class RunManager:
                 return
             try:
                 handle.state = "starting"
-                await self._store_write(self.store.mark_running, handle.run_id)
+                await self._store_write_until_done(self.store.mark_running, handle.run_id)
                 handle.state = "running"
                 result = await handle.flow.execute(
                     Backpack(),
@@ -1008,30 +1058,59 @@ class RunManager:
     async def _finish_in_store(
         self, run_id: str, status: str, error: str | None, outputs: Mapping[str, Any]
     ) -> dict[str, Any] | None:
-        delay = 0.2
-        for attempt in range(6):
-            try:
-                return await self._store_write(
-                    self.store.finish_run, run_id, status, error, outputs
+        try:
+            return await self._store_write_until_done(
+                self.store.finish_run, run_id, status, error, outputs
+            )
+        except InvalidTransition:
+            run = await run_in_threadpool(self.store.get_run, run_id)
+            run.pop("steps", None)
+            log.warning("run %s was already %s; keeping that", run_id, run["status"])
+            return run
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            log.error(
+                "run %s: cannot record its end (%s) before the service stops; it stays "
+                "%r in the database until the next start recovers it",
+                run_id,
+                exc,
+                "running",
+            )
+            return None
+
+    async def _store_write_until_done(self, method: Callable[..., _T], *args: Any) -> _T:
+        """A run's status write, retried while the database is unavailable: a run must not
+        stay ``queued`` or ``running`` because of an outage. Gives up only once the service
+        is stopping and ``flush_timeout`` has passed (the next start recovers the run)."""
+
+        def stop(state: RetryCallState) -> bool:
+            elapsed = state.seconds_since_start or 0.0
+            return self._stopping and elapsed > self.settings.flush_timeout
+
+        def note(state: RetryCallState) -> None:
+            outcome = state.outcome
+            if state.attempt_number == 1 or state.attempt_number % 10 == 0:
+                log.warning(
+                    "run %s: %s: the database is unavailable (%s); retry %d in %.1fs",
+                    args[0] if args else "?",
+                    getattr(method, "__name__", "a status write"),
+                    outcome.exception() if outcome is not None else None,
+                    state.attempt_number,
+                    sleep_before_retry(state),
                 )
-            except InvalidTransition:
-                run = await run_in_threadpool(self.store.get_run, run_id)
-                run.pop("steps", None)
-                log.warning("run %s was already %s; keeping that", run_id, run["status"])
-                return run
-            except DatabaseUnavailable as exc:
-                if attempt == 5:
-                    log.error(
-                        "run %s: cannot record its end (%s); it stays %r in the database "
-                        "until the next start marks it failed",
-                        run_id,
-                        exc,
-                        "running",
-                    )
-                    return None
-                await asyncio.sleep(delay)
-                delay *= 2
-        return None
+
+        retrying = AsyncRetrying(
+            retry=retry_if_exception(is_transient),
+            wait=wait_exponential(multiplier=0.1, max=2.0),
+            stop=stop,
+            before_sleep=note,
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                return await self._store_write(method, *args)
+        raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
 
     async def _store_write(self, method: Callable[..., _T], *args: Any) -> _T:
         """A store write in the thread pool, taking turns with the other writes on SQLite."""

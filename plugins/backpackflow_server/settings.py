@@ -103,6 +103,25 @@ class Settings(BaseSettings):
     writer_max_delay: float = Field(
         default=0.05, ge=0, description="seconds the event writer waits to fill a batch"
     )
+    outage_buffer_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=0,
+        description="bytes of trace events each event writer holds in memory while the "
+        "database is down (retried until it is back); beyond them events go to the spill file",
+    )
+    spill_dir: Path | None = Field(
+        default=Path(".backpackflow/spill"),
+        description="folder of the event writers' spill files (one per database and writer, "
+        "made only when needed; what a stopped service left there is stored at the next "
+        "start); None: no spill file, events past outage_buffer_bytes are dropped (counted, "
+        "logged)",
+    )
+    spill_max_bytes: int = Field(
+        default=1024 * 1024 * 1024,
+        ge=0,
+        description="bytes each spill file may hold; past them events are dropped (counted in "
+        "/health's events_failed, logged)",
+    )
     flush_timeout: float = Field(
         default=30.0, gt=0, description="seconds a finished run waits for its events to be stored"
     )

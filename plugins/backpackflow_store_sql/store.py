@@ -230,7 +230,10 @@ def create_store_engine(url: URL, **engine_options: Any) -> Engine:
         if "connect_timeout" not in url.query:
             pg_args["connect_timeout"] = 10
         pg_args.update(engine_options.pop("connect_args", {}))
-        engine_options.setdefault("pool_pre_ping", True)
+        # No pool_pre_ping: a round trip before every checkout, for what a failed statement
+        # says anyway. A connection the server dropped fails its next use as "disconnect",
+        # which makes SQLAlchemy invalidate the whole pool; the event writer and run status
+        # writes retry, a request answers 503 with Retry-After.
         engine_options.setdefault("json_deserializer", _load_json)  # psycopg reads JSONB with it
         return create_engine(url, connect_args=pg_args, **engine_options)
     except (ArgumentError, NoSuchModuleError, ImportError) as exc:
@@ -439,13 +442,20 @@ def _positive(name: str, value: int, minimum: int = 1) -> int:
 _RUNS: Table = WorkflowRun.__table__  # type: ignore[assignment]
 _STEPS: Table = RunStep.__table__  # type: ignore[assignment]
 _COSTS: Table = RunCost.__table__  # type: ignore[assignment]
-# Built once: their compiled forms are cached, so a batch pays for executing them only.
-_SELECT_RUN = select(_RUNS).where(_RUNS.c.id == bindparam("run_id")).with_for_update()
+# Built once: their compiled forms are cached, so a batch pays for executing them only. Each
+# serves every run of a writer's batch at once (ids in an expanding IN list).
+_SELECT_RUNS = (
+    select(_RUNS)
+    .where(_RUNS.c.id.in_(bindparam("run_ids", expanding=True)))
+    .order_by(_RUNS.c.id)  # rows locked in one order: concurrent batches cannot deadlock
+    .with_for_update()
+)
 _SELECT_STEPS = select(_STEPS).where(
-    _STEPS.c.run_id == bindparam("run_id"), _STEPS.c.step.in_(bindparam("steps", expanding=True))
+    _STEPS.c.run_id.in_(bindparam("run_ids", expanding=True)),
+    _STEPS.c.step.in_(bindparam("steps", expanding=True)),
 )
 _SELECT_COSTS = select(_COSTS).where(
-    _COSTS.c.run_id == bindparam("run_id"),
+    _COSTS.c.run_id.in_(bindparam("run_ids", expanding=True)),
     _COSTS.c.provider.in_(bindparam("providers", expanding=True)),
 )
 _UPDATE_RUN = _RUNS.update().where(_RUNS.c.id == bindparam("b_id"))
@@ -464,46 +474,37 @@ _RUN_TOTALS = (
 
 
 class _Batch:
-    """What one batch of trace events changes, as plain records: the run's totals, its steps,
-    its cost per provider. Each is read with one statement and written back with one per kind
-    of change (new rows, changed rows), whatever the number of events in the batch."""
+    """What one run's new trace events change, as plain records: the run's totals, its steps,
+    its cost per provider. :func:`_load_batches` reads them for every run of a writer's batch
+    with one statement per table, :func:`_save_batches` writes them back with one statement per
+    kind of change (new rows, changed rows), whatever the number of runs and events."""
 
-    def __init__(self, run: SimpleNamespace) -> None:
+    def __init__(self, run: SimpleNamespace, rows: list[dict[str, Any]]) -> None:
         self.run = run
+        self.rows = rows  # the run's newly stored events, in seq order
         self.steps: dict[int, SimpleNamespace] = {}
         self._costs: dict[str, SimpleNamespace] = {}
         self._stored: dict[tuple[str, Any], dict[str, Any]] = {}  # rows as read
         self._new_steps: list[SimpleNamespace] = []
         self._new_costs: list[SimpleNamespace] = []
 
-    @classmethod
-    def load(cls, connection: Connection, run_id: str) -> _Batch:
-        """The run's row, locked (PostgreSQL ``FOR UPDATE``; SQLite's write lock is held)."""
-        row = connection.execute(_SELECT_RUN, {"run_id": run_id}).one_or_none()
-        if row is None:
-            raise NotFound("run", run_id)
-        return cls(SimpleNamespace(**row._mapping))
+    def step_numbers(self) -> set[int]:
+        return {r["step"] for r in self.rows if r["step"] is not None}
 
-    def load_rows(self, connection: Connection, rows: list[dict[str, Any]]) -> None:
-        """The steps and provider costs the events touch that are stored already."""
-        run_id = self.run.id
-        numbers = sorted({r["step"] for r in rows if r["step"] is not None})
-        for chunk in _chunks(numbers):
-            for found in connection.execute(_SELECT_STEPS, {"run_id": run_id, "steps": chunk}):
-                self.steps[found.step] = SimpleNamespace(**found._mapping)
-                self._stored["step", found.step] = dict(found._mapping)
-        providers = sorted(
-            {
-                _provider_name(r["payload"])
-                for r in rows
-                if r["type"] == "llm_response" and isinstance(r["payload"], dict)
-            }
-        )
-        for chunk in _chunks(providers):
-            query = {"run_id": run_id, "providers": chunk}
-            for found in connection.execute(_SELECT_COSTS, query):
-                self._costs[found.provider] = SimpleNamespace(**found._mapping)
-                self._stored["cost", found.provider] = dict(found._mapping)
+    def providers(self) -> set[str]:
+        return {
+            _provider_name(r["payload"])
+            for r in self.rows
+            if r["type"] == "llm_response" and isinstance(r["payload"], dict)
+        }
+
+    def add_stored_step(self, found: Any) -> None:
+        self.steps[found.step] = SimpleNamespace(**found._mapping)
+        self._stored["step", found.step] = dict(found._mapping)
+
+    def add_stored_cost(self, found: Any) -> None:
+        self._costs[found.provider] = SimpleNamespace(**found._mapping)
+        self._stored["cost", found.provider] = dict(found._mapping)
 
     def open_step(self, row: dict[str, Any], when: datetime) -> SimpleNamespace:
         """A new step (its first event in the store)."""
@@ -542,31 +543,72 @@ class _Batch:
             self._new_costs.append(cost)
         return cost
 
-    def save(self, connection: Connection) -> None:
-        """Write back what changed: a statement per kind of change, each an executemany."""
-        if self._new_steps:
-            connection.execute(_STEPS.insert(), [vars(step) for step in self._new_steps])
-        changed = self._changed("step", self.steps.items(), "id")
-        if changed:
-            connection.execute(_UPDATE_STEP, changed)
-        if self._new_costs:
-            connection.execute(_COSTS.insert(), [vars(cost) for cost in self._new_costs])
-        changed = [
+    def new_steps(self) -> list[dict[str, Any]]:
+        return [vars(step) for step in self._new_steps]
+
+    def changed_steps(self) -> list[dict[str, Any]]:
+        return [
+            {**vars(step), "b_id": step.id}
+            for number, step in self.steps.items()
+            if ("step", number) in self._stored and vars(step) != self._stored["step", number]
+        ]
+
+    def new_costs(self) -> list[dict[str, Any]]:
+        return [vars(cost) for cost in self._new_costs]
+
+    def changed_costs(self) -> list[dict[str, Any]]:
+        return [
             {**vars(cost), "b_run_id": cost.run_id, "b_provider": cost.provider}
             for name, cost in self._costs.items()
             if ("cost", name) in self._stored and vars(cost) != self._stored["cost", name]
         ]
-        if changed:
-            connection.execute(_UPDATE_COST, changed)
-        totals = {name: getattr(self.run, name) for name in _RUN_TOTALS}
-        connection.execute(_UPDATE_RUN, {"b_id": self.run.id, **totals})
 
-    def _changed(self, kind: str, records: Any, key: str) -> list[dict[str, Any]]:
-        return [
-            {**vars(record), "b_id": getattr(record, key)}
-            for name, record in records
-            if (kind, name) in self._stored and vars(record) != self._stored[kind, name]
-        ]
+    def totals(self) -> dict[str, Any]:
+        return {"b_id": self.run.id, **{name: getattr(self.run, name) for name in _RUN_TOTALS}}
+
+
+def _lock_runs(connection: Connection, run_ids: list[str]) -> dict[str, SimpleNamespace]:
+    """The runs' rows, locked (PostgreSQL ``FOR UPDATE``; SQLite's write lock is held)."""
+    runs: dict[str, SimpleNamespace] = {}
+    for chunk in _chunks(run_ids):
+        for row in connection.execute(_SELECT_RUNS, {"run_ids": list(chunk)}):
+            runs[row.id] = SimpleNamespace(**row._mapping)
+    for run_id in run_ids:
+        if run_id not in runs:
+            raise NotFound("run", run_id)
+    return runs
+
+
+def _load_batches(connection: Connection, batches: list[_Batch]) -> None:
+    """The steps and provider costs the batches' events touch that are stored already: one
+    query per table for all the runs (a superset, sorted out here)."""
+    by_run = {batch.run.id: batch for batch in batches}
+    run_ids = sorted(by_run)
+    numbers = sorted(set().union(*(batch.step_numbers() for batch in batches)))
+    wanted = {(batch.run.id, n) for batch in batches for n in batch.step_numbers()}
+    for chunk in _chunks(numbers):
+        query = {"run_ids": run_ids, "steps": list(chunk)}
+        for found in connection.execute(_SELECT_STEPS, query):
+            if (found.run_id, found.step) in wanted:
+                by_run[found.run_id].add_stored_step(found)
+    providers = sorted(set().union(*(batch.providers() for batch in batches)))
+    for chunk in _chunks(providers):
+        query = {"run_ids": run_ids, "providers": list(chunk)}
+        for found in connection.execute(_SELECT_COSTS, query):
+            by_run[found.run_id].add_stored_cost(found)
+
+
+def _save_batches(connection: Connection, batches: list[_Batch]) -> None:
+    """Write back what changed: a statement per kind of change, each an executemany."""
+    for statement, rows in (
+        (_STEPS.insert(), [row for batch in batches for row in batch.new_steps()]),
+        (_UPDATE_STEP, [row for batch in batches for row in batch.changed_steps()]),
+        (_COSTS.insert(), [row for batch in batches for row in batch.new_costs()]),
+        (_UPDATE_COST, [row for batch in batches for row in batch.changed_costs()]),
+        (_UPDATE_RUN, [batch.totals() for batch in batches]),
+    ):
+        if rows:
+            connection.execute(statement, rows)
 
 
 def _derive_nested(step: Any, kind: str, payload: dict[str, Any], when: datetime) -> None:
@@ -1198,9 +1240,10 @@ class SqlRunStore(BudgetStore, CheckpointStore):
 
     def _event_row(self, run_id: str, index: int, raw: Any) -> dict[str, Any]:
         """Validate one envelope and turn it into a ``trace_events`` row."""
-        to_json = getattr(raw, "to_json", None)
+        source, to_json = raw, getattr(raw, "to_json", None)
         if not isinstance(raw, Mapping) and callable(to_json):
             raw = to_json()  # a kernel BackpackEvent: serialized here, off the run's thread
+        portable = getattr(source, "portable_json", False) is True
         if not isinstance(raw, Mapping):
             raise InvalidEvent(f"event #{index} of the batch is not a JSON object: {raw!r:.80}")
         event_id = raw.get("id")
@@ -1251,7 +1294,11 @@ class SqlRunStore(BudgetStore, CheckpointStore):
             "node_id": node_id,
             "node_name": text("node_name"),
             "namespace": text("namespace"),
-            "payload": self._json(raw.get("payload", {}), f"{where}: payload", InvalidEvent),
+            # an event that vouches for its JSON (the service's, built once for its clients
+            # and made portable then) is not serialized once more only to be checked
+            "payload": raw.get("payload", {})
+            if portable
+            else self._json(raw.get("payload", {}), f"{where}: payload", InvalidEvent),
             "parent_step": parent,
         }
 
@@ -1266,12 +1313,39 @@ class SqlRunStore(BudgetStore, CheckpointStore):
         twice. An event reusing another event's ``seq`` raises :class:`EventConflict`; a
         malformed one :class:`InvalidEvent`; in both cases nothing of the batch is stored.
         """
+        ordered = self._checked_rows(run_id, events)
+        if not ordered:
+            return
+        try:
+            with self._write_connection() as connection:
+                self._store_rows(connection, {run_id: ordered})
+        except IntegrityError as exc:
+            # a seq of the run already belongs to another event (its unique index refused
+            # the batch, which rolled back); say which, reading the store afresh
+            self._explain_seq_conflict(run_id, ordered)
+            raise EventConflict(f"run {run_id!r}: {_one_line(exc)}") from exc
+
+    def append_many(self, batches: Mapping[str, Sequence[EventDocument]]) -> None:
+        """Store the events of several runs in one transaction, as :meth:`append_events` does
+        for each, with one statement per table for all of them (the event writer's batches
+        hold many runs' events). Any refusal refuses everything; :meth:`append_events` per run
+        says which run and event."""
+        checked = {run_id: self._checked_rows(run_id, events) for run_id, events in batches.items()}
+        checked = {run_id: rows for run_id, rows in checked.items() if rows}
+        if not checked:
+            return
+        try:
+            with self._write_connection() as connection:
+                self._store_rows(connection, checked)
+        except IntegrityError as exc:
+            raise EventConflict(f"a batch of {len(checked)} runs: {_one_line(exc)}") from exc
+
+    def _checked_rows(self, run_id: str, events: Sequence[EventDocument]) -> list[dict[str, Any]]:
+        """The batch's rows, validated, once per id, in seq order (two ids, one seq: refused)."""
         rows: dict[str, dict[str, Any]] = {}
         for index, raw in enumerate(events):
             row = self._event_row(run_id, index, raw)
             rows.setdefault(row["id"], row)  # a batch repeating an event stores it once
-        if not rows:
-            return
         ordered = sorted(rows.values(), key=lambda r: r["seq"])
         for previous, row in itertools.pairwise(ordered):
             if previous["seq"] == row["seq"]:
@@ -1279,25 +1353,33 @@ class SqlRunStore(BudgetStore, CheckpointStore):
                     f"events {previous['id']!r} and {row['id']!r} of run {run_id!r} "
                     f"both have seq {row['seq']}"
                 )
-        try:
-            with self._write_connection() as connection:
-                batch = _Batch.load(connection, run_id)  # locks the run: batches serialise
-                # One statement for the whole batch: rows whose id is stored are skipped by
-                # the database and the ids of those inserted come back. Only a batch with
-                # skipped ids (a retry) looks further, at who owns them.
-                inserted = set(connection.execute(self._insert_events, ordered).scalars())
-                if len(inserted) < len(ordered):
-                    self._check_owners(connection, run_id, [i for i in rows if i not in inserted])
-                    ordered = [row for row in ordered if row["id"] in inserted]
-                if ordered:
-                    batch.load_rows(connection, ordered)
-                    self._derive(batch, ordered)
-                    batch.save(connection)
-        except IntegrityError as exc:
-            # a seq of the run already belongs to another event (its unique index refused
-            # the batch, which rolled back); say which, reading the store afresh
-            self._explain_seq_conflict(run_id, ordered)
-            raise EventConflict(f"run {run_id!r}: {_one_line(exc)}") from exc
+        return ordered
+
+    def _store_rows(self, connection: Connection, checked: dict[str, list[dict[str, Any]]]) -> None:
+        """Insert the runs' new events and derive their steps and totals: a fixed number of
+        statements whatever the number of runs and events."""
+        run_ids = sorted(checked)
+        runs = _lock_runs(connection, run_ids)  # batches of the same run serialise here
+        everything = [row for run_id in run_ids for row in checked[run_id]]
+        # One statement for all the events: rows whose id is stored are skipped by the
+        # database and the ids of those inserted come back. Only a batch with skipped ids (a
+        # retry) looks further, at who owns them.
+        inserted = set(connection.execute(self._insert_events, everything).scalars())
+        batches = []
+        for run_id in run_ids:
+            rows = checked[run_id]
+            if len(inserted) < len(everything):
+                skipped = [row["id"] for row in rows if row["id"] not in inserted]
+                if skipped:
+                    self._check_owners(connection, run_id, skipped)
+                    rows = [row for row in rows if row["id"] in inserted]
+            if rows:
+                batches.append(_Batch(runs[run_id], rows))
+        if batches:
+            _load_batches(connection, batches)
+            for batch in batches:
+                self._derive(batch, batch.rows)
+            _save_batches(connection, batches)
 
     @contextmanager
     def _write_connection(self) -> Iterator[Connection]:

@@ -2,25 +2,45 @@
 
 The runner calls :meth:`EventWriter.put` for every event (constant time, never blocks); one
 thread drains the queue, groups what arrived within ``max_delay`` (at most ``max_batch``
-events) by run and stores each group with one :meth:`SqlRunStore.append_events` transaction.
-Nothing is dropped silently: transient database errors are retried with exponential backoff,
-a batch refused for its content is retried event by event so only the bad event is lost, and
-whatever finally could not be stored is counted, logged and handed to ``on_failure``.
+events) and stores it with one transaction (:meth:`SqlRunStore.append_many` when the store
+has it: every run of the batch at once; else one :meth:`append_events` per run).
+
+A database outage delays events, it does not lose them. Transient errors (lost connection,
+lock, timeout) are retried with exponential backoff (tenacity) until the database answers;
+meanwhile the writer keeps taking events off the queue into a backlog bounded in bytes
+(``max_buffer_bytes``), then into a local spill file (``spill_path``, bounded by
+``max_spill_bytes``), stored in order once the database is back. Only past both bounds is an
+event dropped: counted, logged and handed to ``on_failure``. A batch refused for its content is
+retried event by event so only the bad event is lost (counted, logged, reported alike). At
+:meth:`close` with the database still down, what is left goes to the spill file, which the
+next writer on the same file stores first.
 """
 
 from __future__ import annotations
 
 import atexit
+import functools
+import json
 import logging
+import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, Self
+from pathlib import Path
+from typing import Any, Protocol, Self
 
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential,
+)
 
 from .errors import DatabaseUnavailable, WriterClosed
 from .store import EventDocument, event_field
@@ -29,6 +49,14 @@ log = logging.getLogger("backpackflow_store_sql.writer")
 
 Event = EventDocument
 FailureHandler = Callable[[str, Sequence[Event], BaseException], None]
+Item = tuple[str, Event]
+
+#: Default bound of the events held in memory while the database is down.
+DEFAULT_BUFFER_BYTES = 64 * 1024 * 1024
+#: Default bound of the spill file.
+DEFAULT_SPILL_BYTES = 1024 * 1024 * 1024
+#: Seconds the interpreter's exit waits for a writer that was not closed.
+_EXIT_TIMEOUT = 10.0
 
 
 class EventSink(Protocol):
@@ -41,9 +69,12 @@ class EventSink(Protocol):
 class WriterStats:
     """Counters of an :class:`EventWriter` (events unless said otherwise).
 
-    ``queued``: accepted by ``put`` so far; ``written``: stored; ``failed``: given up on;
-    ``pending``: accepted but neither stored nor given up yet; ``batches``: transactions
-    committed; ``retries``: attempts repeated after a transient error.
+    ``queued``: accepted by ``put`` so far; ``written``: stored; ``failed``: given up on
+    (refused for their content, or dropped); ``dropped``: the part of ``failed`` dropped past
+    the byte bounds during an outage; ``pending``: accepted but neither stored nor given up
+    yet; ``batches``: transactions committed; ``retries``: attempts repeated after a transient
+    error; ``backlog_bytes`` / ``spilled_bytes``: what waits for the database in memory and in
+    the spill file; ``outage``: the database failed the last attempt.
     """
 
     queued: int
@@ -52,6 +83,10 @@ class WriterStats:
     retries: int
     failed: int
     pending: int
+    dropped: int = 0
+    backlog_bytes: int = 0
+    spilled_bytes: int = 0
+    outage: bool = False
 
 
 class _Marker:
@@ -61,6 +96,10 @@ class _Marker:
 
 _FLUSH = _Marker("flush")  # write what has been collected now, without waiting for max_delay
 _STOP = _Marker("stop")
+
+
+class _Abandoned(Exception):
+    """The writer was closed while the database was down: what is left is spilled."""
 
 
 def is_transient(error: BaseException) -> bool:
@@ -73,12 +112,110 @@ def is_transient(error: BaseException) -> bool:
     )
 
 
+def _document(event: Event) -> Mapping[str, Any]:
+    if isinstance(event, Mapping):
+        return event
+    return event.to_json()
+
+
+def _size(event: Event) -> int:
+    """About how many bytes the event holds (its JSON text; a slot's is built once anyway)."""
+    text = getattr(event, "text", None)
+    if callable(text):
+        return len(text())
+    return len(json.dumps(_document(event), ensure_ascii=False, default=repr))
+
+
+class _SpillFile:
+    """Events written to a local JSON Lines file while the database is down, read back in order.
+
+    Only the writer thread touches it. Lines are ``{"run_id": ..., "event": {...}}``; the file
+    is emptied once everything in it is stored.
+    """
+
+    def __init__(self, path: Path, limit: int) -> None:
+        self.path = path
+        self.limit = limit
+        self.size = self.count = self._read_at = 0
+        self._file: Any = None
+        if path.exists():  # left by a writer that was closed during an outage
+            self._open()
+            self.size = path.stat().st_size
+            self.count = self._count_lines() if self.size else 0
+
+    def _open(self) -> None:
+        """Made when first needed: no file at all unless the database was down."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path, "a+b")  # noqa: SIM115 - held open by the writer thread
+        self._file.seek(0, os.SEEK_END)
+
+    def _count_lines(self) -> int:
+        self._file.seek(0)
+        count = sum(1 for line in self._file if line.strip())
+        self._file.seek(0, os.SEEK_END)
+        return count
+
+    @property
+    def unread(self) -> int:
+        return self.count
+
+    def add(self, items: Iterable[tuple[str, Event]]) -> tuple[int, list[Item]]:
+        """Append what fits under the bound; returns (bytes written, items that did not fit)."""
+        written, rejected = 0, []
+        if self._file is None:
+            self._open()
+        self._file.seek(0, os.SEEK_END)
+        for run_id, event in items:
+            line = json.dumps(
+                {"run_id": run_id, "event": _document(event)}, ensure_ascii=False, default=repr
+            ).encode("utf-8", "surrogatepass")
+            if self.size + len(line) + 1 > self.limit:
+                rejected.append((run_id, event))
+                continue
+            self._file.write(line + b"\n")
+            self.size += len(line) + 1
+            written += len(line) + 1
+            self.count += 1
+        self._file.flush()
+        return written, rejected
+
+    def take(self, limit: int) -> list[Item]:
+        """Up to ``limit`` events, oldest first; the file empties once all are read."""
+        self._file.seek(self._read_at)
+        items: list[Item] = []
+        while len(items) < limit:
+            line = self._file.readline()
+            if not line:
+                break
+            self._read_at = self._file.tell()
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line.decode("utf-8", "surrogatepass"))
+                items.append((str(record["run_id"]), record["event"]))
+            except (ValueError, KeyError, TypeError) as exc:  # a torn last line of a crash
+                log.error("spill file %s: unreadable line skipped (%s)", self.path, exc)
+            self.count -= 1
+        if self._read_at >= self.size:
+            self._file.truncate(0)
+            self.size = self._read_at = self.count = 0
+        self._file.seek(0, os.SEEK_END)
+        return items
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
 class EventWriter:
     """Queue trace events and store them in batches from a background thread.
 
-    ``max_retries`` transient failures in a row (waiting ``backoff`` seconds, doubling up to
-    ``max_backoff``) make the writer give up on a batch. Events handed to :meth:`put` must not
-    be mutated afterwards: they are stored later, from another thread. Objects with a
+    ``max_retries``: transient failures in a row after which a batch is given up on; ``None``
+    (the default) retries until the database answers, waiting ``backoff`` seconds, doubling
+    up to ``max_backoff``. ``max_buffer_bytes``: what may wait in memory during an outage;
+    beyond it events go to ``spill_path`` (up to ``max_spill_bytes``), and without a spill file
+    or past its bound they are dropped, counted and logged. Events handed to :meth:`put` must
+    not be mutated afterwards: they are stored later, from another thread. Objects with a
     ``to_json()`` (the kernel's immutable ``BackpackEvent``) are serialized in the writer
     thread, so the run does not pay for it.
     """
@@ -89,31 +226,59 @@ class EventWriter:
         *,
         max_batch: int = 200,
         max_delay: float = 0.05,
-        max_retries: int = 8,
+        max_retries: int | None = None,
         backoff: float = 0.05,
         max_backoff: float = 5.0,
+        max_buffer_bytes: int = DEFAULT_BUFFER_BYTES,
+        spill_path: str | Path | None = None,
+        max_spill_bytes: int = DEFAULT_SPILL_BYTES,
         on_failure: FailureHandler | None = None,
         name: str = "backpackflow-event-writer",
     ) -> None:
-        if max_batch < 1 or max_delay < 0 or max_retries < 0 or backoff < 0:
-            raise ValueError("max_batch must be >= 1; max_delay, max_retries, backoff >= 0")
+        if max_batch < 1 or max_delay < 0 or backoff < 0 or max_buffer_bytes < 0:
+            raise ValueError("max_batch must be >= 1; max_delay, backoff, max_buffer_bytes >= 0")
+        if max_retries is not None and max_retries < 0:
+            raise ValueError("max_retries must be >= 0 (or None: retry until the database answers)")
         self._store = store
+        self._append_many: Callable[[Mapping[str, list[Event]]], None] | None = getattr(
+            store, "append_many", None
+        )
         self._max_batch = max_batch
         self._max_delay = max_delay
-        self._max_retries = max_retries
-        self._backoff = backoff
-        self._max_backoff = max_backoff
+        self._max_buffer = max_buffer_bytes
         self._on_failure = on_failure
-        self._queue: queue.SimpleQueue[tuple[str, Event] | _Marker] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Item | _Marker] = queue.SimpleQueue()
         self._lock = threading.Condition()
         self._closed = False
+        self._abandon_at: float | None = None  # close(timeout) with the database down
         self._queued = self._done = self._written = 0
-        self._batches = self._retries = self._failed = 0
+        self._batches = self._retries = self._failed = self._dropped = 0
+        self._backlog: deque[tuple[str, Event, int]] = deque()  # taken off the queue, unstored
+        self._backlog_bytes = 0
+        self._outage = False
+        self._stopping = False
+        self._spill = None if spill_path is None else _SpillFile(Path(spill_path), max_spill_bytes)
+        if self._spill is not None and self._spill.unread:
+            log.warning(
+                "spill file %s holds %d events a previous writer could not store; storing them",
+                self._spill.path,
+                self._spill.unread,
+            )
+            self._queued += self._spill.unread
+        self._retrying = Retrying(
+            retry=retry_if_exception(is_transient),
+            wait=wait_exponential(multiplier=backoff, max=max_backoff) if backoff else _no_wait,
+            stop=self._stop_condition(max_retries),
+            sleep=self._wait_for_database,
+            before_sleep=self._note_retry,
+            reraise=True,
+        )
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
         # The thread is a daemon so a forgotten close() cannot hang the interpreter; this hook
-        # still stores what is queued when the interpreter exits normally.
-        atexit.register(self.close)
+        # still stores what is queued when the interpreter exits normally (or spills it, if
+        # the database is down).
+        atexit.register(self.close, _EXIT_TIMEOUT)
 
     # ----------------------------------------------------------------------- caller side
 
@@ -140,14 +305,22 @@ class EventWriter:
             return self._lock.wait_for(lambda: self._done >= target, timeout)
 
     def close(self, timeout: float | None = None) -> bool:
-        """Store everything queued, then stop the thread; ``False`` if ``timeout`` ran out."""
+        """Store everything queued, then stop the thread; ``False`` if ``timeout`` ran out.
+
+        If the database is still down when ``timeout`` runs out, the events left go to the
+        spill file (the next writer on it stores them) or, without one, are given up on.
+        """
         with self._lock:
             if not self._closed:
                 self._closed = True
                 self._queue.put(_STOP)
+            if timeout is not None:
+                self._abandon_at = time.monotonic() + timeout
         atexit.unregister(self.close)
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout)
+            if self._thread.is_alive() and timeout is not None:
+                self._thread.join(min(timeout, 5.0))  # the time to spill what is left
         return not self._thread.is_alive()
 
     @property
@@ -161,6 +334,10 @@ class EventWriter:
                 retries=self._retries,
                 failed=self._failed,
                 pending=self._queued - self._done,
+                dropped=self._dropped,
+                backlog_bytes=self._backlog_bytes,
+                spilled_bytes=0 if self._spill is None else self._spill.size,
+                outage=self._outage,
             )
 
     def __enter__(self) -> Self:
@@ -172,10 +349,36 @@ class EventWriter:
     # ----------------------------------------------------------------------- writer thread
 
     def _run(self) -> None:
-        stopping = False
-        while not stopping:
+        try:
+            while True:
+                batch = self._next_batch()
+                if batch is None:
+                    break
+                try:
+                    self._write(batch)
+                except _Abandoned:
+                    self._abandon(batch)
+                    break
+        finally:
+            if self._spill is not None:
+                self._spill.close()
+
+    def _next_batch(self) -> list[Item] | None:
+        """What to store next: the backlog of an outage first, then the spill file, then the
+        queue (waiting up to ``max_delay`` to fill a batch); ``None``: stopped, all done."""
+        if self._backlog:
+            batch: list[Item] = []
+            while self._backlog and len(batch) < self._max_batch:
+                run_id, event, size = self._backlog.popleft()
+                self._backlog_bytes -= size
+                batch.append((run_id, event))
+            return batch
+        if self._spill is not None and self._spill.unread:
+            return self._spill.take(self._max_batch)
+        while not self._stopping:
             first = self._queue.get()
             if first is _STOP:
+                self._stopping = True
                 break
             batch = [] if isinstance(first, _Marker) else [first]
             deadline = time.monotonic() + self._max_delay
@@ -185,78 +388,229 @@ class EventWriter:
                 except queue.Empty:
                     break
                 if isinstance(item, _Marker):
-                    stopping = item is _STOP
+                    self._stopping = item is _STOP
                     break
                 batch.append(item)
             if batch:
-                self._write(batch)
+                return batch
+        # stopping: whatever is still queued (put() refuses new events by now)
+        rest = self._drain_queue()
+        for run_id, event in rest[self._max_batch :]:  # waits in the backlog, unsized
+            self._backlog.append((run_id, event, 0))
+        return rest[: self._max_batch] if rest else None
 
-    def _write(self, batch: list[tuple[str, Event]]) -> None:
+    def _drain_queue(self) -> list[Item]:
+        """Everything on the queue now (after the stop marker), in order."""
+        items: list[Item] = []
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if not isinstance(item, _Marker):
+                items.append(item)
+        return items
+
+    def _write(self, batch: list[Item]) -> None:
         groups: dict[str, list[Event]] = {}
         for run_id, event in batch:
             groups.setdefault(run_id, []).append(event)
+        append_many = self._append_many
+        if append_many is not None and len(groups) > 1:
+            error = self._attempt(lambda: append_many(groups), len(batch), "")
+            if error is None:
+                self._stored(groups)
+                return
+            # refused for its content (or given up on): store run by run to find the culprit
         for run_id, events in groups.items():
-            error = self._append(run_id, events)
-            if error is not None and len(events) > 1 and not is_transient(error):
-                log.warning(
-                    "run %s: a batch of %d events was refused (%s); storing them one by one",
-                    run_id,
-                    len(events),
-                    error,
+            self._write_run(run_id, events)
+
+    def _write_run(self, run_id: str, events: list[Event]) -> None:
+        error = self._attempt(
+            lambda: self._store.append_events(run_id, events), len(events), f"run {run_id}: "
+        )
+        if error is None:
+            self._stored({run_id: events})
+            return
+        if len(events) > 1 and not is_transient(error):
+            log.warning(
+                "run %s: a batch of %d events was refused (%s); storing them one by one",
+                run_id,
+                len(events),
+                error,
+            )
+            for event in events:
+                single = self._attempt(
+                    functools.partial(self._store.append_events, run_id, [event]),
+                    1,
+                    f"run {run_id}: ",
                 )
-                for event in events:
-                    single = self._append(run_id, [event])
-                    if single is not None:
-                        self._give_up(run_id, [event], single)
-            elif error is not None:
-                self._give_up(run_id, events, error)
+                if single is None:
+                    self._stored({run_id: [event]})
+                else:
+                    self._give_up(run_id, [event], single)
+        else:
+            self._give_up(run_id, events, error)
+
+    def _attempt(self, call: Callable[[], None], count: int, where: str) -> BaseException | None:
+        """``call()``, retried while the database is unavailable; its final error or ``None``."""
+        self._context = (where, count)
+        try:
+            self._retrying(call)
+        except _Abandoned:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the writer thread must outlive any error
+            return exc
+        if self._outage:
+            log.warning("the database answers again; storing the events that waited")
             with self._lock:
-                self._done += len(events)
-                self._lock.notify_all()
+                self._outage = False
+        return None
 
-    def _append(self, run_id: str, events: list[Event]) -> BaseException | None:
-        """Store one group, retrying transient errors; the final error, or ``None``."""
-        attempt = 0
+    def _stored(self, groups: Mapping[str, list[Event]]) -> None:
+        count = sum(len(events) for events in groups.values())
+        with self._lock:
+            self._written += count
+            self._done += count
+            self._batches += 1
+            self._lock.notify_all()
+
+    # ----------------------------------------------------------------------- outages
+
+    def _stop_condition(self, max_retries: int | None) -> Callable[[RetryCallState], bool]:
+        limit = None if max_retries is None else stop_after_attempt(max_retries + 1)
+
+        def stop(state: RetryCallState) -> bool:
+            return limit is not None and bool(limit(state))
+
+        return stop
+
+    def _note_retry(self, state: RetryCallState) -> None:
+        where, count = self._context
+        error = state.outcome.exception() if state.outcome is not None else None
+        delay = sleep_before_retry(state)
+        with self._lock:
+            self._retries += 1
+            first = not self._outage
+            self._outage = True
+        level = logging.WARNING if first or state.attempt_number % 10 == 0 else logging.DEBUG
+        log.log(
+            level,
+            "%sstoring %d events failed (%s); retry %d in %.2fs (%d bytes waiting in memory, "
+            "%d in the spill file)",
+            where,
+            count,
+            " ".join(str(error).split())[:300],
+            state.attempt_number,
+            delay,
+            self._backlog_bytes,
+            0 if self._spill is None else self._spill.size,
+        )
+
+    def _wait_for_database(self, seconds: float) -> None:
+        """tenacity's sleep: wait ``seconds``, taking events off the queue meanwhile so their
+        bytes are counted against the bounds (and spilled or dropped past them)."""
+        deadline = time.monotonic() + seconds
         while True:
+            abandon_at = self._abandon_at
+            if abandon_at is not None and time.monotonic() >= abandon_at:
+                raise _Abandoned
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
             try:
-                self._store.append_events(run_id, events)
-            except Exception as exc:  # noqa: BLE001 - the writer thread must outlive any error
-                if not is_transient(exc) or attempt >= self._max_retries:
-                    return exc
-                delay = min(self._backoff * 2**attempt, self._max_backoff)
-                attempt += 1
-                with self._lock:
-                    self._retries += 1
-                log.warning(
-                    "run %s: storing %d events failed (%s); retry %d/%d in %.2fs",
-                    run_id,
-                    len(events),
-                    exc,
-                    attempt,
-                    self._max_retries,
-                    delay,
-                )
-                time.sleep(delay)
-            else:
-                with self._lock:
-                    self._written += len(events)
-                    self._batches += 1
-                return None
+                item = self._queue.get(timeout=min(remaining, 0.1))
+            except queue.Empty:
+                continue
+            if item is _STOP:
+                self._stopping = True
+            elif not isinstance(item, _Marker):
+                self._hold(*item)
 
-    def _give_up(self, run_id: str, events: list[Event], error: BaseException) -> None:
+    def _hold(self, run_id: str, event: Event) -> None:
+        """Keep an event taken off the queue during an outage: memory, spill file or drop."""
+        size = _size(event)
+        if self._backlog_bytes + size <= self._max_buffer and not (
+            self._spill is not None and self._spill.unread
+        ):  # (once events are spilled, later ones follow them there: the order is kept)
+            self._backlog.append((run_id, event, size))
+            with self._lock:
+                self._backlog_bytes += size
+            return
+        if self._spill is not None:
+            try:
+                _, rejected = self._spill.add([(run_id, event)])
+            except OSError as exc:  # a full disk: as full as the bound
+                log.error("cannot write the spill file %s: %s", self._spill.path, exc)
+                rejected = [(run_id, event)]
+            if not rejected:
+                return
+        self._drop(run_id, event)
+
+    def _drop(self, run_id: str, event: Event) -> None:
+        with self._lock:
+            self._dropped += 1
+            first = self._dropped == 1 or self._dropped % 1000 == 0
+        if first:
+            log.error(
+                "the database is down and the event buffer is full (%d bytes in memory%s): "
+                "dropping events (%d so far); raise max_buffer_bytes or max_spill_bytes",
+                self._max_buffer,
+                "" if self._spill is None else f", {self._spill.limit} in {self._spill.path}",
+                self._dropped,
+            )
+        error = DatabaseUnavailable("the database was down and the outage buffer full")
+        self._give_up(run_id, [event], error, logged=True)
+
+    def _abandon(self, batch: list[Item]) -> None:
+        """Closed with the database down: spill (or give up on) the batch and what is left."""
+        left = [*batch, *((r, e) for r, e, _ in self._backlog), *self._drain_queue()]
+        self._backlog.clear()
+        self._backlog_bytes = 0
+        if self._spill is not None:
+            already = self._spill.unread  # spilled earlier in the outage: they stay there
+            _, rejected = self._spill.add(left)
+            log.warning(
+                "closing with the database down: %d events kept in %s for the next start",
+                len(left) - len(rejected),
+                self._spill.path,
+            )
+            with self._lock:  # not lost, but no longer this writer's to store
+                self._done += already + len(left) - len(rejected)
+                self._lock.notify_all()
+            left = rejected
+        for run_id, event in left:
+            self._drop(run_id, event)
+
+    def _give_up(
+        self, run_id: str, events: list[Event], error: BaseException, *, logged: bool = False
+    ) -> None:
         with self._lock:
             self._failed += len(events)
+            self._done += len(events)
+            self._lock.notify_all()
         seqs = [event_field(e, "seq") for e in events]
-        log.error(
-            "run %s: could not store %d trace events (seq %s): %s",
-            run_id,
-            len(events),
-            seqs if len(seqs) <= 10 else f"{seqs[0]}..{seqs[-1]}",
-            error,
-            exc_info=error,
-        )
+        if not logged:
+            log.error(
+                "run %s: could not store %d trace events (seq %s): %s",
+                run_id,
+                len(events),
+                seqs if len(seqs) <= 10 else f"{seqs[0]}..{seqs[-1]}",
+                error,
+                exc_info=error,
+            )
         if self._on_failure is not None:
             try:
                 self._on_failure(run_id, events, error)
             except Exception:
                 log.exception("the EventWriter on_failure handler raised")
+
+
+def _no_wait(_state: RetryCallState) -> float:
+    return 0.0
+
+
+def sleep_before_retry(state: RetryCallState) -> float:
+    """Seconds tenacity waits before the next attempt (in ``before_sleep``; tenacity 8 and 9)."""
+    action = state.next_action
+    return 0.0 if action is None else float(action.sleep)

@@ -106,3 +106,27 @@ def test_a_batch_with_an_existing_step_updates_it_in_one_statement(
         ("succeeded", "a"),
         ("succeeded", "b"),
     ]
+
+
+def test_a_batch_of_many_runs_costs_the_statements_of_one(
+    store: SqlRunStore, trace: Callable[[str], Any]
+) -> None:
+    workflow = store.create_workflow("many", {"nodes": [], "edges": []})
+    counts = {}
+    for count in (1, 12):
+        runs = [store.create_run(workflow["id"], {})["id"] for _ in range(count)]
+        builders = {run_id: trace(run_id) for run_id in runs}
+        for run_id, t in builders.items():  # each run has a step stored already
+            store.append_events(run_id, _step(t, 1, 1))
+        batches = {run_id: _step(t, 2, 2) for run_id, t in builders.items()}
+        with statements(store) as sent:
+            store.append_many(batches)
+        counts[count] = len(sent)
+        for run_id, t in builders.items():
+            got = store.get_run(run_id)
+            assert got["event_count"] == got["last_seq"] == t.seq
+            assert [s["status"] for s in got["steps"]] == ["succeeded", "succeeded"]
+            assert got["total_tokens_input"] == 20 and got["total_cost"] == "0.002"
+            stored = store.get_trace(run_id, limit=100)
+            assert [e["seq"] for e in stored] == list(range(1, t.seq + 1))
+    assert counts[12] == counts[1], counts  # one transaction, one statement per kind of row

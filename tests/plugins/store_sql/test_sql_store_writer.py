@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Sequence
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -211,3 +212,162 @@ def test_flush_wakes_a_writer_waiting_for_more_events() -> None:
 def test_invalid_settings() -> None:
     with pytest.raises(ValueError, match="max_batch"):
         EventWriter(Recorder(), max_batch=0)
+
+
+# --------------------------------------------------------------------------- outages
+
+
+class Database:
+    """A sink that is down (every call fails as a lost connection does) until ``restore``."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, list[Any]]] = []
+        self.up = threading.Event()
+
+    def restore(self) -> None:
+        self.up.set()
+
+    def append_events(self, run_id: str, events: Sequence[Any]) -> None:
+        if not self.up.is_set():
+            raise _transient()
+        self.calls.append((run_id, list(events)))
+
+    def stored(self) -> list[Any]:
+        return [event for _, events in self.calls for event in events]
+
+
+def _events(count: int, pad: int = 100) -> list[dict[str, Any]]:
+    return [{"id": f"e{i}", "seq": i + 1, "payload": "x" * pad} for i in range(count)]
+
+
+def _wait_for(condition: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def _settles(value: Any, quiet: float = 0.3) -> bool:
+    before = value()
+    time.sleep(quiet)
+    return bool(value() == before)
+
+
+def test_an_outage_delays_events_in_memory_and_loses_none() -> None:
+    database = Database()
+    writer = EventWriter(database, max_batch=10, backoff=0.01, max_backoff=0.05)
+    events = _events(100)
+    for event in events:
+        writer.put("r", event)
+    _wait_for(lambda: writer.stats.backlog_bytes > 0)  # taken off the queue, sized, held
+    stats = writer.stats
+    assert stats.outage and stats.pending == 100 and stats.failed == 0
+    assert writer.flush(timeout=0.1) is False
+    database.restore()
+    assert writer.flush(timeout=10)
+    stats = writer.stats
+    assert (stats.written, stats.failed, stats.dropped, stats.pending) == (100, 0, 0, 0)
+    assert not stats.outage and stats.backlog_bytes == 0
+    assert database.stored() == events  # each once, in order
+    writer.close()
+
+
+def test_past_the_memory_bound_events_spill_to_a_file_and_are_stored_after(
+    tmp_path: Path,
+) -> None:
+    database = Database()
+    spill = tmp_path / "spill" / "writer.jsonl"
+    writer = EventWriter(
+        database,
+        max_batch=5,
+        backoff=0.01,
+        max_backoff=0.02,
+        max_buffer_bytes=1000,
+        spill_path=spill,
+    )
+    events = _events(60)
+    for event in events:
+        writer.put("r", event)
+    _wait_for(lambda: writer.stats.pending == 60 and writer.stats.spilled_bytes > 0)
+    _wait_for(lambda: writer.stats.backlog_bytes + writer.stats.spilled_bytes > 5000)
+    assert writer.stats.backlog_bytes <= 1000
+    assert spill.stat().st_size > 0
+    database.restore()
+    assert writer.flush(timeout=10)
+    stats = writer.stats
+    assert (stats.written, stats.failed, stats.spilled_bytes) == (60, 0, 0)
+    assert sorted(database.stored(), key=lambda e: e["seq"]) == events
+    assert len(database.stored()) == 60  # none twice
+    assert spill.stat().st_size == 0
+    writer.close()
+
+
+def test_past_both_bounds_events_are_dropped_counted_logged_and_reported(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    database = Database()
+    reported: list[Any] = []
+    writer = EventWriter(
+        database,
+        max_batch=5,
+        backoff=0.01,
+        max_backoff=0.02,
+        max_buffer_bytes=1000,
+        spill_path=tmp_path / "spill.jsonl",
+        max_spill_bytes=2000,
+        on_failure=lambda run_id, events, error: reported.extend(events),
+    )
+    events = _events(60)
+    with caplog.at_level(logging.WARNING, logger="backpackflow_store_sql"):
+        for event in events:
+            writer.put("r", event)
+        _wait_for(lambda: writer.stats.dropped > 0)
+        _wait_for(lambda: _settles(lambda: writer.stats.dropped))  # the queue is drained
+        database.restore()
+        assert writer.flush(timeout=10)
+    stats = writer.stats
+    assert stats.dropped > 0 and stats.failed == stats.dropped
+    assert stats.written + stats.dropped == 60
+    assert len(reported) == stats.dropped
+    assert sorted(database.stored() + reported, key=lambda e: e["seq"]) == events
+    assert "dropping events" in caplog.text and "storing 5 events failed" in caplog.text
+    writer.close()
+
+
+def test_closed_during_an_outage_the_next_writer_stores_what_was_spilled(tmp_path: Path) -> None:
+    spill = tmp_path / "writer.jsonl"
+    down = Database()
+    writer = EventWriter(down, max_batch=5, backoff=0.01, max_backoff=0.02, spill_path=spill)
+    events = _events(23)
+    for event in events:
+        writer.put("r", event)
+    assert writer.close(timeout=0.3)  # the database never came back: spilled, not lost
+    assert writer.stats.failed == 0 and down.calls == []
+    back = Database()
+    back.restore()
+    later = EventWriter(back, spill_path=spill)
+    assert later.flush(timeout=10)
+    assert later.stats.written == 23
+    assert sorted(back.stored(), key=lambda e: e["seq"]) == events
+    later.close()
+    assert spill.stat().st_size == 0
+
+
+def test_a_batch_of_several_runs_with_one_bad_event_stores_the_rest(
+    store: SqlRunStore, trace: Any
+) -> None:
+    workflow = store.create_workflow("w", {})
+    first, second = (store.create_run(workflow["id"], {}) for _ in range(2))
+    builder = trace(first["id"])
+    good = [builder.event("log", {"i": i}) for i in range(3)]
+    t = trace(second["id"])
+    fine, bad = t.event("log"), {**t.event("log"), "timestamp": "noon"}
+    writer = EventWriter(store, max_delay=0.2)  # one batch, two runs: one transaction
+    for run_id, event in [*((first["id"], e) for e in good), (second["id"], fine)]:
+        writer.put(run_id, event)
+    writer.put(second["id"], bad)
+    assert writer.flush(timeout=10)
+    assert (writer.stats.written, writer.stats.failed) == (4, 1)
+    assert store.get_trace(first["id"]) == good
+    assert store.get_trace(second["id"]) == [fine]
+    writer.close()
