@@ -465,9 +465,15 @@ def test_the_static_check_agrees_with_running_random_mapped_dags(doc: dict[str, 
     loader = FlowLoader(build_registry(plugins=[], autoload=False))
     for node in doc["nodes"]:
         node["type"] = _type_for(loader, node["params"]["reads"], node["params"]["writes"])
-    statically_ok = loader.validate(doc).ok
+    report = loader.validate(doc)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # unreachable nodes
         flow = loader.load_flow({**doc, "contracts": "advisory"})  # runs whatever the check says
     result = flow.execute_sync(Backpack())
-    assert statically_ok == result.ok, (loader.validate(doc).errors, result.error)
+    if report.ok:
+        assert result.ok, result.error
+    elif result.ok:
+        # refused, yet it ran: only a read of a key a sibling branch writes, which the run met
+        # because that branch happened to run first (a race the check refuses), never a read of
+        # a key no node on any path writes
+        assert all("not on every path" in e for e in report.errors), report.errors
