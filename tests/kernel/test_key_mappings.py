@@ -13,7 +13,7 @@ import attrs
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_dataflow_check import KEYS, _type_for
+from test_dataflow_check import KEYS, check_agrees_with_running
 
 from backpackflow import AccessDenied, Backpack, ConfigError, EventStreamer, KeyNotFound, Node
 from backpackflow.loader import FlowLoader
@@ -462,18 +462,4 @@ def mapped_dags(draw: Any) -> dict[str, Any]:
 @settings(max_examples=60, deadline=None)
 @given(mapped_dags())
 def test_the_static_check_agrees_with_running_random_mapped_dags(doc: dict[str, Any]) -> None:
-    loader = FlowLoader(build_registry(plugins=[], autoload=False))
-    for node in doc["nodes"]:
-        node["type"] = _type_for(loader, node["params"]["reads"], node["params"]["writes"])
-    report = loader.validate(doc)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # unreachable nodes
-        flow = loader.load_flow({**doc, "contracts": "advisory"})  # runs whatever the check says
-    result = flow.execute_sync(Backpack())
-    if report.ok:
-        assert result.ok, result.error
-    elif result.ok:
-        # refused, yet it ran: only a read of a key a sibling branch writes, which the run met
-        # because that branch happened to run first (a race the check refuses), never a read of
-        # a key no node on any path writes
-        assert all("not on every path" in e for e in report.errors), report.errors
+    check_agrees_with_running(doc)
