@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 
 import pytest
 
@@ -244,10 +243,8 @@ def test_parallel_branch_failure_cancels_the_siblings_and_fails_the_run():
 
     a = Timed("a", trace)
     a >> Fails(id="bad")
-    a >> Timed("slow", trace, delay=0.5)
-    started = time.perf_counter()
+    a >> Timed("slow", trace, delay=60)
     result, streamer = run(Flow(a, parallel=True))
-    assert time.perf_counter() - started < 0.3
     assert result.status == "failed"
     assert str(result.error) == "branch failed"
     errors = {e.node_id: e.payload for e in streamer.get_events(type=T.ERROR)}

@@ -174,7 +174,7 @@ def test_put_never_waits_for_the_database_and_flush_honours_its_timeout() -> Non
     started = time.monotonic()
     for i in range(5000):
         writer.put("r", {"id": str(i), "seq": i + 1})
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 5.0  # a put that waited would wait for the gate: forever
     assert writer.flush(timeout=0.05) is False
     assert writer.stats.pending == 5000
     gate.set()
