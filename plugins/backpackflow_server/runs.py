@@ -63,6 +63,7 @@ from backpackflow.runner import DependencyContainer
 from backpackflow_store_sql import (
     EventWriter,
     InvalidTransition,
+    SpillFileBusy,
     WriterClosed,
 )
 from backpackflow_store_sql.portable import (
@@ -90,6 +91,8 @@ log = logging.getLogger("backpackflow_server.runs")
 
 _T = TypeVar("_T")
 SHUTDOWN_REASON = "the service shut down before the run finished"
+#: Spill file numbers one writer tries (``index``, ``index + count``, ...) before giving up.
+_SPILL_FILE_TRIES = 64
 _MAX_ERROR_SUMMARY = 4000
 
 #: The dependency name llm nodes look their response cache up by.
@@ -498,6 +501,7 @@ class RunManager:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
         self.writers: list[EventWriter] = []
+        self._adopted: list[EventWriter] = []  # storing spill files a stopped service left
         self._next_writer = itertools.count()
         #: The operator's sinks (the ``sinks`` setting): attached to every run.
         self.operator_sinks = operator_sinks(settings, loader.registry)
@@ -523,34 +527,79 @@ class RunManager:
         if count is None:
             count = 1 if self.store.dialect == "sqlite" else 4
         sink = _AckingSink(self.store, self._settled_threadsafe, self._write_lock)
-        settings = self.settings
-        self.writers = [
-            EventWriter(
-                sink,
-                max_batch=settings.writer_max_batch,
-                max_delay=settings.writer_max_delay,
-                max_buffer_bytes=settings.outage_buffer_bytes,
-                spill_path=self._spill_path(index),
-                max_spill_bytes=settings.spill_max_bytes,
-                on_failure=lambda run_id, events, _error: self._settled_threadsafe(
-                    run_id, [event_field(e, "seq") for e in events], False
-                ),
-                name=f"backpackflow-event-writer-{index}",
-            )
-            for index in range(count)
-        ]
+        self.writers = [self._start_writer(sink, index, count) for index in range(count)]
+        self._adopted = self._adopt_left_spill_files(sink)
         self.budgets.alert_sink = self._budget_alert_sink()
         self.budgets.schedule = self._in_background
         self._accepting = True
 
-    def _spill_path(self, index: int) -> Path | None:
-        """Writer ``index``'s spill file: named after the database, so what one service left
-        there goes to the same database at its next start."""
+    def _new_writer(self, sink: _AckingSink, spill_path: Path | None, name: str) -> EventWriter:
+        settings = self.settings
+        return EventWriter(
+            sink,
+            max_batch=settings.writer_max_batch,
+            max_delay=settings.writer_max_delay,
+            max_buffer_bytes=settings.outage_buffer_bytes,
+            spill_path=spill_path,
+            max_spill_bytes=settings.spill_max_bytes,
+            on_failure=lambda run_id, events, _error: self._settled_threadsafe(
+                run_id, [event_field(e, "seq") for e in events], False
+            ),
+            name=name,
+        )
+
+    def _spill_files(self) -> tuple[Path, str] | None:
+        """The spill folder and the name prefix of this database's spill files: named after
+        the database, so what one service left there goes to the same database later."""
         folder = self.settings.spill_dir
         if folder is None:
             return None
         database = hashlib.sha256(self.store.url.encode()).hexdigest()[:16]
-        return folder.absolute() / f"events-{database}-{index}.jsonl"
+        return folder.absolute(), f"events-{database}-"
+
+    def _start_writer(self, sink: _AckingSink, index: int, count: int) -> EventWriter:
+        """Writer ``index`` with the first spill file no live writer holds: ``index``, then
+        ``index + count``, ... (a second service on the same folder and database gets files
+        of its own instead of writing into the first one's)."""
+        name = f"backpackflow-event-writer-{index}"
+        spill = self._spill_files()
+        if spill is None:
+            return self._new_writer(sink, None, name)
+        folder, prefix = spill
+        for number in range(index, index + count * _SPILL_FILE_TRIES, count):
+            try:
+                return self._new_writer(sink, folder / f"{prefix}{number}.jsonl", name)
+            except SpillFileBusy:
+                continue
+        raise SpillFileBusy(
+            f"event writer {index}: the first {_SPILL_FILE_TRIES} spill files of this database "
+            f"in {folder} are held by other writers"
+        )
+
+    def _adopt_left_spill_files(self, sink: _AckingSink) -> list[EventWriter]:
+        """Writers for the spill files a stopped service left with events in them and no live
+        writer holds (their number is no longer one of ours): each stores its file, then
+        closes. Events of a service that crashed during an outage are stored at the next start
+        of any service on the folder, whatever its writer count."""
+        spill = self._spill_files()
+        if spill is None:
+            return []
+        folder, prefix = spill
+        ours = {w.spill_path for w in self.writers}
+        adopted = []
+        for path in sorted(folder.glob(f"{prefix}*.jsonl")):
+            if path in ours or path.stat().st_size == 0:
+                continue
+            try:
+                writer = self._new_writer(sink, path, f"backpackflow-spill-{path.stem}")
+            except SpillFileBusy:  # a live service's
+                continue
+            log.warning("storing the events a stopped service left in %s", path)
+            adopted.append(writer)
+            # close() stores the file first; not a task of the loop, which shutdown awaits:
+            # during an outage this waits, until shutdown's own close() spills what is left
+            threading.Thread(target=writer.close, name=f"{path.stem}-close", daemon=True).start()
+        return adopted
 
     def _budget_alert_sink(self) -> Any:
         """The webhook sink that posts budget alerts, when the operator set a URL (built
@@ -597,7 +646,7 @@ class RunManager:
         self._stopping = True
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        for writer in self.writers:
+        for writer in (*self.writers, *self._adopted):
             await run_in_threadpool(writer.close, self.settings.flush_timeout)
         if self.budgets.alert_sink is not None:
             await run_in_threadpool(self.budgets.alert_sink.close)
@@ -609,7 +658,7 @@ class RunManager:
 
     def writer_stats(self) -> tuple[int, int]:
         """Events (pending, given up) over all writers."""
-        stats = [writer.stats for writer in self.writers]
+        stats = [writer.stats for writer in (*self.writers, *self._adopted)]
         return sum(s.pending for s in stats), sum(s.failed for s in stats)
 
     @property

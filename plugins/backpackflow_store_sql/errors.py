@@ -67,3 +67,7 @@ class SchemaNotReady(StoreError, RuntimeError):
 
 class WriterClosed(StoreError, RuntimeError):
     """An event was handed to an :class:`EventWriter` after :meth:`EventWriter.close`."""
+
+
+class SpillFileBusy(StoreError, RuntimeError):
+    """Another writer (of this or another process) holds the spill file's lock."""

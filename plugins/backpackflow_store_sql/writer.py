@@ -13,7 +13,9 @@ meanwhile the writer keeps taking events off the queue into a backlog bounded in
 event dropped: counted, logged and handed to ``on_failure``. A batch refused for its content is
 retried event by event so only the bad event is lost (counted, logged, reported alike). At
 :meth:`close` with the database still down, what is left goes to the spill file, which the
-next writer on the same file stores first.
+next writer on the same file stores first. A writer holds its spill file's lock (``filelock``,
+beside it) from start to close, so two writers, in one process or two sharing a folder, never
+write or drain one file at once: the second gets :class:`SpillFileBusy`.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, Self
 
+from filelock import FileLock
+from filelock import Timeout as LockTimeout
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from tenacity import (
@@ -42,7 +46,7 @@ from tenacity import (
     wait_exponential,
 )
 
-from .errors import DatabaseUnavailable, WriterClosed
+from .errors import DatabaseUnavailable, SpillFileBusy, WriterClosed
 from .store import EventDocument, event_field
 
 log = logging.getLogger("backpackflow_store_sql.writer")
@@ -130,7 +134,9 @@ class _SpillFile:
     """Events written to a local JSON Lines file while the database is down, read back in order.
 
     Only the writer thread touches it. Lines are ``{"run_id": ..., "event": {...}}``; the file
-    is emptied once everything in it is stored.
+    is emptied once everything in it is stored. Its lock (``<path>.lock``) is held from here to
+    :meth:`close`: a lock a process held dies with it, so a crashed writer's file is free to the
+    next one, while a live writer's is never shared.
     """
 
     def __init__(self, path: Path, limit: int) -> None:
@@ -138,6 +144,16 @@ class _SpillFile:
         self.limit = limit
         self.size = self.count = self._read_at = 0
         self._file: Any = None
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # not thread-local: taken here, released by the writer thread when it stops
+        self._lock = FileLock(f"{path}.lock", timeout=0, thread_local=False)
+        try:
+            self._lock.acquire()
+        except LockTimeout:
+            raise SpillFileBusy(
+                f"spill file {path} is in use by another event writer (its lock {path}.lock "
+                "is held); give each writer a spill file of its own"
+            ) from None
         if path.exists():  # left by a writer that was closed during an outage
             self._open()
             self.size = path.stat().st_size
@@ -205,6 +221,7 @@ class _SpillFile:
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
+        self._lock.release()
 
 
 class EventWriter:
@@ -322,6 +339,11 @@ class EventWriter:
             if self._thread.is_alive() and timeout is not None:
                 self._thread.join(min(timeout, 5.0))  # the time to spill what is left
         return not self._thread.is_alive()
+
+    @property
+    def spill_path(self) -> Path | None:
+        """The spill file this writer holds (``None``: it has none)."""
+        return None if self._spill is None else self._spill.path
 
     @property
     def stats(self) -> WriterStats:

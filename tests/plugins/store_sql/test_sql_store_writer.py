@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -13,7 +15,7 @@ from typing import Any
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from backpackflow_store_sql import EventWriter, SqlRunStore, WriterClosed
+from backpackflow_store_sql import EventWriter, SpillFileBusy, SqlRunStore, WriterClosed
 
 
 def _response(cost: str) -> dict[str, Any]:
@@ -351,6 +353,46 @@ def test_closed_during_an_outage_the_next_writer_stores_what_was_spilled(tmp_pat
     assert sorted(back.stored(), key=lambda e: e["seq"]) == events
     later.close()
     assert spill.stat().st_size == 0
+
+
+def test_one_spill_file_has_one_writer_at_a_time(tmp_path: Path) -> None:
+    spill = tmp_path / "writer.jsonl"
+    first = EventWriter(Database(), spill_path=spill)
+    with pytest.raises(SpillFileBusy, match=r"writer\.jsonl is in use by another event writer"):
+        EventWriter(Database(), spill_path=spill)
+    assert first.spill_path == spill
+    first.close()
+    second = EventWriter(Database(), spill_path=spill)  # free once the first one stopped
+    second.close()
+
+
+_HOLD_SPILL_FILE = """
+import sys, time
+from backpackflow_store_sql.writer import _SpillFile
+held = _SpillFile(__import__("pathlib").Path(sys.argv[1]), 1024)
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_spill_file_held_by_another_process_is_refused_until_that_process_dies(
+    tmp_path: Path,
+) -> None:
+    spill = tmp_path / "writer.jsonl"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_SPILL_FILE, str(spill)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(SpillFileBusy):
+            EventWriter(Database(), spill_path=spill)
+    finally:
+        holder.kill()  # as a crash: the lock goes with the process
+        holder.wait()
+        if holder.stdout is not None:
+            holder.stdout.close()
+    writer = EventWriter(Database(), spill_path=spill)
+    writer.close()
 
 
 def test_a_batch_of_several_runs_with_one_bad_event_stores_the_rest(
