@@ -236,22 +236,22 @@ def _version(dist: str) -> str:
         raise
 
 
+def installed(modules: tuple[str, ...], dists: tuple[str, ...]) -> str | None:
+    """The version of ``dists[0]`` (with any further distributions' named beside it) when all
+    ``modules`` import, else None: the benches print "not installed" instead of crashing."""
+    try:
+        for module in modules:
+            importlib.import_module(module)
+        versions = [_version(d) for d in dists]
+    except Exception:  # noqa: BLE001 - any failure to import means "not usable here"
+        return None
+    extras = [f"{d} {v}" for d, v in zip(dists[1:], versions[1:], strict=True)]
+    return " / ".join([versions[0], *extras])
+
+
 def available() -> dict[str, str | None]:
-    """Each peer's installed version, or None when it does not import, so the benchmark can
-    print "not installed" instead of crashing."""
-    found: dict[str, str | None] = {}
-    for peer, (modules, dists) in _REQUIRES.items():
-        try:
-            for module in modules:
-                importlib.import_module(module)
-            versions = [_version(d) for d in dists]
-        except Exception:  # noqa: BLE001 - any failure to import means "not usable here"
-            found[peer] = None
-            continue
-        # the first distribution is the peer itself; any others are named beside it
-        extras = [f"{d} {v}" for d, v in zip(dists[1:], versions[1:], strict=True)]
-        found[peer] = " / ".join([versions[0], *extras])
-    return found
+    """Each peer's installed version, or None when it does not import."""
+    return {peer: installed(*requires) for peer, requires in _REQUIRES.items()}
 
 
 def main(argv: list[str] | None = None) -> None:
