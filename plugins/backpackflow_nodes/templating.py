@@ -386,18 +386,18 @@ class _NotConstant(Exception):
     pass
 
 
-def _check_constants(tree: nodes.Node, where: str, budget: TemplateBudget) -> None:
+def _check_constants(tree: nodes.Node, budget: TemplateBudget) -> None:
     """Evaluate operations on constants with the checks of ``budget``, at load time: a
-    template like ``{{ 10 ** 10 ** 7 }}`` is refused when the flow is validated, not when it
-    runs."""
+    template like ``{{ 10 ** 10 ** 7 }}`` is refused (:class:`TemplateBudgetExceeded`) when the
+    flow is validated, not when it runs."""
     token = _RENDER.set(_Render(attrs.evolve(budget, max_seconds=None), None))
     try:
-        _check_constant_operations(tree, where)
+        _check_constant_operations(tree)
     finally:
         _RENDER.reset(token)
 
 
-def _check_constant_operations(tree: nodes.Node, where: str) -> None:
+def _check_constant_operations(tree: nodes.Node) -> None:
     cache: dict[int, Any] = {}
 
     def value(node: nodes.Node) -> Any:
@@ -425,38 +425,84 @@ def _check_constant_operations(tree: nodes.Node, where: str) -> None:
             value(node)
         except _NotConstant:
             continue
-        except TemplateBudgetExceeded as exc:
-            raise ConfigError(f"{where}: {exc}") from None
+
+
+@attrs.frozen
+class _Compiled:
+    """A template source compiled: the names it reads and its renderer (the expression of a
+    single ``{{ ... }}``, else the jinja template). Shared by every :class:`Template` of the
+    same source: both renderers are reentrant."""
+
+    names: frozenset[str]
+    expression: Any
+    template: jinja2.Template | None
+
+
+@functools.lru_cache(maxsize=4096)
+def _compile(source: str, budget: TemplateBudget) -> _Compiled:
+    """Compile ``source`` (parse, check constant operations against ``budget``, find the
+    names it reads, generate and compile the code), once per source and budget.
+
+    Flows repeat their templates (every node of a generated pipeline has the same prompt and
+    system prompt; validating a flow and then loading it compiles each template twice), and
+    compiling is most of the cost of loading a node, so compiled templates are kept, up to
+    ``maxsize`` sources. Errors are not cached: they name the node field (:class:`Template`
+    adds it) and are raised again for each field that has them."""
+    ast = ENV.parse(source)
+    _check_constants(ast, budget)
+    names = frozenset(meta.find_undeclared_variables(ast))
+    match = _SINGLE_EXPRESSION.match(source)
+    if match:
+        return _Compiled(
+            names, ENV.compile_expression(match.group("expr"), undefined_to_none=False), None
+        )
+    return _Compiled(names, None, ENV.from_string(ast))  # the parsed tree: no second parse
+
+
+#: ``{{ name.attr.attr }}``: a plain reference (the most common input binding), whose names are
+#: read off the text; it cannot fail to compile, so it is compiled when it is first rendered.
+_REFERENCE = re.compile(
+    r"\s*\{\{\s*(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:\.[A-Za-z_][A-Za-z0-9_]*)*\s*\}\}\s*"
+)
+#: Words the jinja parser reads as literals or operators (``none``, ``None``, ``True`` ...), and
+#: ``self`` (the template itself): not names a template reads from its context. (A word that
+#: only looks like one, ``TRUE``, is left to the full compile, which is always right.)
+_NOT_NAMES = frozenset(
+    {"and", "or", "not", "in", "is", "if", "else", "true", "false", "none", "self"}
+)
 
 
 class Template:
     """One compiled template of a node field (``where`` names them in errors)."""
 
-    __slots__ = ("_expression", "_template", "names", "source", "where")
+    __slots__ = ("_compiled", "names", "source", "where")
 
     def __init__(self, source: str, *, where: str, budget: TemplateBudget | None = None) -> None:
         """Compile ``source``; ``budget`` (the flow's policy's, default the trusted one) bounds
         what its constant operations may compute, now."""
         self.source = source
         self.where = where
+        reference = _REFERENCE.fullmatch(source)
+        name = reference.group("name") if reference is not None else None
+        if name is not None and name.lower() not in _NOT_NAMES and name not in ENV.globals:
+            self.names = frozenset({name})
+            self._compiled: _Compiled | None = None  # compiled when first rendered
+            return
+        self._compiled = self._compile(budget if budget is not None else TRUSTED.templates)
+        self.names = self._compiled.names
+
+    def _compile(self, budget: TemplateBudget) -> _Compiled:
+        where = self.where
         try:
-            ast = ENV.parse(source)
-            _check_constants(ast, where, budget if budget is not None else TRUSTED.templates)
-            self.names = frozenset(meta.find_undeclared_variables(ast))
-            match = _SINGLE_EXPRESSION.match(source)
-            self._expression = (
-                ENV.compile_expression(match.group("expr"), undefined_to_none=False)
-                if match
-                else None
-            )
-            self._template = None if match else ENV.from_string(source)
+            return _compile(self.source, budget)
         except jinja2.TemplateSyntaxError as exc:
             raise ConfigError(
                 f"{where}: template syntax error at line {exc.lineno}: {exc.message}"
             ) from None
-        except ConfigError:
-            raise
-        except (ValueError, RecursionError, MemoryError) as exc:  # a 5000-digit literal ...
+        except TemplateBudgetExceeded as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        except (ValueError, SyntaxError, RecursionError, MemoryError) as exc:
+            # a 5000-digit literal, nesting deeper than Python compiles ...
             raise ConfigError(
                 f"{where}: the template cannot be compiled: {type(exc).__name__}: {exc}"
             ) from None
@@ -479,18 +525,21 @@ class Template:
     def render(self, context: Mapping[str, Any]) -> Any:
         """The template's value (a single expression) or text, within the budget of the
         current run's policy (:data:`~backpackflow.policy.sandbox.TRUSTED` outside runs)."""
+        compiled = self._compiled
+        if compiled is None:  # a plain reference: compiling it cannot fail
+            compiled = self._compiled = self._compile(TRUSTED.templates)
         state = _Render(current_policy().templates, current_run_or_none())
         token = _RENDER.set(state)
         try:
-            if self._expression is not None:
-                value = self._expression(**context)
+            if compiled.expression is not None:
+                value = compiled.expression(**context)
                 if isinstance(value, jinja2.Undefined):
                     value._fail_with_undefined_error()
                 if isinstance(value, str):
                     _size_limit(len(value), "the template's output")
                 return _plain(value)
-            assert self._template is not None
-            return _bounded_text(self._template.generate(**context), state)
+            assert compiled.template is not None
+            return _bounded_text(compiled.template.generate(**context), state)
         except TemplateBudgetExceeded as exc:
             raise TemplateBudgetExceeded(f"{self.where}: {exc}") from None
         except jinja2.UndefinedError as exc:

@@ -177,3 +177,73 @@ def test_the_sandbox_bounds_ranges():
     ran = run_flow(flow_doc(llm("a", "{{ range(10 ** 9) | list | length }}")))
     assert ran.result.status == "failed"
     assert "node 'a' params.prompt" in ran.one("error", "a")["error"]
+
+
+# ------------------------------------------------------------------------------- compiling
+
+REFERENCES = [
+    "{{ node.fetch.output }}",
+    "  {{text}}\n",
+    "{{ inputs.doc }}",
+    "{{ state.notes.items }}",
+    "{{ loop.index }}",
+    "{{ caller }}",
+    # words jinja reads otherwise, and globals: left to the full compile
+    "{{ self.x }}",
+    "{{ none.x }}",
+    "{{ None }}",
+    "{{ TRUE }}",
+    "{{ range }}",
+    "{{ namespace.x }}",
+]
+
+
+@pytest.mark.parametrize("source", REFERENCES)
+def test_a_plain_reference_reads_and_renders_as_the_full_compile_does(source, monkeypatch):
+    """A ``{{ a.b }}`` reference is compiled at its first render, not at load (a shortcut):
+    the names it reads and what it renders, or the error it raises, are the full compile's."""
+    import re
+
+    from backpackflow_nodes import templating
+
+    context = {
+        "node": {"fetch": {"output": {"content": "c"}}},
+        "text": "t",
+        "inputs": {"doc": "d"},
+        "state": {"notes": {"items": [1]}},
+        "loop": {"index": 3},
+        "caller": "me",
+        "TRUE": 1,
+    }
+
+    def outcome(template):
+        try:
+            return template.names, template.render(context)
+        except Exception as exc:  # noqa: BLE001 - the shortcut must fail alike
+            return template.names, f"{type(exc).__name__}: {exc}"
+
+    shortcut = templating.Template(source, where="node 'a' inputs.x")
+    monkeypatch.setattr(templating, "_REFERENCE", re.compile(r"(?!)"))  # no shortcut
+    full = templating.Template(source, where="node 'a' inputs.x")
+    assert full._compiled is not None
+    assert outcome(shortcut) == outcome(full)
+
+
+def test_templates_of_one_source_are_compiled_once_and_fail_each_in_its_own_field():
+    from backpackflow_nodes.templating import Template
+
+    first = Template("Hi {{ name | upper }}", where="node 'a' params.prompt")
+    again = Template("Hi {{ name | upper }}", where="node 'b' params.prompt")
+    assert first._compiled is again._compiled
+    assert again.render({"name": "x"}) == "Hi X"
+    for node in ("a", "b"):
+        with pytest.raises(ConfigError, match=f"^node '{node}' params.prompt: template syntax"):
+            Template("{{ x | nofilter }}", where=f"node '{node}' params.prompt")
+
+
+def test_a_template_nested_deeper_than_python_compiles_is_a_load_time_error():
+    deep = llm("a", "{{ " + "1 + " * 300 + "1 }}")
+    with pytest.raises(
+        ConfigError, match=r"node 'a' params.prompt: the template cannot be compiled"
+    ):
+        load(flow_doc(deep))
