@@ -40,6 +40,8 @@ class _Checks:
     registry: Registry
     _local: dict[str, NodeType]
     _schema_cache: dict[str, Any] | None
+    #: the params class of each node type, as the cached schema composed them
+    _schema_params: dict[str, type | None]
 
     def node_type(self, name: str) -> NodeType:
         local = self._local.get(name)
@@ -76,9 +78,9 @@ class _Checks:
         if self._schema_cache is None:
             contracts = {n: (t.reads, t.writes) for n, t in self.registry.node_types.items()}
             contracts.update({n: (t.reads, t.writes) for n, t in self._local.items()})
-            self._schema_cache = flow_schema(
-                self.registry, node_types=self.node_types(), contracts=contracts
-            )
+            types = self.node_types()
+            self._schema_cache = flow_schema(self.registry, node_types=types, contracts=contracts)
+            self._schema_params = types
         return self._schema_cache
 
     def _make_node(self, config: NodeConfig, deps: DependencyContainer, where: str) -> BaseNode:
@@ -286,12 +288,22 @@ class _Checks:
         if node_type.params is None:
             return node
         try:
-            params: Any = structure_params(
-                node_type.params,
-                node.params or {},
-                where=f"node {node.id!r}",
-                path=f"{where}.params",
-            )
+            if self._schema_params.get(node.type) is node_type.params:
+                # the document was validated against the schema composed with this params
+                # class (parse validates before it checks): its params were, with it
+                params: Any = structure(
+                    dict(node.params or {}),
+                    node_type.params,
+                    path=f"{where}.params",
+                    where=f"node {node.id!r}",
+                )
+            else:
+                params = structure_params(
+                    node_type.params,
+                    node.params or {},
+                    where=f"node {node.id!r}",
+                    path=f"{where}.params",
+                )
         except ConfigError as exc:
             problems.extend(exc.problems)
             return node

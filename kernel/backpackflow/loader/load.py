@@ -82,6 +82,7 @@ class FlowLoader(_Export):
         self.registry = registry if registry is not None else get_registry()
         self._local: dict[str, NodeType] = {}
         self._schema_cache: dict[str, Any] | None = None
+        self._schema_params: dict[str, type | None] = {}
 
     def register(
         self,
