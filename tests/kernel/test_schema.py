@@ -424,6 +424,19 @@ MUTATIONS: dict[str, Callable[[dict[str, Any]], None]] = {
     "alike nodes, one with a bad id": lambda d: d["nodes"].extend(
         {"type": "free", "id": i} for i in ("a", "b c", "d", "", "e")
     ),
+    "alike nodes, some with bad names or inputs": lambda d: d["nodes"].extend(
+        {"type": "free", "id": f"n{i}", **extra}
+        for i, extra in enumerate(
+            [
+                {"name": "A", "inputs": {"x": "{{ a }}"}},
+                {"name": "B", "inputs": {"x": "{{ b }}", "y": 1}},
+                {"name": 5, "inputs": {}},
+                {"name": "C", "inputs": ["x"]},
+                {"inputs": "x"},
+                {"name": None},
+            ]
+        )
+    ),
     "alike nodes of a bad shape": lambda d: d["nodes"].extend(
         {"type": "chat", "id": i, "params": {"model": 1}} for i in ("a", "b", "c d")
     ),

@@ -330,10 +330,11 @@ class _DocumentValidator:
 
     * a node against the core node schema with only its own type's branch (the other types'
       ``if`` fails, so their branches cannot apply), an edge against the edge schema;
-    * items alike but for their identity (a node's ``id``, an edge's ``from`` and ``to``:
-      plain strings, checked here as jsonschema checks them) are validated once: the others
-      properties of an item do not depend on those, so an item is valid when its shape was
-      found valid and its identity strings are;
+    * items alike but for their identity (a node's ``id``, ``name`` and ``inputs``, an edge's
+      ``from`` and ``to``: plain strings or any object, checked here as jsonschema checks
+      them) are validated once: the other properties of an item do not depend on those, so
+      an item is valid when its shape was found valid and its identity values are (a chain
+      of llm nodes alike but for their ids and input bindings validates its node schema once);
     * an item found invalid is validated alone with jsonschema, and the item's place is
       prepended to the paths of its problems.
 
@@ -367,7 +368,9 @@ class _DocumentValidator:
             self._branches.setdefault(name, []).append(branch)
         self._any_node = self._sub({"$ref": "#/$defs/node"})
         self._edge = self._sub({"$ref": "#/$defs/edge"})
-        self._node_ids = _identity_fields(node, ("id",), frozenset(("type", "params")))
+        self._node_ids = _identity_fields(
+            node, ("id", "name", "inputs"), frozenset(("type", "params"))
+        )
         self._edge_ids = _identity_fields(schema["$defs"]["edge"], ("from", "to"), frozenset())
 
     def _sub(self, schema: dict[str, Any]) -> Draft202012Validator:
@@ -420,29 +423,34 @@ _ITEM_KEYWORDS = frozenset(
 
 def _identity_fields(
     item_schema: Mapping[str, Any], names: tuple[str, ...], others: frozenset[str]
-) -> dict[str, re.Pattern[str] | None]:
+) -> dict[str, tuple[type, re.Pattern[str] | None]]:
     """Of ``names``, the properties of ``item_schema`` that are plain strings (with a pattern
-    or not) no other keyword looks at (``others``: the properties its ``allOf`` reads), as
-    ``name: pattern``; none when the schema has other keywords than the composed one's."""
+    or not) or any object, and that no other keyword looks at (``others``: the properties its
+    ``allOf`` reads), as ``name: (the Python type jsonschema checks, pattern)``; none when the
+    schema has other keywords than the composed one's."""
     if not set(item_schema) <= _ITEM_KEYWORDS:
         return {}
     properties = item_schema.get("properties", {})
-    fields: dict[str, re.Pattern[str] | None] = {}
+    fields: dict[str, tuple[type, re.Pattern[str] | None]] = {}
     for name in names:
         sub = properties.get(name)
-        if name in others or not isinstance(sub, Mapping) or sub.get("type") != "string":
+        if name in others or not isinstance(sub, Mapping):
             continue
-        if set(sub) == {"type"}:
-            fields[name] = None
+        if sub == {"type": "object"}:
+            fields[name] = (dict, None)  # jsonschema's "object" is a dict
+        elif sub.get("type") != "string":
+            continue
+        elif set(sub) == {"type"}:
+            fields[name] = (str, None)
         elif set(sub) == {"type", "pattern"} and isinstance(sub["pattern"], str):
-            fields[name] = re.compile(sub["pattern"])
+            fields[name] = (str, re.compile(sub["pattern"]))
     return fields
 
 
 def _valid(
     item: Any,
     validator: Draft202012Validator,
-    identity: Mapping[str, re.Pattern[str] | None],
+    identity: Mapping[str, tuple[type, re.Pattern[str] | None]],
     shapes: dict[str, bool],
 ) -> bool:
     """Whether ``item`` is valid, validating each shape of item once (see
@@ -452,21 +460,23 @@ def _valid(
     shape = item
     if identity:
         shape = dict(item)
-        for name, pattern in identity.items():
+        for name, (kind, pattern) in identity.items():
             value = shape.get(name, _ABSENT)
             if value is _ABSENT:
                 continue  # ``required`` may object: the shape says so
-            # what jsonschema checks of {"type": "string", "pattern": ...}
-            if not isinstance(value, str) or (pattern is not None and not pattern.search(value)):
+            # what jsonschema checks of {"type": "string", "pattern": ...} or {"type": "object"}
+            if not isinstance(value, kind):
                 return False
-            shape[name] = None  # present, and a valid string
+            if pattern is not None and not pattern.search(str(value)):  # patterns: strings only
+                return False
+            shape[name] = None  # present, and valid
     try:
         key = json.dumps(shape, sort_keys=True, allow_nan=True)
     except (TypeError, ValueError):  # not JSON data: validated as it is
         return bool(validator.is_valid(item))
     valid = shapes.get(key)
     if valid is None:
-        # valid(item) => valid(shape) as the identity strings are independent properties; an
+        # valid(item) => valid(shape) as the identity values are independent properties; an
         # invalid item marks its shape invalid, and items of that shape are then validated
         # one by one (exact, only slower)
         valid = shapes[key] = bool(validator.is_valid(item))
