@@ -206,13 +206,19 @@ class Candidate:
         self.times: list[float] = []
 
 
+def libpq_url(url: str) -> str:
+    """``url`` as psycopg takes it (SQLAlchemy's ``postgresql+psycopg://`` names a driver)."""
+    scheme, _, rest = url.partition("://")
+    return f"{scheme.split('+')[0]}://{rest}"
+
+
 @contextmanager
 def postgres_schema(url: str) -> Iterator[str]:
     """A fresh schema in ``url``'s database for this bench's tables, dropped at the end."""
     import psycopg
 
     schema = f"bench_checkpoint_{os.getpid()}"
-    with psycopg.connect(url, autocommit=True) as admin:
+    with psycopg.connect(libpq_url(url), autocommit=True) as admin:
         admin.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
         admin.execute(f"CREATE SCHEMA {schema}")
         try:
@@ -288,7 +294,7 @@ def candidates(stack: ExitStack, folder: Path, postgres: str | None) -> list[Can
 
             print(f"langgraph-checkpoint-postgres {pg_version}")
             pg = psycopg.connect(
-                postgres,
+                libpq_url(postgres),
                 autocommit=True,
                 prepare_threshold=0,
                 row_factory=dict_row,
