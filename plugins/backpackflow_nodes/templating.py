@@ -478,8 +478,9 @@ class Template:
     __slots__ = ("_compiled", "names", "source", "where")
 
     def __init__(self, source: str, *, where: str, budget: TemplateBudget | None = None) -> None:
-        """Compile ``source``; ``budget`` (the flow's policy's, default the trusted one) bounds
-        what its constant operations may compute, now."""
+        """Compile ``source`` (a plain ``{{ a.b }}`` reference: at its first render, as it
+        cannot fail); ``budget`` (the flow's policy's, default the trusted one) bounds what its
+        constant operations may compute, now."""
         self.source = source
         self.where = where
         reference = _REFERENCE.fullmatch(source)
