@@ -12,7 +12,9 @@ like the run totals; budgets (``budgets``) sum it, or the run totals, over a per
 
 Delete behaviour: deleting a workflow keeps its runs (``workflow_id`` becomes NULL; the run keeps
 ``workflow_name`` and ``workflow_version``) so trace history is never lost by accident; its
-provider bindings go with it. Deleting a run deletes its steps and events.
+provider bindings go with it. Deleting a run deletes its steps and events. A forked run names
+its source run and commit (``forked_from_run_id``, ``forked_from_commit_id``) without a foreign
+key: the lineage outlives the source.
 
 ``run_checkpoints`` holds durable runs' checkpoints (the kernel's ``Checkpointer`` records: the
 Backpack's commits as deltas and the runner's position), append-only, in ``id`` order per run.
@@ -96,6 +98,8 @@ class WorkflowRun(Base):
         # Filtered lists, newest first, read these backwards and stop after a page (0004).
         Index(None, "workflow_id", "id"),
         Index(None, "status", "id"),
+        # A run's forks, newest first (0008).
+        Index(None, "forked_from_run_id", "id"),
     )
 
     id: Mapped[str] = mapped_column(ID, primary_key=True)
@@ -119,6 +123,9 @@ class WorkflowRun(Base):
     last_seq: Mapped[int] = mapped_column(Integer)
     #: The flow's declared outputs at the end of the run (null until it ends).
     outputs: Mapped[Any | None] = mapped_column(JSONDocument, nullable=True)
+    #: The run and Backpack commit this run was forked from (0008); null for other runs.
+    forked_from_run_id: Mapped[str | None] = mapped_column(ID, nullable=True)
+    forked_from_commit_id: Mapped[str | None] = mapped_column(ID, nullable=True)
 
 
 class RunStep(Base):

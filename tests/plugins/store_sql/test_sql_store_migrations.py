@@ -23,7 +23,7 @@ TABLES = {
     "run_costs",
     "budgets",
 }
-HEAD = "0007"
+HEAD = "0008"
 
 
 def _differences(store: SqlRunStore, metadata=Base.metadata) -> list[object]:

@@ -1,10 +1,11 @@
 """Run lists read an index, never every run: EXPLAIN the store's own queries on both databases.
 
-Filtered lists newest first must walk ``(workflow_id, id)`` or ``(status, id)`` backwards and stop
-after a page; a plan that names another index or sorts (SQLite's ``TEMP B-TREE``, PostgreSQL's
-``Sort``) would read every matching run. PostgreSQL's planner prefers a sequential scan on a table
-this small, so the check turns that off for its session: it asks which index the query can use,
-which is what keeps it flat once the table is large (``bench/scaling_store.py`` measures that).
+Filtered lists newest first must walk ``(workflow_id, id)``, ``(status, id)`` or
+``(forked_from_run_id, id)`` backwards and stop after a page; a plan that names another index or
+sorts (SQLite's ``TEMP B-TREE``, PostgreSQL's ``Sort``) would read every matching run.
+PostgreSQL's planner prefers a sequential scan on a table this small, so the check turns that off
+for its session: it asks which index the query can use, which is what keeps it flat once the
+table is large (``bench/scaling_store.py`` measures that).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ def test_the_run_list_indexes_exist(store: SqlRunStore) -> None:
     }
     assert indexes["ix_workflow_runs_workflow_id_id"] == ["workflow_id", "id"]
     assert indexes["ix_workflow_runs_status_id"] == ["status", "id"]
+    assert indexes["ix_workflow_runs_forked_from_run_id_id"] == ["forked_from_run_id", "id"]
     # the composite indexes serve what the single-column ones did: those are gone
     assert "ix_workflow_runs_workflow_id" not in indexes
     assert "ix_workflow_runs_status" not in indexes
@@ -47,13 +49,19 @@ def test_the_run_list_indexes_exist(store: SqlRunStore) -> None:
         ({"workflow_id": "w1", "before": "r9"}, "ix_workflow_runs_workflow_id_id"),
         ({"status": "succeeded"}, "ix_workflow_runs_status_id"),
         ({"status": "running", "before": "r9"}, "ix_workflow_runs_status_id"),
+        ({"forked_from": "r1"}, "ix_workflow_runs_forked_from_run_id_id"),
+        ({"forked_from": "r1", "before": "r9"}, "ix_workflow_runs_forked_from_run_id_id"),
     ],
 )
 def test_filtered_run_lists_walk_their_index_without_sorting(
     store: SqlRunStore, run: dict[str, Any], filters: dict[str, str], index: str
 ) -> None:
     query = runs_query(
-        filters.get("workflow_id"), filters.get("status"), 50, before=filters.get("before")
+        filters.get("workflow_id"),
+        filters.get("status"),
+        50,
+        before=filters.get("before"),
+        forked_from=filters.get("forked_from"),
     )
     plan = _plan(store, query)
     assert index in plan, plan
