@@ -65,11 +65,15 @@ from .models import (
     FLOW_CONFIG_REF,
     ID_PATTERN,
     CancelAccepted,
+    CommitPage,
     ErrorResponse,
     Health,
     ProblemResponse,
     RunCreate,
     RunDetail,
+    RunDiff,
+    RunFork,
+    RunState,
     RunStatus,
     RunSummary,
     Session,
@@ -85,6 +89,7 @@ from .runs import FlowProblems, RunConflict, RunManager, RunStore, ServiceUnavai
 from .seeding import read_seeds, seed_folders, seed_workflows
 from .settings import Settings
 from .streaming import run_stream
+from .timetravel import commit_page, diff_between, fork, read_masked, state_at
 from .tracing import caller_trace
 from .validation import flow_problems, request_problems
 
@@ -410,6 +415,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     _add_session_routes(app)
     _add_workflow_routes(app)
     _add_run_routes(app)
+    _add_timetravel_routes(app)
     _add_service_routes(app)
     add_metrics_route(app, settings)
     install_budgets(app)
@@ -711,9 +717,15 @@ def _add_run_routes(app: FastAPI) -> None:
             IdText | SkipJsonSchema[None],
             Query(description="a run id: list older runs (the next page)"),
         ] = None,
+        forked_from: Annotated[
+            IdText | SkipJsonSchema[None],
+            Query(description="a run id: only the runs forked from it"),
+        ] = None,
     ) -> list[dict[str, Any]]:
         items = await run_in_threadpool(
-            lambda: service.store.list_runs(workflow_id, status, limit + 1, before=before)
+            lambda: service.store.list_runs(
+                workflow_id, status, limit + 1, before=before, forked_from=forked_from
+            )
         )
         _next_page(request, response, items, limit)
         return items
@@ -830,6 +842,138 @@ def _add_run_routes(app: FastAPI) -> None:
         status, detail = await service.manager.cancel(run_id)
         log.info("run %s: cancellation requested by %s", run_id, who.name)
         return CancelAccepted(id=run_id, status=status, detail=detail)  # type: ignore[arg-type]
+
+
+#: The most commits one page of GET /api/runs/{id}/commits may hold.
+MAX_COMMITS_PAGE = 5000
+_NO_CHECKPOINT: Responses = {
+    404: {
+        "model": ErrorResponse,
+        "description": "no such run, the run has no checkpoint, or it has no such commit (the "
+        "message names the parameter)",
+    }
+}
+CommitParam = Annotated[str, Field(pattern=ID_PATTERN)]
+
+
+def _add_timetravel_routes(app: FastAPI) -> None:
+    """Time travel (:mod:`.timetravel`): a run's commits, its Backpack at a commit, the diff
+    between two commits (viewer), and forks (runner, as starting a run)."""
+
+    @app.get(
+        "/api/runs/{run_id}/commits",
+        response_model=CommitPage,
+        responses={**_AUTH, **_NO_CHECKPOINT, **_422, **_503},
+        tags=["time travel"],
+        summary="A page of a run's Backpack commits, by seq (for a time slider)",
+        description="From the run's checkpoint: each commit's id, seq, the key it wrote and "
+        "how (pack, append, delete), the node that wrote it and the step it was made in. A "
+        "forked run lists the source's commits up to the fork first (`inherited`).",
+        dependencies=[VIEWER],
+    )
+    async def list_commits(
+        run_id: RunId,
+        service: ServiceDep,
+        after: Annotated[int, Query(ge=0, le=MAX_SEQ, description="the last seq seen")] = 0,
+        limit: Annotated[int, Query(ge=1, le=MAX_COMMITS_PAGE)] = 1000,
+    ) -> dict[str, Any]:
+        return await read_masked(service.manager, run_id, commit_page, after, limit)
+
+    @app.get(
+        "/api/runs/{run_id}/state",
+        response_model=RunState,
+        responses={**_AUTH, **_NO_CHECKPOINT, **_422, **_503},
+        tags=["time travel"],
+        summary="A run's Backpack at one commit (default: its last)",
+        description="Every key's value and who wrote it, as right after the commit; with "
+        "`history=true` also the Backpack's JSON form up to it. Secrets are masked as in the "
+        "run's events.",
+        dependencies=[VIEWER],
+    )
+    async def get_state(
+        run_id: RunId,
+        service: ServiceDep,
+        commit: Annotated[
+            CommitParam | SkipJsonSchema[None],
+            Query(description="a commit id of the run (GET .../commits); absent: the last"),
+        ] = None,
+        history: Annotated[
+            bool, Query(description="also the Backpack's JSON form (its commits up to there)")
+        ] = False,
+    ) -> dict[str, Any]:
+        return await read_masked(service.manager, run_id, state_at, commit, history)
+
+    @app.get(
+        "/api/runs/{run_id}/diff",
+        response_model=RunDiff,
+        responses={**_AUTH, **_NO_CHECKPOINT, **_422, **_503},
+        tags=["time travel"],
+        summary="What changed in a run's Backpack between two commits",
+        description="Keys added (with their values), removed (with the values they had) and "
+        "modified (old and new values) from `from` to `to`. Secrets are masked as in the run's "
+        "events.",
+        dependencies=[VIEWER],
+    )
+    async def get_diff(
+        run_id: RunId,
+        service: ServiceDep,
+        from_commit: Annotated[
+            CommitParam | SkipJsonSchema[None],
+            Query(alias="from", description="a commit id; absent: the empty state before any"),
+        ] = None,
+        to_commit: Annotated[
+            CommitParam | SkipJsonSchema[None],
+            Query(alias="to", description="a commit id; absent: the run's last commit"),
+        ] = None,
+    ) -> dict[str, Any]:
+        return await read_masked(service.manager, run_id, diff_between, from_commit, to_commit)
+
+    @app.post(
+        "/api/runs/{run_id}/fork",
+        status_code=202,
+        response_model=RunSummary,
+        responses={
+            **_400,
+            **_AUTH,
+            **_NO_CHECKPOINT,
+            **_413,
+            **_422,
+            **_503,
+            409: {
+                "model": ErrorResponse,
+                "description": "the run's workflow was deleted, or its nodes, node types or "
+                "edges changed since the run",
+            },
+            429: {"model": ErrorResponse, "description": "a hard budget refuses a new run"},
+        },
+        tags=["time travel"],
+        summary="Start a new run from a commit of a run (runner); returns it (queued)",
+        description="The new run starts with the Backpack as right after `commit_id`, `patch` "
+        "packed on top and, if given, new `input_vars`; it goes on from the last node boundary "
+        "at or before the commit, with the workflow's current version, and names its source "
+        "in `forked_from`.",
+    )
+    async def fork_run(
+        run_id: RunId,
+        body: RunFork,
+        service: ServiceDep,
+        request: Request,
+        response: Response,
+        who: Runner,
+    ) -> dict[str, Any]:
+        with caller_trace(request.headers):
+            run = await fork(
+                service.manager, run_id, body, server_address=request.scope.get("server")
+            )
+        response.headers["Location"] = f"/api/runs/{run['id']}"
+        log.info(
+            "run %s forked from run %s at commit %s by %s",
+            run["id"],
+            run_id,
+            body.commit_id,
+            who.name,
+        )
+        return run
 
 
 def _add_service_routes(app: FastAPI) -> None:

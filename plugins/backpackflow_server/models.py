@@ -75,6 +75,13 @@ class RunCreate(_Body):
     triggered_by: Annotated[str, Field(max_length=200, pattern=_TEXT)] | None = None
 
 
+class ForkedFrom(BaseModel):
+    """The run and Backpack commit a run was forked from."""
+
+    run_id: str
+    commit_id: str | None
+
+
 class RunSummary(BaseModel):
     id: str
     workflow_id: str | None = Field(description="null once the workflow was deleted")
@@ -96,6 +103,11 @@ class RunSummary(BaseModel):
     outputs: dict[str, Any] = Field(
         default_factory=dict,
         description="the values of the outputs the flow declares, once the run has ended",
+    )
+    forked_from: ForkedFrom | None = Field(
+        default=None,
+        description="the run and commit this run was forked from (POST /api/runs/{id}/fork); "
+        "null for other runs",
     )
 
 
@@ -158,6 +170,128 @@ class TracePage(BaseModel):
     items: list[TraceEvent]
     next_after: int = Field(description="pass as ?after= to get the next page")
     has_more: bool = Field(description="the page is full: there may be more events already")
+
+
+#: What a Backpack key may be: a non-empty string without surrounding white space or '*' (and,
+#: like all stored text, without U+0000). White space is listed, not ``\s``: pydantic (Rust),
+#: the spec's readers (ECMAScript) and the kernel (Python) each mean something else by it.
+_SPACE = r"\t-\r \x1c-\x1f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+BACKPACK_KEY_PATTERN = rf"^[^{_SPACE}*\x00]([^*\x00]*[^{_SPACE}*\x00])?$"
+MAX_KEY_LENGTH = 1000
+#: A state patch: keys the Backpack accepts (``propertyNames``, so a schema-valid patch is one
+#: the service takes), any JSON values. The keys are checked by the fork itself
+#: (:mod:`.timetravel`), which says what a key must be rather than quoting this pattern.
+Patch = Annotated[
+    dict[str, Any],
+    WithJsonSchema(
+        {
+            "type": "object",
+            "propertyNames": {"pattern": BACKPACK_KEY_PATTERN, "maxLength": MAX_KEY_LENGTH},
+        }
+    ),
+]
+
+
+class RunFork(_Body):
+    """Fork a run: a new run from one of its Backpack commits (``GET .../commits`` lists them).
+
+    The new run starts with the Backpack as it was right after ``commit_id`` (its history up to
+    there included), ``patch`` packed on top, and, if ``input_vars`` are given, those inputs
+    packed as the flow declares them; it goes on from the last node boundary at or before the
+    commit (a commit made inside a node makes that node run again, on the state at the commit).
+    """
+
+    commit_id: Annotated[str, Field(pattern=ID_PATTERN)] = Field(
+        description="the commit to fork from (a commit id of the run's history)"
+    )
+    patch: Patch = Field(
+        default_factory=dict,
+        description="Backpack keys to pack on top of the state at the commit (node id 'fork'), "
+        "as JSON data",
+    )
+    input_vars: dict[str, Any] | None = Field(
+        default=None,
+        description="new run inputs, checked against the flow's declared inputs as a new run's "
+        "are (defaults filled); absent: the source run's inputs, as they are in its Backpack",
+    )
+    triggered_by: Annotated[str, Field(max_length=200, pattern=_TEXT)] | None = None
+
+
+class CommitInfo(BaseModel):
+    """One Backpack commit of a run: one key packed, appended to or deleted."""
+
+    commit_id: str
+    seq: int = Field(description="1, 2, 3 ... within the Backpack's lineage")
+    parent_id: str | None
+    timestamp: float = Field(description="epoch seconds")
+    node_id: str | None = Field(
+        description="the node that wrote it ('fork' for a fork's patch; null for inputs)"
+    )
+    node_name: str | None
+    namespace: str | None
+    op: Literal["pack", "append", "delete"]
+    key: str = Field(description="the key written")
+    version: int = Field(description="the key's version after this commit")
+    tags: list[str]
+    step: int | None = Field(
+        description="the top-level step during which it was made (a nested flow's commits "
+        "carry the step of the node running it); null for the inputs, a fork's patch and "
+        "commits made before the step counter started"
+    )
+    inherited: bool = Field(
+        description="true for commits of the run this one was forked from (its history up to "
+        "the fork)"
+    )
+
+
+class CommitPage(BaseModel):
+    run_id: str
+    status: str = Field(
+        description="the checkpoint's status: running, paused, succeeded, failed or canceled"
+    )
+    forked_from: dict[str, Any] | None = Field(
+        description="run_id, commit_id and seq of the fork's source, or null"
+    )
+    last_seq: int = Field(description="the seq of the run's last commit")
+    items: list[CommitInfo]
+    next_after: int = Field(description="pass as ?after= to get the next page")
+    has_more: bool
+
+
+class RunState(BaseModel):
+    """The Backpack of a run at one commit (secrets masked as in the run's events)."""
+
+    run_id: str
+    commit_id: str | None = Field(description="the commit; null: the Backpack has no commit")
+    seq: int
+    state: dict[str, Any] = Field(description="every key and its value at that commit")
+    items: dict[str, dict[str, Any]] = Field(
+        description="per key: who wrote its value (node_id, node_name, namespace), when "
+        "(timestamp), its version and commit_id"
+    )
+    backpack: dict[str, Any] | None = Field(
+        default=None,
+        description="with ?history=true: the Backpack's JSON form at that commit (its commits "
+        "up to there, permissions, node marks), which Backpack.from_json loads",
+    )
+
+
+class StateChange(BaseModel):
+    old: Any
+    new: Any
+
+
+class RunDiff(BaseModel):
+    """What changed in a run's Backpack between two commits (secrets masked)."""
+
+    run_id: str
+    from_commit: str | None = Field(description="null: the empty state before any commit")
+    from_seq: int
+    to_commit: str | None
+    to_seq: int
+    added: dict[str, Any] = Field(description="keys present at `to` only, with their values")
+    removed: dict[str, Any] = Field(description="keys present at `from` only, with their values")
+    modified: dict[str, StateChange] = Field(description="keys whose value changed")
 
 
 class CancelAccepted(BaseModel):

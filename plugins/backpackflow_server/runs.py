@@ -49,6 +49,7 @@ from backpackflow import (
     Backpack,
     BackpackEvent,
     BackpackFlowError,
+    Checkpointer,
     ConfigError,
     EventStreamer,
     Flow,
@@ -145,7 +146,12 @@ class RunStore(Protocol):
     ) -> dict[str, Any]: ...
     def delete_workflow(self, workflow_id: str) -> None: ...
     def create_run(
-        self, workflow_id: str, input_vars: Mapping[str, Any], triggered_by: str | None = None
+        self,
+        workflow_id: str,
+        input_vars: Mapping[str, Any],
+        triggered_by: str | None = None,
+        *,
+        forked_from: Mapping[str, str] | None = None,
     ) -> dict[str, Any]: ...
     def mark_running(self, run_id: str) -> dict[str, Any]: ...
     def finish_run(
@@ -163,6 +169,7 @@ class RunStore(Protocol):
         limit: int = 50,
         *,
         before: str | None = None,
+        forked_from: str | None = None,
     ) -> list[dict[str, Any]]: ...
     def get_trace(
         self, run_id: str, *, after_seq: int = 0, limit: int = 100
@@ -363,6 +370,8 @@ class RunHandle:
         self.outputs: dict[str, Any] = {}
         self.sinks: list[EventSink] = []  # the sinks the flow declares, for this run
         self.canceled = asyncio.Event()  # set with cancel_reason: stops waiting for a slot
+        #: The run goes on from its checkpoint in the store (a fork) rather than from scratch.
+        self.checkpointed = False
         self.low = 1
         self._buffer_limit = buffer_limit
         self._events: dict[int, _Slot] = {}
@@ -465,6 +474,30 @@ class _AckingSink:
             append_many(batches)
         for run_id, events in batches.items():
             self._on_stored(run_id, [event_field(e, "seq") for e in events], True)
+
+
+class _StoreCheckpoints(Checkpointer):
+    """The store as a :class:`~backpackflow.Checkpointer`, its writes taking turns with the
+    event writers' on SQLite (the manager's write lock), as the service's other writes do."""
+
+    def __init__(self, store: Any, write_lock: AbstractContextManager[Any]) -> None:
+        self._store = store
+        self._write_lock = write_lock
+
+    def append(self, run_id: str, records: Sequence[Mapping[str, Any]]) -> None:
+        with self._write_lock:
+            self._store.append(run_id, records)
+
+    def records(self, run_id: str) -> list[dict[str, Any]] | None:
+        records: list[dict[str, Any]] | None = self._store.records(run_id)
+        return records
+
+    def run_ids(self) -> list[str]:
+        return list(self._store.run_ids())
+
+    def delete(self, run_id: str) -> None:
+        with self._write_lock:
+            self._store.delete(run_id)
 
 
 class RunManager:
@@ -826,16 +859,12 @@ class RunManager:
     ) -> dict[str, Any]:
         """Create a ``queued`` run and start it in the background; returns the run.
         ``server_address``: where the request reached this service (flows may not call it)."""
-        self._learn_address(server_address)
-        self._check_accepting()
+        self.accept(server_address)
         workflow = await run_in_threadpool(self.store.get_workflow, workflow_id)
         cached = self.cached_flow(workflow)
         flow = cached if cached is not None else await self.off_loop(self.load_flow, workflow)
         inputs = self.resolve_inputs(flow, input_vars)
-        if self.budgets.stale(self.settings.budget_refresh_seconds):
-            budgets = await run_in_threadpool(self.budgets.refresh, list(self.budgets.ledgers))
-            self.budgets.apply(budgets)
-        self.budgets.admit(workflow_id, workflow["graph_json"])  # BudgetExceeded: refused
+        await self.admit(workflow)
         run = await self._store_write(self.store.create_run, workflow_id, inputs, triggered_by)
         if run["workflow_version"] != workflow["version"]:  # updated in between: run the new one
             workflow = await run_in_threadpool(self.store.get_workflow, workflow_id)
@@ -844,9 +873,42 @@ class RunManager:
             except FlowProblems as exc:
                 await self._finish_early(run["id"], "failed", str(exc))
                 raise
+        return await self.launch(run, flow, inputs)
+
+    def accept(self, server_address: tuple[str, int] | None) -> None:
+        """Refuse a new run now if the service takes none (shutting down, queue full);
+        ``server_address``: where the request reached this service (flows may not call it)."""
+        self._learn_address(server_address)
+        self._check_accepting()
+
+    async def admit(self, workflow: Mapping[str, Any]) -> None:
+        """Refuse a new run of ``workflow`` its hard budgets do not allow (BudgetExceeded)."""
+        if self.budgets.stale(self.settings.budget_refresh_seconds):
+            budgets = await run_in_threadpool(self.budgets.refresh, list(self.budgets.ledgers))
+            self.budgets.apply(budgets)
+        self.budgets.admit(workflow["id"], workflow["graph_json"])
+
+    @property
+    def checkpoints(self) -> Checkpointer:
+        """The store as the checkpointer of the service's checkpointed runs (forks)."""
+        return _StoreCheckpoints(self.store, self._write_lock)
+
+    async def launch(
+        self,
+        run: Mapping[str, Any],
+        flow: Flow,
+        inputs: dict[str, Any],
+        *,
+        checkpointed: bool = False,
+    ) -> dict[str, Any]:
+        """Start the stored ``queued`` run ``run`` in the background: its event stream, sinks,
+        budget ledger and task; returns ``run``. ``checkpointed``: the run goes on from the
+        checkpoint its id has in the store (a fork's: see :mod:`.timetravel`) instead of
+        starting from an empty Backpack with ``inputs``."""
         if not self._accepting:
             await self._finish_early(run["id"], "canceled", SHUTDOWN_REASON)
             raise ServiceUnavailable("the service is shutting down; no new runs are started")
+        workflow_id = run["workflow_id"]
         handle = RunHandle(
             run["id"],
             flow,
@@ -854,6 +916,7 @@ class RunManager:
             buffer_limit=self.settings.stream_buffer_events,
             history_size=self.settings.event_history_size,
         )
+        handle.checkpointed = checkpointed
         handle.streamer.subscribe("*", self._subscriber(handle))
         handle.streamer.subscribe("*", self.metrics.watch(handle.run_id))
         try:
@@ -873,7 +936,7 @@ class RunManager:
         handle.task = task
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        return run
+        return dict(run)
 
     async def cancel(self, run_id: str) -> tuple[str, str]:
         """Ask a run to stop; returns (its status then, what happens next)."""
@@ -1045,13 +1108,21 @@ class RunManager:
                 handle.state = "starting"
                 await self._store_write_until_done(self.store.mark_running, handle.run_id)
                 handle.state = "running"
-                result = await handle.flow.execute(
-                    Backpack(),
-                    inputs=handle.inputs,
-                    events=handle.streamer,
-                    run_id=handle.run_id,
-                    control=handle.control,
-                )
+                if handle.checkpointed:  # Backpack, inputs and position come from it
+                    result = await handle.flow.execute(
+                        events=handle.streamer,
+                        run_id=handle.run_id,
+                        control=handle.control,
+                        checkpointer=self.checkpoints,
+                    )
+                else:
+                    result = await handle.flow.execute(
+                        Backpack(),
+                        inputs=handle.inputs,
+                        events=handle.streamer,
+                        run_id=handle.run_id,
+                        control=handle.control,
+                    )
                 status = result.status
                 secrets = handle.flow.secrets
                 outputs = dict(result.outputs)

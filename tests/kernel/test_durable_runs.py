@@ -100,3 +100,20 @@ def test_a_fork_of_an_unknown_commit_or_run_names_it():
         flow.fork(checkpoints, "r", "nope")
     with pytest.raises(CheckpointError, match="run 'other' has no checkpoint to fork"):
         flow.fork(checkpoints, "other")
+
+
+def test_a_fork_says_where_it_comes_from_and_that_nothing_runs_again():
+    checkpoints = MemoryCheckpointer()
+    source = chain("a", "b", "c").execute_sync(checkpointer=checkpoints, run_id="r")
+    at_a = source.backpack.get_history(key="a")[0].commit_id
+    chain("a", "b", "c").fork(checkpoints, "r", at_a, new_run_id="f")
+
+    forked = chain("a", "b", "c").execute_sync(checkpointer=checkpoints, run_id="f")
+
+    assert forked.ok, forked.error
+    log = next(e for e in forked.events.get_events() if e.type.value == "log")
+    assert log.payload.message == (
+        f"run forked from run 'r' at commit {at_a!r}, after step 1; it goes on at node 'b'"
+    )
+    assert log.payload.data["rerun"] is None
+    assert log.payload.data["forked_from"] == {"run_id": "r", "commit_id": at_a, "seq": 1}

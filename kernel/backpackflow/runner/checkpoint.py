@@ -552,17 +552,30 @@ class Recorder:
         position = resume.position
         pending = [by_id[node_id] for node_id in position["pending"]]
         again = pending[0].id if pending else None
+        # a fork that has not passed a node boundary of its own: nothing of it runs "again"
+        forked = resume.forked_from if "k" not in position else None
+        if forked is not None:
+            message = (
+                f"run forked from run {forked['run_id']!r} at commit {forked['commit_id']!r}, "
+                f"after step {position['node_count']}"
+                + (f"; it goes on at node {again!r}" if again else "")
+            )
+        else:
+            message = (
+                f"run resumed from its checkpoint after step {position['node_count']}"
+                + (f"; node {again!r} runs again" if again and resume.status != "paused" else "")
+                + (f"; node {again!r} gets its answer" if resume.status == "paused" else "")
+            )
         run.log(
-            f"run resumed from its checkpoint after step {position['node_count']}"
-            + (f"; node {again!r} runs again" if again and resume.status != "paused" else "")
-            + (f"; node {again!r} gets its answer" if resume.status == "paused" else ""),
+            message,
             data={
                 "resumed": True,
                 "from_status": resume.status,
                 "step": position["node_count"],
                 "seq": position["seq"],
                 "pending": position["pending"],
-                "rerun": again,
+                "rerun": None if forked is not None else again,
+                "forked_from": forked,
             },
         )
         return pending, position.get("last_action")
