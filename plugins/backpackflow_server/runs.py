@@ -371,7 +371,7 @@ class RunHandle:
         self.sinks: list[EventSink] = []  # the sinks the flow declares, for this run
         self.canceled = asyncio.Event()  # set with cancel_reason: stops waiting for a slot
         #: The run goes on from its checkpoint in the store (a fork) rather than from scratch.
-        self.checkpointed = False
+        self.resuming = False
         self.low = 1
         self._buffer_limit = buffer_limit
         self._events: dict[int, _Slot] = {}
@@ -873,7 +873,10 @@ class RunManager:
             except FlowProblems as exc:
                 await self._finish_early(run["id"], "failed", str(exc))
                 raise
-        return await self.launch(run, flow, inputs)
+        if not self._accepting:
+            await self._finish_early(run["id"], "canceled", SHUTDOWN_REASON)
+            raise ServiceUnavailable("the service is shutting down; no new runs are started")
+        return await self._launch(run, flow, inputs)
 
     def accept(self, server_address: tuple[str, int] | None) -> None:
         """Refuse a new run now if the service takes none (shutting down, queue full);
@@ -893,21 +896,30 @@ class RunManager:
         """The store as the checkpointer of the service's checkpointed runs (forks)."""
         return _StoreCheckpoints(self.store, self._write_lock)
 
-    async def launch(
-        self,
-        run: Mapping[str, Any],
-        flow: Flow,
-        inputs: dict[str, Any],
-        *,
-        checkpointed: bool = False,
+    async def start_existing(self, run_id: str) -> dict[str, Any]:
+        """Start a ``queued`` run that exists in the store and has a checkpoint there (a fork
+        written by ``fork_run``): it goes on from that checkpoint, with its workflow's current
+        flow. Returns the run as stored. :class:`RunConflict` when it is not queued, already
+        executes here, or its workflow is gone."""
+        self._check_accepting()
+        if run_id in self._handles:
+            raise RunConflict(f"run {run_id!r} is already executing in this service process")
+        run = await run_in_threadpool(self.store.get_run, run_id)
+        run.pop("steps", None)
+        if run["status"] != "queued":
+            raise RunConflict(f"run {run_id!r} is {run['status']}; it cannot be started again")
+        if run["workflow_id"] is None:
+            raise RunConflict(f"run {run_id!r} cannot start: its workflow was deleted")
+        workflow = await run_in_threadpool(self.store.get_workflow, run["workflow_id"])
+        cached = self.cached_flow(workflow)
+        flow = cached if cached is not None else await self.off_loop(self.load_flow, workflow)
+        return await self._launch(run, flow, {}, resuming=True)
+
+    async def _launch(
+        self, run: dict[str, Any], flow: Flow, inputs: dict[str, Any], *, resuming: bool = False
     ) -> dict[str, Any]:
-        """Start the stored ``queued`` run ``run`` in the background: its event stream, sinks,
-        budget ledger and task; returns ``run``. ``checkpointed``: the run goes on from the
-        checkpoint its id has in the store (a fork's: see :mod:`.timetravel`) instead of
-        starting from an empty Backpack with ``inputs``."""
-        if not self._accepting:
-            await self._finish_early(run["id"], "canceled", SHUTDOWN_REASON)
-            raise ServiceUnavailable("the service is shutting down; no new runs are started")
+        """Make the run's handle (event subscribers, sinks, budget ledger) and start its
+        task. ``resuming``: the run goes on from its checkpoint in the store."""
         workflow_id = run["workflow_id"]
         handle = RunHandle(
             run["id"],
@@ -916,7 +928,7 @@ class RunManager:
             buffer_limit=self.settings.stream_buffer_events,
             history_size=self.settings.event_history_size,
         )
-        handle.checkpointed = checkpointed
+        handle.resuming = resuming
         handle.streamer.subscribe("*", self._subscriber(handle))
         handle.streamer.subscribe("*", self.metrics.watch(handle.run_id))
         try:
@@ -936,7 +948,7 @@ class RunManager:
         handle.task = task
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        return dict(run)
+        return run
 
     async def cancel(self, run_id: str) -> tuple[str, str]:
         """Ask a run to stop; returns (its status then, what happens next)."""
@@ -1108,21 +1120,17 @@ class RunManager:
                 handle.state = "starting"
                 await self._store_write_until_done(self.store.mark_running, handle.run_id)
                 handle.state = "running"
-                if handle.checkpointed:  # Backpack, inputs and position come from it
-                    result = await handle.flow.execute(
-                        events=handle.streamer,
-                        run_id=handle.run_id,
-                        control=handle.control,
-                        checkpointer=self.checkpoints,
-                    )
-                else:
-                    result = await handle.flow.execute(
-                        Backpack(),
-                        inputs=handle.inputs,
-                        events=handle.streamer,
-                        run_id=handle.run_id,
-                        control=handle.control,
-                    )
+                durable: dict[str, Any] = {}
+                if handle.resuming:  # Backpack, inputs and position come from the checkpoint
+                    durable["checkpointer"] = self.checkpoints
+                result = await handle.flow.execute(
+                    None if handle.resuming else Backpack(),
+                    inputs=None if handle.resuming else handle.inputs,
+                    events=handle.streamer,
+                    run_id=handle.run_id,
+                    control=handle.control,
+                    **durable,
+                )
                 status = result.status
                 secrets = handle.flow.secrets
                 outputs = dict(result.outputs)

@@ -13,7 +13,8 @@ allowlist, so a ``${NAME}`` of any version of the flow is covered) and the secre
 workflow's current version (secret-named options written into it).
 
 A fork is the kernel's :func:`~backpackflow.runner.fork_run` writing the new run's checkpoint
-into the store, then :meth:`RunManager.launch` starting it like any run, from that checkpoint.
+into the store, then :meth:`RunManager.start_existing` starting it like any run, from that
+checkpoint.
 It refuses a workflow whose graph (nodes, node types, edges) changed since the source run: a
 checkpoint resumes only into the graph it was made with. A workflow whose params changed is
 forked with the new params (fixing a prompt and replaying from a commit is the point).
@@ -37,7 +38,7 @@ from backpackflow.runner import fingerprint, fork_run
 from backpackflow_store_sql import NotFound
 
 from .models import BACKPACK_KEY_PATTERN, MAX_KEY_LENGTH, RunFork
-from .runs import FlowProblems, RunConflict, RunManager
+from .runs import FlowProblems, RunConflict, RunManager, ServiceUnavailable
 
 #: The ``node_name`` the runner packs a run's inputs with (they belong to no step).
 _INPUTS_WRITER = "inputs"
@@ -304,4 +305,8 @@ async def fork(
     except BackpackFlowError as exc:  # the checkpoint changed meanwhile (deleted, damaged)
         await manager._finish_early(run["id"], "failed", f"the fork failed: {exc}")
         raise RunConflict(f"run {run_id!r} cannot be forked: {exc}") from None
-    return await manager.launch(run, flow, {}, checkpointed=True)
+    try:
+        return await manager.start_existing(run["id"])
+    except (ServiceUnavailable, RunConflict) as exc:  # shutting down, the workflow just deleted
+        await manager._finish_early(run["id"], "canceled", f"the fork did not start: {exc}")
+        raise
