@@ -263,8 +263,10 @@ def test_fork_refuses_a_changed_graph_and_a_deleted_workflow(
 
 
 def test_clear_refusals(service: LiveServer, client: httpx.Client) -> None:
-    workflow_id, source, _ = source_run(service, client)
-    plain = start_run(client, workflow_id, topic="no checkpoint")  # a service run of today
+    _, source, _ = source_run(service, client)
+    # the runner checkpoints no parallel flow: its runs have no checkpoint
+    parallel = create_workflow(client, flow(echo("a"), echo("b"), parallel=True))
+    plain = start_run(client, parallel)
     wait_for_status(client, plain["id"], "succeeded")
     for path in ("commits", "state", "diff"):
         response = client.get(f"/api/runs/{plain['id']}/{path}")
