@@ -89,7 +89,7 @@ from .runs import FlowProblems, RunConflict, RunManager, RunStore, ServiceUnavai
 from .seeding import read_seeds, seed_folders, seed_workflows
 from .settings import Settings
 from .streaming import run_stream
-from .timetravel import commit_page, diff_between, fork, read_masked, state_at
+from .timetravel import Histories, commit_page, diff_between, fork, read_masked, state_at
 from .tracing import caller_trace
 from .validation import flow_problems, request_problems
 
@@ -859,6 +859,7 @@ CommitParam = Annotated[str, Field(pattern=ID_PATTERN)]
 def _add_timetravel_routes(app: FastAPI) -> None:
     """Time travel (:mod:`.timetravel`): a run's commits, its Backpack at a commit, the diff
     between two commits (viewer), and forks (runner, as starting a run)."""
+    histories = Histories()  # this app's recently read finished runs
 
     @app.get(
         "/api/runs/{run_id}/commits",
@@ -877,7 +878,7 @@ def _add_timetravel_routes(app: FastAPI) -> None:
         after: Annotated[int, Query(ge=0, le=MAX_SEQ, description="the last seq seen")] = 0,
         limit: Annotated[int, Query(ge=1, le=MAX_COMMITS_PAGE)] = 1000,
     ) -> dict[str, Any]:
-        return await read_masked(service.manager, run_id, commit_page, after, limit)
+        return await read_masked(service.manager, histories, run_id, commit_page, after, limit)
 
     @app.get(
         "/api/runs/{run_id}/state",
@@ -901,7 +902,7 @@ def _add_timetravel_routes(app: FastAPI) -> None:
             bool, Query(description="also the Backpack's JSON form (its commits up to there)")
         ] = False,
     ) -> dict[str, Any]:
-        return await read_masked(service.manager, run_id, state_at, commit, history)
+        return await read_masked(service.manager, histories, run_id, state_at, commit, history)
 
     @app.get(
         "/api/runs/{run_id}/diff",
@@ -926,7 +927,9 @@ def _add_timetravel_routes(app: FastAPI) -> None:
             Query(alias="to", description="a commit id; absent: the run's last commit"),
         ] = None,
     ) -> dict[str, Any]:
-        return await read_masked(service.manager, run_id, diff_between, from_commit, to_commit)
+        return await read_masked(
+            service.manager, histories, run_id, diff_between, from_commit, to_commit
+        )
 
     @app.post(
         "/api/runs/{run_id}/fork",

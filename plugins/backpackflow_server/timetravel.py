@@ -26,16 +26,21 @@ from __future__ import annotations
 
 import os
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi.exceptions import RequestValidationError
 from starlette.concurrency import run_in_threadpool
 
 from backpackflow import Backpack, BackpackFlowError, Checkpoint, Checkpointer, CheckpointError
+from backpackflow.backpack import Snapshot
 from backpackflow.policy import SecretMasker
 from backpackflow.runner import fingerprint, fork_run
 from backpackflow_store_sql import NotFound
+from backpackflow_store_sql.store import FINAL_STATUSES
 
 from .models import BACKPACK_KEY_PATTERN, MAX_KEY_LENGTH, RunFork
 from .runs import FlowProblems, RunConflict, RunManager, ServiceUnavailable
@@ -105,16 +110,75 @@ def _commit_steps(records: list[dict[str, Any]]) -> list[tuple[int, int]]:
     return marks
 
 
-def commit_page(store: Any, run_id: str, after: int, limit: int) -> dict[str, Any]:
+@dataclass(frozen=True)
+class RunHistory:
+    """A run's checkpoint as the time-travel routes read it: the records, their fold and the
+    Backpack at the last commit (every earlier state is a snapshot of it)."""
+
+    records: list[dict[str, Any]]
+    checkpoint: Checkpoint
+    backpack: Backpack
+
+    @classmethod
+    def read(cls, store: Any, run_id: str) -> RunHistory:
+        records = read_records(store, run_id)
+        checkpoint = Checkpoint.fold(run_id, records)
+        return cls(records, checkpoint, checkpoint.backpack(checkpoint.last_seq))
+
+    def snapshot(self, commit_id: str | None) -> Snapshot:
+        """The state right after ``commit_id`` (``None``: the last commit)."""
+        if commit_id is None:
+            return self.backpack.snapshot()
+        return self.backpack.get_snapshot_at_commit(commit_id)
+
+
+class Histories:
+    """The :class:`RunHistory` of the last few *finished* runs read, so that a time slider
+    moving over a run rebuilds its Backpack once, not at every step (rebuilding a 1,000-commit
+    Backpack takes a few hundred milliseconds: JSON Schema validation and replay; a snapshot
+    of a built one, about a millisecond).
+
+    An entry is keyed by the run row's status, ``last_seq`` and ``finished_at``: a run
+    resumed or re-finished gets a new key. Runs still active are read afresh every time."""
+
+    def __init__(self, size: int = 8) -> None:
+        self.size = size
+        self._items: OrderedDict[tuple[Any, ...], RunHistory] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def key(run: Mapping[str, Any]) -> tuple[Any, ...] | None:
+        if run["status"] not in FINAL_STATUSES:
+            return None
+        return (run["id"], run["status"], run["last_seq"], run["finished_at"])
+
+    def get(self, store: Any, run: Mapping[str, Any]) -> RunHistory:
+        """The run's history (in a worker thread: it may read and fold the checkpoint)."""
+        key = self.key(run)
+        if key is not None:
+            with self._lock:
+                found = self._items.get(key)
+                if found is not None:
+                    self._items.move_to_end(key)
+                    return found
+        history = RunHistory.read(store, run["id"])
+        if key is not None and self.size:
+            with self._lock:
+                self._items[key] = history
+                while len(self._items) > self.size:
+                    self._items.popitem(last=False)
+        return history
+
+
+def commit_page(history: RunHistory, after: int, limit: int) -> dict[str, Any]:
     """The run's commits after seq ``after`` (at most ``limit``), each with the step it was
     made in: the step of the top-level node that ran between the node boundaries around it."""
-    records = read_records(store, run_id)
-    checkpoint = Checkpoint.fold(run_id, records)
+    checkpoint = history.checkpoint
     start_doc = checkpoint.start["backpack"]
     commits = [*start_doc["commits"], *checkpoint.commits]
     forked = checkpoint.forked_from
     inherited_upto = int(forked["seq"]) if forked else 0
-    boundaries = _commit_steps(records)
+    boundaries = _commit_steps(history.records)
     start_seq = boundaries[0][0]
     items: list[dict[str, Any]] = []
     b = 0
@@ -144,13 +208,20 @@ def commit_page(store: Any, run_id: str, after: int, limit: int) -> dict[str, An
     }
 
 
-def state_at(store: Any, run_id: str, commit_id: str | None, history: bool) -> dict[str, Any]:
+def _head(history: RunHistory, commit_id: str | None) -> str | None:
+    """``commit_id``, or (``None``) the id of the run's last commit (``None``: it has none)."""
+    if commit_id is not None:
+        return commit_id
+    last = history.backpack.get_history(limit=1)
+    return last[0].commit_id if last else None
+
+
+def state_at(history: RunHistory, commit_id: str | None, include: bool) -> dict[str, Any]:
     """The Backpack at ``commit_id`` (``None``: the last commit): values and who wrote them;
-    with ``history``, also the Backpack's JSON form up to that commit."""
-    checkpoint = load_checkpoint(store, run_id)
+    with ``include``, also the Backpack's JSON form up to that commit."""
+    checkpoint = history.checkpoint
     seq = commit_seq(checkpoint, commit_id, "query parameter commit")
-    backpack = checkpoint.backpack(seq)
-    snapshot = backpack.snapshot()
+    snapshot = history.snapshot(commit_id)
     items = {}
     for key in snapshot:
         item = snapshot.get_item(key)
@@ -162,38 +233,35 @@ def state_at(store: Any, run_id: str, commit_id: str | None, history: bool) -> d
             "version": item.version,
             "commit_id": item.commit_id,
         }
-    head = backpack.get_history(limit=1)
     return {
         "run_id": checkpoint.run_id,
-        "commit_id": head[0].commit_id if head else None,
+        "commit_id": _head(history, commit_id),
         "seq": seq,
         "state": snapshot.to_dict(),
         "items": items,
-        "backpack": backpack.to_json() if history else None,
+        # only when asked: the JSON form of a long history is large, and rebuilt for the seq
+        "backpack": checkpoint.backpack(seq).to_json() if include else None,
     }
 
 
 def diff_between(
-    store: Any, run_id: str, from_commit: str | None, to_commit: str | None
+    history: RunHistory, from_commit: str | None, to_commit: str | None
 ) -> dict[str, Any]:
     """What changed from commit ``from_commit`` (``None``: the empty state before any
     commit) to ``to_commit`` (``None``: the last commit): :meth:`Backpack.diff`'s JSON form."""
-    checkpoint = load_checkpoint(store, run_id)
+    checkpoint = history.checkpoint
     from_seq = 0
     if from_commit is not None:
         from_seq = commit_seq(checkpoint, from_commit, "query parameter from")
     to_seq = commit_seq(checkpoint, to_commit, "query parameter to")
-    backpack = checkpoint.backpack(max(from_seq, to_seq))
-    after = backpack.get_snapshot_at_commit(to_commit) if to_commit else backpack.snapshot()
-    before: Any = backpack.get_snapshot_at_commit(from_commit) if from_commit else {}
-    head = backpack.get_history(limit=1) if to_commit is None else None
+    before: Any = history.snapshot(from_commit) if from_commit is not None else {}
     return {
         "run_id": checkpoint.run_id,
         "from_commit": from_commit,
         "from_seq": from_seq,
-        "to_commit": to_commit if to_commit is not None else (head[0].commit_id if head else None),
+        "to_commit": _head(history, to_commit),
         "to_seq": to_seq,
-        **Backpack.diff(before, after).to_json(),
+        **Backpack.diff(before, history.snapshot(to_commit)).to_json(),
     }
 
 
@@ -218,14 +286,20 @@ async def masker_for(manager: RunManager, run: Mapping[str, Any]) -> SecretMaske
     return masker
 
 
-async def read_masked(manager: RunManager, run_id: str, work: Any, *args: Any) -> dict[str, Any]:
-    """``work(store, run_id, *args)`` off the event loop, its answer masked as the run's
-    values are (:func:`masker_for`)."""
+async def read_masked(
+    manager: RunManager, histories: Histories, run_id: str, work: Any, *args: Any
+) -> dict[str, Any]:
+    """``work(history, *args)`` on run ``run_id``'s :class:`RunHistory`, off the event loop,
+    its answer masked as the run's values are (:func:`masker_for`)."""
     store = manager.store
     run = await run_in_threadpool(store.get_run, run_id)  # NotFound: no such run
-    answer: dict[str, Any] = await manager.off_loop(work, store, run_id, *args)
+
+    def answer() -> dict[str, Any]:
+        result: dict[str, Any] = work(histories.get(store, run), *args)
+        return result
+
     masker = await masker_for(manager, run)
-    masked: dict[str, Any] = masker.mask(answer)
+    masked: dict[str, Any] = masker.mask(await manager.off_loop(answer))
     return masked
 
 

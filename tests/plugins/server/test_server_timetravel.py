@@ -15,7 +15,8 @@ import httpx
 import pytest
 from server_kit import LiveServer, create_workflow, echo, flow, start_run, wait_for_status
 
-from backpackflow import Backpack
+from backpackflow import Backpack, Flow, MemoryCheckpointer, Node
+from backpackflow_server.timetravel import Histories, state_at
 
 SECRET = "tt-s3cret-value"
 
@@ -306,3 +307,44 @@ def test_clear_refusals(service: LiveServer, client: httpx.Client) -> None:
         assert refused.status_code == 403
     with service.client(token=None) as anonymous:
         assert anonymous.get(f"/api/runs/{source}/state").status_code == 401
+
+
+# ------------------------------------------------------------------------------ the cache
+
+
+class CountingCheckpoints(MemoryCheckpointer):
+    """A checkpointer that counts how often a run's records are read."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+
+    def records(self, run_id: str) -> list[dict[str, Any]] | None:
+        self.reads += 1
+        return super().records(run_id)
+
+
+def test_a_finished_runs_history_is_rebuilt_once_and_an_active_ones_every_time() -> None:
+    class Put(Node):
+        def post(self, backpack: Any, prep_res: Any, exec_res: Any) -> None:
+            backpack.pack(self.id, backpack.unpack("n", 0))
+
+    store = CountingCheckpoints()
+    first, second = Put(id="a"), Put(id="b")
+    first >> second
+    Flow(first).execute_sync(checkpointer=store, run_id="r")
+    store.reads = 0
+    histories = Histories(size=1)
+    row = {"id": "r", "status": "succeeded", "last_seq": 9, "finished_at": "t1"}
+
+    one = histories.get(store, row)
+    assert histories.get(store, dict(row)) is one and store.reads == 1
+    assert state_at(one, None, False)["state"] == {"a": 0, "b": 0}
+    histories.get(store, {**row, "finished_at": "t2"})  # resumed and finished again: reread
+    assert store.reads == 2
+    histories.get(store, {**row, "id": "r", "last_seq": 10})  # evicts the oldest (size 1)
+    histories.get(store, {**row, "finished_at": "t2"})
+    assert store.reads == 4
+    for _ in range(2):  # an active run changes under the reader: never kept
+        histories.get(store, {**row, "status": "running"})
+    assert store.reads == 6
