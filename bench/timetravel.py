@@ -27,10 +27,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from checkpoint import chat_flow  # noqa: E402 - bench/ is the script's folder
-
 from backpackflow_server.timetravel import RunHistory, commit_page, diff_between, state_at
 from backpackflow_store_sql import SqlRunStore
+from checkpoint import chat_flow  # bench/ is the script's folder (on sys.path above)
 
 
 def timed(work: Callable[[], Any], repeats: int) -> tuple[float, float, float]:
@@ -43,6 +42,26 @@ def timed(work: Callable[[], Any], repeats: int) -> tuple[float, float, float]:
     return statistics.median(times), min(times), max(times)
 
 
+def measure(store: SqlRunStore, turns: int, repeats: int) -> None:
+    """Run the chat of ``turns`` turns into ``store`` and print what reading it costs."""
+    run_id = f"chat-{turns}"
+    result = chat_flow(turns).execute_sync(checkpointer=store, run_id=run_id)
+    assert result.ok, result.error
+    middle = result.backpack.get_history(key="turn")[turns // 2].commit_id
+    history = RunHistory.read(store, run_id)
+    rows: list[tuple[str, Callable[[], Any]]] = [
+        ("read, fold, rebuild (a miss)", lambda: RunHistory.read(store, run_id)),
+        ("commits (all)", lambda: commit_page(history, 0, 5000)),
+        ("state at the last commit", lambda: state_at(history, None, False)),
+        ("state at a middle commit", lambda: state_at(history, middle, False)),
+        ("diff middle -> last", lambda: diff_between(history, middle, None)),
+    ]
+    print(f"{turns} turns ({history.checkpoint.last_seq} commits), ms")
+    for name, work in rows:
+        median, low, high = timed(work, repeats)
+        print(f"  {name:30s} {median:8.2f}  ({low:.2f}-{high:.2f})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--turns", type=int, nargs="+", default=[100, 500])
@@ -52,22 +71,7 @@ def main() -> None:
         store = SqlRunStore(f"sqlite:///{folder}/bench.db")
         store.upgrade()
         for turns in args.turns:
-            run_id = f"chat-{turns}"
-            result = chat_flow(turns).execute_sync(checkpointer=store, run_id=run_id)
-            assert result.ok, result.error
-            middle = result.backpack.get_history(key="turn")[turns // 2].commit_id
-            history = RunHistory.read(store, run_id)
-            rows: list[tuple[str, Callable[[], Any]]] = [
-                ("read, fold, rebuild (a miss)", lambda: RunHistory.read(store, run_id)),
-                ("commits (all)", lambda: commit_page(history, 0, 5000)),
-                ("state at the last commit", lambda: state_at(history, None, False)),
-                ("state at a middle commit", lambda: state_at(history, middle, False)),
-                ("diff middle -> last", lambda: diff_between(history, middle, None)),
-            ]
-            print(f"{turns} turns ({history.checkpoint.last_seq} commits), ms")
-            for name, work in rows:
-                median, low, high = timed(work, args.repeats)
-                print(f"  {name:30s} {median:8.2f}  ({low:.2f}-{high:.2f})")
+            measure(store, turns, args.repeats)
         store.close()
 
 
