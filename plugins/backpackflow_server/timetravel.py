@@ -336,7 +336,14 @@ async def fork(
     store = manager.store
     source = await run_in_threadpool(store.get_run, run_id)
     checkpoint = await manager.off_loop(load_checkpoint, store, run_id)
-    commit_seq(checkpoint, body.commit_id, "commit_id")
+    seq = commit_seq(checkpoint, body.commit_id, "commit_id")
+    forked = checkpoint.forked_from
+    if forked is not None and seq < int(forked["seq"]):  # its boundaries are the source's
+        raise RunConflict(
+            f"commit {body.commit_id!r} of run {run_id!r} is inherited from run "
+            f"{forked['run_id']!r}, which it was forked from: fork run {forked['run_id']!r} "
+            "at that commit"
+        )
     workflow_id = source["workflow_id"]
     if workflow_id is None:
         raise RunConflict(

@@ -117,3 +117,16 @@ def test_a_fork_says_where_it_comes_from_and_that_nothing_runs_again():
     )
     assert log.payload.data["rerun"] is None
     assert log.payload.data["forked_from"] == {"run_id": "r", "commit_id": at_a, "seq": 1}
+
+
+def test_a_fork_cannot_be_forked_at_a_commit_it_inherited():
+    checkpoints = MemoryCheckpointer()
+    source = chain("a", "b", "c").execute_sync(checkpointer=checkpoints, run_id="r")
+    at_a, at_b = (source.backpack.get_history(key=k)[0].commit_id for k in ("a", "b"))
+    chain("a", "b", "c").fork(checkpoints, "r", at_b, new_run_id="f")
+
+    with pytest.raises(CheckpointError, match=r"inherited from run 'r'.*fork run 'r' at it"):
+        chain("a", "b", "c").fork(checkpoints, "f", at_a, new_run_id="g")
+    # at the commit it was forked at, it can: the fork's own start is that boundary
+    chain("a", "b", "c").fork(checkpoints, "f", at_b, new_run_id="h")
+    assert chain("a", "b", "c").execute_sync(checkpointer=checkpoints, run_id="h").ok

@@ -691,6 +691,16 @@ def _answer_record(
     return {"node_id": node_id, "value": copy_out(answer)}
 
 
+def _inherited_from(checkpoint: Checkpoint, seq: int) -> str | None:
+    """The run a fork inherited the commit at ``seq`` from, when it came before the fork's own
+    commit (``None``: the commit is the run's own, or the one it was forked at). A fork cannot
+    be forked again there: the node boundaries around it are in that run's checkpoint."""
+    forked = checkpoint.forked_from
+    if forked is None or seq >= int(forked["seq"]):
+        return None
+    return str(forked["run_id"])
+
+
 def fork_run(
     flow: Flow,
     checkpointer: Checkpointer,
@@ -720,6 +730,13 @@ def fork_run(
             "since it was checkpointed"
         )
     seq = source.seq if commit_id is None else source.commit_seq(commit_id)
+    inherited_from = _inherited_from(source, seq)
+    if inherited_from is not None:
+        raise CheckpointError(
+            f"commit {commit_id!r} of run {source_run_id!r} is inherited from run "
+            f"{inherited_from!r}, which it was forked from: its node boundaries are in that "
+            f"run's checkpoint; fork run {inherited_from!r} at it"
+        )
     records = checkpointer.records(source_run_id) or []
     position = dict(records[0]["position"])
     outputs: dict[str, Any] = {}

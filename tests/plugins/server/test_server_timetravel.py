@@ -201,6 +201,10 @@ def test_fork_goes_on_from_the_commit_with_a_patch_and_lineage(
     assert second["forked_from"] == {"run_id": forked["id"], "commit_id": at_note}
     state = client.get(f"/api/runs/{second['id']}/state").json()["state"]
     assert state["note"] == "second try" and state["echo_c"] == "third"
+    # a commit the fork inherited is forked from the run it came from
+    inherited = fork(client, forked["id"], commit_id=commit_of(page, "topic"))
+    assert inherited.status_code == 409
+    assert f"inherited from run {source!r}" in inherited.json()["detail"]
     # the fork's trace is its own, from seq 1
     trace = client.get(f"/api/runs/{second['id']}/trace", params={"limit": 1000}).json()
     assert trace["items"][0]["seq"] == 1
