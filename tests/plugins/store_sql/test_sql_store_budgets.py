@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from sqlalchemy import text
 
 from backpackflow_store_sql import InvalidData, NotFound, SqlRunStore
 
@@ -90,10 +91,20 @@ def test_the_migration_fills_run_costs_of_runs_stored_before_it(db_url: str, tra
     with SqlRunStore(db_url) as store:
         store.upgrade("0002")
         workflow = store.create_workflow("old", {"nodes": []})
-        run = store.create_run(workflow["id"], {}, triggered_by="test")
+        run = {"id": "run-stored-at-0002"}
         builder = trace(run["id"])
-        # stored by a version without run_costs: insert the events as it did
+        # stored by a version without run_costs: insert the run (with the columns of 0002,
+        # not today's model) and its events as it did
         with store.engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO workflow_runs (id, workflow_id, workflow_name, workflow_version,"
+                    " triggered_by, status, input_vars, created_at, total_tokens_input,"
+                    " total_tokens_output, total_cost, event_count, last_seq) VALUES (:id, :wf,"
+                    " 'old', 1, 'test', 'queued', '{}', '2026-12-01 00:00:00', 0, 0, 0, 0, 0)"
+                ),
+                {"id": run["id"], "wf": workflow["id"]},
+            )
             for event in (llm(builder, "openai", "0.25"), llm(builder, "openai", "0.125")):
                 connection.exec_driver_sql(
                     "INSERT INTO trace_events (id, run_id, seq, step, ts, type, node_id,"
