@@ -35,8 +35,14 @@ from typing import Any
 from fastapi.exceptions import RequestValidationError
 from starlette.concurrency import run_in_threadpool
 
-from backpackflow import Backpack, BackpackFlowError, Checkpoint, Checkpointer, CheckpointError
-from backpackflow.backpack import Snapshot
+from backpackflow import (
+    Backpack,
+    BackpackFlowError,
+    Checkpoint,
+    Checkpointer,
+    CheckpointError,
+    Snapshot,
+)
 from backpackflow.policy import SecretMasker
 from backpackflow.runner import fingerprint, fork_run
 from backpackflow_store_sql import NotFound
