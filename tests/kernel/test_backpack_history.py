@@ -304,3 +304,23 @@ def test_a_node_that_runs_at_every_step_keeps_its_retained_marks_exactly():
     assert copy.get_snapshot_before_node("a").to_dict() == {"k": 90}
     fork = bp.replay_from_commit(bp.get_history()[-1].commit_id)
     assert fork.get_snapshot_before_node("a", occurrence=-1)["k"] == 98
+
+
+def test_approx_bytes_kept_up_to_date_by_writes_agrees_with_measuring_afresh():
+    # writes keep a Backpack's size estimate current for scalars, strings and deletes; a
+    # Backpack loaded from JSON measures the same commits afresh: the two agree at every step
+    values = [1, 2.5, True, None, "", "short", "é" * 300, [1, {"x": "y"}], {"a": [1, 2]}]
+    backpack = Backpack()
+    for i in range(60):
+        key = f"k{i % 7}"
+        if i % 11 == 10:
+            backpack.delete(key)
+        elif i % 13 == 12:
+            backpack.append(f"list{i % 3}", [i, "item"])
+        else:
+            backpack.pack(key, values[i % len(values)])
+        if i % 5 == 0:
+            measured = backpack.approx_bytes()
+            assert measured == Backpack.from_json(backpack.to_json()).approx_bytes()
+    assert backpack.approx_bytes() == Backpack.from_json(backpack.to_json()).approx_bytes()
+    assert backpack.approx_bytes() > 60 * 400  # every commit counted, values on top

@@ -632,6 +632,36 @@ def test_history_is_bounded_in_bytes_including_the_backpacks_it_refers_to():
     assert alive[-1]() is not None and alive[-1]().unpack("question") == "q199"
 
 
+def test_history_bytes_count_a_backpack_while_any_of_its_node_starts_is_kept():
+    # a run's nodes start in a row and runs interleave: the budget counts each Backpack as
+    # long as one of its node_start events is in the history, no longer and no shorter
+    from backpackflow.backpack import StateDelta
+    from backpackflow.events import NodeStartPayload
+    from backpackflow.events._retention import EVENT_BYTES
+
+    streamer = EventStreamer(history_size=12, history_bytes=1 << 40)
+    backpacks = {name: Backpack({"blob": name * 50_000}) for name in "abc"}
+    sizes = {name: bp.approx_bytes() for name, bp in backpacks.items()}
+
+    def emit(payload):
+        emit_at(streamer, type=T.NODE_START if payload is not None else T.CUSTOM, payload=payload)
+        time.sleep(0.001)  # distinct timestamps: the budget orders events by them
+
+    for name in "aaabbacc":  # groups: aaa, bb, a, cc
+        bp = backpacks[name]
+        emit(NodeStartPayload("n", "Step", {}, StateDelta(bp, bp._seq, -1)))
+    counted = []
+    for _ in range(14):  # other events push the starts out one by one; a pass after each
+        streamer._budget.account(streamer._history)
+        kept = {e.payload.state.backpack for e in streamer.get_events(type=T.NODE_START)}
+        names = "".join(n for n, bp in backpacks.items() if bp in kept)
+        estimate = streamer.get_stats()["history_bytes_estimate"]
+        assert estimate == len(streamer.get_events()) * EVENT_BYTES + sum(sizes[n] for n in names)
+        counted.append(names)
+        emit(None)
+    assert counted == ["abc"] * 9 + ["ac"] + ["c"] * 2 + [""] * 2
+
+
 def test_history_bytes_is_checked_and_counts_events_outside_runs():
     from backpackflow.events._retention import EVENT_BYTES, TICKS
 

@@ -21,6 +21,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from backpackflow.backpack._access import AccessMixin
+from backpackflow.backpack._history import _COMMIT_BYTES
 from backpackflow.backpack._state import _State
 from backpackflow.backpack.records import (
     _DELETED,
@@ -296,6 +297,17 @@ class Backpack(AccessMixin):
                 self._current[key] = entry
             self._commits.append(commit)
             self._head = commit
+            if self._sized_seq == seq - 1 and self.max_history is None:
+                # approx_bytes kept up to date for what it would count alike (a scalar, a
+                # string, a delete): an event history measures every run's Backpack (see
+                # HistoryMixin.approx_bytes; test_backpack_history.py checks they agree)
+                t = type(stored)
+                if t is int or t is float or t is bool or stored is None or stored is _DELETED:
+                    self._sized_seq = seq
+                    self._sized_bytes += _COMMIT_BYTES
+                elif t is str:
+                    self._sized_seq = seq
+                    self._sized_bytes += _COMMIT_BYTES + 49 + len(stored)
             if self._first_commit_id is None:
                 self._first_commit_id = commit.commit_id
             if self.max_history is not None and (

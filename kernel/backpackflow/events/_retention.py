@@ -13,6 +13,11 @@ Measuring is not done per event (the runner's hot path): emitting notes each ``n
 and every :data:`TICKS` of them (or :data:`TICKS` events emitted outside runs) a pass
 measures the Backpacks they refer to and enforces the limit. Between two passes the history
 may exceed its budget by what those events brought.
+
+A run's nodes start one after another, so a pass sees its ``node_start`` events in groups
+referring to one Backpack: it keeps one record per group (its newest event), not one per
+event. A Backpack is counted while any of its groups is retained, i.e. until the group's
+newest event leaves the history: exactly as long as one record per event would count it.
 """
 
 from __future__ import annotations
@@ -41,9 +46,10 @@ class ByteBudget:
         self.ticks = 0  # events emitted outside runs since the last pass
         self.starts: list[BackpackEvent] = []  # node_start events since the last pass
         self.owned = 0  # bytes of the Backpacks retained node_start events refer to
-        # retained node_start events that refer to a Backpack, oldest first: (event, its id)
+        # retained groups of node_start events that refer to one Backpack, oldest first:
+        # (the group's newest event, id of its Backpack)
         self._tracked: deque[tuple[BackpackEvent, int]] = deque()
-        # id(Backpack) -> [Backpack, retained node_start events referring to it, its bytes]
+        # id(Backpack) -> [Backpack, retained groups referring to it, its bytes]
         self._owners: dict[int, list[Any]] = {}
 
     def estimate(self, ring: deque[BackpackEvent]) -> int:
@@ -61,39 +67,41 @@ class ByteBudget:
         oldest = ring[0][1] if ring else float("inf")
         while tracked and tracked[0][0][1] < oldest:
             self._release(tracked.popleft()[1])
-        last: Any = None
-        entry: list[Any] | None = None
+        last: Any = None  # the Backpack of the current group
+        newest: BackpackEvent | None = None  # the current group's newest event
         for event in starts:
             try:
                 owner = event[8].state.backpack
             except AttributeError:  # a node_start emitted by hand, with some other payload
                 continue
-            if owner is last and entry is not None:  # the run's next node: measured already
-                entry[1] += 1
-                tracked.append((event, id(owner)))
+            if owner is last and newest is not None:  # the run's next node: measured already
+                newest = event
                 continue
             try:
                 size = owner.approx_bytes()
             except AttributeError:
                 continue
-            last = owner
+            if newest is not None:  # a group ends where another Backpack's begins
+                tracked.append((newest, id(last)))
+            last, newest = owner, event
             entry = owners.get(id(owner))
             if entry is None:
-                entry = owners[id(owner)] = [owner, 1, size]
+                owners[id(owner)] = [owner, 1, size]
                 self.owned += size
             else:
                 entry[1] += 1
                 if size > entry[2]:
                     self.owned += size - entry[2]
                     entry[2] = size
-            tracked.append((event, id(owner)))
+        if newest is not None:
+            tracked.append((newest, id(last)))
         while ring and len(ring) * EVENT_BYTES + self.owned > self.limit:
             event = ring.popleft()
             if tracked and tracked[0][0] is event:
                 self._release(tracked.popleft()[1])
 
     def _release(self, ident: int) -> None:
-        """A node_start event referring to Backpack ``ident`` left the history."""
+        """The newest event of a group referring to Backpack ``ident`` left the history."""
         entry = self._owners[ident]
         entry[1] -= 1
         if entry[1] == 0:

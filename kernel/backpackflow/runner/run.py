@@ -64,6 +64,46 @@ _NO_ANSWERS: dict[str, list[dict[str, Any]]] = {}
 class Run:
     """State of one run. Made by the flow runner; node code uses :func:`current_run`."""
 
+    # Slots: a run has more attributes than CPython 3.11 keeps inline in an instance (30), so
+    # without them every run would build a dict and every attribute read on the node's hot
+    # path would be a dict lookup.
+    __slots__ = (
+        "__weakref__",
+        "_answers",
+        "_asked",
+        "_away",
+        "_frame",
+        "_home",
+        "_home_loop",
+        "_node_frame",
+        "_recorder",
+        "_seq",
+        "_started",
+        "_state_seq",
+        "_steps",
+        "_watch",
+        "backpack",
+        "control",
+        "cost",
+        "events",
+        "flow_name",
+        "inputs",
+        "limits",
+        "loopless",
+        "max_steps",
+        "node_count",
+        "offload",
+        "outputs",
+        "policy",
+        "run_id",
+        "secrets",
+        "started_at",
+        "status",
+        "stopped",
+        "tokens_input",
+        "tokens_output",
+    )
+
     def __init__(
         self,
         *,
