@@ -106,12 +106,18 @@ def test_append_history_is_stored_as_deltas():
         (lambda d: d["permissions"]["chat"].update(read="x"), "$.permissions.chat.read"),
     ],
 )
-def test_malformed_documents_name_the_json_path(mutate, where):
+@pytest.mark.parametrize("validate", [True, False])
+def test_malformed_documents_name_the_json_path(mutate, where, validate):
     data = rich_backpack().to_json()
     mutate(data)
     with pytest.raises(SerializationError) as info:
-        Backpack.from_json(data)
+        Backpack.from_json(data, validate=validate)
     assert where in str(info.value)
+
+
+def test_an_unvalidated_load_of_a_good_document_is_the_same_backpack():
+    data = rich_backpack().to_json()
+    assert Backpack.from_json(data, validate=False).to_json() == data
 
 
 def test_invalid_json_text():
