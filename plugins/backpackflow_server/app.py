@@ -95,7 +95,6 @@ from .validation import flow_problems, request_problems
 
 log = logging.getLogger("backpackflow_server")
 
-RECOVERY_REASON = "service restarted: the run was interrupted"
 #: The most trace events one page may hold.
 MAX_TRACE_PAGE = 1000
 #: seq is a 32-bit integer column.
@@ -371,17 +370,16 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
         store = await run_in_threadpool(open_store, registry, settings.database_url)
         try:
             await run_in_threadpool(store.upgrade)
-            recovered = await run_in_threadpool(store.recover_interrupted, RECOVERY_REASON)
-            if recovered:
-                log.warning(
-                    "marked %d interrupted run(s) failed: %s", len(recovered), ", ".join(recovered)
-                )
             loader = FlowLoader(registry)
             seeds = read_seeds(settings, registry, loader)
             await seed_workflows(store, seeds)
             manager = RunManager(store, loader, settings, seed_folders(seeds))
             log.info("flow sandbox: %s", manager.policy.describe())
             await manager.start()
+            recovered = await manager.recover()  # runs the last process left active
+            for outcome, run_ids in recovered.items():
+                if run_ids:
+                    log.warning("%s %d interrupted run(s): %s", outcome, len(run_ids), run_ids)
             sha = await run_in_threadpool(git_sha)
             authenticator = Authenticator(store, settings)
             app.state.service = Service(

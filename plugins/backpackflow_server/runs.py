@@ -50,6 +50,7 @@ from backpackflow import (
     BackpackEvent,
     BackpackFlowError,
     Checkpointer,
+    Checkpoint,
     ConfigError,
     EventStreamer,
     Flow,
@@ -60,11 +61,12 @@ from backpackflow.events import make_sink, parse_sink_spec
 from backpackflow.loader import FLOW_DIR, ConfigWarning, FlowLoader, prepare_inputs
 from backpackflow.plugins import EventSink, Registry
 from backpackflow.policy import EgressDenied, EndpointSet, SandboxPolicy, SecretMasker
-from backpackflow.runner import DependencyContainer
+from backpackflow.runner import DependencyContainer, checkpoint_problem
 from backpackflow_store_sql import (
     EventWriter,
     InvalidTransition,
     SpillFileBusy,
+    NotFound,
     WriterClosed,
 )
 from backpackflow_store_sql.portable import (
@@ -74,7 +76,7 @@ from backpackflow_store_sql.portable import (
     may_nest_deeper,
 )
 from backpackflow_store_sql.store import FINAL_STATUSES, EventDocument, event_field
-from backpackflow_store_sql.writer import is_transient, sleep_before_retry
+from backpackflow_store_sql.writer import event_seqs, is_transient, sleep_before_retry
 
 from .budgets import BudgetGuard
 from .disclosure import (
@@ -85,6 +87,7 @@ from .disclosure import (
     redact,
     with_error_id,
 )
+from .durable import CannotResume, ResumePlan, RunCheckpointer, resume_plan
 from .metrics import ServiceMetrics
 from .settings import Settings
 
@@ -94,6 +97,10 @@ _T = TypeVar("_T")
 SHUTDOWN_REASON = "the service shut down before the run finished"
 #: Spill file numbers one writer tries (``index``, ``index + count``, ...) before giving up.
 _SPILL_FILE_TRIES = 64
+#: Why a run left active by a stopped service was failed instead of resumed (then ": why").
+RECOVERY_REASON = "service restarted: the run was interrupted"
+#: No answer given to a resumed run (``None`` is an answer).
+UNSET: Any = object()
 _MAX_ERROR_SUMMARY = 4000
 
 #: The dependency name llm nodes look their response cache up by.
@@ -127,7 +134,15 @@ class RunStore(Protocol):
     def close(self) -> None: ...
     def upgrade(self, revision: str = "head") -> None: ...
     def current_revision(self) -> str | None: ...
-    def recover_interrupted(self, reason: str) -> list[str]: ...
+    def recover_interrupted(
+        self, reason: str, run_ids: Sequence[str] | None = None
+    ) -> list[str]: ...
+    def active_runs(self) -> list[dict[str, Any]]: ...
+    # durable runs (see .durable)
+    def records(self, run_id: str) -> list[dict[str, Any]] | None: ...
+    def run_ids(self) -> list[str]: ...
+    def delete(self, run_id: str) -> None: ...
+    def resume_counters(self, run_id: str, reason: str) -> tuple[int, int]: ...
     def create_workflow(
         self, name: str, graph_json: Mapping[str, Any], description: str | None = None
     ) -> dict[str, Any]: ...
@@ -174,7 +189,15 @@ class RunStore(Protocol):
     def get_trace(
         self, run_id: str, *, after_seq: int = 0, limit: int = 100
     ) -> list[dict[str, Any]]: ...
-    def append_events(self, run_id: str, events: Sequence[EventDocument]) -> None: ...
+    def append_events(
+        self, run_id: str, events: Sequence[EventDocument], *, checkpoint: Sequence[bytes] = ()
+    ) -> None: ...
+    def append_many(
+        self,
+        batches: Mapping[str, Sequence[EventDocument]],
+        *,
+        checkpoints: Mapping[str, Sequence[bytes]] | None = None,
+    ) -> None: ...
     # API tokens (see backpackflow_server.auth)
     def find_token(
         self, *, token_hash: str | None = None, token_id: str | None = None
@@ -370,8 +393,13 @@ class RunHandle:
         self.outputs: dict[str, Any] = {}
         self.sinks: list[EventSink] = []  # the sinks the flow declares, for this run
         self.canceled = asyncio.Event()  # set with cancel_reason: stops waiting for a slot
-        #: The run goes on from its checkpoint in the store (a fork) rather than from scratch.
+        #: Durable runs: where the run checkpoints (None: not checkpointed), whether the run
+        #: goes from its checkpoint (a crash recovery, a fork, an answer), the answer it
+        #: resumes with, and whether it is still ``queued`` in the store.
+        self.checkpointer: RunCheckpointer | None = None
         self.resuming = False
+        self.answer: Any = UNSET
+        self.queued_in_store = True
         self.low = 1
         self._buffer_limit = buffer_limit
         self._events: dict[int, _Slot] = {}
@@ -442,6 +470,18 @@ class RunHandle:
         self.wake()
 
 
+def _checkpoint_outputs(
+    flow: Flow, run_id: str, records: Sequence[Mapping[str, Any]]
+) -> dict[str, Any]:
+    """The declared outputs of a run whose checkpoint ended (its last Backpack)."""
+    if not flow.output_keys:
+        return {}
+    checkpoint = Checkpoint.fold(run_id, records)
+    backpack = checkpoint.backpack(checkpoint.last_seq)
+    outputs = {key: backpack.unpack(key) for key in flow.output_keys if backpack.has(key)}
+    return flow.secrets.mask(outputs) if flow.secrets else outputs
+
+
 class _AckingSink:
     """The writer's view of the store: store a batch, then say which seqs are now safe.
 
@@ -458,20 +498,28 @@ class _AckingSink:
         self._on_stored = on_stored
         self._write_lock = write_lock
 
-    def append_events(self, run_id: str, events: Sequence[EventDocument]) -> None:
+    def append_events(
+        self, run_id: str, events: Sequence[EventDocument], *, checkpoint: Sequence[bytes] = ()
+    ) -> None:
         with self._write_lock:
-            self._store.append_events(run_id, events)
+            if checkpoint:
+                self._store.append_events(run_id, events, checkpoint=checkpoint)
+            else:
+                self._store.append_events(run_id, events)
         self._on_stored(run_id, [event_field(e, "seq") for e in events], True)
 
-    def append_many(self, batches: Mapping[str, Sequence[EventDocument]]) -> None:
-        """Several runs' events in one transaction (when the store can)."""
-        append_many = getattr(self._store, "append_many", None)
-        if append_many is None:
-            for run_id, events in batches.items():
-                self.append_events(run_id, events)
-            return
+    def append_many(
+        self,
+        batches: Mapping[str, Sequence[EventDocument]],
+        *,
+        checkpoints: Mapping[str, Sequence[bytes]] | None = None,
+    ) -> None:
+        """Several runs' events (and checkpoint records) in one transaction."""
         with self._write_lock:
-            append_many(batches)
+            if checkpoints:
+                self._store.append_many(batches, checkpoints=checkpoints)
+            else:
+                self._store.append_many(batches)
         for run_id, events in batches.items():
             self._on_stored(run_id, [event_field(e, "seq") for e in events], True)
 
@@ -576,7 +624,7 @@ class RunManager:
             spill_path=spill_path,
             max_spill_bytes=settings.spill_max_bytes,
             on_failure=lambda run_id, events, _error: self._settled_threadsafe(
-                run_id, [event_field(e, "seq") for e in events], False
+                run_id, event_seqs(events), False
             ),
             name=name,
         )
@@ -896,30 +944,16 @@ class RunManager:
         """The store as the checkpointer of the service's checkpointed runs (forks)."""
         return _StoreCheckpoints(self.store, self._write_lock)
 
-    async def start_existing(self, run_id: str) -> dict[str, Any]:
-        """Start a ``queued`` run that exists in the store and has a checkpoint there (a fork
-        written by ``fork_run``): it goes on from that checkpoint, with its workflow's current
-        flow. Returns the run as stored. :class:`RunConflict` when it is not queued, already
-        executes here, or its workflow is gone."""
-        self._check_accepting()
-        if run_id in self._handles:
-            raise RunConflict(f"run {run_id!r} is already executing in this service process")
-        run = await run_in_threadpool(self.store.get_run, run_id)
-        run.pop("steps", None)
-        if run["status"] != "queued":
-            raise RunConflict(f"run {run_id!r} is {run['status']}; it cannot be started again")
-        if run["workflow_id"] is None:
-            raise RunConflict(f"run {run_id!r} cannot start: its workflow was deleted")
-        workflow = await run_in_threadpool(self.store.get_workflow, run["workflow_id"])
-        cached = self.cached_flow(workflow)
-        flow = cached if cached is not None else await self.off_loop(self.load_flow, workflow)
-        return await self._launch(run, flow, {}, resuming=True)
-
     async def _launch(
-        self, run: dict[str, Any], flow: Flow, inputs: dict[str, Any], *, resuming: bool = False
+        self,
+        run: dict[str, Any],
+        flow: Flow,
+        inputs: dict[str, Any],
+        plan: ResumePlan | None = None,
+        answer: Any = UNSET,
     ) -> dict[str, Any]:
-        """Make the run's handle (event subscribers, sinks, budget ledger) and start its
-        task. ``resuming``: the run goes on from its checkpoint in the store."""
+        """Make the run's handle (event subscribers, sinks, budget ledger, checkpointer) and
+        start its task. ``plan``: the run goes on from its checkpoint in the store."""
         workflow_id = run["workflow_id"]
         handle = RunHandle(
             run["id"],
@@ -928,8 +962,22 @@ class RunManager:
             buffer_limit=self.settings.stream_buffer_events,
             history_size=self.settings.event_history_size,
         )
-        handle.resuming = resuming
+        handle.queued_in_store = run["status"] == "queued"
         handle.streamer.subscribe("*", self._subscriber(handle))
+        assert handle.writer is not None
+        if plan is not None:
+            handle.resuming, handle.answer = True, answer
+            handle.low = plan.last_seq + 1  # every earlier event is stored
+            handle.checkpointer = RunCheckpointer(
+                self.store,
+                handle.writer,
+                handle.run_id,
+                plan.records,
+                last_seq=plan.last_seq,
+                last_step=plan.last_step,
+            )
+        elif self.settings.durability != "off" and checkpoint_problem(flow) is None:
+            handle.checkpointer = RunCheckpointer(self.store, handle.writer, handle.run_id)
         handle.streamer.subscribe("*", self.metrics.watch(handle.run_id))
         try:
             self._attach_sinks(handle)
@@ -949,6 +997,98 @@ class RunManager:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return run
+
+    async def start_existing(self, run_id: str, *, answer: Any = UNSET) -> dict[str, Any]:
+        """Start a run that exists in the store and has a checkpoint there: it goes on from
+        that checkpoint (a run a crash interrupted, a fork written by ``fork_run``, a paused
+        run given ``answer``). Returns the run as stored.
+
+        Raises :class:`RunConflict` when the run is not ``queued`` or ``running`` in the
+        store, already executes in this process, or cannot resume (no checkpoint, a damaged
+        one, its workflow deleted or its flow changed: the message says which)."""
+        self._check_accepting()
+        if run_id in self._handles:
+            raise RunConflict(f"run {run_id!r} is already executing in this service process")
+        run = await run_in_threadpool(self.store.get_run, run_id)
+        run.pop("steps", None)
+        if run["status"] not in ("queued", "running"):
+            raise RunConflict(f"run {run_id!r} is {run['status']}; it cannot be started again")
+        flow = await self._flow_of(run)
+        try:
+            plan = await self.off_loop(resume_plan, self.store, flow, run_id)
+        except CannotResume as exc:
+            raise RunConflict(f"run {run_id!r} cannot resume: {exc}") from None
+        if plan.status in FINAL_STATUSES:  # it ended; only recording that end was lost
+            outputs = await self.off_loop(_checkpoint_outputs, flow, run_id, plan.records)
+            await self._store_write(self.store.finish_run, run_id, plan.status, plan.error, outputs)
+            self.metrics.ended(run_id, plan.status)
+            run["status"] = plan.status
+            return run
+        return await self._launch(run, flow, {}, plan, answer)
+
+    async def _flow_of(self, run: Mapping[str, Any]) -> Flow:
+        """The loaded flow of a stored run's workflow (its current version)."""
+        workflow_id = run.get("workflow_id")
+        if workflow_id is None:
+            raise RunConflict(f"run {run['id']!r} cannot resume: its workflow was deleted")
+        try:
+            workflow = await run_in_threadpool(self.store.get_workflow, workflow_id)
+        except NotFound:
+            raise RunConflict(
+                f"run {run['id']!r} cannot resume: its workflow was deleted"
+            ) from None
+        cached = self.cached_flow(workflow)
+        if cached is not None:
+            return cached
+        try:
+            return await self.off_loop(self.load_flow, workflow)
+        except FlowProblems as exc:
+            raise RunConflict(
+                f"run {run['id']!r} cannot resume: its workflow no longer loads ({exc})"
+            ) from None
+
+    async def recover(self) -> dict[str, list[str]]:
+        """At service start: go on with the runs the last process left active.
+
+        Events and checkpoint records a previous writer spilled are stored first (so the
+        counters a resume numbers on from are complete). Then, oldest first, runs that have a
+        checkpoint resume from it, ``queued`` runs without one are started, and the others
+        are failed with the reason (``error_summary``). Assumes this process is the only
+        service on the database (as the old fail-everything recovery did): a run another live
+        process executes would be started twice. Returns the run ids by outcome
+        (``resumed``, ``requeued``, ``failed``)."""
+        for writer in (*self.writers, *self._adopted):
+            await run_in_threadpool(writer.flush, self.settings.flush_timeout)
+        outcome: dict[str, list[str]] = {"resumed": [], "requeued": [], "failed": []}
+        for run in await run_in_threadpool(self.store.active_runs):
+            run_id = run["id"]
+            try:
+                kind = await self._recover_run(run)
+            except RunConflict as exc:
+                reason = f"{RECOVERY_REASON}; {str(exc).removeprefix(f'run {run_id!r} ')}"
+                await self._store_write(self.store.recover_interrupted, reason, [run_id])
+                self.metrics.ended(run_id, "failed")
+                kind = "failed"
+            except Exception as exc:  # noqa: BLE001 - one run's problem must not stop the start
+                summary = error_summary(exc, f"run {run_id}: recovery failed")
+                await self._store_write(
+                    self.store.recover_interrupted, f"{RECOVERY_REASON}; {summary}", [run_id]
+                )
+                kind = "failed"
+            outcome[kind].append(run_id)
+        return outcome
+
+    async def _recover_run(self, run: dict[str, Any]) -> str:
+        run_id = run["id"]
+        if run["status"] == "queued":
+            records = await run_in_threadpool(self.store.records, run_id)
+            if records is None:  # never started: start it now
+                flow = await self._flow_of(run)
+                inputs = self.resolve_inputs(flow, run["input_vars"] or {})
+                await self._launch(run, flow, inputs)
+                return "requeued"
+        await self.start_existing(run_id)
+        return "resumed"
 
     async def cancel(self, run_id: str) -> tuple[str, str]:
         """Ask a run to stop; returns (its status then, what happens next)."""
@@ -1118,11 +1258,16 @@ class RunManager:
                 return
             try:
                 handle.state = "starting"
-                await self._store_write_until_done(self.store.mark_running, handle.run_id)
+                if handle.queued_in_store:
+                    await self._store_write_until_done(self.store.mark_running, handle.run_id)
                 handle.state = "running"
                 durable: dict[str, Any] = {}
-                if handle.resuming:  # Backpack, inputs and position come from the checkpoint
-                    durable["checkpointer"] = self.checkpoints
+                if handle.checkpointer is not None:
+                    durable["checkpointer"] = handle.checkpointer
+                    if self.settings.durability != "off":
+                        durable["durability"] = self.settings.durability
+                    if handle.answer is not UNSET:
+                        durable["answer"] = handle.answer
                 result = await handle.flow.execute(
                     None if handle.resuming else Backpack(),
                     inputs=None if handle.resuming else handle.inputs,

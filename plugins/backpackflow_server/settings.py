@@ -122,6 +122,15 @@ class Settings(BaseSettings):
         description="bytes each spill file may hold; past them events are dropped (counted in "
         "/health's events_failed, logged)",
     )
+    durability: Literal["node", "commit", "exit", "off"] = Field(
+        default="node",
+        description="when runs write their checkpoint (docs/durable-runs.md): 'node' after "
+        "each node (a crash re-runs the node in flight), 'commit' at every Backpack commit "
+        "too, 'exit' only when the run ends (a crash fails the run), 'off' never (a crash "
+        "fails the run). Checkpoint records ride in the event writer's transactions, so the "
+        "run never waits for them; the cost is their rows (deltas: linear in what the run "
+        "packs)",
+    )
     flush_timeout: float = Field(
         default=30.0, gt=0, description="seconds a finished run waits for its events to be stored"
     )

@@ -1,12 +1,14 @@
 """The store as a :class:`~backpackflow.Checkpointer`: durable runs' checkpoints in the
 ``run_checkpoints`` table (SQLite or PostgreSQL).
 
-A mixin of :class:`~backpackflow_store_sql.SqlRunStore` (it uses the store's sessions), kept
-apart from the event write path: checkpoint records are written by the run's own task at node
-boundaries (or per commit, or at exit: the run's durability mode), one ``INSERT`` of one or a
-few rows per call, and read back only to resume or fork. Rows are JSON text exactly as the
-kernel wrote it (append-only; ordered by an autoincrement id, so concurrent writers never
-collide on an ordering key).
+A mixin of :class:`~backpackflow_store_sql.SqlRunStore` (it uses the store's sessions).
+:meth:`CheckpointStore.append` writes records at once, one ``INSERT`` of one or a few rows per
+call (a script's runs). The service writes them through its event writer instead: they ride in
+the transaction of the run's trace events (:meth:`SqlRunStore.append_many` with
+``checkpoints=``, :func:`insert_checkpoint_lines`), so stored events and checkpoint are always
+a prefix of what the run produced, in order. Records are read back only to resume or fork.
+Rows are JSON text exactly as the kernel wrote it (append-only; ordered by an autoincrement id,
+so concurrent writers never collide on an ordering key).
 """
 
 from __future__ import annotations
@@ -15,13 +17,29 @@ from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import Connection, Table, delete, insert, select
 from sqlalchemy.orm import Session
 
 from backpackflow import Checkpointer, CheckpointError
 from backpackflow.runner import decode_record, encode_records
 
 from .models import RunCheckpoint
+
+_CHECKPOINTS: Table = RunCheckpoint.__table__  # type: ignore[assignment]
+
+
+def insert_checkpoint_lines(
+    connection: Connection, checkpoints: Mapping[str, Sequence[bytes | str]]
+) -> None:
+    """Insert already encoded checkpoint records (:func:`~backpackflow.runner.encode_records`)
+    of several runs in the caller's transaction, each run's in the order given."""
+    rows = [
+        {"run_id": run_id, "record": line.decode() if isinstance(line, bytes) else line}
+        for run_id, lines in checkpoints.items()
+        for line in lines
+    ]
+    if rows:
+        connection.execute(insert(_CHECKPOINTS), rows)
 
 
 class CheckpointStore(Checkpointer):

@@ -58,7 +58,7 @@ from sqlalchemy.orm import Session
 from backpackflow.ids import new_id
 
 from .budgets import BudgetStore
-from .checkpoints import CheckpointStore
+from .checkpoints import CheckpointStore, insert_checkpoint_lines
 from .errors import (
     DatabaseUnavailable,
     EventConflict,
@@ -1227,8 +1227,20 @@ class SqlRunStore(BudgetStore, CheckpointStore):
         with self._read() as session:
             return [_run_dict(r) for r in session.scalars(query)]
 
-    def recover_interrupted(self, reason: str) -> list[str]:
-        """Fail the runs a crash left ``queued`` or ``running``; return their ids.
+    def active_runs(self) -> list[dict[str, Any]]:
+        """The runs ``queued`` or ``running``, oldest first (at service start: what the last
+        process left active)."""
+        with self._read() as session:
+            runs = session.scalars(
+                select(WorkflowRun)
+                .where(WorkflowRun.status.in_(ACTIVE_STATUSES))
+                .order_by(WorkflowRun.created_at, WorkflowRun.id)
+            )
+            return [_run_dict(run) for run in runs]
+
+    def recover_interrupted(self, reason: str, run_ids: Sequence[str] | None = None) -> list[str]:
+        """Fail the runs a crash left ``queued`` or ``running`` (only ``run_ids`` of them, if
+        given); return their ids.
 
         Their steps still ``running`` fail too, with ``reason`` as the error. Call it once at
         service start, before any run is started: it cannot tell a crashed run from one that
@@ -1236,26 +1248,42 @@ class SqlRunStore(BudgetStore, CheckpointStore):
         """
         now = _now()
         with self._write() as session:
-            runs = session.scalars(
-                select(WorkflowRun)
-                .where(WorkflowRun.status.in_(ACTIVE_STATUSES))
-                .order_by(WorkflowRun.id)
-                .with_for_update()
-            ).all()
+            query = select(WorkflowRun).where(WorkflowRun.status.in_(ACTIVE_STATUSES))
+            if run_ids is not None:
+                query = query.where(WorkflowRun.id.in_(list(run_ids)))
+            runs = session.scalars(query.order_by(WorkflowRun.id).with_for_update()).all()
             if not runs:
                 return []
             ids = [run.id for run in runs]
             for run in runs:
                 run.status = "failed"
                 self._close_run(run, now, reason)
-            steps = session.scalars(
-                select(RunStep).where(RunStep.run_id.in_(ids), RunStep.status == "running")
-            )
-            for step in steps:
-                step.status = "failed"
-                step.finished_at = now
-                step.error = reason
+            self._fail_running_steps(session, ids, now, reason)
             return ids
+
+    @staticmethod
+    def _fail_running_steps(
+        session: Session, run_ids: Sequence[str], now: datetime, reason: str
+    ) -> None:
+        steps = session.scalars(
+            select(RunStep).where(RunStep.run_id.in_(list(run_ids)), RunStep.status == "running")
+        )
+        for step in steps:
+            step.status = "failed"
+            step.finished_at = now
+            step.error = reason
+
+    def resume_counters(self, run_id: str, reason: str) -> tuple[int, int]:
+        """Before resuming a run a crash interrupted: its last stored event seq and step number
+        (nested steps included), so the resumed run's events follow them; its steps still
+        ``running`` (the node in flight) are closed as failed with ``reason``."""
+        with self._write() as session:
+            run = self._get_run(session, run_id, lock=True)
+            last_step = session.scalar(
+                select(func.max(RunStep.step)).where(RunStep.run_id == run_id)
+            )
+            self._fail_running_steps(session, [run_id], _now(), reason)
+            return int(run.last_seq), int(last_step or 0)
 
     # ----------------------------------------------------------------------- events
 
@@ -1323,11 +1351,18 @@ class SqlRunStore(BudgetStore, CheckpointStore):
             "parent_step": parent,
         }
 
-    def append_events(self, run_id: str, events: Sequence[EventDocument]) -> None:
+    def append_events(
+        self,
+        run_id: str,
+        events: Sequence[EventDocument],
+        *,
+        checkpoint: Sequence[bytes | str] = (),
+    ) -> None:
         """Store a batch of trace events of one run in one transaction.
 
         An event is the envelope as a JSON object, or anything with a ``to_json()`` giving one
-        (the kernel's ``BackpackEvent``).
+        (the kernel's ``BackpackEvent``). ``checkpoint``: encoded checkpoint records of the run
+        stored in the same transaction (see :func:`insert_checkpoint_lines`).
 
         Also derives the run's steps and totals from them (see :meth:`_derive`). Events whose
         id is already stored are skipped, so a retried batch neither duplicates rows nor counts
@@ -1335,29 +1370,39 @@ class SqlRunStore(BudgetStore, CheckpointStore):
         malformed one :class:`InvalidEvent`; in both cases nothing of the batch is stored.
         """
         ordered = self._checked_rows(run_id, events)
-        if not ordered:
+        if not ordered and not checkpoint:
             return
         try:
             with self._write_connection() as connection:
-                self._store_rows(connection, {run_id: ordered})
+                if ordered:
+                    self._store_rows(connection, {run_id: ordered})
+                insert_checkpoint_lines(connection, {run_id: checkpoint})
         except IntegrityError as exc:
             # a seq of the run already belongs to another event (its unique index refused
             # the batch, which rolled back); say which, reading the store afresh
             self._explain_seq_conflict(run_id, ordered)
             raise EventConflict(f"run {run_id!r}: {_one_line(exc)}") from exc
 
-    def append_many(self, batches: Mapping[str, Sequence[EventDocument]]) -> None:
+    def append_many(
+        self,
+        batches: Mapping[str, Sequence[EventDocument]],
+        *,
+        checkpoints: Mapping[str, Sequence[bytes | str]] | None = None,
+    ) -> None:
         """Store the events of several runs in one transaction, as :meth:`append_events` does
         for each, with one statement per table for all of them (the event writer's batches
-        hold many runs' events). Any refusal refuses everything; :meth:`append_events` per run
-        says which run and event."""
+        hold many runs' events), and ``checkpoints`` (encoded records by run) with them. Any
+        refusal refuses everything; :meth:`append_events` per run says which run and event."""
         checked = {run_id: self._checked_rows(run_id, events) for run_id, events in batches.items()}
         checked = {run_id: rows for run_id, rows in checked.items() if rows}
-        if not checked:
+        if not checked and not checkpoints:
             return
         try:
             with self._write_connection() as connection:
-                self._store_rows(connection, checked)
+                if checked:
+                    self._store_rows(connection, checked)
+                if checkpoints:
+                    insert_checkpoint_lines(connection, checkpoints)
         except IntegrityError as exc:
             raise EventConflict(f"a batch of {len(checked)} runs: {_one_line(exc)}") from exc
 

@@ -5,6 +5,11 @@ thread drains the queue, groups what arrived within ``max_delay`` (at most ``max
 events) and stores it with one transaction (:meth:`SqlRunStore.append_many` when the store
 has it: every run of the batch at once; else one :meth:`append_events` per run).
 
+Checkpoint records of durable runs travel the same way (:meth:`EventWriter.put_checkpoint`):
+queued in order with the run's events, stored in the transaction of the batch they fall in
+(``append_many(..., checkpoints=...)``). A crash therefore leaves a prefix of both, consistent
+with each other: a checkpoint position is stored only with every event emitted before it.
+
 A database outage delays events, it does not lose them. Transient errors (lost connection,
 lock, timeout) are retried with exponential backoff (tenacity) until the database answers;
 meanwhile the writer keeps taking events off the queue into a backlog bounded in bytes
@@ -52,8 +57,6 @@ from .store import EventDocument, event_field
 log = logging.getLogger("backpackflow_store_sql.writer")
 
 Event = EventDocument
-FailureHandler = Callable[[str, Sequence[Event], BaseException], None]
-Item = tuple[str, Event]
 
 #: Default bound of the events held in memory while the database is down.
 DEFAULT_BUFFER_BYTES = 64 * 1024 * 1024
@@ -66,7 +69,9 @@ _EXIT_TIMEOUT = 10.0
 class EventSink(Protocol):
     """What the writer stores into: :class:`~backpackflow_store_sql.SqlRunStore` fits."""
 
-    def append_events(self, run_id: str, events: Sequence[Event]) -> None: ...
+    def append_events(
+        self, run_id: str, events: Sequence[Event], *, checkpoint: Sequence[bytes] = ()
+    ) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -91,6 +96,45 @@ class WriterStats:
     backlog_bytes: int = 0
     spilled_bytes: int = 0
     outage: bool = False
+
+
+class CheckpointLines:
+    """Checkpoint records of one run (encoded JSON, one document each) queued with its events.
+
+    Stored after the events queued before them, in the same transaction as the events of their
+    batch; counted as one item in the writer's stats; spilled during an outage like events."""
+
+    __slots__ = ("lines",)
+
+    def __init__(self, lines: Sequence[bytes]) -> None:
+        self.lines = list(lines)
+
+    @property
+    def size(self) -> int:
+        return sum(len(line) for line in self.lines)
+
+
+#: What the writer queues: a trace event, or a run's checkpoint records.
+Queued = Event | CheckpointLines
+Item = tuple[str, Queued]
+FailureHandler = Callable[[str, Sequence[Queued], BaseException], None]
+
+
+def _split(items: Sequence[Queued]) -> tuple[list[Event], list[bytes]]:
+    """A run's batch as (its events, its checkpoint records), each in queue order."""
+    events: list[Event] = []
+    lines: list[bytes] = []
+    for item in items:
+        if isinstance(item, CheckpointLines):
+            lines.extend(item.lines)
+        else:
+            events.append(item)
+    return events, lines
+
+
+def event_seqs(items: Iterable[Queued]) -> list[int]:
+    """The seqs of the events among ``items`` (what a run's stream buffer tracks)."""
+    return [event_field(e, "seq") for e in items if not isinstance(e, CheckpointLines)]
 
 
 class _Marker:
@@ -122,8 +166,10 @@ def _document(event: Event) -> Mapping[str, Any]:
     return event.to_json()
 
 
-def _size(event: Event) -> int:
+def _size(event: Queued) -> int:
     """About how many bytes the event holds (its JSON text; a slot's is built once anyway)."""
+    if isinstance(event, CheckpointLines):
+        return event.size
     text = getattr(event, "text", None)
     if callable(text):
         return len(text())
@@ -175,16 +221,21 @@ class _SpillFile:
     def unread(self) -> int:
         return self.count
 
-    def add(self, items: Iterable[tuple[str, Event]]) -> tuple[int, list[Item]]:
+    def add(self, items: Iterable[Item]) -> tuple[int, list[Item]]:
         """Append what fits under the bound; returns (bytes written, items that did not fit)."""
         written, rejected = 0, []
         if self._file is None:
             self._open()
         self._file.seek(0, os.SEEK_END)
         for run_id, event in items:
-            line = json.dumps(
-                {"run_id": run_id, "event": _document(event)}, ensure_ascii=False, default=repr
-            ).encode("utf-8", "surrogatepass")
+            record: dict[str, Any] = {"run_id": run_id}
+            if isinstance(event, CheckpointLines):
+                record["checkpoint"] = [line.decode() for line in event.lines]
+            else:
+                record["event"] = _document(event)
+            line = json.dumps(record, ensure_ascii=False, default=repr).encode(
+                "utf-8", "surrogatepass"
+            )
             if self.size + len(line) + 1 > self.limit:
                 rejected.append((run_id, event))
                 continue
@@ -208,7 +259,11 @@ class _SpillFile:
                 continue
             try:
                 record = json.loads(line.decode("utf-8", "surrogatepass"))
-                items.append((str(record["run_id"]), record["event"]))
+                if "checkpoint" in record:
+                    lines = [str(text).encode() for text in record["checkpoint"]]
+                    items.append((str(record["run_id"]), CheckpointLines(lines)))
+                else:
+                    items.append((str(record["run_id"]), record["event"]))
             except (ValueError, KeyError, TypeError) as exc:  # a torn last line of a crash
                 log.error("spill file %s: unreadable line skipped (%s)", self.path, exc)
             self.count -= 1
@@ -257,9 +312,7 @@ class EventWriter:
         if max_retries is not None and max_retries < 0:
             raise ValueError("max_retries must be >= 0 (or None: retry until the database answers)")
         self._store = store
-        self._append_many: Callable[[Mapping[str, list[Event]]], None] | None = getattr(
-            store, "append_many", None
-        )
+        self._append_many: Callable[..., None] | None = getattr(store, "append_many", None)
         self._max_batch = max_batch
         self._max_delay = max_delay
         self._max_buffer = max_buffer_bytes
@@ -270,7 +323,7 @@ class EventWriter:
         self._abandon_at: float | None = None  # close(timeout) with the database down
         self._queued = self._done = self._written = 0
         self._batches = self._retries = self._failed = self._dropped = 0
-        self._backlog: deque[tuple[str, Event, int]] = deque()  # taken off the queue, unstored
+        self._backlog: deque[tuple[str, Queued, int]] = deque()  # taken off the queue, unstored
         self._backlog_bytes = 0
         self._outage = False
         self._stopping = False
@@ -308,6 +361,14 @@ class EventWriter:
                 )
             self._queued += 1
             self._queue.put((run_id, event))
+
+    def put_checkpoint(self, run_id: str, lines: Sequence[bytes]) -> None:
+        """Queue checkpoint records of ``run_id`` (encoded) after its events queued so far."""
+        with self._lock:
+            if self._closed:
+                raise WriterClosed(f"event writer closed; checkpoint of run {run_id!r} not queued")
+            self._queued += 1
+            self._queue.put((run_id, CheckpointLines(lines)))
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every event queued so far is stored (or given up on).
@@ -434,23 +495,38 @@ class EventWriter:
         return items
 
     def _write(self, batch: list[Item]) -> None:
-        groups: dict[str, list[Event]] = {}
+        groups: dict[str, list[Queued]] = {}
         for run_id, event in batch:
             groups.setdefault(run_id, []).append(event)
         append_many = self._append_many
         if append_many is not None and len(groups) > 1:
-            error = self._attempt(lambda: append_many(groups), len(batch), "")
+            events: dict[str, list[Event]] = {}
+            checkpoints: dict[str, list[bytes]] = {}
+            for run_id, items in groups.items():
+                events[run_id], lines = _split(items)
+                if lines:
+                    checkpoints[run_id] = lines
+            if checkpoints:
+                call = functools.partial(append_many, events, checkpoints=checkpoints)
+            else:
+                call = functools.partial(append_many, events)
+            error = self._attempt(call, len(batch), "")
             if error is None:
                 self._stored(groups)
                 return
             # refused for its content (or given up on): store run by run to find the culprit
-        for run_id, events in groups.items():
-            self._write_run(run_id, events)
+        for run_id, items in groups.items():
+            self._write_run(run_id, items)
 
-    def _write_run(self, run_id: str, events: list[Event]) -> None:
-        error = self._attempt(
-            lambda: self._store.append_events(run_id, events), len(events), f"run {run_id}: "
-        )
+    def _append(self, run_id: str, items: Sequence[Queued]) -> Callable[[], None]:
+        """The store call writing one run's items in one transaction."""
+        events, lines = _split(items)
+        if lines:
+            return functools.partial(self._store.append_events, run_id, events, checkpoint=lines)
+        return functools.partial(self._store.append_events, run_id, events)
+
+    def _write_run(self, run_id: str, events: list[Queued]) -> None:
+        error = self._attempt(self._append(run_id, events), len(events), f"run {run_id}: ")
         if error is None:
             self._stored({run_id: events})
             return
@@ -462,11 +538,7 @@ class EventWriter:
                 error,
             )
             for event in events:
-                single = self._attempt(
-                    functools.partial(self._store.append_events, run_id, [event]),
-                    1,
-                    f"run {run_id}: ",
-                )
+                single = self._attempt(self._append(run_id, [event]), 1, f"run {run_id}: ")
                 if single is None:
                     self._stored({run_id: [event]})
                 else:
@@ -489,7 +561,7 @@ class EventWriter:
                 self._outage = False
         return None
 
-    def _stored(self, groups: Mapping[str, list[Event]]) -> None:
+    def _stored(self, groups: Mapping[str, list[Queued]]) -> None:
         count = sum(len(events) for events in groups.values())
         with self._lock:
             self._written += count
@@ -549,7 +621,7 @@ class EventWriter:
             elif not isinstance(item, _Marker):
                 self._hold(*item)
 
-    def _hold(self, run_id: str, event: Event) -> None:
+    def _hold(self, run_id: str, event: Queued) -> None:
         """Keep an event taken off the queue during an outage: memory, spill file or drop."""
         size = _size(event)
         if self._backlog_bytes + size <= self._max_buffer and not (
@@ -569,7 +641,7 @@ class EventWriter:
                 return
         self._drop(run_id, event)
 
-    def _drop(self, run_id: str, event: Event) -> None:
+    def _drop(self, run_id: str, event: Queued) -> None:
         with self._lock:
             self._dropped += 1
             first = self._dropped == 1 or self._dropped % 1000 == 0
@@ -605,13 +677,25 @@ class EventWriter:
             self._drop(run_id, event)
 
     def _give_up(
-        self, run_id: str, events: list[Event], error: BaseException, *, logged: bool = False
+        self,
+        run_id: str,
+        events: list[Queued],
+        error: BaseException,
+        *,
+        logged: bool = False,
     ) -> None:
         with self._lock:
             self._failed += len(events)
             self._done += len(events)
             self._lock.notify_all()
-        seqs = [event_field(e, "seq") for e in events]
+        seqs = event_seqs(events)
+        if len(seqs) < len(events):
+            log.error(
+                "run %s: checkpoint records were not stored (%s): the run can resume only "
+                "from an earlier position, or not at all",
+                run_id,
+                error,
+            )
         if not logged:
             log.error(
                 "run %s: could not store %d trace events (seq %s): %s",

@@ -276,6 +276,11 @@ class Checkpoint:
         self.updated_at: float = start.get("t", 0.0)
         #: The last event seq the run is known to have used (a resume counts on from it).
         self.event_seq: int = 0
+        #: The last step number the run is known to have used, nested steps included (a
+        #: resume numbers its steps on from it). A store that kept the events of the node in
+        #: flight may raise this and ``event_seq`` before resuming, so the resumed run's
+        #: events follow every stored one.
+        self.last_step: int = int(start["position"].get("step", 0))
 
     @classmethod
     def fold(cls, run_id: str, records: Sequence[Mapping[str, Any]]) -> Checkpoint:
@@ -306,6 +311,7 @@ class Checkpoint:
                 commits.append(commit)
         elif kind == "pos":
             self.position = dict(record)
+            self.last_step = max(self.last_step, record.get("step", 0))
             node_id, output = record["output"]
             if node_id is not None:
                 self.outputs[node_id] = output
@@ -373,6 +379,16 @@ class Checkpoint:
 
 
 # ------------------------------------------------------------------------------- flows
+
+
+def checkpoint_problem(flow: Flow) -> str | None:
+    """Why runs of ``flow`` cannot be checkpointed (a parallel or batch flow), or ``None``:
+    a service runs such flows without a checkpoint rather than refusing them."""
+    try:
+        flow._check_checkpointable()
+    except FlowError as exc:
+        return str(exc)
+    return None
 
 
 def fingerprint(flow: Flow) -> str:
@@ -465,7 +481,7 @@ class Recorder:
             return
         position = resume.position
         run.node_count = position["node_count"]
-        run._steps = itertools.count(position["node_count"] + 1)
+        run._steps = itertools.count(max(position["node_count"], resume.last_step) + 1)
         run._seq = itertools.count(resume.event_seq + 1)
         run.tokens_input = position["tokens_input"]
         run.tokens_output = position["tokens_output"]
@@ -489,7 +505,8 @@ class Recorder:
                     "pending": [n.id for n in pending],
                     "seq": run.backpack._seq,
                     "node_count": run.node_count,
-                    "event_seq": _peek(run),
+                    "step": _peek(run._steps),
+                    "event_seq": _peek(run._seq),
                     "tokens_input": run.tokens_input,
                     "tokens_output": run.tokens_output,
                     "cost": decimal_text(run.cost),
@@ -520,7 +537,7 @@ class Recorder:
                         "prompt": getattr(paused, "prompt", None),
                         "schema": getattr(paused, "schema", True),
                         "deadline": getattr(paused, "deadline", None),
-                        "event_seq": _peek(run),
+                        "event_seq": _peek(run._seq),
                     }
                 )
             else:
@@ -531,7 +548,7 @@ class Recorder:
                         "t": now,
                         "status": status,
                         "error": message,
-                        "event_seq": _peek(run),
+                        "event_seq": _peek(run._seq),
                     }
                 )
             buffer, self._buffer = self._buffer, None
@@ -581,10 +598,10 @@ class Recorder:
         return pending, position.get("last_action")
 
 
-def _peek(run: Run) -> int:
-    """The last event seq the run has used (its counter, read without consuming it: an
-    ``itertools.count`` reduces to the next value it gives)."""
-    return int(run._seq.__reduce__()[1][0]) - 1
+def _peek(counter: itertools.count[int]) -> int:
+    """The last number a run's counter (event seqs, steps) has given, read without consuming
+    it: an ``itertools.count`` reduces to the next value it gives."""
+    return int(counter.__reduce__()[1][0]) - 1
 
 
 def open_run(

@@ -7,13 +7,18 @@ The node types are registered by a plugin object passed to ``build_registry(plug
 - ``fail`` raises;
 - ``llm_stub`` reports an ``llm_response`` with tokens and an exact cost;
 - ``threaded`` emits log events from a worker thread (a blocking node);
-- ``folder`` returns its flow's ``flow_dir`` (where relative file paths point).
+- ``folder`` returns its flow's ``flow_dir`` (where relative file paths point);
+- ``slow`` takes ``seconds`` (asyncio), logs, and appends its id to the Backpack's ``trail``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import os
+import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -178,6 +183,32 @@ class FolderNode(Node):
         return str(deps.get("flow_dir")) if deps is not None and deps.has("flow_dir") else None
 
 
+@attrs.frozen
+class SlowParams:
+    seconds: float = 0.1
+    log_lines: int = 2
+
+
+class SlowNode(AsyncNode):
+    """A node that takes time (the crash tests kill the service while such nodes run); what it
+    packs depends only on what ran before it, so a resumed run ends as an uninterrupted one."""
+
+    Params = SlowParams
+
+    async def exec_async(self, prep_res: Any) -> Any:
+        run = current_run()
+        for i in range(self.params.log_lines):
+            run.log(f"{self.id} line {i}")
+        await asyncio.sleep(self.params.seconds)
+        return self.id
+
+    async def post_async(self, backpack: Any, prep_res: Any, exec_res: Any) -> Any:
+        trail = [*backpack.unpack("trail", []), exec_res]
+        backpack.pack("trail", trail)
+        backpack.pack(f"done_{self.id}", len(trail))
+        return None
+
+
 class ServerTestNodes:
     """The plugin registering the node types above."""
 
@@ -191,6 +222,7 @@ class ServerTestNodes:
         register("llm_stub", LlmStubNode)
         register("threaded", ThreadedNode)
         register("folder", FolderNode)
+        register("slow", SlowNode)
 
 
 def make_registry(*extra: Any, commands: bool = False) -> Registry:
@@ -446,6 +478,56 @@ def create_workflow(client: httpx.Client, graph: dict[str, Any], name: str = "wf
 
 
 # ------------------------------------------------------------------------------ CLI
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_process(
+    database_url: str, port: int, env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
+    """``backpackflow serve`` in a process of its own (with the test node types); ``env``:
+    more environment variables (settings)."""
+    env = {
+        **os.environ,
+        "BACKPACKFLOW_WRITER_MAX_DELAY": "0.01",
+        "BACKPACKFLOW_SSE_HEARTBEAT": "0.5",
+        "BACKPACKFLOW_SHUTDOWN_GRACE": "0.5",
+        **(env or {}),
+    }
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            __file__,
+            "serve",
+            "--port",
+            str(port),
+            "--database",
+            database_url,
+            "--no-seed",
+            "--log-level",
+            "warning",
+            "--local-dev",  # these tests are about crashes and signals, not tokens
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return process
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError(f"the service process did not start:\n{process.stdout.read()}")  # type: ignore[union-attr]
+        time.sleep(0.05)
 
 
 def cli_main(argv: list[str]) -> int:

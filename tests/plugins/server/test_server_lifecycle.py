@@ -6,11 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -25,8 +21,10 @@ from server_kit import (
     create_workflow,
     echo,
     flow,
+    free_port,
     gate,
     read_stream,
+    start_process,
     start_run,
     unique,
     wait_for_status,
@@ -34,17 +32,16 @@ from server_kit import (
 
 from backpackflow.ids import new_id
 from backpackflow_server import Settings
-from backpackflow_server.app import RECOVERY_REASON
-from backpackflow_server.runs import SHUTDOWN_REASON
+from backpackflow_server.durable import RERUN_REASON
+from backpackflow_server.runs import RECOVERY_REASON, SHUTDOWN_REASON
 from backpackflow_store_sql import SqlRunStore, mask_url
-
-KIT = Path(__file__).with_name("server_kit.py")
-
 
 # ------------------------------------------------------------------------------ recovery
 
 
-def test_runs_left_active_by_a_crash_are_failed_on_start(serve: Any, database_url: str) -> None:
+def test_runs_left_active_without_a_checkpoint_on_start(serve: Any, database_url: str) -> None:
+    """A running run without a checkpoint cannot resume: failed, saying why; a queued one
+    never started: it runs now."""
     store = SqlRunStore(database_url)
     store.upgrade()
     workflow = store.create_workflow("crashed", flow(echo("a")))
@@ -68,66 +65,26 @@ def test_runs_left_active_by_a_crash_are_failed_on_start(serve: Any, database_ur
 
     server: LiveServer = serve(database_url=database_url)
     with server.client() as client:
-        for run in (running, queued):
-            recovered = client.get(f"/api/runs/{run['id']}").json()
-            assert recovered["status"] == "failed"
-            assert recovered["error_summary"] == RECOVERY_REASON
+        recovered = client.get(f"/api/runs/{running['id']}").json()
+        assert recovered["status"] == "failed"
+        assert recovered["error_summary"] == (
+            f"{RECOVERY_REASON}; cannot resume: it has no checkpoint to resume from"
+        )
         events, end = read_stream(client, running["id"])
         assert [e["seq"] for e in events] == [1] and end["status"] == "failed"
+        requeued = wait_for_status(client, queued["id"], "succeeded")
+        assert requeued["error_summary"] is None
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_process(database_url: str, port: int) -> subprocess.Popen[str]:
-    """``backpackflow serve`` in a process of its own (with the test node types)."""
-    env = {
-        **os.environ,
-        "BACKPACKFLOW_WRITER_MAX_DELAY": "0.01",
-        "BACKPACKFLOW_SSE_HEARTBEAT": "0.5",
-        "BACKPACKFLOW_SHUTDOWN_GRACE": "0.5",
-    }
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            str(KIT),
-            "serve",
-            "--port",
-            str(port),
-            "--database",
-            database_url,
-            "--no-seed",
-            "--log-level",
-            "warning",
-            "--local-dev",  # these tests are about crashes and signals, not tokens
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return process
-        except httpx.TransportError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise AssertionError(f"the service process did not start:\n{process.stdout.read()}")  # type: ignore[union-attr]
-        time.sleep(0.05)
-
-
-def test_a_killed_service_fails_its_runs_on_restart(serve: Any, database_url: str) -> None:
+def test_a_killed_service_resumes_its_run_on_restart(serve: Any, database_url: str) -> None:
+    """The node in flight at a SIGKILL keeps its stored events (its step failed, saying why)
+    and runs again as a new step; the trace goes on after the last stored event."""
+    name = unique("killed")
     port = free_port()
     process = start_process(database_url, port)
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
-            workflow_id = create_workflow(client, flow(echo("a", log_lines=3), gate("g", "never")))
+            workflow_id = create_workflow(client, flow(echo("a", log_lines=3), gate("g", name)))
             run = start_run(client, workflow_id)
             wait_for_status(client, run["id"], "running")
             stored = 0
@@ -141,16 +98,24 @@ def test_a_killed_service_fails_its_runs_on_restart(serve: Any, database_url: st
         process.stdout.close()
 
     server: LiveServer = serve(database_url=database_url)
+    GATES.wait_until_waiting(name)  # the gate node runs again, in this process
+    GATES.open(name)
     with server.client() as client:
-        recovered = client.get(f"/api/runs/{run['id']}").json()
-        assert recovered["status"] == "failed"
-        assert recovered["error_summary"] == RECOVERY_REASON
-        assert recovered["event_count"] >= stored  # nothing stored before the crash is lost
-        gate_step = next(s for s in recovered["steps"] if s["node_id"] == "g")
-        assert (gate_step["status"], gate_step["error"]) == ("failed", RECOVERY_REASON)
+        resumed = wait_for_status(client, run["id"], "succeeded")
+        assert resumed["event_count"] > stored  # nothing stored before the crash is lost
+        steps = [(s["step"], s["node_id"], s["status"], s["error"]) for s in resumed["steps"]]
+        assert steps == [
+            (1, "a", "succeeded", None),
+            (2, "g", "failed", RERUN_REASON),
+            (3, "g", "succeeded", None),
+        ]
         events, end = read_stream(client, run["id"])
-        assert [e["seq"] for e in events] == list(range(1, recovered["event_count"] + 1))
-        assert end["status"] == "failed"
+        assert [e["seq"] for e in events] == list(range(1, resumed["event_count"] + 1))
+        assert len({e["id"] for e in events}) == len(events)
+        assert end["status"] == "succeeded"
+        (log,) = [e for e in events if e["type"] == "log" and e["payload"].get("data")]
+        assert log["payload"]["data"]["resumed"] is True
+        assert log["payload"]["data"]["rerun"] == "g"
 
 
 def test_sigint_stops_the_service_gracefully(database_url: str) -> None:
