@@ -12,7 +12,8 @@ A run resumes (:func:`resume_plan`) when its checkpoint folds cleanly, was writt
 flow graph (the checkpoint's fingerprint) and has not ended. Its events go on after the highest
 stored seq and its steps after the highest stored step (nested steps included), so the trace
 stays contiguous: the node that was in flight keeps its stored events (its step is closed as
-failed, saying why) and runs again as a new step.
+failed, saying why: so is a step that ended but whose position a crash kept from the
+checkpoint) and runs again as a new step.
 """
 
 from __future__ import annotations
@@ -29,8 +30,12 @@ from backpackflow_store_sql import EventWriter, WriterClosed
 
 log = logging.getLogger("backpackflow_server.durable")
 
-#: Why the step in flight when the service stopped was closed (it runs again as a new step).
-RERUN_REASON = "the service stopped while this step ran; the node runs again as a later step"
+#: Why a step the service stopped in (or before its result was checkpointed) was closed: its
+#: node runs again as a later step.
+RERUN_REASON = (
+    "the service stopped before this step's result was checkpointed; the node runs again as a "
+    "later step"
+)
 #: Checkpoint statuses a service run resumes from after a crash.
 CRASHED = "running"
 
@@ -41,7 +46,7 @@ class CheckpointSource(Protocol):
     def records(self, run_id: str) -> list[dict[str, Any]] | None: ...
     def run_ids(self) -> list[str]: ...
     def delete(self, run_id: str) -> None: ...
-    def resume_counters(self, run_id: str, reason: str) -> tuple[int, int]: ...
+    def resume_counters(self, run_id: str, reason: str, after_step: int) -> tuple[int, int]: ...
 
 
 class RunCheckpointer(Checkpointer):
@@ -134,5 +139,6 @@ def resume_plan(store: CheckpointSource, flow: Flow, run_id: str) -> ResumePlan:
         )
     last_seq, last_step = (0, 0)
     if checkpoint.status in (CRASHED, "paused"):
-        last_seq, last_step = store.resume_counters(run_id, RERUN_REASON)
+        after_step = checkpoint.last_step or int(checkpoint.position["node_count"])
+        last_seq, last_step = store.resume_counters(run_id, RERUN_REASON, after_step)
     return ResumePlan(records, checkpoint.status, last_seq, last_step, checkpoint.error)

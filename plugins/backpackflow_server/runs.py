@@ -142,7 +142,7 @@ class RunStore(Protocol):
     def records(self, run_id: str) -> list[dict[str, Any]] | None: ...
     def run_ids(self) -> list[str]: ...
     def delete(self, run_id: str) -> None: ...
-    def resume_counters(self, run_id: str, reason: str) -> tuple[int, int]: ...
+    def resume_counters(self, run_id: str, reason: str, after_step: int) -> tuple[int, int]: ...
     def create_workflow(
         self, name: str, graph_json: Mapping[str, Any], description: str | None = None
     ) -> dict[str, Any]: ...
@@ -1053,10 +1053,12 @@ class RunManager:
         Events and checkpoint records a previous writer spilled are stored first (so the
         counters a resume numbers on from are complete). Then, oldest first, runs that have a
         checkpoint resume from it, ``queued`` runs without one are started, and the others
-        are failed with the reason (``error_summary``). Assumes this process is the only
-        service on the database (as the old fail-everything recovery did): a run another live
-        process executes would be started twice. Returns the run ids by outcome
-        (``resumed``, ``requeued``, ``failed``)."""
+        are failed with the reason (``error_summary``); so are runs with stored events and
+        no checkpoint (a flow that cannot be checkpointed, or durability ``exit``/``off``),
+        while a ``running`` run with no stored event yet starts from the beginning. Assumes
+        this process is the only service on the database (as the old fail-everything recovery
+        did): a run another live process executes would be started twice. Returns the run
+        ids by outcome (``resumed``, ``requeued``, ``failed``)."""
         for writer in (*self.writers, *self._adopted):
             await run_in_threadpool(writer.flush, self.settings.flush_timeout)
         outcome: dict[str, list[str]] = {"resumed": [], "requeued": [], "failed": []}
@@ -1080,11 +1082,16 @@ class RunManager:
 
     async def _recover_run(self, run: dict[str, Any]) -> str:
         run_id = run["id"]
-        if run["status"] == "queued":
+        # A run without stored events has not started as far as the database knows (a durable
+        # run's checkpoint begins before its first event): it starts now, from the beginning.
+        if run["status"] == "queued" or run["last_seq"] == 0:
             records = await run_in_threadpool(self.store.records, run_id)
-            if records is None:  # never started: start it now
+            if records is None:
                 flow = await self._flow_of(run)
-                inputs = self.resolve_inputs(flow, run["input_vars"] or {})
+                try:
+                    inputs = self.resolve_inputs(flow, run["input_vars"] or {})
+                except FlowProblems as exc:
+                    raise RunConflict(f"run {run_id!r} cannot start: {exc}") from None
                 await self._launch(run, flow, inputs)
                 return "requeued"
         await self.start_existing(run_id)

@@ -1273,16 +1273,29 @@ class SqlRunStore(BudgetStore, CheckpointStore):
             step.finished_at = now
             step.error = reason
 
-    def resume_counters(self, run_id: str, reason: str) -> tuple[int, int]:
+    def resume_counters(self, run_id: str, reason: str, after_step: int) -> tuple[int, int]:
         """Before resuming a run a crash interrupted: its last stored event seq and step number
-        (nested steps included), so the resumed run's events follow them; its steps still
-        ``running`` (the node in flight) are closed as failed with ``reason``."""
+        (nested steps included), so the resumed run's events follow them. Its steps after
+        ``after_step`` (the checkpoint's last position) are work the resume does again: those
+        still ``running``, or ``succeeded`` without their result reaching the checkpoint, are
+        closed as failed with ``reason``."""
         with self._write() as session:
             run = self._get_run(session, run_id, lock=True)
             last_step = session.scalar(
                 select(func.max(RunStep.step)).where(RunStep.run_id == run_id)
             )
-            self._fail_running_steps(session, [run_id], _now(), reason)
+            steps = session.scalars(
+                select(RunStep).where(
+                    RunStep.run_id == run_id,
+                    RunStep.step > after_step,
+                    RunStep.status.in_(("running", "succeeded")),
+                )
+            )
+            now = _now()
+            for step in steps:
+                step.status = "failed"
+                step.finished_at = step.finished_at or now
+                step.error = reason
             return int(run.last_seq), int(last_step or 0)
 
     # ----------------------------------------------------------------------- events
