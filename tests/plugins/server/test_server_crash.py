@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from server_kit import create_workflow, flow, free_port, start_process, start_run
+from server_kit import create_workflow, flow, free_port, start_process, start_run, wait_for
 
 from backpackflow_server.durable import RERUN_REASON
 from backpackflow_store_sql import SqlRunStore
@@ -37,16 +36,6 @@ def slow(node_id: str) -> dict[str, Any]:
 
 
 GRAPH = flow(*(slow(f"s{i}") for i in range(NODES)), outputs=["trail"])
-
-
-def _wait(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 @pytest.fixture
@@ -97,7 +86,7 @@ def test_a_killed_service_resumes_every_run(
             steps = sum(len(r["steps"]) for r in _runs(client, run_ids))
             return steps >= RUNS * NODES // 3
 
-        _wait(a_third_stored, 60, "a third of the steps to be stored")
+        wait_for(a_third_stored, 60, "a third of the steps to be stored")
         first.send_signal(signal.SIGKILL)
         first.wait(10)
     with SqlRunStore(database_url) as store:
@@ -113,9 +102,9 @@ def test_a_killed_service_resumes_every_run(
             runs = _runs(client, run_ids)
             return runs if all(r["status"] == "succeeded" for r in runs) else None
 
-        done = _wait(all_succeeded, 180, "every run to succeed")
+        done = wait_for(all_succeeded, 180, "every run to succeed")
         reference = start_run(client, workflow_id)  # never interrupted
-        expected = _wait(
+        expected = wait_for(
             lambda: (
                 (r := client.get(f"/api/runs/{reference['id']}").json())["status"] == "succeeded"
                 and r

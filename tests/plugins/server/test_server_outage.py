@@ -15,7 +15,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from server_kit import (
@@ -28,6 +27,7 @@ from server_kit import (
     gate,
     start_run,
     unique,
+    wait_for,
 )
 from sqlalchemy.engine import make_url
 
@@ -115,16 +115,6 @@ def proxied_postgres(postgres_databases: Callable[[], str]) -> Iterator[tuple[st
     proxy.close()
 
 
-def _wait(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
 def test_events_streamed_during_an_outage_are_all_stored_afterwards(
     serve: Callable[..., LiveServer], proxied_postgres: tuple[str, TcpProxy], tmp_path: Path
 ) -> None:
@@ -147,7 +137,7 @@ def test_events_streamed_during_an_outage_are_all_stored_afterwards(
 
         proxy.cut()
         GATES.open(name)  # the runs go on while the database is down
-        answer = _wait(
+        answer = wait_for(
             lambda: (r := client.get(f"/api/runs/{runs[0]}")).status_code == 503 and r,
             10,
             "a 503 from the run endpoint",
@@ -156,7 +146,7 @@ def test_events_streamed_during_an_outage_are_all_stored_afterwards(
         assert "the database is unavailable" in answer.json()["detail"]
         assert client.get("/health").status_code == 503
         stats = server.app.state.service.manager.writers
-        _wait(lambda: any(w.stats.outage for w in stats), 10, "the writers to notice")
+        wait_for(lambda: any(w.stats.outage for w in stats), 10, "the writers to notice")
         time.sleep(OUTAGE_SECONDS)
         # past the small memory bound the events wait in the spill files
         assert sum(w.stats.spilled_bytes for w in stats) > 0
@@ -164,7 +154,7 @@ def test_events_streamed_during_an_outage_are_all_stored_afterwards(
         proxy.restore()
 
         delivered = [reader.join(timeout=60 + OUTAGE_SECONDS) for reader in readers]
-        _wait(lambda: client.get("/health").json()["events_pending"] == 0, 30, "the writers")
+        wait_for(lambda: client.get("/health").json()["events_pending"] == 0, 30, "the writers")
         for run_id, (events, end) in zip(runs, delivered, strict=True):
             assert end is not None and end["status"] == "succeeded", end
             seqs = [e["seq"] for e in events]
