@@ -73,6 +73,7 @@ from .models import (
     RunDetail,
     RunDiff,
     RunFork,
+    RunResume,
     RunState,
     RunStatus,
     RunSummary,
@@ -85,7 +86,7 @@ from .models import (
     WorkflowSaved,
     WorkflowUpdate,
 )
-from .runs import FlowProblems, RunConflict, RunManager, RunStore, ServiceUnavailable
+from .runs import UNSET, FlowProblems, RunConflict, RunManager, RunStore, ServiceUnavailable
 from .seeding import read_seeds, seed_folders, seed_workflows
 from .settings import Settings
 from .streaming import run_stream
@@ -840,6 +841,41 @@ def _add_run_routes(app: FastAPI) -> None:
         status, detail = await service.manager.cancel(run_id)
         log.info("run %s: cancellation requested by %s", run_id, who.name)
         return CancelAccepted(id=run_id, status=status, detail=detail)  # type: ignore[arg-type]
+
+    @app.post(
+        "/api/runs/{run_id}/resume",
+        status_code=202,
+        response_model=RunSummary,
+        responses={
+            **_AUTH,
+            **_404,
+            **_422,
+            **_503,
+            409: {
+                "model": ErrorResponse,
+                "description": "the run is not paused, or cannot resume (its workflow was "
+                "deleted or its flow changed since it paused)",
+            },
+        },
+        tags=["runs"],
+        summary="Answer a paused run and resume it (runner)",
+        description="A run pauses when a node asks for an answer (an `approval` node, or "
+        "`current_run().interrupt(prompt, schema)`): its status is `paused` and its trace "
+        "holds a `custom` event named `interrupt` with the prompt and the JSON Schema the "
+        "answer must match. The answer is checked against that schema (422 naming the JSON "
+        "path of each problem); the run then goes on in the background: the node that asked "
+        "runs again and gets the answer. Leave `answer` out only once the question's deadline "
+        "has passed: the node then takes its timeout path. Answers 202 with the run as "
+        "stored when accepted (`paused` until it gets a slot to run in).",
+    )
+    async def resume_run(
+        run_id: RunId, body: RunResume, service: ServiceDep, request: Request, who: Runner
+    ) -> dict[str, Any]:
+        answer = body.answer if "answer" in body.model_fields_set else UNSET
+        with caller_trace(request.headers):
+            run = await service.manager.resume_paused(run_id, answer)
+        log.info("run %s: resumed with an answer by %s", run_id, who.name)
+        return run
 
 
 #: The most commits one page of GET /api/runs/{id}/commits may hold.

@@ -19,12 +19,14 @@ checkpoint) and runs again as a new step.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 import attrs
 
 from backpackflow import Checkpoint, Checkpointer, CheckpointError, Flow
+from backpackflow.config import value_problems
 from backpackflow.runner import encode_records, fingerprint
 from backpackflow_store_sql import EventWriter, WriterClosed
 
@@ -36,8 +38,8 @@ RERUN_REASON = (
     "the service stopped before this step's result was checkpointed; the node runs again as a "
     "later step"
 )
-#: Checkpoint statuses a service run resumes from after a crash.
-CRASHED = "running"
+#: Why the step that paused for an answer was closed: its node runs again with the answer.
+ANSWERED_REASON = "the node paused for an answer; it runs again with the answer as a later step"
 
 
 class CheckpointSource(Protocol):
@@ -106,25 +108,50 @@ class CannotResume(Exception):
     """A run's checkpoint cannot be resumed; the message says why (for ``error_summary``)."""
 
 
-@attrs.frozen
+@attrs.define
 class ResumePlan:
-    """What resuming one run needs: its records and the counters to number on from."""
+    """What resuming one run needs: its records, how its checkpoint stands, and (once
+    :meth:`number_on` ran) the counters to number on from."""
 
     records: list[dict[str, Any]]
     status: str
-    last_seq: int
-    last_step: int
-    error: str | None = None
+    error: str | None
+    #: What the run asked when it paused (prompt, schema, node id, deadline), else None.
+    paused: dict[str, Any] | None
+    #: The step counter at the checkpoint's last position.
+    after_step: int
+    last_seq: int = 0
+    last_step: int = 0
+
+    def number_on(self, store: CheckpointSource) -> None:
+        """Close the steps the resume runs again and read the counters (blocking)."""
+        reason = ANSWERED_REASON if self.status == "paused" else RERUN_REASON
+        self.last_seq, self.last_step = store.resume_counters(
+            self.records[0]["run_id"], reason, self.after_step
+        )
+
+    def answer_problems(self, answer: Any, given: bool) -> list[str]:
+        """Why ``answer`` cannot resume this paused run (``"$.answer: ..."``), if it cannot."""
+        paused = self.paused or {}
+        if not given:
+            deadline = paused.get("deadline")
+            if deadline is not None and time.time() >= deadline:
+                return []  # the node takes its timeout path
+            return [
+                f"$.answer: required: the run waits at node {paused.get('node_id')!r} for an "
+                f"answer to {paused.get('prompt')!r}"
+            ]
+        return value_problems(paused.get("schema", True), answer, "$.answer")
 
 
 def resume_plan(store: CheckpointSource, flow: Flow, run_id: str) -> ResumePlan:
-    """Check run ``run_id``'s checkpoint against ``flow`` (blocking: run it off the loop).
+    """Read run ``run_id``'s checkpoint and check it against ``flow`` (blocking: run it off
+    the loop).
 
     Raises :class:`CannotResume` when there is no checkpoint, it is damaged, or the flow's
     graph changed since it was written. A checkpoint that ended (the process stopped between
     the run's end and recording it) comes back with its ``status`` and ``error``: the caller
-    records that end instead of resuming. Otherwise closes the steps left ``running`` (see
-    :data:`RERUN_REASON`) and returns the counters the resumed run numbers on from."""
+    records that end instead of resuming."""
     try:
         records = store.records(run_id)
         if records is None:
@@ -137,8 +164,5 @@ def resume_plan(store: CheckpointSource, flow: Flow, run_id: str) -> ResumePlan:
             "its workflow's flow changed since the run was checkpointed (its nodes, node types "
             "or edges differ), so it cannot resume"
         )
-    last_seq, last_step = (0, 0)
-    if checkpoint.status in (CRASHED, "paused"):
-        after_step = checkpoint.last_step or int(checkpoint.position["node_count"])
-        last_seq, last_step = store.resume_counters(run_id, RERUN_REASON, after_step)
-    return ResumePlan(records, checkpoint.status, last_seq, last_step, checkpoint.error)
+    after_step = checkpoint.last_step or int(checkpoint.position["node_count"])
+    return ResumePlan(records, checkpoint.status, checkpoint.error, checkpoint.paused, after_step)

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
-RunStatus = Literal["queued", "running", "succeeded", "failed", "canceled"]
+RunStatus = Literal["queued", "running", "succeeded", "failed", "canceled", "paused"]
 StepStatus = Literal["running", "succeeded", "failed", "canceled"]
 
 #: Ids the store makes are 32 hex characters; this admits any id it accepts (up to 64) while
@@ -80,6 +80,17 @@ class ForkedFrom(BaseModel):
 
     run_id: str
     commit_id: str | None
+
+
+class RunResume(_Body):
+    """Resume a paused run: the answer to what it asked (its ``interrupt`` event has the
+    prompt and the JSON Schema the answer must match)."""
+
+    answer: Any = Field(
+        default=None,
+        description="JSON data valid against the schema the run asked with; leave it out "
+        "only once the question's deadline has passed (the node then takes its timeout path)",
+    )
 
 
 class RunSummary(BaseModel):

@@ -49,8 +49,8 @@ from backpackflow import (
     Backpack,
     BackpackEvent,
     BackpackFlowError,
-    Checkpointer,
     Checkpoint,
+    Checkpointer,
     ConfigError,
     EventStreamer,
     Flow,
@@ -65,8 +65,8 @@ from backpackflow.runner import DependencyContainer, checkpoint_problem
 from backpackflow_store_sql import (
     EventWriter,
     InvalidTransition,
-    SpillFileBusy,
     NotFound,
+    SpillFileBusy,
     WriterClosed,
 )
 from backpackflow_store_sql.portable import (
@@ -143,6 +143,7 @@ class RunStore(Protocol):
     def run_ids(self) -> list[str]: ...
     def delete(self, run_id: str) -> None: ...
     def resume_counters(self, run_id: str, reason: str, after_step: int) -> tuple[int, int]: ...
+    def pause_run(self, run_id: str) -> dict[str, Any]: ...
     def create_workflow(
         self, name: str, graph_json: Mapping[str, Any], description: str | None = None
     ) -> dict[str, Any]: ...
@@ -233,8 +234,8 @@ class RunConflict(Exception):
 class FlowProblems(Exception):
     """A flow or run input is unusable; ``problems`` are ``"$.path: message"`` strings.
 
-    ``where`` says what the paths point into: ``"graph_json"`` of the request body,
-    ``"input_vars"`` of the request body, or ``"workflow"`` (the stored workflow).
+    ``where`` says what the paths point into: ``"graph_json"``, ``"input_vars"`` or
+    ``"answer"`` of the request body, or ``"workflow"`` (the stored workflow).
     """
 
     def __init__(self, where: str, problems: list[str]) -> None:
@@ -395,7 +396,7 @@ class RunHandle:
         self.canceled = asyncio.Event()  # set with cancel_reason: stops waiting for a slot
         #: Durable runs: where the run checkpoints (None: not checkpointed), whether the run
         #: goes from its checkpoint (a crash recovery, a fork, an answer), the answer it
-        #: resumes with, and whether it is still ``queued`` in the store.
+        #: resumes with, and whether the store has it ``queued`` or ``paused`` (not running).
         self.checkpointer: RunCheckpointer | None = None
         self.resuming = False
         self.answer: Any = UNSET
@@ -962,7 +963,7 @@ class RunManager:
             buffer_limit=self.settings.stream_buffer_events,
             history_size=self.settings.event_history_size,
         )
-        handle.queued_in_store = run["status"] == "queued"
+        handle.queued_in_store = run["status"] in ("queued", "paused")
         handle.streamer.subscribe("*", self._subscriber(handle))
         assert handle.writer is not None
         if plan is not None:
@@ -1003,15 +1004,17 @@ class RunManager:
         that checkpoint (a run a crash interrupted, a fork written by ``fork_run``, a paused
         run given ``answer``). Returns the run as stored.
 
-        Raises :class:`RunConflict` when the run is not ``queued`` or ``running`` in the
-        store, already executes in this process, or cannot resume (no checkpoint, a damaged
-        one, its workflow deleted or its flow changed: the message says which)."""
+        Raises :class:`RunConflict` when the run is not ``queued``, ``running`` or ``paused``
+        in the store, already executes in this process, or cannot resume (no checkpoint, a
+        damaged one, its workflow deleted or its flow changed: the message says which), and
+        :class:`FlowProblems` (``answer``) when a paused run's answer is missing or does not
+        match the schema it asked with."""
         self._check_accepting()
         if run_id in self._handles:
             raise RunConflict(f"run {run_id!r} is already executing in this service process")
         run = await run_in_threadpool(self.store.get_run, run_id)
         run.pop("steps", None)
-        if run["status"] not in ("queued", "running"):
+        if run["status"] not in ("queued", "running", "paused"):
             raise RunConflict(f"run {run_id!r} is {run['status']}; it cannot be started again")
         flow = await self._flow_of(run)
         try:
@@ -1024,7 +1027,26 @@ class RunManager:
             self.metrics.ended(run_id, plan.status)
             run["status"] = plan.status
             return run
+        if plan.status == "paused":
+            if run["status"] == "running":  # it paused; only recording that was lost
+                return await self._store_write(self.store.pause_run, run_id)
+            problems = plan.answer_problems(answer, answer is not UNSET)
+            if problems:
+                raise FlowProblems("answer", problems)
+        elif run["status"] == "paused":
+            raise RunConflict(f"run {run_id!r} is paused but its checkpoint is {plan.status}")
+        await self.off_loop(plan.number_on, self.store)
         return await self._launch(run, flow, {}, plan, answer)
+
+    async def resume_paused(self, run_id: str, answer: Any = UNSET) -> dict[str, Any]:
+        """Go on with a ``paused`` run, ``answer`` answering what it asked (see
+        :meth:`start_existing`); :class:`RunConflict` if it is not paused."""
+        run = await run_in_threadpool(self.store.get_run, run_id)
+        if run["status"] != "paused":
+            raise RunConflict(
+                f"run {run_id!r} is {run['status']}, not paused: there is nothing to answer"
+            )
+        return await self.start_existing(run_id, answer=answer)
 
     async def _flow_of(self, run: Mapping[str, Any]) -> Flow:
         """The loaded flow of a stored run's workflow (its current version)."""
@@ -1106,6 +1128,11 @@ class RunManager:
             run = await run_in_threadpool(self.store.get_run, run_id)
             if run["status"] in FINAL_STATUSES:
                 raise RunConflict(f"run {run_id!r} has already finished ({run['status']})")
+            if run["status"] == "paused":  # nothing executes: it ends here
+                reason = "canceled through the API while paused"
+                await self._store_write(self.store.finish_run, run_id, "canceled", reason)
+                self.metrics.ended(run_id, "canceled")
+                return "paused", "the run was paused; it is canceled"
             raise RunConflict(
                 f"run {run_id!r} is {run['status']} but not executing in this service process "
                 "(another process runs it); cancel it there"
@@ -1339,6 +1366,8 @@ class RunManager:
         self, run_id: str, status: str, error: str | None, outputs: Mapping[str, Any]
     ) -> dict[str, Any] | None:
         try:
+            if status == "paused":  # waits for an answer (POST /api/runs/{id}/resume)
+                return await self._store_write_until_done(self.store.pause_run, run_id)
             return await self._store_write_until_done(
                 self.store.finish_run, run_id, status, error, outputs
             )

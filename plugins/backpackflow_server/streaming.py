@@ -171,7 +171,7 @@ async def _from_database(
             yield cursor
             return
         run = await run_in_threadpool(store.get_run, run_id)
-        if run["status"] in FINAL_STATUSES:
+        if run["status"] in FINAL_STATUSES or run["status"] == "paused":  # nothing executes
             run.pop("steps", None)
             final = run  # read once more: events stored since the read above are there now
             continue

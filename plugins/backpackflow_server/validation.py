@@ -31,8 +31,9 @@ def split_problem(problem: str) -> tuple[str, list[str | int], str]:
 
 
 def flow_problems(where: str, problems: Sequence[str]) -> list[Problem]:
-    """Problems of a flow document (``where``: ``graph_json``, ``workflow``, ``input_vars``),
-    or of the request body itself (``body``: text the databases cannot store, deep nesting).
+    """Problems of a flow document (``where``: ``graph_json``, ``workflow``, ``input_vars``, a
+    paused run's ``answer``), or of the request body itself (``body``: text the databases
+    cannot store, deep nesting).
 
     Flow paths stay relative to the flow document (as ``backpackflow validate`` prints them);
     ``loc`` places them in the request.
@@ -40,9 +41,9 @@ def flow_problems(where: str, problems: Sequence[str]) -> list[Problem]:
     result = []
     for problem in problems:
         path, steps, message = split_problem(problem)
-        if where == "input_vars":  # the kernel-style path already starts at the body
+        if where in ("input_vars", "answer"):  # the kernel-style path starts at the body
             loc: list[str | int] = ["body", *steps]
-            kind = "run_input"
+            kind = "run_input" if where == "input_vars" else "run_answer"
         elif where == "body":
             loc, kind = ["body", *steps], "request_body"
         elif where == "workflow":

@@ -51,7 +51,8 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
-RUN_STATUSES = ("queued", "running", "succeeded", "failed", "canceled")
+#: ``paused``: a durable run waits for an answer (0009).
+RUN_STATUSES = ("queued", "running", "succeeded", "failed", "canceled", "paused")
 #: Roles of API tokens, most privileged first (the service's docs/security.md says what each may).
 TOKEN_ROLES = ("admin", "runner", "viewer")
 #: A step stopped by a cancel is ``canceled`` (0006), not ``failed``.

@@ -103,7 +103,8 @@ FINAL_STATUSES = ("succeeded", "failed", "canceled")
 ACTIVE_STATUSES = ("queued", "running")
 TRANSITIONS: dict[str, tuple[str, ...]] = {
     "queued": ("running", "failed", "canceled"),
-    "running": FINAL_STATUSES,
+    "running": (*FINAL_STATUSES, "paused"),
+    "paused": ("running", "failed", "canceled"),  # answered, or given up on
 }
 
 _MIGRATIONS = "backpackflow_store_sql:migrations"
@@ -1158,10 +1159,10 @@ class SqlRunStore(BudgetStore, CheckpointStore):
         return run
 
     def mark_running(self, run_id: str) -> dict[str, Any]:
-        """``queued`` → ``running``; records ``started_at``."""
+        """``queued`` (or ``paused``) → ``running``; records ``started_at`` (the first time)."""
         with self._write() as session:
             run = self._transition(session, run_id, "running")
-            run.started_at = _now()
+            run.started_at = run.started_at or _now()
             session.flush()
             return _run_dict(run)
 
@@ -1188,6 +1189,13 @@ class SqlRunStore(BudgetStore, CheckpointStore):
             self._close_run(run, _now(), error_summary)
             if outputs:
                 run.outputs = self._json(dict(outputs), "outputs", InvalidData)
+            session.flush()
+            return _run_dict(run)
+
+    def pause_run(self, run_id: str) -> dict[str, Any]:
+        """``running`` → ``paused``: the run waits for an answer (its checkpoint says to what)."""
+        with self._write() as session:
+            run = self._transition(session, run_id, "paused")
             session.flush()
             return _run_dict(run)
 

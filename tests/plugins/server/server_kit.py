@@ -8,7 +8,8 @@ The node types are registered by a plugin object passed to ``build_registry(plug
 - ``llm_stub`` reports an ``llm_response`` with tokens and an exact cost;
 - ``threaded`` emits log events from a worker thread (a blocking node);
 - ``folder`` returns its flow's ``flow_dir`` (where relative file paths point);
-- ``slow`` takes ``seconds`` (asyncio), logs, and appends its id to the Backpack's ``trail``.
+- ``slow`` takes ``seconds`` (asyncio), logs, and appends its id to the Backpack's ``trail``;
+- ``ask`` pauses the run for an answer (``current_run().interrupt``) and packs it.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import attrs
 import httpx
 import uvicorn
 
-from backpackflow import AsyncNode, Node, current_run, hookimpl
+from backpackflow import AsyncNode, InterruptTimeout, Node, current_run, hookimpl
 from backpackflow.events import LLMResponsePayload, StreamEventType
 from backpackflow.plugins import Registry, build_registry
 from backpackflow_server import Settings, create_app
@@ -209,6 +210,31 @@ class SlowNode(AsyncNode):
         return None
 
 
+@attrs.frozen
+class AskParams:
+    prompt: str = "How many?"
+    schema: dict[str, Any] = attrs.field(factory=lambda: {"type": "integer", "minimum": 1})
+    timeout: float | None = None
+
+
+class AskNode(Node):
+    """Asks for an answer (``current_run().interrupt``): the run pauses until it gets one;
+    packs it under ``answer_<id>``; a timeout takes the ``timeout`` action."""
+
+    Params = AskParams
+
+    def exec(self, prep_res: Any) -> Any:
+        p = self.params
+        try:
+            return current_run().interrupt(p.prompt, p.schema, timeout=p.timeout)
+        except InterruptTimeout:
+            return None
+
+    def post(self, backpack: Any, prep_res: Any, exec_res: Any) -> Any:
+        backpack.pack(f"answer_{self.id}", exec_res)
+        return "timeout" if exec_res is None else None
+
+
 class ServerTestNodes:
     """The plugin registering the node types above."""
 
@@ -223,6 +249,7 @@ class ServerTestNodes:
         register("threaded", ThreadedNode)
         register("folder", FolderNode)
         register("slow", SlowNode)
+        register("ask", AskNode)
 
 
 def make_registry(*extra: Any, commands: bool = False) -> Registry:

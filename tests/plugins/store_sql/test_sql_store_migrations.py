@@ -23,7 +23,7 @@ TABLES = {
     "run_costs",
     "budgets",
 }
-HEAD = "0008"
+HEAD = "0009"
 
 
 def _differences(store: SqlRunStore, metadata=Base.metadata) -> list[object]:
