@@ -759,10 +759,31 @@ class SqlRunStore(BudgetStore, CheckpointStore):
         Runs in one transaction, serialised against concurrent upgrades (an advisory lock on
         PostgreSQL, the write lock on SQLite), so several service processes may start at once.
         """
-        with self._writer.begin() as connection:
-            if self._pg:
-                connection.execute(select(func.pg_advisory_xact_lock(_MIGRATION_LOCK)))
-            command.upgrade(self.alembic_config(connection), revision)
+        with self._writer.connect() as connection:
+            driver: Any = connection.connection.driver_connection
+            sqlite = connection.dialect.name == "sqlite"
+            if sqlite:  # before BEGIN (SQLite ignores it inside a transaction): see below
+                driver.execute("PRAGMA foreign_keys=OFF")
+            try:
+                with connection.begin():
+                    if self._pg:
+                        connection.execute(select(func.pg_advisory_xact_lock(_MIGRATION_LOCK)))
+                    command.upgrade(self.alembic_config(connection), revision)
+                    if sqlite:
+                        self._check_foreign_keys(connection)
+            finally:
+                if sqlite:
+                    driver.execute("PRAGMA foreign_keys=ON")
+
+    @staticmethod
+    def _check_foreign_keys(connection: Connection) -> None:
+        """SQLite rebuilds a table to alter it (batch mode: copy, drop, rename). With foreign
+        keys enforced, dropping ``workflow_runs`` would delete every row referring to it (ON
+        DELETE CASCADE); they are off during migrations, as SQLite's own procedure for
+        altering a table says, and checked before the transaction commits."""
+        broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+        if broken:
+            raise StoreError(f"a migration left rows that break a foreign key: {broken[:5]!r}")
 
     def current_revision(self) -> str | None:
         """The schema revision the database is at (``None``: never upgraded)."""

@@ -285,7 +285,7 @@ def run_cli(*argv: str) -> tuple[int, str]:
 
 def test_db_commands(database_url: str) -> None:
     status, text = run_cli("db", "current", "--database", database_url)
-    assert status == 0 and "empty (never upgraded) (needs upgrade to 0008)" in text
+    assert status == 0 and "empty (never upgraded) (needs upgrade to 0009)" in text
     status, text = run_cli("db", "upgrade", "--database", database_url)
     assert status == 0 and "upgraded empty -> 0008" in text
     status, text = run_cli("db", "upgrade", "--database", database_url)
