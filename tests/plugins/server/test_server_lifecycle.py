@@ -27,8 +27,10 @@ from server_kit import (
     start_process,
     start_run,
     unique,
+    wait_for,
     wait_for_status,
 )
+from sqlalchemy import text
 
 from backpackflow.ids import new_id
 from backpackflow_server import Settings
@@ -298,3 +300,56 @@ def test_db_commands(database_url: str) -> None:
 def test_serve_refuses_bad_settings(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli_main(["serve", "--max-concurrent-runs", "0"]) == 2
     assert "max_concurrent_runs" in capsys.readouterr().err
+
+
+def test_runs_that_cannot_resume_are_failed_saying_why(serve: Any, database_url: str) -> None:
+    """After a SIGKILL: a run whose workflow's flow changed, one whose workflow was deleted and
+    one whose checkpoint is damaged cannot resume; each is failed with the reason."""
+    port = free_port()
+    process = start_process(database_url, port)
+    names = {kind: unique(kind) for kind in ("changed", "deleted", "damaged")}
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            workflows = {
+                kind: create_workflow(client, flow(echo("a", log_lines=3), gate("g", name)), kind)
+                for kind, name in names.items()
+            }
+            runs = {kind: start_run(client, w)["id"] for kind, w in workflows.items()}
+            for run_id in runs.values():
+                wait_for(
+                    lambda run_id=run_id: (
+                        client.get(f"/api/runs/{run_id}").json()["event_count"] >= 8
+                    ),
+                    30,
+                    "the gate to be reached",
+                )
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(10)
+        assert process.stdout is not None
+        process.stdout.close()
+    with SqlRunStore(database_url) as store:
+        store.update_workflow(
+            workflows["changed"], graph_json=flow(echo("a", log_lines=3), echo("g"))
+        )
+        store.delete_workflow(workflows["deleted"])
+        assert store.records(runs["damaged"]) is not None
+        with store.engine.begin() as connection:
+            connection.execute(
+                text("UPDATE run_checkpoints SET record = '{' WHERE run_id = :run_id"),
+                {"run_id": runs["damaged"]},
+            )
+
+    server: LiveServer = serve(database_url=database_url)
+    with server.client() as client:
+        reasons = {}
+        for kind, run_id in runs.items():
+            run = client.get(f"/api/runs/{run_id}").json()
+            assert run["status"] == "failed", (kind, run)
+            assert run["error_summary"].startswith(f"{RECOVERY_REASON}; cannot resume: ")
+            reasons[kind] = run["error_summary"]
+            gate_steps = [s for s in run["steps"] if s["node_id"] == "g"]
+            assert [s["status"] for s in gate_steps] == ["failed"]
+        assert "flow changed since the run was checkpointed" in reasons["changed"]
+        assert "its workflow was deleted" in reasons["deleted"]
+        assert "its checkpoint is damaged" in reasons["damaged"]

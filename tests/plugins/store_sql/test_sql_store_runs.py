@@ -148,3 +148,52 @@ def test_recover_interrupted_fails_queued_and_running_runs(store: SqlRunStore, t
     ]
     assert store.get_run(done["id"])["status"] == "succeeded"
     assert store.recover_interrupted("again") == []
+
+
+def test_resume_counters_close_the_steps_a_resume_runs_again(
+    store: SqlRunStore, trace: Any
+) -> None:
+    """Steps after the checkpoint's last position (step 1 here) are done again: the one in
+    flight and one that ended without its position stored close as failed; nested steps
+    count in the numbering; the run is listed active until it ends."""
+    workflow = store.create_workflow("w", {})
+    run = store.create_run(workflow["id"], {})
+    store.mark_running(run["id"])
+    events = trace(run["id"])
+    store.append_events(
+        run["id"],
+        [
+            events.event("node_start", {}, step=1),
+            events.event("node_end", {"action": "default"}, step=1),
+            events.event("node_start", {}, step=2),
+            events.event("node_end", {"action": "default"}, step=2),
+            events.event("node_start", {}, step=3),
+            {
+                **events.event("tool_request", {"tool": "t"}, step=4, node_id="node3"),
+                "parent_step": 3,
+            },
+        ],
+    )
+    assert [r["id"] for r in store.active_runs()] == [run["id"]]
+    assert store.resume_counters(run["id"], "again", 1) == (6, 4)
+    steps = store.get_run(run["id"])["steps"]
+    assert [(s["step"], s["status"], s["error"]) for s in steps] == [
+        (1, "succeeded", None),
+        (2, "failed", "again"),
+        (3, "failed", "again"),
+        (4, "failed", "again"),
+    ]
+
+
+def test_a_running_run_pauses_and_goes_on(store: SqlRunStore, run: dict[str, Any]) -> None:
+    store.mark_running(run["id"])
+    started = store.get_run(run["id"])["started_at"]
+    assert store.pause_run(run["id"])["status"] == "paused"
+    assert store.list_runs(status="paused")[0]["id"] == run["id"]
+    assert store.active_runs() == []  # waits for an answer: nothing to recover
+    with pytest.raises(InvalidTransition):
+        store.pause_run(run["id"])
+    resumed = store.mark_running(run["id"])
+    assert (resumed["status"], resumed["started_at"]) == ("running", started)
+    store.pause_run(run["id"])
+    assert store.finish_run(run["id"], "canceled", "no answer")["status"] == "canceled"

@@ -15,7 +15,13 @@ from typing import Any
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from backpackflow_store_sql import EventWriter, SpillFileBusy, SqlRunStore, WriterClosed
+from backpackflow_store_sql import (
+    EventConflict,
+    EventWriter,
+    SpillFileBusy,
+    SqlRunStore,
+    WriterClosed,
+)
 
 
 def _response(cost: str) -> dict[str, Any]:
@@ -224,15 +230,19 @@ class Database:
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, list[Any]]] = []
+        self.checkpoints: list[bytes] = []
         self.up = threading.Event()
 
     def restore(self) -> None:
         self.up.set()
 
-    def append_events(self, run_id: str, events: Sequence[Any]) -> None:
+    def append_events(
+        self, run_id: str, events: Sequence[Any], *, checkpoint: Sequence[bytes] = ()
+    ) -> None:
         if not self.up.is_set():
             raise _transient()
         self.calls.append((run_id, list(events)))
+        self.checkpoints.extend(checkpoint)
 
     def stored(self) -> list[Any]:
         return [event for _, events in self.calls for event in events]
@@ -413,3 +423,71 @@ def test_a_batch_of_several_runs_with_one_bad_event_stores_the_rest(
     assert store.get_trace(first["id"]) == good
     assert store.get_trace(second["id"]) == [fine]
     writer.close()
+
+
+# ------------------------------------------------------------------------- checkpoint records
+
+
+def _lines(*records: dict[str, Any]) -> list[bytes]:
+    from backpackflow.runner import encode_records
+
+    return encode_records(list(records))
+
+
+def test_checkpoint_records_are_stored_with_the_events_queued_before_them(
+    store: SqlRunStore, trace: Any
+) -> None:
+    """One writer, several runs: each run's checkpoint records land in order, in the
+    transactions of its events (a batch holds both), and count in the stats as items."""
+    workflow = store.create_workflow("w", {})
+    runs = [store.create_run(workflow["id"], {})["id"] for _ in range(3)]
+    builders = {run_id: trace(run_id) for run_id in runs}
+    writer = EventWriter(store, max_batch=7, max_delay=0.01)
+    for i in range(10):
+        for run_id in runs:
+            writer.put(run_id, builders[run_id].event("log", {"message": str(i)}))
+            writer.put_checkpoint(run_id, _lines({"k": "pos", "i": i}))
+    assert writer.flush(timeout=30)
+    assert writer.stats.written == 60 and writer.stats.failed == 0
+    for run_id in runs:
+        assert store.records(run_id) == [{"k": "pos", "i": i} for i in range(10)]
+        assert store.count_events(run_id) == 10
+    writer.close()
+
+
+def test_a_batch_is_one_transaction_for_events_and_checkpoint(
+    store: SqlRunStore, trace: Any
+) -> None:
+    """A batch refused as a whole stores neither its events nor its checkpoint records."""
+    workflow = store.create_workflow("w", {})
+    run_id = store.create_run(workflow["id"], {})["id"]
+    builder = trace(run_id)
+    event = builder.event("log", {})
+    store.append_events(run_id, [event], checkpoint=_lines({"k": "start"}))
+    assert store.records(run_id) == [{"k": "start"}]
+    clash = dict(builder.event("log", {}), seq=event["seq"])  # a new id reusing a seq
+    with pytest.raises(EventConflict):
+        store.append_many({run_id: [clash]}, checkpoints={run_id: _lines({"k": "pos"})})
+    assert store.records(run_id) == [{"k": "start"}]
+    assert store.count_events(run_id) == 1
+
+
+def test_checkpoint_records_wait_out_an_outage_in_the_spill_file(tmp_path: Path) -> None:
+    spill = tmp_path / "writer.jsonl"
+    down = Database()
+    writer = EventWriter(down, max_batch=5, backoff=0.01, max_backoff=0.02, spill_path=spill)
+    events = _events(6)
+    for event in events[:3]:
+        writer.put("r", event)
+    writer.put_checkpoint("r", _lines({"k": "pos", "seq": 3}))
+    for event in events[3:]:
+        writer.put("r", event)
+    assert writer.close(timeout=0.3)  # the database never came back: spilled, not lost
+    back = Database()
+    back.restore()
+    later = EventWriter(back, spill_path=spill)
+    assert later.flush(timeout=10)
+    assert later.stats.written == 7
+    assert sorted(back.stored(), key=lambda e: e["seq"]) == events
+    assert back.checkpoints == [b'{"k":"pos","seq":3}']
+    later.close()
