@@ -347,20 +347,25 @@ def test_past_both_bounds_events_are_dropped_counted_logged_and_reported(
 
 
 def test_closed_during_an_outage_the_next_writer_stores_what_was_spilled(tmp_path: Path) -> None:
+    """Events and checkpoint records alike (a run's checkpoint waits out an outage with its
+    events, in order)."""
     spill = tmp_path / "writer.jsonl"
     down = Database()
     writer = EventWriter(down, max_batch=5, backoff=0.01, max_backoff=0.02, spill_path=spill)
     events = _events(23)
     for event in events:
         writer.put("r", event)
+        if event["seq"] == 10:
+            writer.put_checkpoint("r", _lines({"k": "pos", "seq": 10}))
     assert writer.close(timeout=0.3)  # the database never came back: spilled, not lost
     assert writer.stats.failed == 0 and down.calls == []
     back = Database()
     back.restore()
     later = EventWriter(back, spill_path=spill)
     assert later.flush(timeout=10)
-    assert later.stats.written == 23
+    assert later.stats.written == 24
     assert sorted(back.stored(), key=lambda e: e["seq"]) == events
+    assert back.checkpoints == [b'{"k":"pos","seq":10}']
     later.close()
     assert spill.stat().st_size == 0
 
@@ -470,24 +475,3 @@ def test_a_batch_is_one_transaction_for_events_and_checkpoint(
         store.append_many({run_id: [clash]}, checkpoints={run_id: _lines({"k": "pos"})})
     assert store.records(run_id) == [{"k": "start"}]
     assert store.count_events(run_id) == 1
-
-
-def test_checkpoint_records_wait_out_an_outage_in_the_spill_file(tmp_path: Path) -> None:
-    spill = tmp_path / "writer.jsonl"
-    down = Database()
-    writer = EventWriter(down, max_batch=5, backoff=0.01, max_backoff=0.02, spill_path=spill)
-    events = _events(6)
-    for event in events[:3]:
-        writer.put("r", event)
-    writer.put_checkpoint("r", _lines({"k": "pos", "seq": 3}))
-    for event in events[3:]:
-        writer.put("r", event)
-    assert writer.close(timeout=0.3)  # the database never came back: spilled, not lost
-    back = Database()
-    back.restore()
-    later = EventWriter(back, spill_path=spill)
-    assert later.flush(timeout=10)
-    assert later.stats.written == 7
-    assert sorted(back.stored(), key=lambda e: e["seq"]) == events
-    assert back.checkpoints == [b'{"k":"pos","seq":3}']
-    later.close()
