@@ -248,19 +248,32 @@ class ServerTestNodes:
         register("llm_stub", LlmStubNode)
         register("threaded", ThreadedNode)
         register("folder", FolderNode)
+
+
+class DurableTestNodes:
+    """The node types of the durable-run tests (``slow``, ``ask``), a plugin of their own: a
+    registry without them keeps the flow schema within what schemathesis generates from (one
+    more node type and it reports the workflow bodies as an unsupported schema)."""
+
+    __name__ = "durable_test_nodes"
+
+    @hookimpl
+    def backpackflow_register_node_types(self, register: Any) -> None:
         register("slow", SlowNode)
         register("ask", AskNode)
 
 
-def make_registry(*extra: Any, commands: bool = False) -> Registry:
-    """Our node types, the SQL run store and the condition languages (and with ``commands``
-    the service's CLI commands, and the ``extra`` plugins); no entry points."""
+def make_registry(*extra: Any, commands: bool = False, durable: bool = True) -> Registry:
+    """Our node types (``durable``: with :class:`DurableTestNodes`), the SQL run store and the
+    condition languages (and with ``commands`` the service's CLI commands, and the ``extra``
+    plugins); no entry points."""
     import backpackflow_conditions.plugin
     import backpackflow_server.plugin
     import backpackflow_store_sql.plugin
 
     plugins: list[Any] = [
         ServerTestNodes(),
+        *([DurableTestNodes()] if durable else []),
         backpackflow_store_sql.plugin,
         backpackflow_conditions.plugin,
     ]

@@ -289,11 +289,11 @@ def test_db_commands(database_url: str) -> None:
     status, text = run_cli("db", "current", "--database", database_url)
     assert status == 0 and "empty (never upgraded) (needs upgrade to 0009)" in text
     status, text = run_cli("db", "upgrade", "--database", database_url)
-    assert status == 0 and "upgraded empty -> 0008" in text
+    assert status == 0 and "upgraded empty -> 0009" in text
     status, text = run_cli("db", "upgrade", "--database", database_url)
-    assert status == 0 and "already at 0008" in text
+    assert status == 0 and "already at 0009" in text
     status, text = run_cli("db", "current", "--database", database_url)
-    assert status == 0 and "0008 (up to date)" in text
+    assert status == 0 and "0009 (up to date)" in text
     assert text.startswith(mask_url(database_url))  # a password would be masked
 
 
