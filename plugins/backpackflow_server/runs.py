@@ -1008,8 +1008,14 @@ class RunManager:
         in the store, already executes in this process, or cannot resume (no checkpoint, a
         damaged one, its workflow deleted or its flow changed: the message says which), and
         :class:`FlowProblems` (``answer``) when a paused run's answer is missing or does not
-        match the schema it asked with."""
+        match the schema it asked with; :class:`ServiceUnavailable` when the service is
+        stopping or its queue is full."""
         self._check_accepting()
+        return await self._start_stored(run_id, answer)
+
+    async def _start_stored(self, run_id: str, answer: Any = UNSET) -> dict[str, Any]:
+        """:meth:`start_existing` without the queue bound (a recovery starts runs that were
+        admitted before the restart)."""
         if run_id in self._handles:
             raise RunConflict(f"run {run_id!r} is already executing in this service process")
         run = await run_in_threadpool(self.store.get_run, run_id)
@@ -1116,7 +1122,7 @@ class RunManager:
                     raise RunConflict(f"run {run_id!r} cannot start: {exc}") from None
                 await self._launch(run, flow, inputs)
                 return "requeued"
-        await self.start_existing(run_id)
+        await self._start_stored(run_id)
         return "resumed"
 
     async def cancel(self, run_id: str) -> tuple[str, str]:

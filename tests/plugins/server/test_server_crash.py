@@ -94,7 +94,9 @@ def test_a_killed_service_resumes_every_run(
     unfinished = [r for r in before.values() if r["status"] != "succeeded"]
     assert unfinished, "every run had finished before the kill; nothing was tested"
 
-    second = start_process(database_url, port, env)
+    # one slot and no queue: the recovery starts every run admitted before the crash anyway
+    bounds = {"BACKPACKFLOW_MAX_CONCURRENT_RUNS": "1", "BACKPACKFLOW_MAX_QUEUED_RUNS": "0"}
+    second = start_process(database_url, port, {**env, **bounds})
     processes.append(second)
     with httpx.Client(base_url=base, timeout=20) as client:
 
