@@ -368,7 +368,10 @@ class RunHandle:
     """A run executing (or queued) in this process: its control, state and event buffer.
 
     The buffer maps seq → event. ``low`` is the smallest seq still in memory: every event
-    below it is stored in the database. Only the event loop thread touches the buffer.
+    below it is stored in the database. Above it, an event emitted (up to ``last_seq``) but not
+    in the buffer was moved to the writer's spill file during a database outage (memory stays
+    bounded however long the outage lasts); streams read it from the database once it is
+    stored. Only the event loop thread touches the buffer.
     """
 
     def __init__(
@@ -402,10 +405,12 @@ class RunHandle:
         self.answer: Any = UNSET
         self.queued_in_store = True
         self.low = 1
+        self.last_seq = 0  # the last event emitted
         self._buffer_limit = buffer_limit
         self._events: dict[int, _Slot] = {}
         self._unsettled: set[int] = set()  # put to the writer, neither stored nor given up
         self._lost: set[int] = set()  # given up by the writer: only memory has them
+        self._spilled: set[int] = set()  # unstored, in the writer's spill file, not in memory
         self._changed: asyncio.Event | None = None
         self._settled: asyncio.Event | None = None
 
@@ -414,28 +419,51 @@ class RunHandle:
     def accept(self, event: BackpackEvent) -> _Slot:
         slot = self._events[event.seq] = _Slot(event)
         self._unsettled.add(event.seq)
+        self.last_seq = event.seq
         self.wake()
         return slot
+
+    def spill(self, seq: int) -> None:
+        """The writer moved unstored event ``seq`` to its spill file: memory lets it go."""
+        if seq in self._unsettled and self._events.pop(seq, None) is not None:
+            self._spilled.add(seq)
 
     def settle(self, seqs: Sequence[int], *, stored: bool) -> None:
         """The writer stored (or gave up on) these events: memory may let them go."""
         unsettled = self._unsettled
+        spilled = self._spilled
+        was_spilled = False
         for seq in seqs:
             unsettled.discard(seq)
+            if seq in spilled:  # stored (or lost) from the spill file: streams may read it
+                spilled.discard(seq)
+                was_spilled = True
             if not stored:
                 self._lost.add(seq)
         events = self._events
         while len(events) > self._buffer_limit:
             low = self.low
-            if low in unsettled or low in self._lost or low not in events:
+            if low in unsettled or low in self._lost:
                 break
-            del events[low]
+            if events.pop(low, None) is None and low > self.last_seq:  # (spilled, now stored)
+                break
             self.low = low + 1
+        if was_spilled:
+            self.wake()
         if not unsettled and self._settled is not None:
             self._settled.set()
 
     def get(self, seq: int) -> _Slot | None:
         return self._events.get(seq)
+
+    @property
+    def buffered(self) -> int:
+        """Events held in memory for the streams."""
+        return len(self._events)
+
+    def lost_for_good(self, seq: int) -> bool:
+        """Event ``seq`` was given up on after it left memory for the spill file."""
+        return seq in self._lost and seq not in self._events
 
     def next_seq_after(self, seq: int) -> int | None:
         """The smallest buffered seq above ``seq`` (only needed to step over a lost event)."""
@@ -627,6 +655,7 @@ class RunManager:
             on_failure=lambda run_id, events, _error: self._settled_threadsafe(
                 run_id, event_seqs(events), False
             ),
+            on_spilled=self._spilled_threadsafe,
             name=name,
         )
 
@@ -1250,6 +1279,20 @@ class RunManager:
             loop.call_soon_threadsafe(self._settled, run_id, seqs, stored)
         except RuntimeError:  # the loop closed meanwhile: nobody is listening any more
             pass
+
+    def _spilled_threadsafe(self, run_id: str, seq: int) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            loop.call_soon_threadsafe(self._spilled, run_id, seq)
+        except RuntimeError:  # the loop closed meanwhile
+            pass
+
+    def _spilled(self, run_id: str, seq: int) -> None:
+        handle = self._handles.get(run_id)
+        if handle is not None:
+            handle.spill(seq)
 
     def _settled(self, run_id: str, seqs: list[int], stored: bool) -> None:
         handle = self._handles.get(run_id)

@@ -57,7 +57,8 @@ class Settings(BaseSettings):
         default=10_000,
         ge=0,
         description="already stored events of an active run kept in memory for SSE clients "
-        "(events not yet stored are always kept)",
+        "(events not yet stored are kept too, but for those the event writer moved to its "
+        "spill file during a database outage)",
     )
     event_history_size: int = Field(
         default=0,

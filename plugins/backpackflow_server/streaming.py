@@ -5,7 +5,9 @@ stream continues from the next seq. The cursor only ever moves to ``cursor + 1``
 skipped and nothing repeats. Where event ``cursor + 1`` comes from:
 
 * the run's in-memory buffer, if the run executes in this process and still holds it (every
-  event not yet stored is there: the buffer forgets only events the writer has stored);
+  event not yet stored is there, but for those the writer moved to its spill file during a
+  database outage: the stream waits until the writer has stored them, then reads them from
+  the database);
 * otherwise the database (``get_trace(after_seq=cursor)``): an event that left the buffer was
   stored first, so the database has it.
 
@@ -21,6 +23,7 @@ shuts down, sse-starlette sets the response's shutdown event and the stream ends
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -31,6 +34,7 @@ from sse_starlette import ServerSentEvent
 from starlette.concurrency import run_in_threadpool
 
 from backpackflow_store_sql.store import FINAL_STATUSES
+from backpackflow_store_sql.writer import is_transient
 
 from .runs import RunHandle, RunManager
 
@@ -136,6 +140,22 @@ async def _from_handle(
         if chunk:
             yield bytes(chunk)
             continue
+        if cursor + 1 <= handle.last_seq:  # emitted, not in memory: spilled during an outage
+            if handle.lost_for_good(cursor + 1):
+                cursor += 1  # given up on after it was spilled: neither place has it
+                continue
+            for item in await _stored_page(store, handle.run_id, cursor):
+                if item["seq"] != cursor + 1 or handle.get(cursor + 1) is not None:
+                    break
+                chunk += _trace(item["seq"], _dumps(item))
+                cursor += 1
+            if chunk:
+                yield bytes(chunk)
+                continue
+            # not stored yet (or the database is still down): until the writer stores it
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(handle.changed(), manager.settings.poll_interval)
+            continue
         if handle.finished:
             later = handle.next_seq_after(cursor)
             if later is not None:  # an event the writer lost: step over the gap
@@ -145,6 +165,19 @@ async def _from_handle(
             yield _end(handle.summary)
             return
         await handle.changed()
+
+
+async def _stored_page(store: Any, run_id: str, cursor: int) -> list[dict[str, Any]]:
+    """The stored events after ``cursor``; none while the database is unavailable."""
+    try:
+        page: list[dict[str, Any]] = await run_in_threadpool(
+            store.get_trace, run_id, after_seq=cursor, limit=PAGE
+        )
+    except Exception as exc:
+        if not is_transient(exc):
+            raise
+        return []
+    return page
 
 
 async def _from_database(

@@ -118,6 +118,8 @@ class CheckpointLines:
 Queued = Event | CheckpointLines
 Item = tuple[str, Queued]
 FailureHandler = Callable[[str, Sequence[Queued], BaseException], None]
+#: Called with (run id, seq) when an event goes to the spill file during an outage.
+SpillHandler = Callable[[str, int], None]
 
 
 def _split(items: Sequence[Queued]) -> tuple[list[Event], list[bytes]]:
@@ -286,8 +288,11 @@ class EventWriter:
     (the default) retries until the database answers, waiting ``backoff`` seconds, doubling
     up to ``max_backoff``. ``max_buffer_bytes``: what may wait in memory during an outage;
     beyond it events go to ``spill_path`` (up to ``max_spill_bytes``), and without a spill file
-    or past its bound they are dropped, counted and logged. Events handed to :meth:`put` must
-    not be mutated afterwards: they are stored later, from another thread. Objects with a
+    or past its bound they are dropped, counted and logged. ``on_spilled(run_id, seq)`` hears
+    of each event written to the spill file, so a caller that keeps events in memory until
+    they are stored (the service, for its streams) can let them go too. Events handed to
+    :meth:`put` must not be mutated afterwards: they are stored later, from another thread.
+    Objects with a
     ``to_json()`` (the kernel's immutable ``BackpackEvent``) are serialized in the writer
     thread, so the run does not pay for it.
     """
@@ -305,6 +310,7 @@ class EventWriter:
         spill_path: str | Path | None = None,
         max_spill_bytes: int = DEFAULT_SPILL_BYTES,
         on_failure: FailureHandler | None = None,
+        on_spilled: SpillHandler | None = None,
         name: str = "backpackflow-event-writer",
     ) -> None:
         if max_batch < 1 or max_delay < 0 or backoff < 0 or max_buffer_bytes < 0:
@@ -317,6 +323,7 @@ class EventWriter:
         self._max_delay = max_delay
         self._max_buffer = max_buffer_bytes
         self._on_failure = on_failure
+        self._on_spilled = on_spilled
         self._queue: queue.SimpleQueue[Item | _Marker] = queue.SimpleQueue()
         self._lock = threading.Condition()
         self._closed = False
@@ -638,8 +645,18 @@ class EventWriter:
                 log.error("cannot write the spill file %s: %s", self._spill.path, exc)
                 rejected = [(run_id, event)]
             if not rejected:
+                self._spilled(run_id, event)
                 return
         self._drop(run_id, event)
+
+    def _spilled(self, run_id: str, event: Queued) -> None:
+        """Tell ``on_spilled`` that an event now waits on disk, not in memory."""
+        if self._on_spilled is None or isinstance(event, CheckpointLines):
+            return
+        try:
+            self._on_spilled(run_id, event_field(event, "seq"))
+        except Exception:
+            log.exception("the EventWriter on_spilled handler raised")
 
     def _drop(self, run_id: str, event: Queued) -> None:
         with self._lock:

@@ -289,6 +289,7 @@ def test_past_the_memory_bound_events_spill_to_a_file_and_are_stored_after(
 ) -> None:
     database = Database()
     spill = tmp_path / "spill" / "writer.jsonl"
+    spilled: list[tuple[str, int]] = []
     writer = EventWriter(
         database,
         max_batch=5,
@@ -296,6 +297,7 @@ def test_past_the_memory_bound_events_spill_to_a_file_and_are_stored_after(
         max_backoff=0.02,
         max_buffer_bytes=1000,
         spill_path=spill,
+        on_spilled=lambda run_id, seq: spilled.append((run_id, seq)),
     )
     events = _events(60)
     for event in events:
@@ -304,6 +306,11 @@ def test_past_the_memory_bound_events_spill_to_a_file_and_are_stored_after(
     _wait_for(lambda: writer.stats.backlog_bytes + writer.stats.spilled_bytes > 5000)
     assert writer.stats.backlog_bytes <= 1000
     assert spill.stat().st_size > 0
+    # each event the file took was reported, once, in order (once the file takes events,
+    # later ones follow them there); the first ones stayed in memory
+    _wait_for(lambda: bool(spilled) and spilled[-1] == ("r", 60))
+    first = spilled[0][1]
+    assert first > 1 and spilled == [("r", seq) for seq in range(first, 61)]
     database.restore()
     assert writer.flush(timeout=10)
     stats = writer.stats
