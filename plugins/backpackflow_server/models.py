@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 RunStatus = Literal["queued", "running", "succeeded", "failed", "canceled", "paused"]
-StepStatus = Literal["running", "succeeded", "failed", "canceled"]
+StepStatus = Literal["running", "succeeded", "failed", "canceled", "paused"]
 
 #: Ids the store makes are 32 hex characters; this admits any id it accepts (up to 64) while
 #: refusing what no id can contain (PostgreSQL text cannot even hold a NUL).

@@ -56,7 +56,7 @@ RUN_STATUSES = ("queued", "running", "succeeded", "failed", "canceled", "paused"
 #: Roles of API tokens, most privileged first (the service's docs/security.md says what each may).
 TOKEN_ROLES = ("admin", "runner", "viewer")
 #: A step stopped by a cancel is ``canceled`` (0006), not ``failed``.
-STEP_STATUSES = ("running", "succeeded", "failed", "canceled")
+STEP_STATUSES = ("running", "succeeded", "failed", "canceled", "paused")
 #: What a budget limits: each run's spend, or the spend of a UTC calendar day or month.
 BUDGET_PERIODS = ("run", "day", "month")
 #: A soft budget alerts once per period when reached; a hard one refuses and stops runs.

@@ -1307,7 +1307,8 @@ class SqlRunStore(BudgetStore, CheckpointStore):
         (nested steps included), so the resumed run's events follow them. Its steps after
         ``after_step`` (the checkpoint's last position) are work the resume does again: those
         still ``running``, or ``succeeded`` without their result reaching the checkpoint, are
-        closed as failed with ``reason``."""
+        closed as failed with ``reason``; a step that paused for an answer stays ``paused``,
+        closed with ``reason``."""
         with self._write() as session:
             run = self._get_run(session, run_id, lock=True)
             last_step = session.scalar(
@@ -1317,12 +1318,13 @@ class SqlRunStore(BudgetStore, CheckpointStore):
                 select(RunStep).where(
                     RunStep.run_id == run_id,
                     RunStep.step > after_step,
-                    RunStep.status.in_(("running", "succeeded")),
+                    RunStep.status.in_(("running", "succeeded", "paused")),
                 )
             )
             now = _now()
             for step in steps:
-                step.status = "failed"
+                if step.status != "paused":
+                    step.status = "failed"
                 step.finished_at = step.finished_at or now
                 step.error = reason
             return int(run.last_seq), int(last_step or 0)
@@ -1581,6 +1583,8 @@ class SqlRunStore(BudgetStore, CheckpointStore):
                 step.finished_at = step.finished_at or when
                 message = str(payload.get("error") or "")
                 step.error = f"{error_type}: {message}" if error_type else message or "error"
+            elif kind == "custom" and payload.get("name") == "interrupt":
+                step.status = "paused"  # its node asked for an answer (0009 added the status)
             elif kind == "exec_complete":
                 attempts = _int_field(payload.get("attempts"))
                 if attempts is not None:

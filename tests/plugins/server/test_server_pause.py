@@ -27,6 +27,7 @@ def test_a_paused_run_resumes_with_an_answer_valid_against_its_schema(
     run = start_run(client, create_workflow(client, graph, "pause"))
     paused = wait_for_status(client, run["id"], "paused")
     assert paused["finished_at"] is None
+    assert [(s["node_id"], s["status"]) for s in paused["steps"]] == [("q", "paused")]
     (question,) = [e for e in _trace(client, run["id"]) if e["type"] == "custom"]
     assert question["node_id"] == "q"
     assert question["payload"]["name"] == "interrupt"
@@ -49,7 +50,7 @@ def test_a_paused_run_resumes_with_an_answer_valid_against_its_schema(
     assert done["outputs"] == {"answer_q": 3}
     steps = [(s["step"], s["node_id"], s["status"], s["error"]) for s in done["steps"]]
     assert steps == [
-        (1, "q", "failed", ANSWERED_REASON),
+        (1, "q", "paused", ANSWERED_REASON),
         (2, "q", "succeeded", None),
         (3, "after", "succeeded", None),
     ]
