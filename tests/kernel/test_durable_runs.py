@@ -11,6 +11,7 @@ import pytest
 from backpackflow import (
     Backpack,
     CheckpointError,
+    FileCheckpointer,
     FlowError,
     MemoryCheckpointer,
     Node,
@@ -130,3 +131,25 @@ def test_a_fork_cannot_be_forked_at_a_commit_it_inherited():
     # at the commit it was forked at, it can: the fork's own start is that boundary
     chain("a", "b", "c").fork(checkpoints, "f", at_b, new_run_id="h")
     assert chain("a", "b", "c").execute_sync(checkpointer=checkpoints, run_id="h").ok
+
+
+class Odd(Node):
+    """Packs text UTF-8 cannot encode (a lone surrogate) and a NUL character."""
+
+    def post(self, backpack, prep_res, exec_res):
+        backpack.pack("odd", {"text": "half \ud800 a pair", "nul": "a\x00b"})
+
+
+def test_text_utf8_cannot_encode_is_checkpointed_and_resumed_exactly(tmp_path):
+    checkpoints = FileCheckpointer(tmp_path)
+    first, later = Odd(id="odd"), Put("later", fail={"later": True})
+    first >> later
+    failed = Flow(first).execute_sync(checkpointer=checkpoints, run_id="r")
+    assert failed.status == "failed"
+    restored = checkpoints.load("r").backpack()
+    assert restored.unpack("odd") == {"text": "half \ud800 a pair", "nul": "a\x00b"}
+    first, later = Odd(id="odd"), Put("later")
+    first >> later
+    resumed = Flow(first).execute_sync(checkpointer=checkpoints, run_id="r")
+    assert resumed.ok, resumed.error
+    assert resumed.backpack.unpack("odd")["text"] == "half \ud800 a pair"
