@@ -73,7 +73,7 @@ class CheckpointStore(Checkpointer):
             return None
         try:
             return [decode_record(line) for line in lines]
-        except ValueError as exc:
+        except (ValueError, CheckpointError) as exc:
             raise CheckpointError(
                 f"run {run_id!r}: a stored checkpoint record is damaged: {exc}"
             ) from None
