@@ -71,3 +71,21 @@ class WriterClosed(StoreError, RuntimeError):
 
 class SpillFileBusy(StoreError, RuntimeError):
     """Another writer (of this or another process) holds the spill file's lock."""
+
+
+class LeaseLost(StoreError, RuntimeError):
+    """A write (or renewal, release) of a run carried a fencing token that is not the run's
+    current one: another worker acquired the run's lease since, or it was released. Nothing of
+    the write is stored; the worker must stop driving the run."""
+
+    def __init__(self, run_id: str, given: int, current: int, owner: str | None) -> None:
+        if given == current:  # the holder released it already
+            problem = f"the lease of token {given} was released"
+        else:
+            holder = f"held by {owner!r}" if owner is not None else "since released"
+            problem = f"lease token {given} is stale; the current token is {current} ({holder})"
+        super().__init__(f"run {run_id!r}: {problem}; stop driving this run")
+        self.run_id = run_id
+        self.given = given
+        self.current = current
+        self.owner = owner

@@ -16,6 +16,10 @@ provider bindings go with it. Deleting a run deletes its steps and events. A for
 its source run and commit (``forked_from_run_id``, ``forked_from_commit_id``) without a foreign
 key: the lineage outlives the source.
 
+A run's lease (``lease_owner``, ``lease_token``, ``lease_expires_at``) lives on its
+``workflow_runs`` row: every write of a run already locks that row, so checking the fencing
+token costs no extra lock.
+
 ``run_checkpoints`` holds durable runs' checkpoints (the kernel's ``Checkpointer`` records: the
 Backpack's commits as deltas and the runner's position), append-only, in ``id`` order per run.
 """
@@ -38,6 +42,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -127,6 +132,11 @@ class WorkflowRun(Base):
     #: The run and Backpack commit this run was forked from (0008); null for other runs.
     forked_from_run_id: Mapped[str | None] = mapped_column(ID, nullable=True)
     forked_from_commit_id: Mapped[str | None] = mapped_column(ID, nullable=True)
+    #: The run's lease (0010, see :mod:`backpackflow_store_sql.leases`): who drives it, until
+    #: when, and the fencing token (one more on every acquisition, never reset).
+    lease_owner: Mapped[str | None] = mapped_column(Text, nullable=True)
+    lease_token: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class RunStep(Base):

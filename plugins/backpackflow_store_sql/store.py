@@ -71,6 +71,7 @@ from .errors import (
     StoreError,
     VersionConflict,
 )
+from .leases import LeaseStore, check_lease_tokens
 from .models import (
     RUN_STATUSES,
     TOKEN_ROLES,
@@ -669,7 +670,7 @@ def runs_query(
 # --------------------------------------------------------------------------- the store
 
 
-class SqlRunStore(BudgetStore, CheckpointStore):
+class SqlRunStore(BudgetStore, CheckpointStore, LeaseStore):
     """Workflows, runs, steps and trace events in SQLite (default) or PostgreSQL.
 
     ``url``: ``None`` for ``./.backpackflow/backpackflow.db`` (directory created),
@@ -1171,7 +1172,11 @@ class SqlRunStore(BudgetStore, CheckpointStore):
             session.flush()
             return _run_dict(run)
 
-    def _transition(self, session: Session, run_id: str, status: str) -> WorkflowRun:
+    def _transition(
+        self, session: Session, run_id: str, status: str, lease_token: int | None
+    ) -> WorkflowRun:
+        if lease_token is not None:  # locks the run's row first, as the line below would
+            check_lease_tokens(session.connection(), {run_id: lease_token})
         run = self._get_run(session, run_id, lock=True)
         allowed = TRANSITIONS.get(run.status, ())
         if status not in allowed:
@@ -1179,10 +1184,12 @@ class SqlRunStore(BudgetStore, CheckpointStore):
         run.status = status
         return run
 
-    def mark_running(self, run_id: str) -> dict[str, Any]:
-        """``queued`` (or ``paused``) → ``running``; records ``started_at`` (the first time)."""
+    def mark_running(self, run_id: str, *, lease_token: int | None = None) -> dict[str, Any]:
+        """``queued`` (or ``paused``) → ``running``; records ``started_at`` (the first time).
+        ``lease_token``: refused with :class:`LeaseLost` unless it is the run's current one
+        (as for every status change and event write; see :mod:`~backpackflow_store_sql.leases`)."""
         with self._write() as session:
-            run = self._transition(session, run_id, "running")
+            run = self._transition(session, run_id, "running", lease_token)
             run.started_at = run.started_at or _now()
             session.flush()
             return _run_dict(run)
@@ -1193,6 +1200,8 @@ class SqlRunStore(BudgetStore, CheckpointStore):
         status: str,
         error_summary: str | None = None,
         outputs: Mapping[str, Any] | None = None,
+        *,
+        lease_token: int | None = None,
     ) -> dict[str, Any]:
         """End a run: ``running`` → succeeded/failed/canceled, ``queued`` → failed/canceled;
         ``outputs``: the values of the outputs its flow declares.
@@ -1206,17 +1215,17 @@ class SqlRunStore(BudgetStore, CheckpointStore):
                 f"a run finishes as one of {', '.join(FINAL_STATUSES)}, not {status!r}"
             )
         with self._write() as session:
-            run = self._transition(session, run_id, status)
+            run = self._transition(session, run_id, status, lease_token)
             self._close_run(run, _now(), error_summary)
             if outputs:
                 run.outputs = self._json(dict(outputs), "outputs", InvalidData)
             session.flush()
             return _run_dict(run)
 
-    def pause_run(self, run_id: str) -> dict[str, Any]:
+    def pause_run(self, run_id: str, *, lease_token: int | None = None) -> dict[str, Any]:
         """``running`` → ``paused``: the run waits for an answer (its checkpoint says to what)."""
         with self._write() as session:
-            run = self._transition(session, run_id, "paused")
+            run = self._transition(session, run_id, "paused", lease_token)
             session.flush()
             return _run_dict(run)
 
@@ -1401,6 +1410,7 @@ class SqlRunStore(BudgetStore, CheckpointStore):
         events: Sequence[EventDocument],
         *,
         checkpoint: Sequence[bytes | str] = (),
+        lease_token: int | None = None,
     ) -> None:
         """Store a batch of trace events of one run in one transaction.
 
@@ -1412,12 +1422,16 @@ class SqlRunStore(BudgetStore, CheckpointStore):
         id is already stored are skipped, so a retried batch neither duplicates rows nor counts
         twice. An event reusing another event's ``seq`` raises :class:`EventConflict`; a
         malformed one :class:`InvalidEvent`; in both cases nothing of the batch is stored.
+        ``lease_token``: the batch is refused (:class:`LeaseLost`, nothing stored) unless it is
+        the run's current fencing token (see :mod:`~backpackflow_store_sql.leases`).
         """
         ordered = self._checked_rows(run_id, events)
         if not ordered and not checkpoint:
             return
         try:
             with self._write_connection() as connection:
+                if lease_token is not None:
+                    check_lease_tokens(connection, {run_id: lease_token})
                 if ordered:
                     self._store_rows(connection, {run_id: ordered})
                 insert_checkpoint_lines(connection, {run_id: checkpoint})
@@ -1432,17 +1446,21 @@ class SqlRunStore(BudgetStore, CheckpointStore):
         batches: Mapping[str, Sequence[EventDocument]],
         *,
         checkpoints: Mapping[str, Sequence[bytes | str]] | None = None,
+        lease_tokens: Mapping[str, int] | None = None,
     ) -> None:
         """Store the events of several runs in one transaction, as :meth:`append_events` does
         for each, with one statement per table for all of them (the event writer's batches
         hold many runs' events), and ``checkpoints`` (encoded records by run) with them. Any
-        refusal refuses everything; :meth:`append_events` per run says which run and event."""
+        refusal refuses everything; :meth:`append_events` per run says which run and event.
+        ``lease_tokens``: fencing tokens by run, for the runs written under a lease; one stale
+        token refuses the whole batch (:class:`LeaseLost`)."""
         checked = {run_id: self._checked_rows(run_id, events) for run_id, events in batches.items()}
         checked = {run_id: rows for run_id, rows in checked.items() if rows}
         if not checked and not checkpoints:
             return
         try:
             with self._write_connection() as connection:
+                check_lease_tokens(connection, lease_tokens or {})
                 if checked:
                     self._store_rows(connection, checked)
                 if checkpoints:
