@@ -143,6 +143,18 @@ class Ran:
         return "\n".join(json.dumps(e, ensure_ascii=False) for e in self.events)
 
 
+def cached_openai(base_url: str) -> dict[str, Any]:
+    """``dependencies`` of a flow whose ``primary`` provider is the OpenAI wire server at
+    ``base_url`` (its key from ``$BPF_TEST_KEY``), behind an in-memory response cache."""
+    return {
+        "llm_cache": {"type": "memory_cache"},
+        "primary": {
+            "type": "openai",
+            "config": {"base_url": base_url, "api_key": "${BPF_TEST_KEY}"},
+        },
+    }
+
+
 def load(
     source: Any,
     *,

@@ -12,6 +12,7 @@ import pytest
 from llm_wire import Reply
 from nodes_support import (
     SHORT_PROMPT,
+    cached_openai,
     execute,
     flow_doc,
     llm,
@@ -36,13 +37,7 @@ def test_a_hit_short_circuits_the_call_costs_zero_and_reports_the_cost_saved(
 ):
     monkeypatch.setenv("BPF_TEST_KEY", "sk-cache-test")
     openai = wire_server(Reply(json=openai_completion("Paris.", prompt_tokens=40)))
-    deps = {
-        **MEMORY_CACHE,
-        "primary": {
-            "type": "openai",
-            "config": {"base_url": openai.url, "api_key": "${BPF_TEST_KEY}"},
-        },
-    }
+    deps = cached_openai(openai.url)
     flow = load(
         flow_doc(
             llm("ask", "Capital of France?", provider="primary", model="gpt-4o-mini"),
@@ -192,13 +187,7 @@ def test_an_answer_that_is_not_the_json_asked_for_is_not_cached(wire_server, mon
         Reply(json=openai_completion("Sure! Here is the JSON: {")),
         Reply(json=openai_completion('{"city": "Paris"}')),
     )
-    deps = {
-        **MEMORY_CACHE,
-        "primary": {
-            "type": "openai",
-            "config": {"base_url": openai.url, "api_key": "${BPF_TEST_KEY}"},
-        },
-    }
+    deps = cached_openai(openai.url)
     node = llm("ask", "Capital?", provider="primary", model="gpt-4o-mini", response_format="json")
     flow = load(flow_doc(node, dependencies=deps))
 
