@@ -1271,23 +1271,22 @@ class RunManager:
 
         return on_event
 
-    def _settled_threadsafe(self, run_id: str, seqs: list[int], stored: bool) -> None:
+    def _on_loop(self, callback: Callable[..., None], *args: Any) -> None:
+        """Run ``callback(*args)`` on the event loop (from a writer thread): only the loop
+        touches run buffers."""
         loop = self._loop
         if loop is None or loop.is_closed():
             return
         try:
-            loop.call_soon_threadsafe(self._settled, run_id, seqs, stored)
+            loop.call_soon_threadsafe(callback, *args)
         except RuntimeError:  # the loop closed meanwhile: nobody is listening any more
             pass
 
+    def _settled_threadsafe(self, run_id: str, seqs: list[int], stored: bool) -> None:
+        self._on_loop(self._settled, run_id, seqs, stored)
+
     def _spilled_threadsafe(self, run_id: str, seq: int) -> None:
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            return
-        try:
-            loop.call_soon_threadsafe(self._spilled, run_id, seq)
-        except RuntimeError:  # the loop closed meanwhile
-            pass
+        self._on_loop(self._spilled, run_id, seq)
 
     def _spilled(self, run_id: str, seq: int) -> None:
         handle = self._handles.get(run_id)

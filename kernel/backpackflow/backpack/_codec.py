@@ -39,6 +39,8 @@ if TYPE_CHECKING:  # type-only back references: the classes this codec reads and
 
 _STR_OR_NULL = {"type": ["string", "null"]}
 _PATTERNS = {"type": ["array", "null"], "items": {"type": "string"}}
+#: A commit's ops: the schema's enum, and what an unvalidated load checks.
+_OPS = ("pack", "append", "delete")
 _COMMIT = {
     "type": "object",
     "required": [
@@ -62,7 +64,7 @@ _COMMIT = {
         "node_id": _STR_OR_NULL,
         "node_name": _STR_OR_NULL,
         "namespace": _STR_OR_NULL,
-        "op": {"enum": ["pack", "append", "delete"]},
+        "op": {"enum": list(_OPS)},
         "key": {"type": "string", "minLength": 1},
         "version": {"type": "integer", "minimum": 1},
         "tags": {"type": "array", "items": {"type": "string"}},
@@ -145,7 +147,6 @@ SCHEMA: dict[str, Any] = {
     "additionalProperties": False,
 }
 _VALIDATOR = Draft202012Validator(SCHEMA)
-_OPS = frozenset(("pack", "append", "delete"))  # the schema's enum of commit ops
 
 
 def _path(parts: Any) -> str:
