@@ -7,7 +7,9 @@ by ``tests/conftest.py``, so every test directory can use it).
 - ``postgres_url`` (session): one such fresh, empty database.
 - ``new_database(request, backend, sqlite_file)``: a new, empty database on either of
   :data:`BACKENDS`, for fixtures parametrized over them.
-- When PostgreSQL cannot be reached, tests using them skip with the reason, or fail when
+- ``redis_url`` (session): the test Redis (``$BACKPACKFLOW_TEST_REDIS_URL``, default the local
+  one), for the live feed's tests.
+- When PostgreSQL (or Redis) cannot be reached, tests using them skip with the reason, or fail when
   ``BACKPACKFLOW_REQUIRE_SERVICES=1`` (CI sets it so a missing service cannot pass silently).
 
 Self-contained (SQLAlchemy + psycopg only), so it serves the store's and the service's tests.
@@ -94,3 +96,30 @@ def new_database(request: pytest.FixtureRequest, backend: str, sqlite_file: Path
 def postgres_url(postgres_databases: Callable[[], str]) -> str:
     """The URL of one fresh, empty PostgreSQL database for the whole session."""
     return postgres_databases()
+
+
+REDIS_URL_ENV = "BACKPACKFLOW_TEST_REDIS_URL"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The URL of the test Redis (``$BACKPACKFLOW_TEST_REDIS_URL``, default the local one);
+    tests using it skip when it cannot be reached, or fail with
+    ``BACKPACKFLOW_REQUIRE_SERVICES=1``. Keys of tests are named after fresh ids: tests share
+    the server without clearing it."""
+    url = os.environ.get(REDIS_URL_ENV) or DEFAULT_REDIS_URL
+    try:
+        import redis
+    except ImportError as exc:  # the redis extra is not installed
+        service_unavailable(f"Redis tests need redis-py (the redis extra): {exc}")
+        raise  # unreachable: service_unavailable always raises
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=3)
+        client.ping()
+        client.close()
+    except (redis.RedisError, OSError) as exc:
+        service_unavailable(
+            f"Redis at {url} is unavailable ({exc}); start it or set {REDIS_URL_ENV}"
+        )
+    return url

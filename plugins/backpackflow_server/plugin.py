@@ -48,6 +48,12 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-concurrent-runs", type=int, metavar="N", help="runs executing at once (default 8)"
     )
     parser.add_argument(
+        "--live-feed",
+        metavar="URL",
+        help="share runs' live events and cancels with the other service processes through "
+        "this Redis (redis://host:6379/0; default: $BACKPACKFLOW_LIVE_FEED, else none)",
+    )
+    parser.add_argument(
         "--seed-dir", metavar="DIR", help="seed the *.json flows of DIR into a new database"
     )
     parser.add_argument(
@@ -152,6 +158,7 @@ def _settings(args: argparse.Namespace) -> Settings:
     for option, field in (
         ("database", "database_url"),
         ("max_concurrent_runs", "max_concurrent_runs"),
+        ("live_feed", "live_feed"),
         ("seed_dir", "seed_dir"),
         ("heartbeat", "sse_heartbeat"),
         ("files_dir", "files_dir"),

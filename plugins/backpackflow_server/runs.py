@@ -88,6 +88,7 @@ from .disclosure import (
     with_error_id,
 )
 from .durable import CannotResume, ResumePlan, RunCheckpointer, resume_plan
+from .feed import FeedLink, open_feed
 from .metrics import ServiceMetrics
 from .settings import Settings
 
@@ -625,6 +626,8 @@ class RunManager:
         )
         #: Budgets: refuses runs over a hard budget, stops them, alerts (see .budgets).
         self.budgets = BudgetGuard(store)
+        #: The live feed shared with the other service processes (``live_feed``; see .feed).
+        self.feed: FeedLink | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -641,6 +644,9 @@ class RunManager:
         self._adopted = self._adopt_left_spill_files(sink)
         self.budgets.alert_sink = self._budget_alert_sink()
         self.budgets.schedule = self._in_background
+        if self.settings.live_feed:
+            self.feed = FeedLink(open_feed(self.loader.registry, self.settings.live_feed), self)
+            await self.feed.start()
         self._accepting = True
 
     def _new_writer(self, sink: _AckingSink, spill_path: Path | None, name: str) -> EventWriter:
@@ -761,11 +767,17 @@ class RunManager:
             await run_in_threadpool(writer.close, self.settings.flush_timeout)
         if self.budgets.alert_sink is not None:
             await run_in_threadpool(self.budgets.alert_sink.close)
+        if self.feed is not None:  # after the writers: their last events are published
+            await self.feed.close(self.settings.flush_timeout)
 
     # ------------------------------------------------------------------ queries
 
     def handle(self, run_id: str) -> RunHandle | None:
         return self._handles.get(run_id)
+
+    def run_ids(self) -> list[str]:
+        """The runs this process holds (queued or executing)."""
+        return list(self._handles)
 
     def writer_stats(self) -> tuple[int, int]:
         """Events (pending, given up) over all writers."""
@@ -1026,6 +1038,8 @@ class RunManager:
         handle.task = task
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        if self.feed is not None:  # a cancel asked before any process held the run
+            self.feed.started(handle)
         return run
 
     async def start_existing(self, run_id: str, *, answer: Any = UNSET) -> dict[str, Any]:
@@ -1168,6 +1182,12 @@ class RunManager:
                 await self._store_write(self.store.finish_run, run_id, "canceled", reason)
                 self.metrics.ended(run_id, "canceled")
                 return "paused", "the run was paused; it is canceled"
+            if self.feed is not None:  # the process running it gets the request
+                await self.feed.request_cancel(run_id)
+                return run["status"], (
+                    "cancellation sent to the service process running the run; it stops at "
+                    "its next await or node boundary"
+                )
             raise RunConflict(
                 f"run {run_id!r} is {run['status']} but not executing in this service process "
                 "(another process runs it); cancel it there"
@@ -1242,6 +1262,10 @@ class RunManager:
                 f"{self.settings.max_concurrent_runs} slots; try again later"
             )
 
+    def cancel_here(self, handle: RunHandle, reason: str) -> None:
+        """Cancel a run this process holds (a request through the live feed)."""
+        self._request_cancel(handle, reason)
+
     def _request_cancel(self, handle: RunHandle, reason: str) -> None:
         if handle.state in ("finishing", "done"):
             return
@@ -1296,6 +1320,8 @@ class RunManager:
     def _settled(self, run_id: str, seqs: list[int], stored: bool) -> None:
         handle = self._handles.get(run_id)
         if handle is not None:
+            if stored and self.feed is not None:  # before settle may let them go
+                self.feed.stored(handle, seqs)
             handle.settle(seqs, stored=stored)
 
     async def _acquire_slot(self, handle: RunHandle) -> bool:
@@ -1400,6 +1426,8 @@ class RunManager:
                     self.settings.flush_timeout,
                 )
             summary = await self._finish_in_store(handle.run_id, status, error, handle.outputs)
+            if summary is not None and self.feed is not None:
+                self.feed.ended(handle, summary)
         except Exception:
             log.exception("run %s: cannot record its end (%s)", handle.run_id, status)
         finally:

@@ -138,7 +138,23 @@ class Settings(BaseSettings):
     poll_interval: float = Field(
         default=0.5,
         gt=0,
-        description="how often a stream polls the database for a run another process executes",
+        description="how often a stream polls the database for a run another process executes "
+        "(without a live_feed)",
+    )
+    live_feed: str | None = Field(
+        default=None,
+        description="the live feed service processes share (redis://host:6379/0, through the "
+        "plugin registered for its scheme): every run's stored events and cancel requests "
+        "reach every process, so any instance streams and cancels any run; None: one "
+        "process, streams of other processes' runs poll the database",
+    )
+    live_feed_check: float = Field(
+        default=5.0,
+        gt=0,
+        description="seconds: a stream fed by the live feed re-reads the database this often "
+        "while the feed brings nothing (a process that died, Redis down), and each process "
+        "checks the cancel requests of its runs this often (the bound on a cancel whose "
+        "message was missed)",
     )
 
     # ------------------------------------------------------------------ the service edge

@@ -14,7 +14,10 @@ skipped and nothing repeats. Where event ``cursor + 1`` comes from:
 When the run is done (its events stored, its status final) the stream sends what is left,
 then ``event: end`` with the run summary, and closes. A run this process does not execute
 (finished, or executed by another service process sharing the database) is read from the
-database alone, polling while it is still active. Heartbeats are sse-starlette's pings
+database alone, polling while it is still active; with a live feed (the ``live_feed``
+setting, see :mod:`.feed`) an active run's events come from the feed instead, as the process
+running it stores them: events older than the feed holds, and any gap in it, are read from
+the database, which has every event the feed carries. Heartbeats are sse-starlette's pings
 (comment lines); a client disconnect only stops this generator, never the run. When the server
 shuts down, sse-starlette sets the response's shutdown event and the stream ends cleanly (no
 ``end``: the run goes on elsewhere or is recovered, and the client resumes with Last-Event-ID).
@@ -27,7 +30,7 @@ import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 from sse_starlette import ServerSentEvent
@@ -36,6 +39,7 @@ from starlette.concurrency import run_in_threadpool
 from backpackflow_store_sql.store import FINAL_STATUSES
 from backpackflow_store_sql.writer import is_transient
 
+from .feed import LiveFeed
 from .runs import RunHandle, RunManager
 
 log = logging.getLogger("backpackflow_server.streaming")
@@ -57,12 +61,16 @@ def _dumps(event: dict[str, Any]) -> str:
     return json.dumps(event, ensure_ascii=False, separators=(",", ":"))
 
 
+class _Waker(Protocol):
+    def wake(self) -> None: ...
+
+
 class _Stop:
-    """Set when the server shuts down; wakes the handle the stream waits on."""
+    """Set when the server shuts down; wakes the handle (or feed tail) the stream waits on."""
 
     def __init__(self) -> None:
         self.requested = False
-        self.handle: RunHandle | None = None
+        self.handle: _Waker | None = None
 
     async def watch(self, shutdown: anyio.Event) -> None:
         await shutdown.wait()
@@ -88,7 +96,12 @@ async def run_stream(
         cursor = after
         handle = manager.handle(run_id)
         if handle is None:
-            async for chunk in _from_database(manager, run_id, cursor, poll_interval, stop):
+            source = (
+                _from_database(manager, run_id, cursor, poll_interval, stop)
+                if manager.feed is None
+                else _from_feed(manager, manager.feed.feed, run_id, cursor, stop)
+            )
+            async for chunk in source:
                 if isinstance(chunk, int):  # the run turned out to execute here: switch
                     cursor = chunk
                     handle = manager.handle(run_id)
@@ -209,3 +222,71 @@ async def _from_database(
             final = run  # read once more: events stored since the read above are there now
             continue
         await asyncio.sleep(poll_interval)
+
+
+async def _from_feed(
+    manager: RunManager, feed: LiveFeed, run_id: str, cursor: int, stop: _Stop
+) -> AsyncIterator[bytes | int]:
+    """Stream a run another process executes from the live feed; yields the cursor (an int)
+    if the run shows up in this process's manager meanwhile, as :func:`_from_database` does.
+
+    The feed carries only stored events, so every gap in it (events older than the stream
+    keeps, a publish lost while Redis was down, events the writer gave up on) is read from
+    the database. The database is also read when the feed brings nothing for
+    ``live_feed_check`` seconds: the run may be finished (a finished run's feed may have
+    expired), paused, or its process may have died; then the rest is read from the database
+    as without a feed.
+    """
+    store = manager.store
+    check_every = manager.settings.live_feed_check
+    async with feed.watch(run_id, cursor) as tail:
+        stop.handle = tail
+        checked = float("-inf")  # read the database first: the run may be over
+        loop = asyncio.get_running_loop()
+        while not stop.requested:
+            if manager.handle(run_id) is not None:
+                yield cursor
+                return
+            chunk = bytearray()
+            while len(chunk) < _CHUNK_BYTES:
+                text = tail.get(cursor + 1)
+                if text is None:
+                    break
+                chunk += _trace(cursor + 1, text)
+                cursor += 1
+            if chunk:
+                yield bytes(chunk)
+                continue
+            end = tail.end
+            if end is not None and (end[0] < cursor or tail.top > end[0]):
+                end = None  # an end before the cursor, or a pause the run went on from
+            if end is not None and end[0] == cursor:
+                yield _end(end[1])
+                return
+            due = loop.time() - checked >= check_every
+            if tail.top > cursor or end is not None or due:  # a gap, or time to look
+                page = await _stored_page(store, run_id, cursor)
+                if end is not None:
+                    page = [item for item in page if item["seq"] <= end[0]]
+                if page:
+                    for item in page:
+                        chunk += _trace(item["seq"], _dumps(item))
+                    cursor = page[-1]["seq"]
+                    yield bytes(chunk)
+                    continue
+                if end is not None:  # events the writer gave up on: neither place has them
+                    cursor = end[0]
+                    continue
+                if tail.top > cursor and not due:  # not readable yet (an outage): wait
+                    await tail.changed(manager.settings.poll_interval)
+                    continue
+            if due:
+                checked = loop.time()
+                run = await run_in_threadpool(store.get_run, run_id)
+                if run["status"] in FINAL_STATUSES or run["status"] == "paused":
+                    async for rest in _from_database(
+                        manager, run_id, cursor, manager.settings.poll_interval, stop
+                    ):
+                        yield rest
+                    return
+            await tail.changed(max(check_every - (loop.time() - checked), 0.0))

@@ -250,6 +250,19 @@ def test_run_stores_registrar_and_lookup_by_url():
     assert "memory, postgresql, sqlite" in str(info.value)
 
 
+def test_live_feeds_registrar_and_lookup_by_url():
+    def feeds(register):
+        register("redis", lambda url: ("feed", url), schemes=("redis", "rediss"))
+
+    registry = registry_of(plugin("feeds", backpackflow_register_live_feeds=feeds))
+    record = registry.live_feed("redis")
+    assert (record.schemes, record.plugin) == (("redis", "rediss"), "feeds")
+    assert registry.live_feed_for_url("rediss://h:6380/1").factory("u") == ("feed", "u")
+    with pytest.raises(PluginError, match="no live feed serves 'nats' URLs") as info:
+        registry.live_feed_for_url("nats://x")
+    assert "served: redis, rediss" in str(info.value)
+
+
 def test_executors_registrar():
     registry = registry_of(
         plugin(

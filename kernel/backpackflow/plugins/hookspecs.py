@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # annotations only: nothing here is needed at run time
         EventSinkRegistrar,
         ExampleRegistrar,
         ExecutorRegistrar,
+        LiveFeedRegistrar,
         MigrationRegistrar,
         NodeTypeRegistrar,
         RunStoreRegistrar,
@@ -90,6 +91,17 @@ def backpackflow_register_executors(register: ExecutorRegistrar) -> None:
     """Register executors (how the service runs flows: in-process, worker pools ...).
 
     ``register(name, factory, *, description=None)``.
+    """
+
+
+@hookspec
+def backpackflow_register_live_feeds(register: LiveFeedRegistrar) -> None:
+    """Register live feeds: how service processes share runs' events and control messages
+    (cancel) so any API instance streams and cancels any run, wherever it executes.
+
+    ``register(name, factory, *, schemes=(), description=None)``: ``factory(url)`` returns a
+    feed (see ``backpackflow_server.feed.LiveFeed``); ``schemes`` are the URL schemes of the
+    ``live_feed`` setting it serves (``redis``, ``rediss`` ...).
     """
 
 

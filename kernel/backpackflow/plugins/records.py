@@ -104,6 +104,17 @@ class ExecutorType:
 
 
 @attrs.frozen
+class LiveFeedType:
+    """A registered live feed: ``factory(url)`` makes one for a URL of its ``schemes``."""
+
+    name: str
+    factory: Callable[[str], Any]
+    schemes: tuple[str, ...]
+    description: str
+    plugin: str
+
+
+@attrs.frozen
 class Migration:
     from_version: str
     to_version: str

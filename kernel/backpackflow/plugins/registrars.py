@@ -20,6 +20,7 @@ from backpackflow.plugins.records import (
     EventSink,
     Example,
     ExecutorType,
+    LiveFeedType,
     Migration,
     NodeClass,
     NodeType,
@@ -147,6 +148,19 @@ class ExecutorRegistrar(_Registrar):
         self._registry._add("executors", name, record, self._plugin)
 
 
+class LiveFeedRegistrar(_Registrar):
+    def __call__(
+        self,
+        name: str,
+        factory: Callable[[str], Any],
+        *,
+        schemes: Iterable[str] = (),
+        description: str | None = None,
+    ) -> None:
+        record = LiveFeedType(name, factory, tuple(schemes), description or "", self._plugin)
+        self._registry._add("live_feeds", name, record, self._plugin)
+
+
 class MigrationRegistrar(_Registrar):
     def __call__(
         self,
@@ -246,6 +260,7 @@ _HOOKS: dict[str, tuple[str, type[_Registrar]]] = {
     "backpackflow_register_dependency_factories": ("register", DependencyFactoryRegistrar),
     "backpackflow_register_run_stores": ("register", RunStoreRegistrar),
     "backpackflow_register_executors": ("register", ExecutorRegistrar),
+    "backpackflow_register_live_feeds": ("register", LiveFeedRegistrar),
     "backpackflow_register_migrations": ("register", MigrationRegistrar),
     "backpackflow_register_tools": ("register", ToolRegistrar),
     "backpackflow_register_condition_languages": ("register", ConditionLanguageRegistrar),

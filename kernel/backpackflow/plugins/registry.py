@@ -14,6 +14,7 @@ from backpackflow.plugins.records import (
     DependencyFactory,
     Example,
     ExecutorType,
+    LiveFeedType,
     Migration,
     NodeType,
     PluginInfo,
@@ -28,6 +29,7 @@ _KINDS = {
     "dependency_factories": "dependency factory",
     "run_stores": "run store",
     "executors": "executor",
+    "live_feeds": "live feed",
     "tools": "tool",
     "condition_languages": "condition language",
     "examples": "example",
@@ -47,6 +49,7 @@ class Registry:
         self.dependency_factories: dict[str, DependencyFactory] = {}
         self.run_stores: dict[str, RunStoreType] = {}
         self.executors: dict[str, ExecutorType] = {}
+        self.live_feeds: dict[str, LiveFeedType] = {}
         self.tools: dict[str, ToolType] = {}
         self.condition_languages: dict[str, ConditionLanguage] = {}
         self.examples: dict[str, Example] = {}
@@ -147,6 +150,22 @@ class Registry:
         raise PluginError(
             f"no run store serves {scheme!r} URLs (served: {', '.join(known) or 'none'}); "
             "install the plugin's extra, e.g. pip install 'backpackflow[server,postgres]'"
+        )
+
+    def live_feed(self, name: str) -> LiveFeedType:
+        return self._get("live_feeds", name)  # type: ignore[no-any-return]
+
+    def live_feed_for_url(self, url: str) -> LiveFeedType:
+        """The live feed serving ``url``'s scheme (``redis://host:6379/0`` ...)."""
+        scheme = url.split(":", 1)[0].split("+", 1)[0]
+        for feed in self.live_feeds.values():
+            if scheme in feed.schemes:
+                return feed
+        known = sorted({s for feed in self.live_feeds.values() for s in feed.schemes})
+        raise PluginError(
+            f"no live feed serves {scheme!r} URLs (served: {', '.join(known) or 'none'}); "
+            f"install the plugin's extra, e.g. pip install 'backpackflow[redis]'"
+            f"{self.unavailable_note()}"
         )
 
     def node_type_of(self, node_class: type) -> NodeType | None:

@@ -278,7 +278,9 @@ def make_registry(*extra: Any, commands: bool = False, durable: bool = True) -> 
         backpackflow_conditions.plugin,
     ]
     if commands:
-        plugins.append(backpackflow_server.plugin)
+        import backpackflow_redis.plugin
+
+        plugins += [backpackflow_server.plugin, backpackflow_redis.plugin]
     return build_registry(plugins=[*plugins, *extra], autoload=False)
 
 

@@ -1,0 +1,129 @@
+"""Two ``backpackflow serve`` processes sharing one PostgreSQL database and one Redis (the
+live feed): a run submitted on A streams live from B, resumes there with ``Last-Event-ID``
+mid-run, events contiguous and equal to the stored trace; a cancel asked of B stops the run
+on A; an answer given to B resumes a run A paused.
+
+B polls the database only every 30 s (``poll_interval`` and ``live_feed_check``), so a stream
+that ends within the join timeout got its events from the feed, not from polling.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+import redis
+from server_kit import (
+    StreamReader,
+    create_workflow,
+    flow,
+    free_port,
+    read_stream,
+    start_process,
+    start_run,
+    wait_for_status,
+)
+
+SLOW_POLLING = {"BACKPACKFLOW_POLL_INTERVAL": "30", "BACKPACKFLOW_LIVE_FEED_CHECK": "30"}
+
+
+def slow(node_id: str, seconds: float, log_lines: int = 3) -> dict[str, Any]:
+    return {"type": "slow", "id": node_id, "params": {"seconds": seconds, "log_lines": log_lines}}
+
+
+@pytest.fixture(scope="module")
+def services(
+    postgres_databases: Callable[[], str], redis_url: str
+) -> Iterator[tuple[httpx.Client, httpx.Client]]:
+    """Clients of A and B, both started before any run is submitted."""
+    database = postgres_databases()
+    env = {"BACKPACKFLOW_LIVE_FEED": redis_url, **SLOW_POLLING}
+    processes: list[subprocess.Popen[str]] = []
+    clients: list[httpx.Client] = []
+    try:
+        for _ in range(2):
+            port = free_port()
+            processes.append(start_process(database, port, env))
+            clients.append(httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=20))
+        yield clients[0], clients[1]
+    finally:
+        for client in clients:
+            client.close()
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def stored_trace(client: httpx.Client, run_id: str) -> list[dict[str, Any]]:
+    response = client.get(f"/api/runs/{run_id}/trace", params={"limit": 1000})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert not body["has_more"]
+    return list(body["items"])
+
+
+def test_a_run_on_a_streams_live_from_b_and_resumes_there(
+    services: tuple[httpx.Client, httpx.Client], redis_url: str
+) -> None:
+    a, b = services
+    workflow_id = create_workflow(a, flow(*(slow(f"n{i}", 0.15) for i in range(5))), "live feed")
+    run_id = start_run(a, workflow_id)["id"]
+    first, end = StreamReader(b, run_id, stop_after=7).join(15)
+    assert end is None and len(first) == 7
+    assert b.get(f"/api/runs/{run_id}").json()["status"] in ("queued", "running")  # mid-run
+    rest_reader = StreamReader(b, run_id, headers={"Last-Event-ID": str(first[-1]["seq"])})
+    rest, end = rest_reader.join(15)
+    assert end is not None and end["status"] == "succeeded"
+    events = first + rest
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    assert events == stored_trace(a, run_id)
+    # the run's stream in Redis: ids are the seqs, then the end marker; it expires
+    feed = redis.Redis.from_url(redis_url)
+    entries = feed.xrange(f"backpackflow:run:{run_id}")
+    ids = [entry_id.decode() for entry_id, _ in entries]
+    assert ids == [f"{seq}-0" for seq in range(1, len(events) + 1)] + [f"{len(events)}-1"]
+    assert 0 < feed.ttl(f"backpackflow:run:{run_id}") <= 600
+    feed.close()
+    # a finished run replays from B whole (the store; its feed is not needed)
+    replay, end = read_stream(b, run_id)
+    assert replay == events and end is not None and end["status"] == "succeeded"
+
+
+def test_a_cancel_asked_of_b_stops_the_run_on_a(
+    services: tuple[httpx.Client, httpx.Client],
+) -> None:
+    a, b = services
+    workflow_id = create_workflow(a, flow(slow("long", 120.0, 1), slow("after", 0.0)), "cancel")
+    run_id = start_run(a, workflow_id)["id"]
+    wait_for_status(a, run_id, "running")
+    response = b.post(f"/api/runs/{run_id}/cancel")
+    assert response.status_code == 202, response.text
+    assert "sent to the service process running the run" in response.json()["detail"]
+    # pub/sub delivers it at once; A's own check of cancel marks is 30 s away
+    run = wait_for_status(b, run_id, "canceled", timeout=10)
+    assert run["error_summary"] == "canceled through the API"
+    assert [step["node_id"] for step in run["steps"]] == ["long"]
+
+
+def test_an_answer_given_to_b_resumes_a_run_paused_on_a(
+    services: tuple[httpx.Client, httpx.Client],
+) -> None:
+    a, b = services
+    workflow_id = create_workflow(a, flow({"type": "ask", "id": "ask"}, slow("then", 0.0)), "ask")
+    run_id = start_run(a, workflow_id)["id"]
+    wait_for_status(a, run_id, "paused")
+    response = b.post(f"/api/runs/{run_id}/resume", json={"answer": 3})
+    assert response.status_code == 202, response.text
+    run = wait_for_status(a, run_id, "succeeded")
+    assert [s["node_id"] for s in run["steps"] if s["status"] == "succeeded"][-1] == "then"
+    events, end = read_stream(a, run_id)
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    assert end is not None and end["status"] == "succeeded"
