@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import attrs
@@ -212,13 +213,16 @@ async def complete_with_fallback(
     fallback_on: Callable[[ProviderError], bool] = _always,
     sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
     rand: Callable[[], float] = random.random,
+    gate: Callable[[str, str], AbstractAsyncContextManager[Any]] | None = None,
 ) -> LLMResponse:
     """Answer ``request`` with the first (provider, model) pair of ``chain`` that succeeds.
 
     The request is re-targeted to each pair (``provider=provider.name, model=model``); the
     ``provider`` and ``model`` of ``request`` itself are ignored. The response's ``provider``
     and ``model`` say who answered. See the module docstring for the retry and fallback rules;
-    ``sleep`` and ``rand`` are injectable so tests neither wait nor guess.
+    ``sleep`` and ``rand`` are injectable so tests neither wait nor guess. ``gate(provider,
+    model)``, when given, is entered around every attempt: the service's rate limits and
+    concurrency caps per provider (:class:`~backpackflow_llm.limits.ProviderLimits`).
     """
     if not chain:
         raise ValueError("complete_with_fallback: the chain of (provider, model) pairs is empty")
@@ -230,7 +234,10 @@ async def complete_with_fallback(
         while True:
             attempt += 1
             try:
-                return await provider.complete(target, on_chunk=on_chunk)
+                if gate is None:
+                    return await provider.complete(target, on_chunk=on_chunk)
+                async with gate(provider.name, model):
+                    return await provider.complete(target, on_chunk=on_chunk)
             except ProviderError as failure:
                 note = None
                 if failure.transient and policy.waits_too_long(failure):

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Annotated, Any, Literal
 
 import attrs
@@ -130,6 +132,8 @@ REFUSED = "refused"
 
 
 CACHE_DEPENDENCY = "llm_cache"
+#: The service's rate limits and concurrency caps per provider (a ``ProviderLimits``).
+LIMITS_DEPENDENCY = "llm_limits"
 PRICING_DEPENDENCY = "pricing"
 
 
@@ -237,6 +241,15 @@ class LLMNode(AsyncNode):
             return None
         cache: ResponseCache = container.get(CACHE_DEPENDENCY)
         return cache
+
+    def _limits(self) -> Callable[[str, str], AbstractAsyncContextManager[Any]] | None:
+        """The gate of the service's per-provider limits, if it set any."""
+        container = self._container()
+        if not container.has(LIMITS_DEPENDENCY):
+            return None
+        gate: Callable[[str, str], AbstractAsyncContextManager[Any]]
+        gate = container.get(LIMITS_DEPENDENCY).gate
+        return gate
 
     def _pricing(self) -> PricingTable:
         container = self._container()
@@ -376,6 +389,7 @@ class LLMNode(AsyncNode):
             on_fallback=on_fallback,
             on_chunk=on_chunk if request.stream else None,
             sleep=run.sleep,
+            gate=self._limits(),
         )
         cost = self._pricing().price(response.provider, response.model, response.usage)
         run.emit(

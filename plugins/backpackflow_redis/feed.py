@@ -378,6 +378,20 @@ class RedisFeed:
                 if watched is not None:
                     watched.add(entries)
 
+    # ------------------------------------------------------------------ shared limits
+
+    def provider_limits(
+        self, rates: Mapping[str, Sequence[Any]], concurrency: Mapping[str, int], max_wait: float
+    ) -> Any:
+        """Per-provider rate limits and concurrency caps every process of the service shares
+        (:func:`backpackflow_redis.limits.shared_provider_limits`); after :meth:`start`."""
+        from backpackflow_redis.limits import shared_provider_limits
+
+        assert self._redis is not None, "start the feed first"
+        return shared_provider_limits(
+            self._redis, self.prefix, rates, concurrency, max_wait=max_wait
+        )
+
     # ------------------------------------------------------------------ control
 
     async def request_cancel(self, run_id: str, reason: str) -> int:

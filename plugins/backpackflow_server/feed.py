@@ -30,6 +30,7 @@ from backpackflow.plugins import Registry
 
 if TYPE_CHECKING:  # type-only back reference: the manager owns its link
     from .runs import RunHandle, RunManager
+    from .settings import Settings
 
 log = logging.getLogger("backpackflow_server.feed")
 
@@ -64,6 +65,9 @@ class LiveFeed(Protocol):
     def watch(self, run_id: str, after: int) -> AbstractAsyncContextManager[FeedTail]: ...
     async def request_cancel(self, run_id: str, reason: str) -> int: ...
     async def cancel_marks(self, run_ids: Sequence[str]) -> dict[str, str]: ...
+    def provider_limits(
+        self, rates: Mapping[str, Sequence[Any]], concurrency: Mapping[str, int], max_wait: float
+    ) -> Any: ...
 
 
 def open_feed(registry: Registry, url: str) -> LiveFeed:
@@ -75,6 +79,33 @@ def open_feed(registry: Registry, url: str) -> LiveFeed:
         raise ConfigError(f"live_feed: {exc}") from None
     feed: LiveFeed = feed_type.factory(url)
     return feed
+
+
+def provider_limits(settings: Settings, feed: LiveFeed | None) -> Any:
+    """The per-provider limits of the ``provider_rate_limits`` and ``provider_concurrency``
+    settings (a ``backpackflow_llm.limits.ProviderLimits``, the ``llm_limits`` dependency of
+    every run), shared by every process through the live feed when there is one; ``None``
+    when no limit is set. A :class:`~backpackflow.ConfigError` names a wrong setting."""
+    if not settings.provider_rate_limits and not settings.provider_concurrency:
+        return None
+    try:
+        from backpackflow_llm.limits import ProviderLimits, parse_rates
+    except ImportError as exc:
+        raise ConfigError(
+            f"provider_rate_limits / provider_concurrency need the llm extra ({exc}): pip "
+            "install 'backpackflow[llm]'"
+        ) from None
+    rates = {}
+    for provider, text in settings.provider_rate_limits.items():
+        try:
+            rates[provider] = parse_rates(text, f"provider_rate_limits.{provider}")
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+    caps = dict(settings.provider_concurrency)
+    wait = settings.provider_limit_wait
+    if feed is None:
+        return ProviderLimits(rates, caps, max_wait=wait)
+    return feed.provider_limits(rates, caps, wait)
 
 
 class FeedLink:

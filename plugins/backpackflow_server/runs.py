@@ -88,7 +88,7 @@ from .disclosure import (
     with_error_id,
 )
 from .durable import CannotResume, ResumePlan, RunCheckpointer, resume_plan
-from .feed import FeedLink, open_feed
+from .feed import FeedLink, open_feed, provider_limits
 from .metrics import ServiceMetrics
 from .settings import Settings
 
@@ -106,6 +106,8 @@ _MAX_ERROR_SUMMARY = 4000
 
 #: The dependency name llm nodes look their response cache up by.
 LLM_CACHE = "llm_cache"
+#: ... and the service's per-provider rate limits and concurrency caps by.
+LLM_LIMITS = "llm_limits"
 
 #: Only this module's calls of the loader (see :func:`_quiet_config_warnings`).
 _THIS_MODULE = re.escape(__name__) + r"\Z"
@@ -628,6 +630,8 @@ class RunManager:
         self.budgets = BudgetGuard(store)
         #: The live feed shared with the other service processes (``live_feed``; see .feed).
         self.feed: FeedLink | None = None
+        #: Per-provider rate limits and concurrency caps (None: no limit set; see .feed).
+        self.llm_limits: Any = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -647,6 +651,9 @@ class RunManager:
         if self.settings.live_feed:
             self.feed = FeedLink(open_feed(self.loader.registry, self.settings.live_feed), self)
             await self.feed.start()
+        self.llm_limits = provider_limits(
+            self.settings, None if self.feed is None else self.feed.feed
+        )
         self._accepting = True
 
     def _new_writer(self, sink: _AckingSink, spill_path: Path | None, name: str) -> EventWriter:
@@ -882,6 +889,16 @@ class RunManager:
         cache = self._response_cache()
         if cache is not None and LLM_CACHE not in declared:
             deps.register(LLM_CACHE, cache)
+        if self.llm_limits is not None:  # the operator's: a flow cannot declare its own
+            if LLM_LIMITS in declared:
+                raise FlowProblems(
+                    where,
+                    [
+                        f"$.dependencies.{LLM_LIMITS}: the service's per-provider limits; a "
+                        "flow cannot declare a dependency of that name here"
+                    ],
+                )
+            deps.register(LLM_LIMITS, self.llm_limits)
         _quiet_config_warnings()
         try:
             return self.loader.load_flow(graph_json, deps, environ=environ, policy=policy)

@@ -148,6 +148,23 @@ class Settings(BaseSettings):
         "reach every process, so any instance streams and cancels any run; None: one "
         "process, streams of other processes' runs poll the database",
     )
+    provider_rate_limits: dict[str, str] = Field(
+        default_factory=dict,
+        description="rate limits of LLM providers every run of the service shares, e.g. "
+        '{"openai": "10/second,500/minute"} (N/second, /minute, /hour or /day); with a '
+        "live_feed, shared by every process",
+    )
+    provider_concurrency: dict[str, int] = Field(
+        default_factory=dict,
+        description='calls of an LLM provider in flight at once, e.g. {"openai": 8}; with a '
+        "live_feed, across every process",
+    )
+    provider_limit_wait: float = Field(
+        default=300.0,
+        gt=0,
+        description="seconds an LLM call waits for a permit of its provider's rate limit before "
+        "it fails (RateLimited, not retried; the node's fallbacks are tried)",
+    )
     live_feed_check: float = Field(
         default=5.0,
         gt=0,

@@ -277,10 +277,17 @@ def make_registry(*extra: Any, commands: bool = False, durable: bool = True) -> 
         backpackflow_store_sql.plugin,
         backpackflow_conditions.plugin,
     ]
-    if commands:
+    if commands:  # a service process: also the live feed and the llm node type
+        import backpackflow_llm.plugin
+        import backpackflow_nodes.plugin
         import backpackflow_redis.plugin
 
-        plugins += [backpackflow_server.plugin, backpackflow_redis.plugin]
+        plugins += [
+            backpackflow_server.plugin,
+            backpackflow_redis.plugin,
+            backpackflow_llm.plugin,
+            backpackflow_nodes.plugin,
+        ]
     return build_registry(plugins=[*plugins, *extra], autoload=False)
 
 

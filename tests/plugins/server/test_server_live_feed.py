@@ -1,7 +1,8 @@
 """Two ``backpackflow serve`` processes sharing one PostgreSQL database and one Redis (the
 live feed): a run submitted on A streams live from B, resumes there with ``Last-Event-ID``
 mid-run, events contiguous and equal to the stored trace; a cancel asked of B stops the run
-on A; an answer given to B resumes a run A paused.
+on A; an answer given to B resumes a run A paused; a provider's rate limit holds for both
+processes together.
 
 B polls the database only every 30 s (``poll_interval`` and ``live_feed_check``), so a stream
 that ends within the join timeout got its events from the feed, not from polling.
@@ -9,7 +10,9 @@ that ends within the join timeout got its events from the feed, not from polling
 
 from __future__ import annotations
 
+import json
 import subprocess
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -34,13 +37,23 @@ def slow(node_id: str, seconds: float, log_lines: int = 3) -> dict[str, Any]:
     return {"type": "slow", "id": node_id, "params": {"seconds": seconds, "log_lines": log_lines}}
 
 
+#: The Redis keys of this module's services (a fresh prefix: rate windows outlive a test run).
+PREFIX = f"bpf-test-{uuid.uuid4().hex[:8]}"
+#: The offline model's calls, two a minute for both services together.
+LIMITS = {
+    "BACKPACKFLOW_PROVIDER_RATE_LIMITS": json.dumps({"offline": "2/minute"}),
+    "BACKPACKFLOW_PROVIDER_LIMIT_WAIT": "1",
+}
+
+
 @pytest.fixture(scope="module")
 def services(
     postgres_databases: Callable[[], str], redis_url: str
 ) -> Iterator[tuple[httpx.Client, httpx.Client]]:
     """Clients of A and B, both started before any run is submitted."""
     database = postgres_databases()
-    env = {"BACKPACKFLOW_LIVE_FEED": redis_url, **SLOW_POLLING}
+    feed = f"{redis_url}?prefix={PREFIX}"
+    env = {"BACKPACKFLOW_LIVE_FEED": feed, **SLOW_POLLING, **LIMITS}
     processes: list[subprocess.Popen[str]] = []
     clients: list[httpx.Client] = []
     try:
@@ -87,10 +100,10 @@ def test_a_run_on_a_streams_live_from_b_and_resumes_there(
     assert events == stored_trace(a, run_id)
     # the run's stream in Redis: ids are the seqs, then the end marker; it expires
     feed = redis.Redis.from_url(redis_url)
-    entries = feed.xrange(f"backpackflow:run:{run_id}")
+    entries = feed.xrange(f"{PREFIX}:run:{run_id}")
     ids = [entry_id.decode() for entry_id, _ in entries]
     assert ids == [f"{seq}-0" for seq in range(1, len(events) + 1)] + [f"{len(events)}-1"]
-    assert 0 < feed.ttl(f"backpackflow:run:{run_id}") <= 600
+    assert 0 < feed.ttl(f"{PREFIX}:run:{run_id}") <= 600
     feed.close()
     # a finished run replays from B whole (the store; its feed is not needed)
     replay, end = read_stream(b, run_id)
@@ -127,3 +140,19 @@ def test_an_answer_given_to_b_resumes_a_run_paused_on_a(
     events, end = read_stream(a, run_id)
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
     assert end is not None and end["status"] == "succeeded"
+
+
+def test_a_provider_rate_limit_holds_across_both_processes(
+    services: tuple[httpx.Client, httpx.Client],
+) -> None:
+    """Two calls a minute: of four runs, two on each process, two get a permit and two fail
+    after waiting a second (each process alone would let its two through)."""
+    a, b = services
+    llm = {"type": "llm", "id": "ask", "params": {"prompt": "Say: hello there.", "cache": False}}
+    workflow_id = create_workflow(a, flow(llm), "limited")
+    run_ids = [start_run(client, workflow_id)["id"] for client in (a, b, a, b)]
+    runs = [wait_for_status(a, r, "succeeded", "failed", timeout=20) for r in run_ids]
+    assert sorted(run["status"] for run in runs) == ["failed", "failed", "succeeded", "succeeded"]
+    for run in runs:
+        if run["status"] == "failed":
+            assert "rate limit of 'offline' gave no permit within 1s" in run["error_summary"]
