@@ -195,6 +195,7 @@ class RedisFeed:
             socket_timeout=self.block + 10.0,
             socket_connect_timeout=3.0,
             single_connection_client=True,
+            client_name=f"{self.prefix}-feed-reader-{self.instance}",
         )
         try:
             await self._redis.ping()
