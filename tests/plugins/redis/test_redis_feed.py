@@ -137,7 +137,7 @@ def test_a_rate_limit_without_a_permit_in_time_is_rate_limited() -> None:
             pass
         async with limits.gate("other", "m"):  # no limit of its own
             pass
-        with pytest.raises(RateLimited, match="gave no permit within 0.1s") as info:
+        with pytest.raises(RateLimited, match=r"gave no permit within 0\.1s") as info:
             async with limits.gate("offline", "m"):
                 pass
         assert not info.value.transient  # not retried: the chain may fall back
