@@ -214,16 +214,23 @@ class RedisFeed:
         self._closing = True
         self._outbox_ready.set()
         if self._tasks:
-            publisher, *others = self._tasks
-            for task in others:
-                task.cancel()
+            publisher, reader, control = self._tasks
+            control.cancel()
+            # the reader is woken, not canceled: redis-py lets a canceled blocking XREAD run
+            # to its end to keep the connection consistent
+            with contextlib.suppress(RedisError, OSError):
+                await self._wake()
             try:
                 await asyncio.wait_for(publisher, timeout)
             except TimeoutError:
                 log.warning("live feed: %d event(s) unsent at shutdown", self._pending)
-            for task in others:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            for task in (reader, control):
+                try:
+                    await asyncio.wait_for(task, self.block + 1.0)
+                except (TimeoutError, asyncio.CancelledError):
+                    pass
+                except Exception:  # a loop's failure is logged, and the feed still closes
+                    log.exception("live feed: %s failed", task.get_name())
         self._tasks = []
         await self._close_clients()
 
@@ -367,6 +374,8 @@ class RedisFeed:
                 pause = min(pause * 2, 2.0)
                 continue
             pause = 0.1
+            if self._closing:
+                return
             items = response.items() if isinstance(response, dict) else (response or ())
             for raw_key, entries in items:  # [key, [(id, fields), ...]] per stream read
                 key = raw_key.decode() if isinstance(raw_key, bytes) else str(raw_key)

@@ -92,8 +92,8 @@ def provider_limits(settings: Settings, feed: LiveFeed | None) -> Any:
         from backpackflow_llm.limits import ProviderLimits, parse_rates
     except ImportError as exc:
         raise ConfigError(
-            f"provider_rate_limits / provider_concurrency need the llm extra ({exc}): pip "
-            "install 'backpackflow[llm]'"
+            f"provider_rate_limits / provider_concurrency need the llm and server extras "
+            f"({exc}): pip install 'backpackflow[server,llm]'"
         ) from None
     rates = {}
     for provider, text in settings.provider_rate_limits.items():
