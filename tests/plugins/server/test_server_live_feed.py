@@ -87,7 +87,9 @@ def test_a_run_on_a_streams_live_from_b_and_resumes_there(
     services: tuple[httpx.Client, httpx.Client], redis_url: str
 ) -> None:
     a, b = services
-    workflow_id = create_workflow(a, flow(*(slow(f"n{i}", 0.15) for i in range(5))), "live feed")
+    # the last node takes 2 s: the run is still going when the first reader has its 7 events
+    nodes = [*(slow(f"n{i}", 0.1) for i in range(4)), slow("last", 2.0)]
+    workflow_id = create_workflow(a, flow(*nodes), "live feed")
     run_id = start_run(a, workflow_id)["id"]
     first, end = StreamReader(b, run_id, stop_after=7).join(15)
     assert end is None and len(first) == 7
