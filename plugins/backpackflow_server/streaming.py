@@ -29,7 +29,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, Protocol
 
 import anyio
@@ -101,14 +101,15 @@ async def run_stream(
                 if manager.feed is None
                 else _from_feed(manager, manager.feed.feed, run_id, cursor, stop)
             )
-            async for chunk in source:
-                if isinstance(chunk, int):  # the run turned out to execute here: switch
-                    cursor = chunk
-                    handle = manager.handle(run_id)
-                    break
-                yield chunk
-            else:
-                return
+            async with contextlib.aclosing(source):  # a feed's watch ends with it
+                async for chunk in source:
+                    if isinstance(chunk, int):  # the run turned out to execute here: switch
+                        cursor = chunk
+                        handle = manager.handle(run_id)
+                        break
+                    yield chunk
+                else:
+                    return
         assert handle is not None
         stop.handle = handle
         async for chunk in _from_handle(manager, handle, cursor, stop):
@@ -195,7 +196,7 @@ async def _stored_page(store: Any, run_id: str, cursor: int) -> list[dict[str, A
 
 async def _from_database(
     manager: RunManager, run_id: str, cursor: int, poll_interval: float, stop: _Stop
-) -> AsyncIterator[bytes | int]:
+) -> AsyncGenerator[bytes | int, None]:
     """Stream a run from the database; yields the cursor (an int) if the run shows up in
     this process's manager meanwhile (it was being created when the client connected)."""
     store = manager.store
@@ -226,7 +227,7 @@ async def _from_database(
 
 async def _from_feed(
     manager: RunManager, feed: LiveFeed, run_id: str, cursor: int, stop: _Stop
-) -> AsyncIterator[bytes | int]:
+) -> AsyncGenerator[bytes | int, None]:
     """Stream a run another process executes from the live feed; yields the cursor (an int)
     if the run shows up in this process's manager meanwhile, as :func:`_from_database` does.
 
