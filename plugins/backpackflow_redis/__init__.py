@@ -7,6 +7,6 @@ opens through the ``backpackflow_register_live_feeds`` hook: see :mod:`.feed`.
 
 from __future__ import annotations
 
-from .feed import FeedEntry, FeedTail, RedisFeed
+from .feed import FeedTail, RedisFeed
 
-__all__ = ["FeedEntry", "FeedTail", "RedisFeed"]
+__all__ = ["FeedTail", "RedisFeed"]

@@ -109,10 +109,6 @@ class FeedTail:
             waiter.set()
 
 
-# Kept for the plugin's public names: what a tail holds, one entry at a time.
-FeedEntry = tuple[int, str]
-
-
 class RedisFeed:
     """The live feed of a service process on one Redis server (see the module docstring)."""
 

@@ -95,16 +95,24 @@ def test_a_run_on_a_streams_live_from_b_and_resumes_there(
     assert end is None and len(first) == 7
     assert b.get(f"/api/runs/{run_id}").json()["status"] in ("queued", "running")  # mid-run
     rest_reader = StreamReader(b, run_id, headers={"Last-Event-ID": str(first[-1]["seq"])})
+    # the feed emptied mid-run (as MAXLEN trims a long run's): a new reader gets the older
+    # events from the store, the rest from the feed
+    feed = redis.Redis.from_url(redis_url)
+    feed.xtrim(f"{PREFIX}:run:{run_id}", maxlen=0)
+    whole_reader = StreamReader(b, run_id)
     rest, end = rest_reader.join(15)
     assert end is not None and end["status"] == "succeeded"
     events = first + rest
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
     assert events == stored_trace(a, run_id)
-    # the run's stream in Redis: ids are the seqs, then the end marker; it expires
-    feed = redis.Redis.from_url(redis_url)
+    whole, end = whole_reader.join(15)
+    assert whole == events and end is not None and end["status"] == "succeeded"
+    # the run's stream in Redis: ids are the seqs (those after the trim), then the end
+    # marker; it expires
     entries = feed.xrange(f"{PREFIX}:run:{run_id}")
     ids = [entry_id.decode() for entry_id, _ in entries]
-    assert ids == [f"{seq}-0" for seq in range(1, len(events) + 1)] + [f"{len(events)}-1"]
+    assert ids[-1] == f"{len(events)}-1" and len(ids) > 1
+    assert ids[:-1] == [f"{seq}-0" for seq in range(len(events) - len(ids) + 2, len(events) + 1)]
     assert 0 < feed.ttl(f"{PREFIX}:run:{run_id}") <= 600
     feed.close()
     # a finished run replays from B whole (the store; its feed is not needed)
