@@ -166,3 +166,20 @@ def test_a_provider_rate_limit_holds_across_both_processes(
     for run in runs:
         if run["status"] == "failed":
             assert "rate limit of 'offline' gave no permit within 1s" in run["error_summary"]
+
+
+def test_wrong_feed_and_limit_settings_are_refused_naming_the_setting() -> None:
+    from server_kit import make_registry
+
+    from backpackflow import ConfigError
+    from backpackflow_server import Settings
+    from backpackflow_server.feed import open_feed, provider_limits
+
+    registry = make_registry(commands=True)
+    with pytest.raises(ConfigError, match="live_feed: no live feed serves 'nats' URLs"):
+        open_feed(registry, "nats://127.0.0.1:4222")
+    with pytest.raises(ConfigError, match=r"provider_rate_limits\.openai: '5 a minute'"):
+        provider_limits(Settings(provider_rate_limits={"openai": "5 a minute"}), None)
+    assert provider_limits(Settings(), None) is None
+    limits = provider_limits(Settings(provider_concurrency={"openai": 2}), None)
+    assert limits.concurrency == {"openai": 2} and limits.rates == {}
