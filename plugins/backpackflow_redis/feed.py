@@ -150,6 +150,7 @@ class RedisFeed:
         self._on_control: Callable[[dict[str, Any]], None] = lambda message: None
         self._warned: dict[str, float] = {}
         self._closing = False
+        self._slots: Any = None
 
     # ------------------------------------------------------------------ keys
 
@@ -397,6 +398,17 @@ class RedisFeed:
         return shared_provider_limits(
             self._redis, self.prefix, rates, concurrency, max_wait=max_wait
         )
+
+    def slot(self, name: str, cap: int) -> contextlib.AbstractAsyncContextManager[None]:
+        """One of ``cap`` slots named ``name`` shared by every process (a Redis lease held
+        during the block; see :class:`backpackflow_redis.limits.RedisSlots`)."""
+        from backpackflow_redis.limits import RedisSlots
+
+        if self._slots is None:
+            assert self._redis is not None, "start the feed first"
+            self._slots = RedisSlots(self._redis, self.prefix)
+        slots: RedisSlots = self._slots
+        return slots.slot(name, cap)
 
     # ------------------------------------------------------------------ control
 

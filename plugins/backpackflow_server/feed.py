@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, Protocol
 
-from backpackflow import ConfigError, PluginError
+from backpackflow import ConfigError, PluginError, RunControl
 from backpackflow.plugins import Registry
 
 if TYPE_CHECKING:  # type-only back reference: the manager owns its link
@@ -68,6 +68,7 @@ class LiveFeed(Protocol):
     def provider_limits(
         self, rates: Mapping[str, Sequence[Any]], concurrency: Mapping[str, int], max_wait: float
     ) -> Any: ...
+    def slot(self, name: str, cap: int) -> AbstractAsyncContextManager[None]: ...
 
 
 def open_feed(registry: Registry, url: str) -> LiveFeed:
@@ -106,6 +107,29 @@ def provider_limits(settings: Settings, feed: LiveFeed | None) -> Any:
     if feed is None:
         return ProviderLimits(rates, caps, max_wait=wait)
     return feed.provider_limits(rates, caps, wait)
+
+
+class NodeTypeCaps:
+    """The ``node_type_concurrency`` caps: at most N nodes of a type executing at once in
+    all the service's runs (with a live feed, in all its processes), held by each run through
+    :meth:`~backpackflow.RunControl.gate_nodes`."""
+
+    def __init__(self, caps: Mapping[str, int], feed: LiveFeed | None) -> None:
+        self.caps = dict(caps)
+        self._feed = feed
+        self._semaphores: dict[str, asyncio.Semaphore] = {}
+
+    def gate(self, node_type: str) -> AbstractAsyncContextManager[Any]:
+        cap = self.caps[node_type]
+        if self._feed is not None:
+            return self._feed.slot(f"node:{node_type}", cap)
+        semaphore = self._semaphores.get(node_type)
+        if semaphore is None:
+            semaphore = self._semaphores[node_type] = asyncio.Semaphore(cap)
+        return semaphore
+
+    def apply(self, control: RunControl) -> None:
+        control.gate_nodes(self.caps, self.gate)
 
 
 class FeedLink:

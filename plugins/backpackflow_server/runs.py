@@ -88,7 +88,7 @@ from .disclosure import (
     with_error_id,
 )
 from .durable import CannotResume, ResumePlan, RunCheckpointer, resume_plan
-from .feed import FeedLink, open_feed, provider_limits
+from .feed import FeedLink, NodeTypeCaps, open_feed, provider_limits
 from .metrics import ServiceMetrics
 from .settings import Settings
 
@@ -632,6 +632,8 @@ class RunManager:
         self.feed: FeedLink | None = None
         #: Per-provider rate limits and concurrency caps (None: no limit set; see .feed).
         self.llm_limits: Any = None
+        #: Per-node-type concurrency caps (None: none set; see .feed).
+        self.node_caps: NodeTypeCaps | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -651,9 +653,10 @@ class RunManager:
         if self.settings.live_feed:
             self.feed = FeedLink(open_feed(self.loader.registry, self.settings.live_feed), self)
             await self.feed.start()
-        self.llm_limits = provider_limits(
-            self.settings, None if self.feed is None else self.feed.feed
-        )
+        feed = None if self.feed is None else self.feed.feed
+        self.llm_limits = provider_limits(self.settings, feed)
+        caps = self.settings.node_type_concurrency
+        self.node_caps = NodeTypeCaps(caps, feed) if caps else None
         self._accepting = True
 
     def _new_writer(self, sink: _AckingSink, spill_path: Path | None, name: str) -> EventWriter:
@@ -1057,6 +1060,8 @@ class RunManager:
         task.add_done_callback(self._tasks.discard)
         if self.feed is not None:  # a cancel asked before any process held the run
             self.feed.started(handle)
+        if self.node_caps is not None:
+            self.node_caps.apply(handle.control)
         return run
 
     async def start_existing(self, run_id: str, *, answer: Any = UNSET) -> dict[str, Any]:

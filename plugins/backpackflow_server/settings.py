@@ -159,6 +159,11 @@ class Settings(BaseSettings):
         description='calls of an LLM provider in flight at once, e.g. {"openai": 8}; with a '
         "live_feed, across every process",
     )
+    node_type_concurrency: dict[str, int] = Field(
+        default_factory=dict,
+        description='nodes of a type executing at once in all runs, e.g. {"agent": 4}; with a '
+        "live_feed, across every process",
+    )
     provider_limit_wait: float = Field(
         default=300.0,
         gt=0,

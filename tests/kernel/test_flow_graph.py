@@ -4,6 +4,7 @@ conditions, nested flows with composed namespaces, batch flows and node ids."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 
 import pytest
@@ -19,6 +20,7 @@ from backpackflow import (
     FlowError,
     Node,
     NodeDefinitionError,
+    RunControl,
     StreamEventType,
 )
 
@@ -207,6 +209,37 @@ def test_parallel_fan_out_runs_siblings_concurrently():
     assert result.ok
     assert trace[:2] == [("start", "a"), ("end", "a")]
     assert {t for t in trace[2:5]} == {("start", "b"), ("start", "c"), ("start", "d")}
+
+
+def test_gated_node_types_wait_for_the_run_controls_gate():
+    """RunControl.gate_nodes (the service's concurrency caps per node type): with one slot,
+    parallel siblings of the gated type take turns; other types do not wait."""
+    trace, entered = [], []
+    semaphore = asyncio.Semaphore(1)
+
+    @contextlib.asynccontextmanager
+    async def gate(node_type):
+        async with semaphore:
+            entered.append(node_type)
+            yield
+
+    a = Timed("a", trace)
+    for name in ("b", "c", "d"):
+        sibling = a >> Timed(name, trace, delay=0.02)
+        sibling.node_type = "capped"
+    control = RunControl()
+    control.gate_nodes({"capped"}, gate)
+    result, _ = run(Flow(a, parallel=True), control=control)
+    assert result.ok and entered == ["capped"] * 3
+    assert [kind for kind, _ in trace[2:]] == ["start", "end"] * 3  # one at a time
+    # sequential flows too, nested flows' nodes included
+    inner = Timed("inner", trace)
+    inner.node_type = "capped"
+    outer = Timed("outer", trace)
+    outer >> Flow(inner)
+    entered.clear()
+    assert run(Flow(outer), control=control)[0].ok
+    assert entered == ["capped"]
 
 
 def test_parallel_fan_out_of_blocking_sync_nodes_runs_them_in_threads():

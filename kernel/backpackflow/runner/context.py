@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable, Iterable
+from contextlib import AbstractAsyncContextManager
 from contextvars import ContextVar
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -151,13 +153,27 @@ _thread_id = threading.get_ident
 
 class RunControl:
     """Cancel a run from outside: ``control.cancel()`` stops it before its next node, and
-    interrupts what it is awaiting when it runs in an event loop."""
+    interrupts what it is awaiting when it runs in an event loop. :meth:`gate_nodes` makes
+    nodes of some types wait for a slot (concurrency caps across runs)."""
 
     def __init__(self) -> None:
         self.canceled = False
         self.reason: str | None = None
+        #: Node types whose executions hold ``node_gate(node_type)`` (empty: none).
+        self.gated_types: frozenset[str] = frozenset()
+        self.node_gate: Callable[[str], AbstractAsyncContextManager[Any]] | None = None
         self._task: asyncio.Task[Any] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+
+    def gate_nodes(
+        self, types: Iterable[str], gate: Callable[[str], AbstractAsyncContextManager[Any]]
+    ) -> None:
+        """Hold ``gate(node_type)`` around every execution (prep, exec, post) of a node of
+        one of ``types`` in this run, nested flows' nodes included: the service's concurrency
+        caps per node type, which ``gate`` waits for. A run without a loop cannot wait, so
+        only runs executed in an event loop (``Flow.execute``) are gated."""
+        self.gated_types = frozenset(types)
+        self.node_gate = gate
 
     def cancel(self, reason: str = "canceled") -> None:
         self.canceled = True

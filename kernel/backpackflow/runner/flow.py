@@ -163,9 +163,14 @@ class Flow(BaseNode):
                 resumed = recorder.frontier(run, graph)
                 if resumed is not None:
                     pending, last_action = resumed
+        control = run.control
+        gated = control.gated_types if control is not None and not run.loopless else ()
         while pending:
             node = pending.pop(0 if len(pending) == 1 else _pick(graph, pending, ()))
-            action, output = await execute_node(run, node, namespace, params)
+            if gated and node.node_type in gated:
+                action, output = await _execute_gated(run, node, namespace, params)
+            else:
+                action, output = await execute_node(run, node, namespace, params)
             if run._watch:  # usage limits: a node that went over ends the run here
                 run.check_limits()
             last_action = action
@@ -201,7 +206,7 @@ class Flow(BaseNode):
                     [pending[0]] if pending and not running else []
                 ):
                     pending.remove(node)
-                    task = asyncio.ensure_future(execute_node(run, node, namespace, params))
+                    task = asyncio.ensure_future(_execute_gated(run, node, namespace, params))
                     running[task] = node
                 done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
@@ -481,3 +486,15 @@ class AsyncParallelBatchFlow(AsyncBatchFlow):
     """Batch flow whose batches run concurrently."""
 
     concurrent = True
+
+
+async def _execute_gated(
+    run: Run, node: BaseNode, namespace: str | None, params: Mapping[str, Any] | None
+) -> tuple[Any, Any]:
+    """:func:`execute_node`, holding the run control's node gate when the node's type is
+    gated (see :meth:`~backpackflow.RunControl.gate_nodes`)."""
+    control = run.control
+    if control is None or control.node_gate is None or node.node_type not in control.gated_types:
+        return await execute_node(run, node, namespace, params)
+    async with control.node_gate(node.node_type):
+        return await execute_node(run, node, namespace, params)

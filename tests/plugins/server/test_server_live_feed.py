@@ -1,8 +1,8 @@
 """Two ``backpackflow serve`` processes sharing one PostgreSQL database and one Redis (the
 live feed): a run submitted on A streams live from B, resumes there with ``Last-Event-ID``
 mid-run, events contiguous and equal to the stored trace; a cancel asked of B stops the run
-on A; an answer given to B resumes a run A paused; a provider's rate limit holds for both
-processes together.
+on A; an answer given to B resumes a run A paused; a provider's rate limit and a node type's
+concurrency cap hold for both processes together.
 
 B polls the database only every 30 s (``poll_interval`` and ``live_feed_check``), so a stream
 that ends within the join timeout got its events from the feed, not from polling.
@@ -39,10 +39,12 @@ def slow(node_id: str, seconds: float, log_lines: int = 3) -> dict[str, Any]:
 
 #: The Redis keys of this module's services (a fresh prefix: rate windows outlive a test run).
 PREFIX = f"bpf-test-{uuid.uuid4().hex[:8]}"
-#: The offline model's calls, two a minute for both services together.
+#: The offline model's calls, two a minute for both services together; one slow node at a
+#: time in both (the module's other tests run one such node at a time).
 LIMITS = {
     "BACKPACKFLOW_PROVIDER_RATE_LIMITS": json.dumps({"offline": "2/minute"}),
     "BACKPACKFLOW_PROVIDER_LIMIT_WAIT": "1",
+    "BACKPACKFLOW_NODE_TYPE_CONCURRENCY": json.dumps({"slow": 1}),
 }
 
 
@@ -166,6 +168,19 @@ def test_a_provider_rate_limit_holds_across_both_processes(
     for run in runs:
         if run["status"] == "failed":
             assert "rate limit of 'offline' gave no permit within 1s" in run["error_summary"]
+
+
+def test_a_node_type_cap_holds_across_both_processes(
+    services: tuple[httpx.Client, httpx.Client],
+) -> None:
+    """One slow node at a time: a run on A and one on B take turns (their steps do not
+    overlap), where each process alone would run its own at once."""
+    a, b = services
+    workflow_id = create_workflow(a, flow(slow("capped", 0.4, 0)), "capped")
+    run_ids = [start_run(client, workflow_id)["id"] for client in (a, b)]
+    runs = [wait_for_status(a, r, "succeeded", timeout=15) for r in run_ids]
+    first, second = sorted((run["steps"][0] for run in runs), key=lambda s: s["started_at"])
+    assert first["finished_at"] <= second["started_at"]
 
 
 def test_wrong_feed_and_limit_settings_are_refused_naming_the_setting() -> None:
