@@ -24,7 +24,9 @@ export function RunHistory({ workflowId }: { workflowId: string }) {
         {runs.data.map((run) => (
           <tr key={run.id}>
             <td>
-              <Link to={`/runs/${run.id}`}>{run.id.slice(-8)}</Link>
+              <Link to={`/runs/${run.id}`}>
+                <code>{run.id}</code>
+              </Link>
             </td>
             <td>
               <StatusChip status={run.status} />

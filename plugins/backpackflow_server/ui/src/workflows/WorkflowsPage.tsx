@@ -17,6 +17,10 @@ export function matches(workflow: Pick<Workflow, "name" | "description" | "id">,
   return [workflow.name, workflow.description ?? "", workflow.id].some((text) => text.toLowerCase().includes(needle));
 }
 
+function plural(count: number, noun: string): string {
+  return `${count} ${noun}${count === 1 ? "" : "s"}`;
+}
+
 function WorkflowRow({ workflow, canEdit }: { workflow: Workflow; canEdit: boolean }) {
   const [showRuns, setShowRuns] = useState(false);
   const [confirming, setConfirming] = useState(false);
@@ -32,7 +36,7 @@ function WorkflowRow({ workflow, canEdit }: { workflow: Workflow; canEdit: boole
           </Link>
           {workflow.description && <span className="description">{workflow.description}</span>}
           <span className="meta">
-            {workflow.graph_json.nodes?.length ?? 0} nodes · version {workflow.version} · updated{" "}
+            {plural(workflow.graph_json.nodes?.length ?? 0, "node")} · version {workflow.version} · updated{" "}
             {new Date(workflow.updated_at).toLocaleString()}
           </span>
         </div>
