@@ -1,13 +1,13 @@
 import { describe, expect, it } from "vitest";
-import { complete, openTemplate, suggestions } from "./completion";
+import { complete, openTemplate, resolveKey, suggestions } from "./completion";
 
 describe("template completion", () => {
   const doc = {
     version: "2.0.0",
     inputs: { topic: { description: "the subject" } },
     nodes: [
-      { type: "tool", id: "fetch" },
-      { type: "llm", id: "write" },
+      { type: "tool", id: "fetch", params: { output_key: "table" } },
+      { type: "llm", id: "write", inputs: { facts: "{{ node.fetch.output }}" } },
     ],
     edges: [],
   };
@@ -19,7 +19,16 @@ describe("template completion", () => {
     expect(suggestions(doc, types, "write")).toEqual([
       { text: "inputs.topic", detail: "the subject" },
       { text: "node.fetch.output", detail: "the tool's result" },
+      { text: "state.table", detail: "written by fetch: the tool's result" },
+      { text: "facts", detail: "this node's input binding" },
     ]);
+  });
+
+  it("resolves contract keys as the kernel does", () => {
+    expect(resolveKey("{output_key|id}", {}, "fetch")).toBe("fetch");
+    expect(resolveKey("{output_key|id}", { output_key: "t" }, "fetch")).toBe("t");
+    expect(resolveKey("{source}", {}, "x")).toBeNull();
+    expect(resolveKey("plain", {}, "x")).toBe("plain");
   });
 
   it("finds the template being typed and completes it", () => {

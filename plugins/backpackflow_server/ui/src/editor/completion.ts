@@ -8,6 +8,26 @@ export interface Suggestion {
   detail: string;
 }
 
+const PLACEHOLDER = /\{([^{}]+)\}/g;
+
+/** The Backpack key a contract's key template names for one node (as the kernel's
+ * ``resolve_key``: ``{output_key|id}`` is the node's output_key param, else its id), or null. */
+export function resolveKey(template: string, params: Record<string, unknown>, nodeId: string): string | null {
+  let missing = false;
+  const key = template.replace(PLACEHOLDER, (_, names: string) => {
+    for (const name of names.split("|")) {
+      const value = name === "id" ? nodeId : params[name];
+      if (typeof value === "string" && value) return value;
+    }
+    missing = true;
+    return "";
+  });
+  return missing ? null : key;
+}
+
+/** What a template of ``currentNode`` can name: the flow's inputs, the other nodes' outputs,
+ * the Backpack keys their data contracts write (``state.key``), and the node's own input
+ * bindings. */
 export function suggestions(doc: FlowDocument, nodeTypes: NodeTypeInfo[], currentNode?: string): Suggestion[] {
   const found: Suggestion[] = [];
   const inputs = (doc.inputs ?? {}) as Record<string, { description?: string }>;
@@ -23,6 +43,21 @@ export function suggestions(doc: FlowDocument, nodeTypes: NodeTypeInfo[], curren
       text: `node.${node.id}.output`,
       detail: typeof described === "string" ? described : `what ${node.type} node ${node.id} returns`,
     });
+  }
+  const seen = new Set<string>();
+  for (const node of doc.nodes) {
+    if (node.id === currentNode) continue;
+    for (const [template, schema] of Object.entries(types.get(node.type)?.writes ?? {})) {
+      const key = resolveKey(template, (node.params ?? {}) as Record<string, unknown>, node.id);
+      if (!key || seen.has(key) || !/^[A-Za-z_][A-Za-z0-9_]*$/.test(key)) continue;
+      seen.add(key);
+      const described = typeof schema.description === "string" ? `: ${schema.description}` : "";
+      found.push({ text: `state.${key}`, detail: `written by ${node.id}${described}` });
+    }
+  }
+  const own = doc.nodes.find((node) => node.id === currentNode);
+  for (const name of Object.keys((own?.inputs ?? {}) as Record<string, unknown>)) {
+    found.push({ text: name, detail: "this node's input binding" });
   }
   return found;
 }
