@@ -15,7 +15,7 @@ Assets have content-hashed names, so they are cached for good; ``index.html`` is
 from __future__ import annotations
 
 import re
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 from importlib.resources.abc import Traversable
 
@@ -66,9 +66,16 @@ def _index_html() -> str:
 
 
 @cache
-def _asset(name: str) -> bytes | None:
-    file = static_files().joinpath("assets").joinpath(name)
-    return file.read_bytes() if file.is_file() else None
+def _asset_names() -> frozenset[str]:
+    """The bundle's asset files (listed once: an unknown name costs no file lookup, and no
+    cache entry, so probing names cannot grow memory)."""
+    folder = static_files().joinpath("assets")
+    return frozenset(entry.name for entry in folder.iterdir() if entry.is_file())
+
+
+@lru_cache(maxsize=64)
+def _asset(name: str) -> bytes:
+    return static_files().joinpath("assets").joinpath(name).read_bytes()
 
 
 def _page() -> HTMLResponse:
@@ -101,11 +108,10 @@ def _serve_asset(name: str) -> Response:
     suffix = name[name.rfind(".") :] if "." in name else ""
     if not ASSET_NAME.match(name) or suffix not in MEDIA_TYPES:
         raise HTTPException(status_code=404, detail="Not Found")
-    body = _asset(name)
-    if body is None:
+    if name not in _asset_names():
         raise HTTPException(status_code=404, detail="Not Found")
     return Response(
-        body,
+        _asset(name),
         media_type=MEDIA_TYPES[suffix],
         headers={
             "Cache-Control": "public, max-age=31536000, immutable",

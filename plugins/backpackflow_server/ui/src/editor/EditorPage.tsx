@@ -153,7 +153,8 @@ function Editor({ workflow, initialName, nodeTypes, onReload }: EditorProps) {
   const [savedNote, setSavedNote] = useState<string | null>(null);
 
   const docJson = useMemo(() => JSON.stringify(doc), [doc]);
-  const dirty = !workflow || snapshot(doc, name, description) !== base.saved;
+  // a new workflow has something to lose once it has a node
+  const dirty = workflow ? snapshot(doc, name, description) !== base.saved : doc.nodes.length > 0;
   const placed = useMemo(() => placeProblems(doc, check.problems), [doc, check.problems]);
   const types = useMemo(() => new Map(nodeTypes.map((type) => [type.name, type])), [nodeTypes]);
 
