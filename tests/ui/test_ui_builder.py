@@ -48,6 +48,7 @@ def test_build_a_four_node_flow_from_an_empty_canvas_save_and_reload(
     screenshot(page, "workflows-empty")
     page.get_by_role("button", name="New workflow").click()
     page.get_by_role("dialog").get_by_label("Name").fill("triage")
+    expect(page.get_by_role("radio", name=re.compile("^research"))).to_be_visible()  # templates
     screenshot(page, "new-workflow")
     page.get_by_role("button", name="Create").click()
     expect(page.get_by_text("Empty canvas: add a node")).to_be_visible()
