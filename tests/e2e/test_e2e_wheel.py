@@ -87,6 +87,7 @@ def test_the_sdist_holds_what_its_tests_need(dist: dict[str, Path]) -> None:
         "docs/service.md",
         "bench/service_load.py",
         "contrib/backpackflow-example-nodes/pyproject.toml",
+        "plugins/backpackflow_server/static/index.html",  # the web UI's bundle, built
     ):
         assert needed in names, needed
     assert not any("__pycache__" in name or name.endswith(".pyc") for name in names)
