@@ -422,10 +422,10 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     _add_run_routes(app)
     _add_step_routes(app)
     _add_timetravel_routes(app)
+    install_api_docs(app)  # before the page's routes: /docs is no page of the web UI
     _add_service_routes(app)
     add_metrics_route(app, settings)
     install_budgets(app)
-    install_api_docs(app)
     return app
 
 
