@@ -18,7 +18,7 @@ import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from importlib import metadata, resources
+from importlib import metadata
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -26,7 +26,7 @@ import anyio
 from fastapi import Depends, FastAPI, Header, Query, Request, Response
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import JSONResponse
 from pydantic import Field
 from pydantic.json_schema import SkipJsonSchema
 from sqlalchemy.exc import DBAPIError
@@ -97,6 +97,7 @@ from .streaming import run_stream
 from .timetravel import Histories, commit_page, diff_between, fork, read_masked, state_at
 from .tracing import caller_trace
 from .validation import flow_problems, request_problems
+from .webui import install_web_ui
 
 log = logging.getLogger("backpackflow_server")
 
@@ -426,6 +427,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     _add_service_routes(app)
     add_metrics_route(app, settings)
     install_budgets(app)
+    install_web_ui(app)  # last: its page routes come after the API's
     return app
 
 
@@ -1153,9 +1155,3 @@ def _add_service_routes(app: FastAPI) -> None:
     )
     async def get_flow_schema(service: ServiceDep) -> dict[str, Any]:
         return flow_schema(service.registry)
-
-    index = resources.files("backpackflow_server").joinpath("static/index.html")
-
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    async def home() -> HTMLResponse:
-        return HTMLResponse(index.read_text(encoding="utf-8"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -101,6 +102,13 @@ def test_the_wheel_ships_the_examples_the_schemas_and_the_license(dist: dict[str
     assert "backpackflow_examples/plugin.py" in names
     assert "backpackflow/schemas/flow/2.0.0.json" in names
     assert "backpackflow_server/static/index.html" in names
+    # the web UI's bundle: every asset the page loads (Python users never need Node)
+    page = (ROOT / "plugins" / "backpackflow_server" / "static" / "index.html").read_text()
+    assets = re.findall(r'"/assets/([^"]+)"', page)
+    assert assets
+    for asset in assets:
+        assert f"backpackflow_server/static/assets/{asset}" in names
+    assert not any("/ui/" in name or "node_modules" in name for name in names)
     assert any(name.endswith(".dist-info/licenses/LICENSE") for name in names)
     assert not any("__pycache__" in name for name in names)
 

@@ -372,7 +372,37 @@ def test_health_version_schema_docs_and_page(client: httpx.Client, service: Live
     assert "text/event-stream" in stream["responses"]["200"]["content"]
     assert client.get("/docs").status_code == 200
     page = client.get("/")
-    assert page.status_code == 200 and "EventSource" in page.text
+    assert page.status_code == 200 and '<div id="root">' in page.text
+
+
+def test_the_web_ui_pages_fall_back_to_the_app_and_its_assets_are_served(
+    client: httpx.Client,
+) -> None:
+    """Every page address of the app answers with its index.html (a reload or a shared link
+    opens the right view), with a CSP that allows only this origin; an unknown API address
+    stays a JSON 404; asset names cannot leave the assets folder."""
+    home = client.get("/")
+    for path in ("/workflows/abc", "/runs/abc", "/runs/diff", "/workflows/a/b"):
+        page = client.get(path)
+        assert page.status_code == 200 and page.text == home.text, path
+        assert page.headers["content-type"].startswith("text/html")
+        csp = page.headers["content-security-policy"]
+        assert "script-src 'self';" in csp and "frame-ancestors 'none'" in csp
+        assert page.headers["x-frame-options"] == "DENY"
+    assert "http" not in home.text.lower().replace("http-equiv", "")  # no CDN, no outside asset
+    scripts = re.findall(r'src="(/assets/[^"]+\.js)"', home.text)
+    styles = re.findall(r'href="(/assets/[^"]+\.css)"', home.text)
+    assert scripts and styles
+    script = client.get(scripts[0])
+    assert script.status_code == 200 and script.headers["content-type"].startswith(
+        "text/javascript"
+    )
+    assert "immutable" in script.headers["cache-control"]
+    assert client.get(styles[0]).headers["content-type"].startswith("text/css")
+    for missing in ("/api/nope", "/assets/nope.js", "/assets/..%2Fapp.py", "/assets/.x.js"):
+        gone = client.get(missing)
+        assert gone.status_code == 404 and gone.json() == {"detail": "Not Found"}, missing
+    assert client.post("/api/nope").status_code == 404
 
 
 def test_unavailable_database_is_reported(serve: Any, tmp_path: Any) -> None:

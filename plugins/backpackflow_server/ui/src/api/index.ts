@@ -1,0 +1,3 @@
+export * from "./client";
+export * from "./hooks";
+export type * from "./types";
