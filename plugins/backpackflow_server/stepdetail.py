@@ -24,7 +24,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 #: The event types :func:`compare_runs` reads (what :func:`step_side` needs).
-COMPARE_EVENT_TYPES = ("llm_request", "llm_response", "exec_complete")
+COMPARE_EVENT_TYPES = ("prep_complete", "llm_request", "llm_response", "exec_complete")
 #: The step fields a run diff compares (latency always differs, so it is shown, not flagged).
 COMPARED_FIELDS = (
     "status",
@@ -100,6 +100,17 @@ def _answered(calls: list[dict[str, Any]]) -> dict[str, Any] | None:
     return answered[-1] if answered else (calls[-1] if calls else None)
 
 
+def _prepared_messages(events: Iterable[Mapping[str, Any]]) -> Any:
+    """The messages an llm node prepared (its ``prep_complete``), for a step that made no
+    call: the response cache answered it, or it failed before calling."""
+    for event in events:
+        if event.get("type") == "prep_complete":
+            prepared = _payload(event).get("prep_result")
+            if isinstance(prepared, dict) and isinstance(prepared.get("messages"), list):
+                return prepared["messages"]
+    return None
+
+
 def step_detail(step: Mapping[str, Any], events: list[dict[str, Any]]) -> dict[str, Any]:
     """The step's row and what its events say (see the module docstring)."""
     calls = llm_calls(events)
@@ -109,7 +120,7 @@ def step_detail(step: Mapping[str, Any], events: list[dict[str, Any]]) -> dict[s
         "input": None,
         "output": None,
         "has_output": False,
-        "messages": answered["messages"] if answered else None,
+        "messages": answered["messages"] if answered else _prepared_messages(events),
         "response": answered["response"] if answered else None,
         "llm_calls": calls,
         "reads": [],
@@ -204,6 +215,7 @@ def step_side(step: Mapping[str, Any], events: list[dict[str, Any]]) -> dict[str
         model = response.get("model") or answered["model"]
         provider = response.get("provider") or answered["provider"]
         model = f"{provider}/{model}" if provider else model
+    prompt = answered["messages"] if answered else _prepared_messages(events)
     return {
         "step": step["step"],
         "node_id": step["node_id"],
@@ -211,7 +223,7 @@ def step_side(step: Mapping[str, Any], events: list[dict[str, Any]]) -> dict[str
         "node_type": step.get("node_type"),
         "parent_step": step.get("parent_step"),
         "status": step["status"],
-        "prompt": answered["messages"] if answered else None,
+        "prompt": prompt,
         "output": output,
         "model": model,
         "tokens_input": step["tokens_input"],

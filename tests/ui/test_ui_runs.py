@@ -179,7 +179,8 @@ def test_cancel_a_run_and_approve_a_paused_one(
 def test_time_travel_and_a_run_diff(
     ui_server: UiServer, page: Any, signed_in: Any, screenshot: Any
 ) -> None:
-    workflow = create_workflow(ui_server, demo_flow(latency_ms=0), "compare")
+    ferry = "Summarize in 1 sentence:\n\nThe ferry resumed service on Tuesday."
+    workflow = create_workflow(ui_server, demo_flow(prompt=ferry, latency_ms=0), "compare")
     before = start_run(ui_server, workflow)
     sign_in_at(signed_in, page, f"/runs/{before}")
     wait_status(page, "succeeded")
@@ -194,9 +195,19 @@ def test_time_travel_and_a_run_diff(
     page.wait_for_function(
         "el => !el.innerText.includes('route')", arg=state.element_handle(), timeout=TIMEOUT
     )
-    assert ANSWER in state.inner_text()
+    assert "The ferry resumed service on Tuesday." in state.inner_text()
     assert "+ ask" in page.get_by_test_id("commit-diff").inner_text()
     screenshot(page, "time-travel")
+
+    # fork from the llm step: a new run that goes on after it (the router runs again)
+    page.get_by_role("tab", name="Timeline").click()
+    page.get_by_role("button", name=re.compile(r"^step 1 ask")).click()
+    page.get_by_role("button", name="Fork from here").click()
+    page.wait_for_url(re.compile(r"/runs/(?!" + before + ")[0-9a-f]+$"), timeout=TIMEOUT)
+    page.get_by_role("link", name=before).wait_for(timeout=TIMEOUT)  # "forked from"
+    wait_status(page, "succeeded")
+    node_status(page, "route").filter(has_text="succeeded").wait_for(timeout=TIMEOUT)
+    assert node_status(page, "ask").inner_text() == "not run"  # its output came from the fork
 
     # change the prompt, run again, compare the two runs side by side
     with ui_server.client() as client:
@@ -208,7 +219,7 @@ def test_time_travel_and_a_run_diff(
     ask = page.get_by_role("row", name=re.compile(r"^ask: differs"))
     ask.wait_for(timeout=TIMEOUT)
     text = ask.inner_text()
-    assert "harbor" in text and "bridge" in text
+    assert "ferry" in text and "bridge" in text
     assert page.get_by_role("row", name="route: same").count() == 1
     assert page.get_by_test_id("diff-delta").inner_text().startswith("tokens")
     screenshot(page, "run-diff")

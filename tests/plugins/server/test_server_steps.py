@@ -114,7 +114,8 @@ def test_a_steps_detail_shows_its_prompt_response_retry_fallback_and_cache(
         assert cached["step"]["cache_hit"] is True and len(cached["cache_hits"]) == 1
         assert Decimal(cached["cost_saved"]) == Decimal(detail["step"]["cost"])
         assert Decimal(cached["step"]["cost"]) == 0
-        assert cached["output"] == answer
+        assert cached["output"] == answer and cached["llm_calls"] == []
+        assert cached["messages"] == detail["messages"]  # as prepared: no call was made
 
         # steps' exact costs add up to the run's total
         run = client.get(f"/api/runs/{first['id']}").json()

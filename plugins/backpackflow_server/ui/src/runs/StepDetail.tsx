@@ -27,6 +27,16 @@ function Messages({ value }: { value: unknown }) {
 }
 
 function PromptTab({ detail }: { detail: Detail }) {
+  if (detail.llm_calls.length === 0 && detail.messages) {
+    return (
+      <div>
+        <p className="muted">
+          {detail.cache_hits.length ? "Answered from the response cache (no call made); the prompt as prepared:" : "No call made; the prompt as prepared:"}
+        </p>
+        <Messages value={detail.messages} />
+      </div>
+    );
+  }
   if (detail.llm_calls.length === 0) {
     return (
       <div>
