@@ -17,6 +17,7 @@ Timing goals live here, not in tests (tests/ui checks behaviour). Needs the buil
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import subprocess
 import sys
@@ -31,10 +32,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "tests" / "ui"))
 
-from browsers import chromium  # noqa: E402
 from ui_kit import free_port  # noqa: E402
 
 from backpackflow_store_sql import SqlRunStore  # noqa: E402
+from browsers import chromium  # noqa: E402
 
 NODES = [f"n{i}" for i in range(7)]
 SCROLL_FRAMES = 120
@@ -61,7 +62,7 @@ def make_run(url: str, steps: int, events_per_step: int) -> str:
     graph = {
         "version": "2.0.0",
         "nodes": [{"type": "router", "id": node, "params": {"rule": "'x'"}} for node in NODES],
-        "edges": [{"from": a, "to": b} for a, b in zip(NODES, NODES[1:], strict=False)],
+        "edges": [{"from": a, "to": b} for a, b in itertools.pairwise(NODES)],
     }
     workflow = store.create_workflow("big run", graph)
     run_id = str(store.create_run(workflow["id"], {})["id"])
@@ -133,8 +134,20 @@ def main() -> None:
         )
         port = free_port()
         server = subprocess.Popen(
-            [sys.executable, "-m", "backpackflow", "serve", "--local-dev", "--no-seed"]
-            + ["--port", str(port), "--database", url, "--log-level", "warning"],
+            [
+                sys.executable,
+                "-m",
+                "backpackflow",
+                "serve",
+                "--local-dev",
+                "--no-seed",
+                "--port",
+                str(port),
+                "--database",
+                url,
+                "--log-level",
+                "warning",
+            ],
             cwd=folder,
         )
         base = f"http://127.0.0.1:{port}"
