@@ -226,6 +226,42 @@ def test_time_travel_and_a_run_diff(
     assert page.errors == [], page.errors
 
 
+def test_run_with_the_form_of_the_flows_inputs(
+    ui_server: UiServer, page: Any, signed_in: Any, screenshot: Any
+) -> None:
+    graph = demo_flow(prompt="Summarize in 1 sentence:\n\n{{ inputs.topic }}", latency_ms=0)
+    graph["inputs"] = {
+        "topic": {"schema": {"type": "string", "minLength": 3}, "required": True},
+        "depth": {"description": "how deep", "default": 2},
+    }
+    workflow = create_workflow(ui_server, graph, "with inputs")
+    with ui_server.client() as client:
+        response = client.post(
+            f"/api/workflows/{workflow}/runs", json={"input_vars": {"topic": "The pier opened."}}
+        )
+        assert response.status_code == 202, response.text
+        first = response.json()["id"]
+    sign_in_at(signed_in, page, f"/runs/{first}")
+    wait_status(page, "succeeded")
+    topic = page.get_by_label("topic")
+    assert topic.input_value() == "The pier opened."  # the form starts from this run's inputs
+    assert page.get_by_label("depth").input_value() == "2"
+    topic.fill("no")  # too short: the form says so (validated in the page, no eval under CSP)
+    page.get_by_role("button", name="Run", exact=True).click()
+    page.get_by_text("String is too short (2 < 3).").first.wait_for(timeout=TIMEOUT)
+    assert page.url.endswith(f"/runs/{first}")  # no run started
+    topic.fill("The lighthouse was repainted.")
+    screenshot(page, "run-form")
+    page.get_by_role("button", name="Run", exact=True).click()
+    page.wait_for_url(re.compile(r"/runs/(?!" + first + ")[0-9a-f]+$"), timeout=TIMEOUT)
+    wait_status(page, "succeeded")
+    run_id = page.url.rsplit("/", 1)[-1]
+    with ui_server.client() as client:
+        run = client.get(f"/api/runs/{run_id}").json()
+    assert run["input_vars"] == {"topic": "The lighthouse was repainted.", "depth": 2}
+    assert page.errors == [], page.errors
+
+
 def test_the_api_docs_load_nothing_from_another_host(
     ui_server: UiServer, page: Any, screenshot: Any
 ) -> None:

@@ -22,6 +22,8 @@ import { useRunTrace } from "./useRunTrace";
 import { VirtualList } from "./VirtualList";
 import "./runs.css";
 
+/** RJSF logs a failed validation to the console unless told otherwise: the form shows it. */
+const shownInline = () => undefined;
 const ACTIVE = new Set(["queued", "running", "paused"]);
 const VIEWS = ["Timeline", "Events", "Time travel"] as const;
 type View = (typeof VIEWS)[number];
@@ -116,6 +118,8 @@ function Question({ trace, runId, onAnswered }: { trace: RunTrace; runId: string
           schema={(question.schema ?? {}) as object}
           validator={validator}
           onSubmit={({ formData }) => answer(formData)}
+          onError={shownInline}
+          showErrorList={false}
           disabled={resume.isPending}
         >
           <button type="submit">Send answer</button>
@@ -143,6 +147,8 @@ function RunForm({ flow, run, onStarted }: { flow: FlowDocument; run: RunDetail;
           validator={validator}
           onChange={({ formData }) => setInputs((formData ?? {}) as Record<string, unknown>)}
           onSubmit={({ formData }) => launch((formData ?? {}) as Record<string, unknown>)}
+          onError={shownInline}
+          showErrorList={false}
           disabled={start.isPending}
         >
           <button type="submit" className="primary">

@@ -55,6 +55,13 @@ describe("the run form", () => {
       },
     });
     expect(inputsSchema({ nodes: [], edges: [] })).toEqual({ type: "object", properties: {}, required: [] });
+    // declared without a schema: a field of its default's type, else text
+    const loose = inputsSchema({ nodes: [], edges: [], inputs: { doc: { default: "notes.md" }, n: { default: 3 }, any: {} } });
+    expect(loose.properties).toEqual({
+      doc: { default: "notes.md", title: "doc", type: "string" },
+      n: { default: 3, title: "n", type: "integer" },
+      any: { title: "any", type: "string" },
+    });
   });
 });
 

@@ -10,6 +10,19 @@ interface InputDeclaration {
   required?: boolean;
 }
 
+/** Keywords that already say what a value looks like. */
+const SHAPED = ["type", "enum", "const", "$ref", "anyOf", "oneOf", "allOf"];
+
+/** An input declared without a schema takes any JSON; its form field is its default's type
+ * (text when it has none). */
+function typeOf(value: unknown): string {
+  if (typeof value === "number") return Number.isInteger(value) ? "integer" : "number";
+  if (typeof value === "boolean") return "boolean";
+  if (Array.isArray(value)) return "array";
+  if (value !== null && typeof value === "object") return "object";
+  return "string";
+}
+
 /** The JSON Schema of a run's input form: one property per declared input (RJSF renders it). */
 export function inputsSchema(flow: FlowDocument | null | undefined): Record<string, unknown> {
   const declared = (flow?.inputs ?? {}) as Record<string, InputDeclaration>;
@@ -20,6 +33,7 @@ export function inputsSchema(flow: FlowDocument | null | undefined): Record<stri
     if (input?.description && !("description" in schema)) schema.description = input.description;
     if (input?.default !== undefined && input.default !== null && !("default" in schema)) schema.default = input.default;
     if (!("title" in schema)) schema.title = name;
+    if (!SHAPED.some((keyword) => keyword in schema)) schema.type = typeOf(input?.default);
     properties[name] = schema;
     if (input?.required) required.push(name);
   }
