@@ -88,8 +88,8 @@ export class RunTrace {
 
   private readonly incoming = new Map<string, string[]>();
   /** Per node: the seq its latest step ended at, and the seq its latest step started at. */
-  private readonly endedAt_ = new Map<string, number>();
-  private readonly startedAt_ = new Map<string, number>();
+  private readonly lastEnd = new Map<string, number>();
+  private readonly lastStart = new Map<string, number>();
 
   constructor(edges: EdgeConfig[] = [], private readonly keepEvents = true) {
     for (const edge of edges) {
@@ -211,7 +211,7 @@ export class RunTrace {
         step.endedAt = event.timestamp;
         step.latencyMs = typeof payload.duration_ms === "number" ? payload.duration_ms : null;
         step.action = payload.action === null || payload.action === undefined ? null : String(payload.action);
-        if (step.parentStep === null) this.endedAt_.set(step.nodeId, event.seq);
+        if (step.parentStep === null) this.lastEnd.set(step.nodeId, event.seq);
         this.setNode(step);
         break;
       case "error": {
@@ -265,12 +265,12 @@ export class RunTrace {
 
   /** The edges into ``node`` from predecessors that ended since the node last started. */
   private markTaken(node: string, seq: number): void {
-    const since = this.startedAt_.get(node) ?? 0;
+    const since = this.lastStart.get(node) ?? 0;
     for (const source of this.incoming.get(node) ?? []) {
-      const ended = this.endedAt_.get(source);
+      const ended = this.lastEnd.get(source);
       if (ended !== undefined && ended > since) this.takenEdges.add(edgeKey(source, node));
     }
-    this.startedAt_.set(node, seq);
+    this.lastStart.set(node, seq);
   }
 
   /** Close the run with the stream's final summary (a run that ended without run_end). */
