@@ -17,7 +17,6 @@ Timing goals live here, not in tests (tests/ui checks behaviour). Needs the buil
 from __future__ import annotations
 
 import argparse
-import itertools
 import statistics
 import subprocess
 import sys
@@ -32,12 +31,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "tests" / "ui"))
 
+from run_kit import store_run  # noqa: E402
 from ui_kit import free_port  # noqa: E402
 
-from backpackflow_store_sql import SqlRunStore  # noqa: E402
 from browsers import chromium  # noqa: E402
 
-NODES = [f"n{i}" for i in range(7)]
 SCROLL_FRAMES = 120
 #: Scrolls a list top to bottom, one step per animation frame; resolves to the frame times.
 SCROLL_SCRIPT = """
@@ -53,59 +51,6 @@ async ([testId, frames]) => {
   return { times, rows: list.querySelectorAll('[role="listitem"]').length };
 }
 """
-
-
-def make_run(url: str, steps: int, events_per_step: int) -> str:
-    """A finished run of ``steps`` llm-like steps of ``events_per_step`` events each."""
-    store = SqlRunStore(url)
-    store.upgrade()
-    graph = {
-        "version": "2.0.0",
-        "nodes": [{"type": "router", "id": node, "params": {"rule": "'x'"}} for node in NODES],
-        "edges": [{"from": a, "to": b} for a, b in itertools.pairwise(NODES)],
-    }
-    workflow = store.create_workflow("big run", graph)
-    run_id = str(store.create_run(workflow["id"], {})["id"])
-    store.mark_running(run_id)
-    seq, batch = 0, []
-    start = time.time() - steps
-
-    def add(step: int | None, node: str | None, kind: str, payload: dict[str, Any]) -> None:
-        nonlocal seq
-        seq += 1
-        batch.append(
-            {
-                "id": f"{run_id}.{seq}",
-                "seq": seq,
-                "timestamp": start + seq / events_per_step,
-                "run_id": run_id,
-                "step": step,
-                "node_id": node,
-                "node_name": node,
-                "namespace": None,
-                "type": kind,
-                "payload": payload,
-            }
-        )
-        if len(batch) == 1000:
-            store.append_events(run_id, batch)
-            batch.clear()
-
-    add(None, None, "run_start", {"flow_name": "big", "inputs": {}, "limits": {}})
-    for step in range(1, steps + 1):
-        node = NODES[(step - 1) % len(NODES)]
-        add(step, node, "node_start", {"node_name": node, "node_type": "llm", "params": {}})
-        for line in range(events_per_step - 3):
-            add(step, node, "log", {"level": "info", "message": f"line {line}"})
-        usage = {"input_tokens": 10, "output_tokens": 5}
-        add(step, node, "llm_response", {"provider": "p", "usage": usage, "cost": "0.000001"})
-        add(step, node, "node_end", {"action": None, "writes": [], "duration_ms": 1.0})
-    add(None, None, "run_end", {"status": "succeeded", "duration_ms": 1.0, "node_count": steps})
-    if batch:
-        store.append_events(run_id, batch)
-    store.finish_run(run_id, "succeeded")
-    store.close()
-    return run_id
 
 
 def scroll(page: Any, test_id: str) -> dict[str, float]:
@@ -127,7 +72,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         url = f"sqlite:///{Path(folder) / 'big.db'}"
         made = time.perf_counter()
-        run_id = make_run(url, args.steps, args.events_per_step)
+        run_id = store_run(url, args.steps, args.events_per_step)
         print(
             f"stored {args.steps} steps, {args.steps * args.events_per_step + 2} events "
             f"in {time.perf_counter() - made:.1f} s"

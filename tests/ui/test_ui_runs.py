@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from run_kit import store_run
 from ui_kit import UiServer
 
 SCREENSHOTS = "runs"
@@ -259,6 +260,30 @@ def test_run_with_the_form_of_the_flows_inputs(
     with ui_server.client() as client:
         run = client.get(f"/api/runs/{run_id}").json()
     assert run["input_vars"] == {"topic": "The lighthouse was repainted.", "depth": 2}
+    assert page.errors == [], page.errors
+
+
+def test_the_timeline_follows_until_the_user_scrolls_up(
+    ui_server: UiServer, page: Any, signed_in: Any
+) -> None:
+    run_id = store_run(ui_server.database_url, steps=300, events_per_step=5)
+    sign_in_at(signed_in, page, f"/runs/{run_id}")
+    shows(page, "run-steps", "300")
+    timeline = page.get_by_test_id("timeline")
+    # it followed the steps as they were replayed: the last one is in view, not the first
+    last = page.get_by_role("button", name=re.compile(r"^step 300 "))
+    last.wait_for(timeout=TIMEOUT)
+    assert page.get_by_role("button", name=re.compile(r"^step 1 ")).count() == 0  # virtualised
+    assert timeline.get_attribute("data-following") == "true"
+    timeline.hover()
+    page.mouse.wheel(0, -2000)  # the user scrolls up to read: it stays there
+    page.wait_for_function(
+        "el => el.dataset.following === 'false'", arg=timeline.element_handle(), timeout=TIMEOUT
+    )
+    assert last.count() == 0
+    page.get_by_role("button", name="Follow new rows").click()
+    last.wait_for(timeout=TIMEOUT)
+    assert timeline.get_attribute("data-following") == "true"
     assert page.errors == [], page.errors
 
 
