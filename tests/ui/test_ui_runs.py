@@ -88,15 +88,16 @@ def node_status(page: Any, node: str) -> Any:
 @pytest.fixture(scope="module")
 def demo(ui_server: UiServer) -> Iterator[str]:
     """The demo workflow's id."""
-    yield create_workflow(ui_server, demo_flow(), "demo")
+    yield create_workflow(ui_server, demo_flow(latency_ms=4000), "demo")
 
 
 def test_watch_a_run_open_a_step_see_retry_fallback_then_a_cache_hit(
     ui_server: UiServer, demo: str, page: Any, signed_in: Any, screenshot: Any
 ) -> None:
+    sign_in_at(signed_in, page, "/")
     first = start_run(ui_server, demo)
-    sign_in_at(signed_in, page, f"/runs/{first}")
-    # live: the llm node runs (its fallback model takes 1.5 s), then both succeed
+    page.goto(f"{ui_server.url}/runs/{first}")
+    # live: the llm node runs (its fallback model takes 4 s), then both succeed
     node_status(page, "ask").filter(has_text="running").wait_for(timeout=TIMEOUT)
     screenshot(page, "run-live")
     wait_status(page, "succeeded")
