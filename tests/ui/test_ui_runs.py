@@ -217,7 +217,15 @@ def test_time_travel_and_a_run_diff(
         graph["nodes"][0]["params"]["prompt"] = "Summarize:\n\nThe bridge closed for repairs."
         assert client.put(f"/api/workflows/{workflow}", json={"graph_json": graph}).is_success
     after = start_run(ui_server, workflow)
-    page.goto(f"{ui_server.url}/runs/diff?a={before}&b={after}")
+    page.goto(f"{ui_server.url}/runs/diff")
+    page.get_by_text("Choose two runs").wait_for(timeout=TIMEOUT)
+    page.goto(f"{ui_server.url}/runs/{before}")
+    page.get_by_role("link", name="Compare with another run").click()
+    picker = page.get_by_label("Run b")
+    picker.locator(f"option[value='{after}']").wait_for(state="attached", timeout=TIMEOUT)
+    picker.select_option(after)  # run b: picked from the runs of the same workflow
+    page.get_by_role("button", name="Compare").click()
+    page.wait_for_url(re.compile(f"a={before}&b={after}$"), timeout=TIMEOUT)
     ask = page.get_by_role("row", name=re.compile(r"^ask: differs"))
     ask.wait_for(timeout=TIMEOUT)
     text = ask.inner_text()

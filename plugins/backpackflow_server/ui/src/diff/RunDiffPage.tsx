@@ -3,9 +3,8 @@
 // row shows both sides' prompt, output, tokens, cost and latency, the fields that differ marked.
 import { type FormEvent, useState } from "react";
 import { Link, useSearchParams } from "react-router-dom";
-import { useRun } from "../api/hooks";
 import { Empty, ErrorState, Loading } from "../components/States";
-import { type CompareSide, type ComparePair, useRunCompare, useWorkflowRuns } from "../runs/api";
+import { type CompareSide, type ComparePair, useRunCompare, useRunSummary, useWorkflowRuns } from "../runs/api";
 import { money } from "../runs/decimal";
 import { chatMessages, pretty } from "../runs/logic";
 import { formatMs } from "../runs/trace";
@@ -62,7 +61,7 @@ function Row({ pair }: { pair: ComparePair }) {
 function Picker({ a, b, onPick }: { a: string; b: string; onPick: (a: string, b: string) => void }) {
   const [first, setFirst] = useState(a);
   const [second, setSecond] = useState(b);
-  const known = useRun(a || "none");
+  const known = useRunSummary(a || null);
   const runs = useWorkflowRuns(a && known.data?.workflow_id ? known.data.workflow_id : null);
   const submit = (event: FormEvent) => {
     event.preventDefault();

@@ -134,6 +134,15 @@ export function useRunWorkflow(workflowId: string | null) {
   });
 }
 
+/** A run's row (none asked for while ``id`` is null). */
+export function useRunSummary(id: string | null) {
+  return useQuery({
+    queryKey: keys.run(id ?? ""),
+    queryFn: ({ signal }) => getJson<RunDetail>(`/api/runs/${encodeURIComponent(id ?? "")}`, signal),
+    enabled: id !== null,
+  });
+}
+
 /** The recent runs of a workflow (the run diff's pickers). */
 export function useWorkflowRuns(workflowId: string | null) {
   return useQuery({
