@@ -100,7 +100,12 @@ def test_schemathesis_finds_no_failures(service: LiveServer) -> None:
         operation = result.ok()
         labels.append(operation.label)
         assert fuzz(operation, service.url, {}, failures, auth) > 0
-        known = {"workflow_id": workflow_id, "run_id": run["id"], "other_id": run["id"], "step": "1"}
+        known = {
+            "workflow_id": workflow_id,
+            "run_id": run["id"],
+            "other_id": run["id"],
+            "step": "1",
+        }
         takes_known = any("{" + name + "}" in operation.path for name in known)
         # again with the real ids where the path takes one (without, the same derandomized
         # examples would only repeat); no DELETE: keep the fixed workflow for the rest
