@@ -7,7 +7,7 @@ then be refused. Every response must pass schemathesis' checks: no server error,
 status code, content type, headers and body. The one exception: a flow
 document that fits the flow schema may still be refused for what JSON Schema cannot say
 (an edge to an unknown node, a duplicate id ...), so ``positive_data_acceptance`` is not
-checked when creating or replacing a workflow.
+checked when creating, replacing or validating a workflow.
 """
 
 from __future__ import annotations
@@ -35,7 +35,11 @@ from backpackflow.plugins import Registry
 
 #: Examples per operation, generation mode and pass (2 modes; a second pass with real ids).
 EXAMPLES = 12
-GRAPH_SEMANTICS = {"POST /api/workflows", "PUT /api/workflows/{workflow_id}"}
+GRAPH_SEMANTICS = {
+    "POST /api/workflows",
+    "PUT /api/workflows/{workflow_id}",
+    "POST /api/flows/validate",
+}
 
 
 def fuzz(
