@@ -1,1 +1,0 @@
-import{a as e,i as t,o as n}from"./index-52uHJSEh.js";var r=t();function i(){let{id:t}=n();return(0,r.jsxs)(`section`,{children:[(0,r.jsxs)(`h1`,{children:[`Run `,t]}),(0,r.jsxs)(`p`,{children:[`The run view is not built yet. `,(0,r.jsx)(e,{to:`/`,children:`Back to the workflows`})]})]})}export{i as default};
