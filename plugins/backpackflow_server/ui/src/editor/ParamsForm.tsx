@@ -3,7 +3,9 @@
 // strings get completion; free-form objects (a tool's arguments) are edited as JSON; the
 // server's problems show on the field their JSON path names.
 import { useMemo } from "react";
-import Form from "@rjsf/core";
+// the Form alone: the package index also exports a test registry that imports Ajv (see
+// components/schemaValidator.ts for why the page cannot use Ajv)
+import Form from "@rjsf/core/lib/components/Form.js";
 import type { RJSFSchema, UiSchema, WidgetProps } from "@rjsf/utils";
 import type { NodeTypeInfo } from "../api/types";
 import { schemaValidator } from "../components/schemaValidator";
@@ -66,10 +68,13 @@ function uiSchemaFor(schema: Json, jsonKeys: string[]): UiSchema {
   const ui: UiSchema = { "ui:submitButtonOptions": { norender: true } };
   const properties = (schema.properties ?? {}) as Record<string, Json>;
   for (const [key, sub] of Object.entries(properties)) {
+    // a default shows as the placeholder: left empty, the node uses it (and the saved flow
+    // stays as short as the user wrote it)
+    const placeholder = sub.default === undefined || sub.default === null ? undefined : String(sub.default);
     if (jsonKeys.includes(key)) ui[key] = { "ui:widget": "json" };
     else if (types(sub).includes("string") && !sub.enum) {
-      ui[key] = { "ui:widget": "template", "ui:options": { multiline: MULTILINE.test(key) } };
-    }
+      ui[key] = { "ui:widget": "template", "ui:placeholder": placeholder, "ui:options": { multiline: MULTILINE.test(key) } };
+    } else if (placeholder !== undefined && !types(sub).includes("boolean")) ui[key] = { "ui:placeholder": placeholder };
   }
   return ui;
 }
@@ -91,6 +96,7 @@ function TemplateWidget(props: WidgetProps) {
       disabled={props.disabled || props.readonly}
       required={props.required}
       invalid={Boolean(props.rawErrors?.length)}
+      placeholder={props.placeholder}
     />
   );
 }

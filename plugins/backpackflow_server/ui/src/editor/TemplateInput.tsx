@@ -13,9 +13,10 @@ interface Props {
   disabled?: boolean;
   required?: boolean;
   invalid?: boolean;
+  placeholder?: string;
 }
 
-export function TemplateInput({ id, label, value, onChange, suggestions, multiline, disabled, required, invalid }: Props) {
+export function TemplateInput({ id, label, value, onChange, suggestions, multiline, disabled, required, invalid, placeholder }: Props) {
   const ref = useRef<HTMLInputElement & HTMLTextAreaElement>(null);
   const listId = useId();
   const [open, setOpen] = useState<{ start: number; partial: string; caret: number } | null>(null);
@@ -55,6 +56,7 @@ export function TemplateInput({ id, label, value, onChange, suggestions, multili
     value,
     disabled,
     required,
+    placeholder,
     "aria-label": label,
     "aria-invalid": invalid || undefined,
     "aria-autocomplete": "list" as const,
