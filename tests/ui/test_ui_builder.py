@@ -185,3 +185,14 @@ def test_a_validation_error_shows_on_its_node_and_field(
     expect(page.get_by_role("alert").filter(has_text="Not saved")).to_be_visible()
     page.get_by_label("temperature", exact=True).fill("0.5")
     wait_valid(page)
+
+    # an edge's when condition is checked as it is typed, and the problem shown on the edge
+    node(page, "draft").click()
+    page.get_by_role("button", name=re.compile("→ review")).click()
+    condition = page.get_by_label("When condition")
+    condition.fill("output ==")
+    expect(page.get_by_role("alert", name="Problems of this edge")).to_contain_text(
+        "CEL syntax error"
+    )
+    condition.fill("output != ''")
+    wait_valid(page)
