@@ -78,6 +78,12 @@ def test_build_a_four_node_flow_from_an_empty_canvas_save_and_reload(
     wait_valid(page)
     screenshot(page, "editor-built")
 
+    asked: list[str] = []
+    page.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.dismiss()))
+    page.get_by_role("link", name="Workflows").click()  # unsaved: it asks, and we stay
+    expect(page).to_have_url(re.compile("/workflows/new"))
+    assert asked and "not saved" in asked[0]
+
     page.get_by_role("button", name="Save").click()
     expect(page).to_have_url(re.compile(r"/workflows/(?!new)[^/?]+$"))
     workflow_id = page.url.rsplit("/", 1)[1]

@@ -23,6 +23,7 @@ import "@xyflow/react/dist/style.css";
 import { ApiError, getJson } from "../api/client";
 import { keys, useCreateWorkflow, useNodeTypes, useUpdateWorkflow, useWorkflow, validateFlow } from "../api/hooks";
 import type { FlowDocument, NodeTypeInfo, Problem, Workflow } from "../api/types";
+import { setLeaveGuard } from "../components/leaveGuard";
 import { useSession } from "../components/SessionGate";
 import { ErrorState, Loading } from "../components/States";
 import { suggestions as completionsFor } from "./completion";
@@ -190,12 +191,16 @@ function Editor({ workflow, initialName, nodeTypes, onReload }: EditorProps) {
     };
   }, [docJson]);
 
-  // unsaved work survives no reload: ask first
+  // unsaved work survives no reload: ask first (and before the app's own links leave)
   useEffect(() => {
     if (!dirty) return;
     const warn = (event: BeforeUnloadEvent) => event.preventDefault();
     window.addEventListener("beforeunload", warn);
-    return () => window.removeEventListener("beforeunload", warn);
+    const removeGuard = setLeaveGuard(() => "This workflow has changes that are not saved.");
+    return () => {
+      window.removeEventListener("beforeunload", warn);
+      removeGuard();
+    };
   }, [dirty]);
 
   // the canvas's nodes keep what React Flow measured; everything else comes from the document

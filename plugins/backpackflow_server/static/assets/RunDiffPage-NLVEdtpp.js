@@ -1,1 +1,0 @@
-import{m as e,p as t}from"./index-l5tDfAcn.js";var n=t();function r(){return(0,n.jsxs)(`section`,{children:[(0,n.jsx)(`h1`,{children:`Compare runs`}),(0,n.jsxs)(`p`,{children:[`The run diff is not built yet. `,(0,n.jsx)(e,{to:`/`,children:`Back to the workflows`})]})]})}export{r as default};
