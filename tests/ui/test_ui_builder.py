@@ -69,7 +69,10 @@ def test_build_a_four_node_flow_from_an_empty_canvas_save_and_reload(
     page.get_by_label("prompt", exact=True).fill("Go deeper: {{ node.summarize.output }}")
 
     connect(page, "fetch", "summarize")
-    connect(page, "summarize", "decide")
+    # by hand on the canvas: from summarize's bottom handle to decide's top handle
+    node(page, "summarize").locator(".react-flow__handle.source").drag_to(
+        node(page, "decide").locator(".react-flow__handle.target")
+    )
     connect(page, "decide", "deep", action="go")
     page.get_by_role("button", name=re.compile("→ deep")).click()  # the edge's own panel
     page.get_by_label("Action").fill("")  # back to the default action ...
