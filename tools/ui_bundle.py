@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 UI = ROOT / "plugins" / "backpackflow_server" / "ui"
 STATIC = ROOT / "plugins" / "backpackflow_server" / "static"
 #: docs/ui.md states it; the check fails above it.
-INITIAL_JS_BUDGET_BYTES = 150 * 1024
+INITIAL_JS_BUDGET_BYTES = 125 * 1024
 INITIAL = re.compile(
     r'<script[^>]*type="module"[^>]*src="/assets/([^"]+)"|'
     r'<link[^>]*rel="modulepreload"[^>]*href="/assets/([^"]+)"'

@@ -60,6 +60,7 @@ from .auth import (
 from .budgets_api import install_budgets
 from .disclosure import ErrorIds, log_failure, new_error_id, with_error_id
 from .edge import BodyTooLarge, flow_size_problems, install_edge
+from .editor_api import install_editor_api
 from .logging_json import RequestLog
 from .metrics import add_metrics_route
 from .models import (
@@ -427,6 +428,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     _add_service_routes(app)
     add_metrics_route(app, settings)
     install_budgets(app)
+    install_editor_api(app)
     install_web_ui(app)  # last: its page routes come after the API's
     return app
 

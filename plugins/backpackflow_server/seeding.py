@@ -52,6 +52,11 @@ def read_seeds(settings: Settings, registry: Registry, loader: FlowLoader) -> li
             log.warning("seed directory %s does not exist; nothing seeded", settings.seed_dir)
             return []
         return read_seed_files(settings.seed_dir, loader)
+    return example_seeds(registry, loader)
+
+
+def example_seeds(registry: Registry, loader: FlowLoader) -> list[dict[str, Any]]:
+    """The installed plugins' valid examples as seeds (the web UI's templates too)."""
     seeds = []
     for example in sorted(registry.examples.values(), key=lambda e: e.name):
         seed = _read_seed(example.flow_path, loader, example.name, example.description or None)

@@ -29,3 +29,8 @@ def test_the_app_signs_in_and_every_route_reloads(
         page.get_by_test_id("who").wait_for()  # the session survives the reload
     page.get_by_role("alert").filter(has_text="not found").wait_for()
     assert all(url.startswith(ui_server.url) for url in requested)  # nothing from elsewhere
+
+    # the session ends under the page (cookie gone): the next request shows the sign-in form
+    page.context.clear_cookies()
+    page.get_by_role("link", name="Workflows").click()
+    page.get_by_role("button", name="Sign in").wait_for()

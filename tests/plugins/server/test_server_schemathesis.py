@@ -7,7 +7,7 @@ then be refused. Every response must pass schemathesis' checks: no server error,
 status code, content type, headers and body. The one exception: a flow
 document that fits the flow schema may still be refused for what JSON Schema cannot say
 (an edge to an unknown node, a duplicate id ...), so ``positive_data_acceptance`` is not
-checked when creating or replacing a workflow.
+checked when creating, replacing or validating a workflow.
 """
 
 from __future__ import annotations
@@ -35,7 +35,11 @@ from backpackflow.plugins import Registry
 
 #: Examples per operation, generation mode and pass (2 modes; a second pass with real ids).
 EXAMPLES = 12
-GRAPH_SEMANTICS = {"POST /api/workflows", "PUT /api/workflows/{workflow_id}"}
+GRAPH_SEMANTICS = {
+    "POST /api/workflows",
+    "PUT /api/workflows/{workflow_id}",
+    "POST /api/flows/validate",
+}
 
 
 def fuzz(
@@ -111,6 +115,7 @@ def test_schemathesis_finds_no_failures(service: LiveServer) -> None:
         # examples would only repeat); no DELETE: keep the fixed workflow for the rest
         if takes_known and operation.method.upper() != "DELETE":
             fuzz(operation, service.url, known, failures, auth)
-    # 27, POST /api/runs/{run_id}/resume, a step's detail and the run diff
-    assert len(labels) == 30, labels
+    # 27, POST /api/runs/{run_id}/resume, the editor's node types, templates and validate, a
+    # step's detail and the run diff
+    assert len(labels) == 33, labels
     assert not failures, "\n\n".join(failures[:5]) + f"\n\n({len(failures)} failures)"

@@ -4,6 +4,7 @@ import { lazy, Suspense } from "react";
 import { Link, NavLink, Route, Routes } from "react-router-dom";
 import { SessionGate, useSession } from "./components/SessionGate";
 import { Loading } from "./components/States";
+import { confirmLeave } from "./components/leaveGuard";
 import { NotFound } from "./components/NotFound";
 import { WorkflowsPage } from "./workflows/WorkflowsPage";
 
@@ -14,7 +15,12 @@ const RunDiffPage = lazy(() => import("./diff/RunDiffPage"));
 function Header() {
   const { session, signOut } = useSession();
   return (
-    <header className="app-header">
+    <header
+      className="app-header"
+      onClickCapture={(event) => {
+        if ((event.target as HTMLElement).closest("a") && !confirmLeave()) event.preventDefault();
+      }}
+    >
       <Link to="/" className="brand">
         backpackflow
       </Link>

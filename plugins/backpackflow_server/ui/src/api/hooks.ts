@@ -2,7 +2,7 @@
 // query keys below so a save or delete refreshes exactly the lists that show it.
 import { useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
 import { getJson, request, sendJson } from "./client";
-import type { FlowDocument, RunDetail, RunSummary, Workflow, WorkflowSaved } from "./types";
+import type { FlowDocument, NodeTypeInfo, RunDetail, RunSummary, Template, Workflow, WorkflowSaved } from "./types";
 
 export const keys = {
   session: ["session"] as const,
@@ -11,6 +11,7 @@ export const keys = {
   runs: (workflowId?: string) => ["runs", { workflowId: workflowId ?? null }] as const,
   run: (id: string) => ["run", id] as const,
   nodeTypes: ["node-types"] as const,
+  templates: ["templates"] as const,
   flowSchema: ["flow-schema"] as const,
 };
 
@@ -23,10 +24,11 @@ export function useWorkflows() {
   });
 }
 
-export function useWorkflow(id: string) {
+export function useWorkflow(id: string, enabled = true) {
   return useQuery({
     queryKey: keys.workflow(id),
     queryFn: ({ signal }) => getJson<Workflow>(`/api/workflows/${encodeURIComponent(id)}`, signal),
+    enabled,
   });
 }
 
@@ -55,7 +57,10 @@ export function useCreateWorkflow() {
   const client = useQueryClient();
   return useMutation({
     mutationFn: (draft: WorkflowDraft) => sendJson<WorkflowSaved>("POST", "/api/workflows", draft),
-    onSuccess: () => client.invalidateQueries({ queryKey: keys.workflows }),
+    onSuccess: (saved) => {
+      client.setQueryData(keys.workflow(saved.id), saved);
+      return client.invalidateQueries({ queryKey: keys.workflows, exact: true });
+    },
   });
 }
 
@@ -88,4 +93,34 @@ export function useUpdateWorkflow() {
       return client.invalidateQueries({ queryKey: keys.workflows, exact: true });
     },
   });
+}
+
+/** The installed node types: they change only when the service restarts. */
+export function useNodeTypes() {
+  return useQuery({
+    queryKey: keys.nodeTypes,
+    queryFn: ({ signal }) => getJson<NodeTypeInfo[]>("/api/node-types", signal),
+    staleTime: Infinity,
+  });
+}
+
+export function useTemplates(enabled = true) {
+  return useQuery({
+    queryKey: keys.templates,
+    queryFn: ({ signal }) => getJson<Template[]>("/api/templates", signal),
+    staleTime: Infinity,
+    enabled,
+  });
+}
+
+export interface FlowCheck {
+  warnings: string[];
+}
+
+/** A save's checks, storing nothing: resolves with the warnings, rejects with an ApiError
+ * whose problems name JSON paths into the flow. */
+export function validateFlow(graph_json: FlowDocument, signal?: AbortSignal): Promise<FlowCheck> {
+  return request<FlowCheck>("/api/flows/validate", { method: "POST", body: { graph_json }, signal }).then(
+    (response) => response.data,
+  );
 }

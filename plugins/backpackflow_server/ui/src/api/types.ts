@@ -137,3 +137,21 @@ export interface Problem {
   msg: string;
   type: string;
 }
+
+/** GET /api/node-types: an installed node type, as the editor's palette shows it. */
+export interface NodeTypeInfo {
+  name: string;
+  description: string;
+  plugin: string;
+  dependencies: string[];
+  params_schema: Record<string, unknown>;
+  reads: Record<string, Record<string, unknown>>;
+  writes: Record<string, Record<string, unknown>>;
+}
+
+/** GET /api/templates: a demo flow to start a workflow from. */
+export interface Template {
+  name: string;
+  description: string | null;
+  graph_json: FlowDocument;
+}

@@ -5,7 +5,8 @@
 // detail; approving or answering a paused run; forking from a step or a commit; time travel.
 import { useEffect, useMemo, useState } from "react";
 import { Link, useNavigate, useParams } from "react-router-dom";
-import Form from "@rjsf/core";
+// the Form component alone: the package index also brings in a test registry that imports Ajv
+import Form from "@rjsf/core/lib/components/Form.js";
 import { formValidator as validator } from "./formValidator";
 import { useQueryClient } from "@tanstack/react-query";
 import { keys, useRun } from "../api/hooks";
