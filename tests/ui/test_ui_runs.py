@@ -14,7 +14,7 @@ import pytest
 from run_kit import store_run
 from ui_kit import UiServer
 
-SCREENSHOTS = "runs"
+SCREENSHOTS = "run-view"
 PROMPT = "Summarize in 1 sentence:\n\nThe harbor reopened on Monday after the storm."
 ANSWER = "The harbor reopened on Monday after the storm."
 TIMEOUT = 30_000  # ms: a loaded 2-core machine
