@@ -46,6 +46,7 @@ from backpackflow_store_sql import (
 )
 from backpackflow_store_sql.writer import is_transient
 
+from .apidocs import install_api_docs
 from .auth import (
     SESSION_COOKIE,
     Admin,
@@ -70,6 +71,7 @@ from .models import (
     ErrorResponse,
     Health,
     ProblemResponse,
+    RunCompare,
     RunCreate,
     RunDetail,
     RunDiff,
@@ -80,6 +82,7 @@ from .models import (
     RunSummary,
     Session,
     SessionCreate,
+    StepDetail,
     TracePage,
     Version,
     Workflow,
@@ -90,6 +93,7 @@ from .models import (
 from .runs import UNSET, FlowProblems, RunConflict, RunManager, RunStore, ServiceUnavailable
 from .seeding import read_seeds, seed_folders, seed_workflows
 from .settings import Settings
+from .stepdetail import COMPARE_EVENT_TYPES, compare_runs, step_detail
 from .streaming import run_stream
 from .timetravel import Histories, commit_page, diff_between, fork, read_masked, state_at
 from .tracing import caller_trace
@@ -408,6 +412,8 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
         version=package_version(),
         description=_description(settings),
         lifespan=lifespan,
+        docs_url=None,  # FastAPI's pages load from a CDN: .apidocs serves /docs itself
+        redoc_url=None,
     )
     install_edge(app, settings)
     _install_error_handlers(app)
@@ -416,7 +422,9 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     _add_session_routes(app)
     _add_workflow_routes(app)
     _add_run_routes(app)
+    _add_step_routes(app)
     _add_timetravel_routes(app)
+    install_api_docs(app)  # before the page's routes: /docs is no page of the web UI
     _add_service_routes(app)
     add_metrics_route(app, settings)
     install_budgets(app)
@@ -880,6 +888,90 @@ def _add_run_routes(app: FastAPI) -> None:
             run = await service.manager.resume_paused(run_id, answer)
         log.info("run %s: resumed with an answer by %s", run_id, who.name)
         return run
+
+
+#: The most events a step's detail carries (a longer step's first ones; page the trace on).
+MAX_STEP_EVENTS = 5000
+StepNumber = Annotated[int, PathParam(ge=0, le=MAX_SEQ, description="a step number of the run")]
+
+
+def _read_events(
+    store: RunStore,
+    run_id: str,
+    *,
+    step: int | None = None,
+    types: tuple[str, ...] | None = None,
+    most: int | None = None,
+) -> list[dict[str, Any]]:
+    """A run's stored events (of one step, of some types), page by page; at most ``most``."""
+    events: list[dict[str, Any]] = []
+    after = 0
+    while most is None or len(events) < most:
+        page = store.get_trace(
+            run_id, after_seq=after, limit=MAX_TRACE_PAGE, step=step, types=types
+        )
+        events.extend(page)
+        if len(page) < MAX_TRACE_PAGE:
+            break
+        after = page[-1]["seq"]
+    return events if most is None else events[: most + 1]
+
+
+def _add_step_routes(app: FastAPI) -> None:
+    """A step's detail and the run diff (:mod:`.stepdetail`), read from the stored trace."""
+
+    @app.get(
+        "/api/runs/{run_id}/steps/{step}",
+        response_model=StepDetail,
+        responses={
+            **_AUTH,
+            404: {"model": ErrorResponse, "description": "no such run, or no such step"},
+            **_422,
+            **_503,
+        },
+        tags=["runs"],
+        summary="One step: its prompt, response, output, Backpack reads and writes, retries, "
+        "fallbacks, cache hits, errors and events",
+        description="Folded from the step's stored events (while a run is active its newest "
+        "events may not be stored yet). Values are masked as in the trace.",
+        dependencies=[VIEWER],
+    )
+    async def get_step(run_id: RunId, step: StepNumber, service: ServiceDep) -> dict[str, Any]:
+        def read() -> dict[str, Any]:
+            run = service.store.get_run(run_id)
+            row = next((s for s in run["steps"] if s["step"] == step), None)
+            if row is None:
+                raise NotFound("step", f"{step} of run {run_id}")
+            events = _read_events(service.store, run_id, step=step, most=MAX_STEP_EVENTS)
+            detail = step_detail(row, events[:MAX_STEP_EVENTS])
+            detail["events_truncated"] = len(events) > MAX_STEP_EVENTS
+            return detail
+
+        return await run_in_threadpool(read)
+
+    @app.get(
+        "/api/runs/{run_id}/compare/{other_id}",
+        response_model=RunCompare,
+        responses={**_AUTH, **_404, **_422, **_503},
+        tags=["runs"],
+        summary="Two runs side by side, step by step (a run diff)",
+        description="The k-th execution of a node in run_id (a) faces the k-th execution of "
+        "the same node in other_id (b); each pair has the prompt, output, model, tokens, exact "
+        "cost, latency and status of both sides and the fields that differ. Totals of both "
+        "runs and their delta (b minus a). Typically two runs of one workflow, before and "
+        "after a change (`same_workflow`).",
+        dependencies=[VIEWER],
+    )
+    async def compare(run_id: RunId, other_id: RunId, service: ServiceDep) -> dict[str, Any]:
+        def read() -> dict[str, Any]:
+            run_a, run_b = service.store.get_run(run_id), service.store.get_run(other_id)
+            return compare_runs(
+                run_a,
+                run_b,
+                lambda run: _read_events(service.store, run["id"], types=COMPARE_EVENT_TYPES),
+            )
+
+        return await run_in_threadpool(read)
 
 
 #: The most commits one page of GET /api/runs/{id}/commits may hold.

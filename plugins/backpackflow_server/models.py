@@ -156,6 +156,100 @@ class RunDetail(RunSummary):
     )
 
 
+class LlmCall(BaseModel):
+    """One LLM request of a step and the response that answered it."""
+
+    seq: int | None = Field(description="the seq of the request event (of the response if none)")
+    provider: str | None
+    model: str | None
+    messages: Any = Field(description="the prompt as sent: the request's messages")
+    params: Any = Field(description="temperature, max_tokens, response_format, ...")
+    response: dict[str, Any] | None = Field(
+        description="the llm_response payload as stored: text, usage, latency_ms, exact cost, "
+        "finish_reason, refusal; null: the call failed (a retry or a fallback follows)"
+    )
+
+
+class StepDetail(BaseModel):
+    """What one step did, from its stored trace events (GET /api/runs/{id}/steps/{step})."""
+
+    step: RunStep
+    input: Any = Field(description="what the node's prep produced (prep_complete)")
+    output: Any = Field(description="the node's parsed output (exec_complete's exec_result)")
+    has_output: bool = Field(description="false while running, or when the exec failed")
+    messages: Any = Field(description="the prompt of the call that answered: its messages")
+    response: dict[str, Any] | None = Field(description="the raw response of that call")
+    llm_calls: list[LlmCall] = Field(description="every LLM call, failed ones included")
+    reads: list[dict[str, Any]] = Field(
+        description="Backpack reads: key, found, access_granted, reason, read_as, seq"
+    )
+    writes: list[dict[str, Any]] = Field(
+        description="Backpack writes: key, op, value_summary (a short JSON text, masked as in "
+        "the trace; the whole value: GET .../state?commit=commit_id), commit_id, version, "
+        "access_granted, reason, seq"
+    )
+    retries: list[dict[str, Any]] = Field(
+        description="retry events: attempt, error, error_type, delay_s, provider, model"
+    )
+    fallbacks: list[dict[str, Any]] = Field(
+        description="fallback events: from_provider, from_model, to_provider, to_model, reason"
+    )
+    cache_hits: list[dict[str, Any]] = Field(description="cache_hit events: cost_saved, usage")
+    cost_saved: DecimalText = Field(description="what the cache hits saved, exact")
+    errors: list[dict[str, Any]] = Field(
+        description="error events: phase, error, error_type, error_id (the stack is in the "
+        "server log under error_id)"
+    )
+    tool_calls: list[dict[str, Any]] = Field(description="tool_call/request/response events")
+    interrupt: Any = Field(description="what a paused step asked (prompt, schema), or null")
+    events: list[dict[str, Any]] = Field(description="the step's events, by seq (raw JSON)")
+    events_truncated: bool = Field(
+        description="the step has more events than one answer holds (the first are here; "
+        "page the trace for the rest)"
+    )
+
+
+class CompareSide(BaseModel):
+    """One step of one run in a run diff."""
+
+    step: int
+    node_id: str
+    node_name: str | None
+    node_type: str | None
+    parent_step: int | None
+    status: StepStatus
+    prompt: Any = Field(description="the messages of the LLM call that answered, or null")
+    output: Any = Field(description="the node's output (exec_complete), or null")
+    model: str | None = Field(description="provider/model that answered, or null")
+    tokens_input: int
+    tokens_output: int
+    cost: DecimalText
+    latency_ms: float | None
+    cache_hit: bool
+    action: str | None
+    error: str | None
+
+
+class ComparePair(BaseModel):
+    node_id: str | None
+    occurrence: int = Field(description="the k-th execution of the node in its run")
+    a: CompareSide | None = Field(description="null: only run b has this step")
+    b: CompareSide | None = Field(description="null: only run a has this step")
+    changed: list[str] = Field(description="the compared fields that differ (both sides)")
+
+
+class RunCompare(BaseModel):
+    """Two runs side by side, step by step (GET /api/runs/{a}/compare/{b})."""
+
+    a: RunSummary
+    b: RunSummary
+    same_workflow: bool
+    totals: dict[str, dict[str, Any]] = Field(
+        description="a and b: status, steps, tokens, exact cost, latency; delta: b minus a"
+    )
+    steps: list[ComparePair]
+
+
 class TraceEvent(BaseModel):
     """The kernel's event envelope, exactly as stored and as streamed."""
 

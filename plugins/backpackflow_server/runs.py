@@ -191,7 +191,13 @@ class RunStore(Protocol):
         forked_from: str | None = None,
     ) -> list[dict[str, Any]]: ...
     def get_trace(
-        self, run_id: str, *, after_seq: int = 0, limit: int = 100
+        self,
+        run_id: str,
+        *,
+        after_seq: int = 0,
+        limit: int = 100,
+        step: int | None = None,
+        types: Sequence[str] | None = None,
     ) -> list[dict[str, Any]]: ...
     def append_events(
         self, run_id: str, events: Sequence[EventDocument], *, checkpoint: Sequence[bytes] = ()

@@ -1669,22 +1669,30 @@ class SqlRunStore(BudgetStore, CheckpointStore, LeaseStore):
             row.cost = _add(row.cost, cost)
 
     def get_trace(
-        self, run_id: str, *, after_seq: int = 0, limit: int = 100
+        self,
+        run_id: str,
+        *,
+        after_seq: int = 0,
+        limit: int = 100,
+        step: int | None = None,
+        types: Sequence[str] | None = None,
     ) -> list[dict[str, Any]]:
         """Up to ``limit`` events with ``seq > after_seq``, by seq, as envelopes.
 
         Page through a trace (or resume an SSE stream from ``Last-Event-ID``) by passing the
-        last ``seq`` seen as ``after_seq``.
+        last ``seq`` seen as ``after_seq``. ``step`` keeps the events of that step only (a
+        step's detail), ``types`` those of the named types (a run diff reads prompts and
+        outputs); both walk the run's events in the ``(run_id, seq)`` index.
         """
         _positive("after_seq", after_seq, 0)
         _positive("limit", limit)
+        query = select(TraceEvent).where(TraceEvent.run_id == run_id, TraceEvent.seq > after_seq)
+        if step is not None:
+            query = query.where(TraceEvent.step == step)
+        if types is not None:
+            query = query.where(TraceEvent.type.in_(list(types)))
         with self._read() as session:
-            rows = session.scalars(
-                select(TraceEvent)
-                .where(TraceEvent.run_id == run_id, TraceEvent.seq > after_seq)
-                .order_by(TraceEvent.seq)
-                .limit(limit)
-            ).all()
+            rows = session.scalars(query.order_by(TraceEvent.seq).limit(limit)).all()
             if not rows:
                 self._get_run(session, run_id)  # an empty page, or no such run?
             return [_event_dict(e) for e in rows]

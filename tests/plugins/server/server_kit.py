@@ -291,6 +291,25 @@ def make_registry(*extra: Any, commands: bool = False, durable: bool = True) -> 
     return build_registry(plugins=[*plugins, *extra], autoload=False)
 
 
+def make_llm_registry(*extra: Any) -> Registry:
+    """The test nodes with the real llm, router and tool nodes (the offline provider), the
+    SQL run store, the condition languages and the ``extra`` plugins; no entry points."""
+    import backpackflow_conditions.plugin
+    import backpackflow_llm.plugin
+    import backpackflow_nodes.plugin
+    import backpackflow_store_sql.plugin
+
+    plugins = [
+        ServerTestNodes(),
+        backpackflow_store_sql.plugin,
+        backpackflow_conditions.plugin,
+        backpackflow_llm.plugin,
+        backpackflow_nodes.plugin,
+        *extra,
+    ]
+    return build_registry(plugins=plugins, autoload=False)
+
+
 # ------------------------------------------------------------------------------ flows
 
 

@@ -18,10 +18,10 @@ from server_kit import (
     GATES,
     TEST_SETTINGS,
     LiveServer,
-    ServerTestNodes,
     create_workflow,
     flow,
     gate,
+    make_llm_registry,
     start_run,
     unique,
     wait_for_status,
@@ -31,12 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "otel"))
 
 from otel_support import OtlpReceiver
 
-import backpackflow_conditions.plugin
-import backpackflow_llm.plugin
-import backpackflow_nodes.plugin
 import backpackflow_otel.sink
-import backpackflow_store_sql.plugin
-from backpackflow.plugins import Registry, build_registry
+from backpackflow.plugins import Registry
 from backpackflow_server import Settings
 
 FINAL = ("succeeded", "failed", "canceled")
@@ -45,17 +41,7 @@ FINAL = ("succeeded", "failed", "canceled")
 @pytest.fixture(scope="module")
 def llm_registry() -> Registry:
     """The test nodes with the real llm and tool nodes, and the otlp sink."""
-    return build_registry(
-        plugins=[
-            ServerTestNodes(),
-            backpackflow_store_sql.plugin,
-            backpackflow_conditions.plugin,
-            backpackflow_llm.plugin,
-            backpackflow_nodes.plugin,
-            backpackflow_otel.sink,
-        ],
-        autoload=False,
-    )
+    return make_llm_registry(backpackflow_otel.sink)
 
 
 @pytest.fixture

@@ -104,12 +104,18 @@ def test_schemathesis_finds_no_failures(service: LiveServer) -> None:
         operation = result.ok()
         labels.append(operation.label)
         assert fuzz(operation, service.url, {}, failures, auth) > 0
-        known = {"workflow_id": workflow_id, "run_id": run["id"]}
+        known = {
+            "workflow_id": workflow_id,
+            "run_id": run["id"],
+            "other_id": run["id"],
+            "step": "1",
+        }
         takes_known = any("{" + name + "}" in operation.path for name in known)
         # again with the real ids where the path takes one (without, the same derandomized
         # examples would only repeat); no DELETE: keep the fixed workflow for the rest
         if takes_known and operation.method.upper() != "DELETE":
             fuzz(operation, service.url, known, failures, auth)
-    # 27, POST /api/runs/{run_id}/resume, and the editor's node types, templates and validate
-    assert len(labels) == 31, labels
+    # 27, POST /api/runs/{run_id}/resume, the editor's node types, templates and validate, a
+    # step's detail and the run diff
+    assert len(labels) == 33, labels
     assert not failures, "\n\n".join(failures[:5]) + f"\n\n({len(failures)} failures)"

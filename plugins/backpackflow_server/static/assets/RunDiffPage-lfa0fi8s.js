@@ -1,1 +1,0 @@
-import{h as e,m as t}from"./index-DsR55V9Q.js";var n=t();function r(){return(0,n.jsxs)(`section`,{children:[(0,n.jsx)(`h1`,{children:`Compare runs`}),(0,n.jsxs)(`p`,{children:[`The run diff is not built yet. `,(0,n.jsx)(e,{to:`/`,children:`Back to the workflows`})]})]})}export{r as default};

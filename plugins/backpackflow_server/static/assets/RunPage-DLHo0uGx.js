@@ -1,1 +1,0 @@
-import{_ as e,h as t,m as n}from"./index-DsR55V9Q.js";var r=n();function i(){let{id:n}=e();return(0,r.jsxs)(`section`,{children:[(0,r.jsxs)(`h1`,{children:[`Run `,n]}),(0,r.jsxs)(`p`,{children:[`The run view is not built yet. `,(0,r.jsx)(t,{to:`/`,children:`Back to the workflows`})]})]})}export{i as default};

@@ -1,0 +1,306 @@
+// A run's trace folded as it streams in: the steps (the timeline), each graph node's status,
+// the edges taken, and the live totals. The same fold runs for a live run and for a finished
+// one replayed from its stream, so a reload shows what watching live showed.
+//
+// It mutates in place and counts versions: a run of 50,000 events is folded in O(events), and
+// the page re-renders once per batch of events (see useRunTrace), not once per event.
+import type { EdgeConfig, TraceEvent } from "../api/types";
+import { addDecimal } from "./decimal";
+
+export type StepStatus = "running" | "succeeded" | "failed" | "canceled" | "paused";
+/** A graph node's status: its latest step's, with "cache_hit" for a step the cache answered. */
+export type NodeStatus = StepStatus | "cache_hit" | "pending";
+
+export interface StepView {
+  step: number;
+  nodeId: string;
+  nodeName: string | null;
+  nodeType: string | null;
+  parentStep: number | null;
+  status: StepStatus;
+  startedAt: number | null;
+  endedAt: number | null;
+  latencyMs: number | null;
+  tokensInput: number;
+  tokensOutput: number;
+  cost: string;
+  attempts: number;
+  retries: number;
+  fallbacks: { from: string; to: string; reason: string }[];
+  cacheHit: boolean;
+  costSaved: string;
+  action: string | null;
+  error: string | null;
+  /** The seq of the step's first event (the timeline's order for nested steps). */
+  firstSeq: number;
+}
+
+export interface Totals {
+  tokensInput: number;
+  tokensOutput: number;
+  cost: string;
+  costSaved: string;
+  retries: number;
+  fallbacks: number;
+  cacheHits: number;
+}
+
+/** What a paused run asked: the interrupt's prompt and the JSON Schema of the answer. */
+export interface Question {
+  step: number | null;
+  nodeId: string | null;
+  prompt: string;
+  schema: Record<string, unknown> | null;
+}
+
+const CANCELED_ERRORS = new Set(["CancelledError", "RunCanceled"]);
+
+function record(value: unknown): Record<string, unknown> {
+  return value !== null && typeof value === "object" && !Array.isArray(value) ? (value as Record<string, unknown>) : {};
+}
+
+function int(value: unknown): number {
+  return typeof value === "number" && Number.isFinite(value) ? Math.trunc(value) : 0;
+}
+
+function text(value: unknown): string | null {
+  return typeof value === "string" ? value : null;
+}
+
+export function edgeKey(from: string, to: string): string {
+  return `${from}\u2192${to}`;
+}
+
+export class RunTrace {
+  readonly steps = new Map<number, StepView>();
+  /** Steps in timeline order (by their first event). */
+  readonly order: StepView[] = [];
+  readonly events: TraceEvent[] = [];
+  readonly nodeStatus = new Map<string, NodeStatus>();
+  readonly takenEdges = new Set<string>();
+  readonly totals: Totals = { tokensInput: 0, tokensOutput: 0, cost: "0", costSaved: "0", retries: 0, fallbacks: 0, cacheHits: 0 };
+  status: string | null = null;
+  startedAt: number | null = null;
+  endedAt: number | null = null;
+  question: Question | null = null;
+  lastSeq = 0;
+  version = 0;
+
+  private readonly incoming = new Map<string, string[]>();
+  /** Per node: the seq its latest step ended at, and the seq its latest step started at. */
+  private readonly lastEnd = new Map<string, number>();
+  private readonly lastStart = new Map<string, number>();
+
+  constructor(edges: EdgeConfig[] = [], private readonly keepEvents = true) {
+    for (const edge of edges) {
+      const sources = this.incoming.get(edge.to) ?? [];
+      sources.push(edge.from);
+      this.incoming.set(edge.to, sources);
+    }
+  }
+
+  /** Fold events in seq order; events at or below the last seq are skipped (a reconnect). */
+  apply(events: Iterable<TraceEvent>): void {
+    let changed = false;
+    for (const event of events) {
+      if (event.seq <= this.lastSeq) continue;
+      this.lastSeq = event.seq;
+      if (this.keepEvents) this.events.push(event);
+      this.fold(event);
+      changed = true;
+    }
+    if (changed) this.version += 1;
+  }
+
+  private open(event: TraceEvent): StepView | null {
+    if (event.step === null || event.step === undefined) return null;
+    let step = this.steps.get(event.step);
+    if (!step) {
+      step = {
+        step: event.step,
+        nodeId: event.node_id ?? "?",
+        nodeName: event.node_name,
+        nodeType: null,
+        parentStep: event.parent_step ?? null,
+        status: "running",
+        startedAt: event.timestamp,
+        endedAt: null,
+        latencyMs: null,
+        tokensInput: 0,
+        tokensOutput: 0,
+        cost: "0",
+        attempts: 0,
+        retries: 0,
+        fallbacks: [],
+        cacheHit: false,
+        costSaved: "0",
+        action: null,
+        error: null,
+        firstSeq: event.seq,
+      };
+      this.steps.set(event.step, step);
+      this.order.push(step);
+      if (step.parentStep === null) this.nodeStatus.set(step.nodeId, "running");
+    }
+    return step;
+  }
+
+  private setNode(step: StepView): void {
+    if (step.parentStep !== null) return; // nested steps (tool calls) are not graph nodes
+    const status: NodeStatus = step.status === "succeeded" && step.cacheHit ? "cache_hit" : step.status;
+    this.nodeStatus.set(step.nodeId, status);
+  }
+
+  private fold(event: TraceEvent): void {
+    const payload = record(event.payload);
+    const step = this.open(event);
+    switch (event.type) {
+      case "run_start":
+        this.status = "running";
+        this.startedAt = event.timestamp;
+        return;
+      case "run_end":
+        this.status = text(payload.status) ?? this.status;
+        this.endedAt = event.timestamp;
+        return;
+      case "llm_response": {
+        const usage = record(payload.usage);
+        const tokensIn = int(usage.input_tokens);
+        const tokensOut = int(usage.output_tokens);
+        const cost = text(payload.cost) ?? "0";
+        this.totals.tokensInput += tokensIn;
+        this.totals.tokensOutput += tokensOut;
+        this.totals.cost = addDecimal(this.totals.cost, cost);
+        if (step) {
+          step.tokensInput += tokensIn;
+          step.tokensOutput += tokensOut;
+          step.cost = addDecimal(step.cost, cost);
+        }
+        return;
+      }
+      case "custom":
+        if (payload.name === "interrupt") {
+          const data = record(payload.data ?? payload);
+          this.question = {
+            step: event.step,
+            nodeId: event.node_id,
+            prompt: text(data.prompt) ?? "",
+            schema: data.schema && typeof data.schema === "object" ? (data.schema as Record<string, unknown>) : null,
+          };
+          this.status = "paused";
+          if (step) {
+            step.status = "paused";
+            this.setNode(step);
+          }
+        }
+        return;
+      default:
+        break;
+    }
+    if (!step) return;
+    switch (event.type) {
+      case "node_start": {
+        step.startedAt = event.timestamp;
+        step.nodeType = text(payload.node_type) ?? step.nodeType;
+        if (this.status === null || this.status === "paused") this.status = "running";
+        if (step.parentStep === null) this.markTaken(step.nodeId, event.seq);
+        break;
+      }
+      case "node_end":
+        if (step.status !== "failed" && step.status !== "canceled") step.status = "succeeded";
+        step.endedAt = event.timestamp;
+        step.latencyMs = typeof payload.duration_ms === "number" ? payload.duration_ms : null;
+        step.action = payload.action === null || payload.action === undefined ? null : String(payload.action);
+        if (step.parentStep === null) this.lastEnd.set(step.nodeId, event.seq);
+        this.setNode(step);
+        break;
+      case "error": {
+        const type = text(payload.error_type);
+        step.status = type && CANCELED_ERRORS.has(type) ? "canceled" : "failed";
+        step.endedAt = step.endedAt ?? event.timestamp;
+        const message = text(payload.error) ?? "";
+        step.error = type ? `${type}: ${message}` : message || "error";
+        this.setNode(step);
+        break;
+      }
+      case "exec_complete":
+        step.attempts = int(payload.attempts) || step.attempts;
+        break;
+      case "retry":
+        step.retries += 1;
+        this.totals.retries += 1;
+        break;
+      case "fallback":
+        step.fallbacks.push({
+          from: `${text(payload.from_provider) ?? "?"}/${text(payload.from_model) ?? "?"}`,
+          to: `${text(payload.to_provider) ?? "?"}/${text(payload.to_model) ?? "?"}`,
+          reason: text(payload.reason) ?? "",
+        });
+        this.totals.fallbacks += 1;
+        break;
+      case "cache_hit": {
+        const saved = text(payload.cost_saved) ?? "0";
+        step.cacheHit = true;
+        step.costSaved = addDecimal(step.costSaved, saved);
+        this.totals.costSaved = addDecimal(this.totals.costSaved, saved);
+        this.totals.cacheHits += 1;
+        break;
+      }
+      case "tool_request":
+        if (step.parentStep !== null) step.nodeType = "tool";
+        break;
+      case "tool_response":
+        if (step.parentStep !== null) {
+          const error = payload.error;
+          step.status = error ? "failed" : "succeeded";
+          step.error = error ? String(error) : null;
+          step.endedAt = event.timestamp;
+          step.latencyMs = typeof payload.duration_ms === "number" ? payload.duration_ms : null;
+        }
+        break;
+      default:
+        break;
+    }
+  }
+
+  /** The edges into ``node`` from predecessors that ended since the node last started. */
+  private markTaken(node: string, seq: number): void {
+    const since = this.lastStart.get(node) ?? 0;
+    for (const source of this.incoming.get(node) ?? []) {
+      const ended = this.lastEnd.get(source);
+      if (ended !== undefined && ended > since) this.takenEdges.add(edgeKey(source, node));
+    }
+    this.lastStart.set(node, seq);
+  }
+
+  /** Close the run with the stream's final summary (a run that ended without run_end). */
+  finish(status: string, finishedAt: number | null): void {
+    if (this.status !== status || (finishedAt !== null && this.endedAt === null)) {
+      this.status = status;
+      if (finishedAt !== null && this.endedAt === null) this.endedAt = finishedAt;
+      if (status === "canceled") {
+        for (const step of this.order) {
+          if (step.status === "running") {
+            step.status = "canceled";
+            this.setNode(step);
+          }
+        }
+      }
+      this.version += 1;
+    }
+  }
+}
+
+/** Milliseconds from start to end (or to ``now`` while running), for the summary header. */
+export function elapsedMs(startedAt: number | null, endedAt: number | null, now: number): number | null {
+  if (startedAt === null) return null;
+  return Math.max(0, ((endedAt ?? now) - startedAt) * 1000);
+}
+
+export function formatMs(ms: number | null): string {
+  if (ms === null) return "–";
+  if (ms < 1000) return `${Math.round(ms)} ms`;
+  if (ms < 60_000) return `${(ms / 1000).toFixed(1)} s`;
+  const minutes = Math.floor(ms / 60_000);
+  return `${minutes} min ${Math.round((ms % 60_000) / 1000)} s`;
+}
