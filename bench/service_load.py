@@ -7,7 +7,9 @@ The service runs in a process of its own (``backpackflow serve`` with the benchm
 types); this process starts the runs and reads every stream with ``httpx``. Printed per
 database: runs/s (all runs started → every subscriber got ``end``), the delivery latency of
 live events (emit timestamp → parsed by the subscriber; events sent as backfill because they
-happened before the subscriber connected are counted but not timed) and the counts: events
+happened before the subscriber connected are counted but not timed; p50 and p99 over every
+live event of every subscriber), the service's CPU seconds per run (from the first request to
+the last stream's ``end``: the benchmark's checks afterwards are not counted) and the counts: events
 emitted (the last seq of each run), stored (in the database) and delivered (per subscriber,
 checked to be exactly seq 1..last). Any difference is an error: exit status 1. Each database
 gets two rounds on one service; the second (steady state) is reported, the first (cold thread
@@ -38,7 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -237,9 +239,17 @@ async def one_run(client: Any, workflow_id: str, subscribers: int) -> tuple[str,
 
 
 async def load(
-    url: str, flow: dict[str, Any], runs: int, subscribers: int, token: str | None = None
+    url: str,
+    flow: dict[str, Any],
+    runs: int,
+    subscribers: int,
+    token: str | None = None,
+    service_cpu: Callable[[], float] | None = None,
 ) -> dict[str, Any]:
-    """One round; ``token``: the API token to send (``None``: a local-dev service)."""
+    """One round; ``token``: the API token to send (``None``: a local-dev service);
+    ``service_cpu``: reads the service's CPU seconds so far. It is read when the runs start
+    and when the last stream has ended, so the CPU of a round is that of the runs and their
+    streams, not of the benchmark's own checks afterwards (each run read back, ``/health``)."""
     import httpx
 
     # idle connections expire before the server closes them (uvicorn: after 5 s), so a
@@ -255,11 +265,15 @@ async def load(
         if created.status_code != 201:
             raise RuntimeError(f"the flow was refused: {created.text}")
         workflow_id = created.json()["id"]
+        cpu_before = service_cpu() if service_cpu else math.nan
+        client_before = time.process_time()
         started = time.perf_counter()
         outcomes = await asyncio.gather(
             *(one_run(client, workflow_id, subscribers) for _ in range(runs))
         )
         elapsed = time.perf_counter() - started
+        service_cpu_s = (service_cpu() if service_cpu else math.nan) - cpu_before
+        client_cpu_s = time.process_time() - client_before
         stored_runs = await asyncio.gather(
             *(client.get(f"/api/runs/{run_id}") for run_id, _ in outcomes)
         )
@@ -315,6 +329,8 @@ async def load(
             "max": latencies[-1] * 1e3 if latencies else float("nan"),
         },
         "problems": problems,
+        "service_cpu_s": service_cpu_s,
+        "client_cpu_s": client_cpu_s,
     }
 
 
@@ -484,10 +500,16 @@ def measure(
         cold = None
         if args.warmup:  # a first round fills thread and connection pools and caches
             cold = asyncio.run(load(url, flow, args.runs, args.subscribers, token))
-        service_cpu, client_cpu = cpu_seconds(process.pid), time.process_time()
-        result = asyncio.run(load(url, flow, args.runs, args.subscribers, token))
-        result["service_cpu_s"] = cpu_seconds(process.pid) - service_cpu
-        result["client_cpu_s"] = time.process_time() - client_cpu
+        result = asyncio.run(
+            load(
+                url,
+                flow,
+                args.runs,
+                args.subscribers,
+                token,
+                service_cpu=lambda: cpu_seconds(process.pid),
+            )
+        )
         if cold is not None:
             result["cold"] = {k: cold[k] for k in ("runs_per_s", "latency_ms", "problems")}
     finally:

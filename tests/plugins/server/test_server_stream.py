@@ -241,3 +241,27 @@ def test_stream_of_a_run_another_process_executes(
     events, end = reader.join()
     assert [e["seq"] for e in events] == [2, 3, 4]
     assert end["status"] == "succeeded"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"seq": 1, "payload": {}},
+        {"text": "line one\nline two\r\nthree\rfour", "tab": "\t", "nul": "\x00"},
+        {"unicode": "é 漢字 🎉 \u2028 \u2029 \x85 \x1c", "empty": ""},
+        ["data: not a field", "id: 7", ": comment"],
+    ],
+)
+def test_trace_messages_are_framed_as_sse_starlette_frames_them(value: Any) -> None:
+    """The stream frames ``trace`` messages itself (no per-message line splitting); they
+    must be byte for byte what sse-starlette's ServerSentEvent makes of the same JSON."""
+    from sse_starlette import ServerSentEvent
+
+    from backpackflow_server.streaming import _dumps, _encoded, _trace
+
+    text = _dumps(value)
+    ours = _encoded([_trace(12, text), _trace(13, text)])
+    theirs = b"".join(ServerSentEvent(text, event="trace", id=str(s)).encode() for s in (12, 13))
+    assert ours == theirs
+    # one data line each: id, event, data, blank line (the spec ends lines at CR or LF only)
+    assert ours.replace(b"\r\n", b"").count(b"\n") == ours.count(b"\r") - 8 == 0
