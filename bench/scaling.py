@@ -324,13 +324,13 @@ def state_table(sizes: list[int]) -> None:
         nodes = [Grow(id=f"n{i}") for i in range(n)]
         for left, right in itertools.pairwise(nodes):
             left >> right
-        starts: list[Any] = []
+        emitted: list[Any] = []
         events = EventStreamer(history_size=0)
-        events.subscribe("*", lambda e: starts.append(e) if e.type == "node_start" else None)
+        events.subscribe("*", emitted.append)
         backpack = Backpack()
         result = Flow(nodes[0]).execute_sync(backpack, events=events)
         assert result.ok, result.error
-        sizes_ = [len(event.to_json_str()) for event in starts]
+        sizes_ = [len(e.to_json_str()) for e in emitted if e.type == "node_start"]
         state = len(json.dumps(backpack.to_dict()))
         # each node_start holding the whole state so far: the sum of the states before each node
         full = sum(state * i // n for i in range(n))
