@@ -334,9 +334,7 @@ def state_table(sizes: list[int]) -> None:
         state = len(json.dumps(backpack.to_dict()))
         # each node_start holding the whole state so far: the sum of the states before each node
         full = sum(state * i // n for i in range(n))
-        print(
-            f"{n:>8,}{state:>20,}{statistics.mean(sizes_):>30,.0f}{sum(sizes_):>27,}{full:>32,}"
-        )
+        print(f"{n:>8,}{state:>20,}{statistics.mean(sizes_):>30,.0f}{sum(sizes_):>27,}{full:>32,}")
 
 
 # ------------------------------------------------------------------------------ stored runs
