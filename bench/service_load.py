@@ -192,6 +192,60 @@ def measure_in_process(args: argparse.Namespace) -> float:
     return float(json.loads(output.strip().splitlines()[-1])["cpu_s_per_run"])
 
 
+def store_path(args: argparse.Namespace, flow_document: dict[str, Any], url: str) -> list[float]:
+    """The store's share of a run, without HTTP, SSE or the flow: the events of one real run
+    of the flow (as the service stores them) are stored for ``--runs`` runs as the service
+    does it (create the run, mark it running, the events of 8 runs per writer batch, finish
+    it). Returns the CPU milliseconds per run of each of ``--repeats`` rounds (after one
+    warm-up round): CPU time of this process, which the database server's work is not."""
+    from backpackflow import Backpack, EventStreamer
+    from backpackflow.ids import new_id
+    from backpackflow.loader import FlowLoader
+    from backpackflow_server.runs import RunManager
+    from backpackflow_store_sql import SqlRunStore
+
+    source: Any = args.flow.resolve() if args.flow else flow_document  # a file: its folder
+    flow = FlowLoader(bench_registry(args.autoload)).load_flow(source)
+    events = EventStreamer()
+    emitted: list[Any] = []
+    events.subscribe("*", emitted.append)
+    inputs = RunManager.resolve_inputs(flow, {})
+    result = asyncio.run(flow.execute(Backpack(), inputs=inputs, events=events))
+    if result.status != "succeeded":
+        raise RuntimeError(f"the flow {result.status} in process: {result.error}")
+    documents = [event.to_json() for event in emitted]
+    rounds: list[float] = []
+    with SqlRunStore(url) as store:
+        store.upgrade()
+        workflow_id = store.create_workflow("bench", flow_document)["id"]
+        for _ in range(args.repeats + 1):
+            started = time.process_time()
+            for first in range(0, args.runs, 8):
+                runs = [
+                    store.create_run(workflow_id, inputs, "bench")["id"]
+                    for _ in range(min(8, args.runs - first))
+                ]
+                for run_id in runs:
+                    store.mark_running(run_id)
+                store.append_many(
+                    {r: [{**d, "id": new_id(), "run_id": r} for d in documents] for r in runs}
+                )
+                for run_id in runs:
+                    store.finish_run(run_id, "succeeded")
+            rounds.append((time.process_time() - started) / args.runs * 1e3)
+    return rounds[1:]
+
+
+def report_store_path(args: argparse.Namespace, flow: dict[str, Any]) -> None:
+    with tempfile.TemporaryDirectory() as tmp, databases(args.database, Path(tmp)) as targets:
+        for label, url in targets:
+            rounds = store_path(args, flow, url)
+            print(
+                f"{label:<11} the store's CPU per run: {_spread(rounds, ' ms', 2)} "
+                f"({len(rounds)} rounds of {args.runs} runs)"
+            )
+
+
 # ------------------------------------------------------------------------------ the client
 
 
@@ -679,9 +733,18 @@ def main(argv: list[str] | None = None) -> int:
         "py-spy's raw (collapsed stacks) format (the CPU figures are then py-spy's)",
     )
     parser.add_argument("--json", type=Path, help="also write the results to this file")
+    parser.add_argument(
+        "--store-only",
+        action="store_true",
+        help="measure only the store's CPU per run (the events of a real run stored for "
+        "--runs runs, as the service stores them), --repeats rounds per database",
+    )
     args = parser.parse_args(argv)
 
     flow = json.loads(args.flow.read_text()) if args.flow else default_flow(args.step_ms)
+    if args.store_only:
+        report_store_path(args, flow)
+        return 0
     results = []
     with tempfile.TemporaryDirectory() as tmp, databases(args.database, Path(tmp)) as targets:
         for repeat in range(args.repeats):
