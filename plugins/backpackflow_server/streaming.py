@@ -52,9 +52,13 @@ _CHUNK_BYTES = 64 * 1024
 
 def _trace(seq: int, text: str) -> str:
     """One ``trace`` message, framed as sse-starlette's ``ServerSentEvent(text, event="trace",
-    id=str(seq)).encode()`` frames it (a parity test holds them equal), without its per-message
-    line splitting: ``text`` is JSON from :func:`json.dumps`, which escapes every CR and LF, so
-    it is one ``data:`` line. Messages of a chunk are joined as text and encoded once."""
+    id=str(seq)).encode()`` frames it (a parity test holds them equal), without its regular
+    expression splitting every message into lines: ``text`` is JSON from :func:`json.dumps`,
+    which escapes every CR and LF, so it is one ``data:`` line. A text that is not one line
+    (none of ours: a live feed's, say) is framed by sse-starlette. Messages of a chunk are
+    joined as text and encoded once (:func:`_encoded`)."""
+    if "\n" in text or "\r" in text:
+        return ServerSentEvent(text, event="trace", id=str(seq)).encode().decode()
     return f"id: {seq}\r\nevent: trace\r\ndata: {text}\r\n\r\n"
 
 
@@ -258,15 +262,18 @@ async def _from_feed(
             if manager.handle(run_id) is not None:
                 yield cursor
                 return
-            chunk = bytearray()
-            while len(chunk) < _CHUNK_BYTES:
+            chunk: list[str] = []
+            size = 0
+            while size < _CHUNK_BYTES:
                 text = tail.get(cursor + 1)
                 if text is None:
                     break
-                chunk += _trace(cursor + 1, text)
+                message = _trace(cursor + 1, text)
+                chunk.append(message)
+                size += len(message)
                 cursor += 1
             if chunk:
-                yield bytes(chunk)
+                yield _encoded(chunk)
                 continue
             end = tail.end
             if end is not None and (end[0] < cursor or tail.top > end[0]):
@@ -280,10 +287,9 @@ async def _from_feed(
                 if end is not None:
                     page = [item for item in page if item["seq"] <= end[0]]
                 if page:
-                    for item in page:
-                        chunk += _trace(item["seq"], _dumps(item))
+                    chunk = [_trace(item["seq"], _dumps(item)) for item in page]
                     cursor = page[-1]["seq"]
-                    yield bytes(chunk)
+                    yield _encoded(chunk)
                     continue
                 if end is not None:  # events the writer gave up on: neither place has them
                     cursor = end[0]
