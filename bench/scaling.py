@@ -14,6 +14,8 @@
    as microseconds per step and over an unbounded history run side by side (goal: within 10%).
    None of the peers bounds its history, so they have no row here.
 3. Stored runs 1,000 ... 100,000: ``bench/scaling_store.py``'s tables, when that file exists.
+4. State in events: the JSON of a run's ``node_start`` events while the state grows by a key
+   per node (N up to 10,000): flat per event, as each carries what changed, not a full copy.
 
 Every figure is the median of ``--repeats`` interleaved repeats (a slow patch of the shared
 machine hits every candidate of a repeat alike), with the range in brackets.
@@ -28,6 +30,7 @@ import argparse
 import gc
 import importlib.util
 import itertools
+import json
 import statistics
 import sys
 import time
@@ -298,6 +301,42 @@ def history_table(histories: list[int | None], repeats: int) -> None:
     print("(PocketFlow, LangGraph and Burr keep no bounded history: no peer row)")
 
 
+# ------------------------------------------------------------------------------ state in events
+
+
+class Grow(Node):
+    """Packs a key of its own (100 characters): the state grows by one key per node."""
+
+    def post(self, backpack: Any, prep_res: Any, exec_res: Any) -> None:
+        backpack.pack(f"key_{self.id}", "x" * 100)
+
+
+def state_table(sizes: list[int]) -> None:
+    """The JSON of a run's ``node_start`` events (each carries the state it starts from) as
+    the state grows by one key per node: flat per event if the state goes by delta, growing
+    with N (N² per run) if each event held a full copy."""
+    print("\n4. state in node_start events (a chain of N nodes, each packing a key of its own)")
+    print(
+        f"{'N':>8}{'final state, bytes':>20}{'node_start JSON, bytes/event':>30}"
+        f"{'all node_start, bytes/run':>27}{'a full copy per event would be':>32}"
+    )
+    for n in sizes:
+        nodes = [Grow(id=f"n{i}") for i in range(n)]
+        for left, right in itertools.pairwise(nodes):
+            left >> right
+        emitted: list[Any] = []
+        events = EventStreamer(history_size=0)
+        events.subscribe("*", emitted.append)
+        backpack = Backpack()
+        result = Flow(nodes[0]).execute_sync(backpack, events=events)
+        assert result.ok, result.error
+        sizes_ = [len(e.to_json_str()) for e in emitted if e.type == "node_start"]
+        state = len(json.dumps(backpack.to_dict()))
+        # each node_start holding the whole state so far: the sum of the states before each node
+        full = sum(state * i // n for i in range(n))
+        print(f"{n:>8,}{state:>20,}{statistics.mean(sizes_):>30,.0f}{sum(sizes_):>27,}{full:>32,}")
+
+
 # ------------------------------------------------------------------------------ stored runs
 
 
@@ -325,6 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"python {sys.version.split()[0]}; median [range] of {args.repeats} repeats")
     graph_table(sizes, args.repeats, args.peer_max)
     history_table(list(DEFAULT_HISTORIES), args.repeats)
+    state_table([n for n in sizes if n <= 10_000])
     if not args.no_store:
         store_table()
     return 0

@@ -7,7 +7,9 @@ The service runs in a process of its own (``backpackflow serve`` with the benchm
 types); this process starts the runs and reads every stream with ``httpx``. Printed per
 database: runs/s (all runs started → every subscriber got ``end``), the delivery latency of
 live events (emit timestamp → parsed by the subscriber; events sent as backfill because they
-happened before the subscriber connected are counted but not timed) and the counts: events
+happened before the subscriber connected are counted but not timed; p50 and p99 over every
+live event of every subscriber), the service's CPU seconds per run (from the first request to
+the last stream's ``end``: the benchmark's checks afterwards are not counted) and the counts: events
 emitted (the last seq of each run), stored (in the database) and delivered (per subscriber,
 checked to be exactly seq 1..last). Any difference is an error: exit status 1. Each database
 gets two rounds on one service; the second (steady state) is reported, the first (cold thread
@@ -38,7 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -190,6 +192,60 @@ def measure_in_process(args: argparse.Namespace) -> float:
     return float(json.loads(output.strip().splitlines()[-1])["cpu_s_per_run"])
 
 
+def store_path(args: argparse.Namespace, flow_document: dict[str, Any], url: str) -> list[float]:
+    """The store's share of a run, without HTTP, SSE or the flow: the events of one real run
+    of the flow (as the service stores them) are stored for ``--runs`` runs as the service
+    does it (create the run, mark it running, the events of 8 runs per writer batch, finish
+    it). Returns the CPU milliseconds per run of each of ``--repeats`` rounds (after one
+    warm-up round): CPU time of this process, which the database server's work is not."""
+    from backpackflow import Backpack, EventStreamer
+    from backpackflow.ids import new_id
+    from backpackflow.loader import FlowLoader
+    from backpackflow_server.runs import RunManager
+    from backpackflow_store_sql import SqlRunStore
+
+    source: Any = args.flow.resolve() if args.flow else flow_document  # a file: its folder
+    flow = FlowLoader(bench_registry(args.autoload)).load_flow(source)
+    events = EventStreamer()
+    emitted: list[Any] = []
+    events.subscribe("*", emitted.append)
+    inputs = RunManager.resolve_inputs(flow, {})
+    result = asyncio.run(flow.execute(Backpack(), inputs=inputs, events=events))
+    if result.status != "succeeded":
+        raise RuntimeError(f"the flow {result.status} in process: {result.error}")
+    documents = [event.to_json() for event in emitted]
+    rounds: list[float] = []
+    with SqlRunStore(url) as store:
+        store.upgrade()
+        workflow_id = store.create_workflow("bench", flow_document)["id"]
+        for _ in range(args.repeats + 1):
+            started = time.process_time()
+            for first in range(0, args.runs, 8):
+                runs = [
+                    store.create_run(workflow_id, inputs, "bench")["id"]
+                    for _ in range(min(8, args.runs - first))
+                ]
+                for run_id in runs:
+                    store.mark_running(run_id)
+                store.append_many(
+                    {r: [{**d, "id": new_id(), "run_id": r} for d in documents] for r in runs}
+                )
+                for run_id in runs:
+                    store.finish_run(run_id, "succeeded")
+            rounds.append((time.process_time() - started) / args.runs * 1e3)
+    return rounds[1:]
+
+
+def report_store_path(args: argparse.Namespace, flow: dict[str, Any]) -> None:
+    with tempfile.TemporaryDirectory() as tmp, databases(args.database, Path(tmp)) as targets:
+        for label, url in targets:
+            rounds = store_path(args, flow, url)
+            print(
+                f"{label:<11} the store's CPU per run: {_spread(rounds, ' ms', 2)} "
+                f"({len(rounds)} rounds of {args.runs} runs)"
+            )
+
+
 # ------------------------------------------------------------------------------ the client
 
 
@@ -237,9 +293,17 @@ async def one_run(client: Any, workflow_id: str, subscribers: int) -> tuple[str,
 
 
 async def load(
-    url: str, flow: dict[str, Any], runs: int, subscribers: int, token: str | None = None
+    url: str,
+    flow: dict[str, Any],
+    runs: int,
+    subscribers: int,
+    token: str | None = None,
+    service_cpu: Callable[[], float] | None = None,
 ) -> dict[str, Any]:
-    """One round; ``token``: the API token to send (``None``: a local-dev service)."""
+    """One round; ``token``: the API token to send (``None``: a local-dev service);
+    ``service_cpu``: reads the service's CPU seconds so far. It is read when the runs start
+    and when the last stream has ended, so the CPU of a round is that of the runs and their
+    streams, not of the benchmark's own checks afterwards (each run read back, ``/health``)."""
     import httpx
 
     # idle connections expire before the server closes them (uvicorn: after 5 s), so a
@@ -255,11 +319,15 @@ async def load(
         if created.status_code != 201:
             raise RuntimeError(f"the flow was refused: {created.text}")
         workflow_id = created.json()["id"]
+        cpu_before = service_cpu() if service_cpu else math.nan
+        client_before = time.process_time()
         started = time.perf_counter()
         outcomes = await asyncio.gather(
             *(one_run(client, workflow_id, subscribers) for _ in range(runs))
         )
         elapsed = time.perf_counter() - started
+        service_cpu_s = (service_cpu() if service_cpu else math.nan) - cpu_before
+        client_cpu_s = time.process_time() - client_before
         stored_runs = await asyncio.gather(
             *(client.get(f"/api/runs/{run_id}") for run_id, _ in outcomes)
         )
@@ -315,6 +383,8 @@ async def load(
             "max": latencies[-1] * 1e3 if latencies else float("nan"),
         },
         "problems": problems,
+        "service_cpu_s": service_cpu_s,
+        "client_cpu_s": client_cpu_s,
     }
 
 
@@ -484,10 +554,16 @@ def measure(
         cold = None
         if args.warmup:  # a first round fills thread and connection pools and caches
             cold = asyncio.run(load(url, flow, args.runs, args.subscribers, token))
-        service_cpu, client_cpu = cpu_seconds(process.pid), time.process_time()
-        result = asyncio.run(load(url, flow, args.runs, args.subscribers, token))
-        result["service_cpu_s"] = cpu_seconds(process.pid) - service_cpu
-        result["client_cpu_s"] = time.process_time() - client_cpu
+        result = asyncio.run(
+            load(
+                url,
+                flow,
+                args.runs,
+                args.subscribers,
+                token,
+                service_cpu=lambda: cpu_seconds(process.pid),
+            )
+        )
         if cold is not None:
             result["cold"] = {k: cold[k] for k in ("runs_per_s", "latency_ms", "problems")}
     finally:
@@ -657,9 +733,18 @@ def main(argv: list[str] | None = None) -> int:
         "py-spy's raw (collapsed stacks) format (the CPU figures are then py-spy's)",
     )
     parser.add_argument("--json", type=Path, help="also write the results to this file")
+    parser.add_argument(
+        "--store-only",
+        action="store_true",
+        help="measure only the store's CPU per run (the events of a real run stored for "
+        "--runs runs, as the service stores them), --repeats rounds per database",
+    )
     args = parser.parse_args(argv)
 
     flow = json.loads(args.flow.read_text()) if args.flow else default_flow(args.step_ms)
+    if args.store_only:
+        report_store_path(args, flow)
+        return 0
     results = []
     with tempfile.TemporaryDirectory() as tmp, databases(args.database, Path(tmp)) as targets:
         for repeat in range(args.repeats):

@@ -44,13 +44,26 @@ from .runs import RunHandle, RunManager
 
 log = logging.getLogger("backpackflow_server.streaming")
 
-#: Events read from the database per query, and sent per network write at most.
+#: Events read from the database per query, and sent per network write at most; a chunk
+#: holds events up to about _CHUNK_BYTES (counted in characters) per network write.
 PAGE = 500
 _CHUNK_BYTES = 64 * 1024
 
 
-def _trace(seq: int, text: str) -> bytes:
-    return ServerSentEvent(text, event="trace", id=str(seq)).encode()
+def _trace(seq: int, text: str) -> str:
+    """One ``trace`` message, framed as sse-starlette's ``ServerSentEvent(text, event="trace",
+    id=str(seq)).encode()`` frames it (a parity test holds them equal), without its regular
+    expression splitting every message into lines: ``text`` is JSON from :func:`json.dumps`,
+    which escapes every CR and LF, so it is one ``data:`` line. A text that is not one line
+    (none of ours: a live feed's, say) is framed by sse-starlette. Messages of a chunk are
+    joined as text and encoded once (:func:`_encoded`)."""
+    if "\n" in text or "\r" in text:
+        return ServerSentEvent(text, event="trace", id=str(seq)).encode().decode()
+    return f"id: {seq}\r\nevent: trace\r\ndata: {text}\r\n\r\n"
+
+
+def _encoded(messages: list[str]) -> bytes:
+    return "".join(messages).encode()
 
 
 def _end(summary: dict[str, Any]) -> bytes:
@@ -127,14 +140,14 @@ async def _from_handle(
             page = await run_in_threadpool(
                 store.get_trace, handle.run_id, after_seq=cursor, limit=PAGE
             )
-            chunk = bytearray()
+            chunk: list[str] = []
             for item in page:
                 if item["seq"] != cursor + 1 or cursor + 1 >= handle.low:
                     break
-                chunk += _trace(item["seq"], _dumps(item))
+                chunk.append(_trace(item["seq"], _dumps(item)))
                 cursor += 1
             if chunk:
-                yield bytes(chunk)
+                yield _encoded(chunk)
             else:  # cannot happen (the buffer keeps what is not stored); never spin on it
                 log.error(
                     "run %s: events %d..%d are neither in memory nor in the database",
@@ -144,15 +157,18 @@ async def _from_handle(
                 )
                 cursor = handle.low - 1
             continue
-        chunk = bytearray()
-        while len(chunk) < _CHUNK_BYTES:
+        chunk = []
+        size = 0  # characters: a chunk's bytes are at most four times as many
+        while size < _CHUNK_BYTES:
             slot = handle.get(cursor + 1)
             if slot is None:
                 break
-            chunk += _trace(cursor + 1, slot.text())
+            message = _trace(cursor + 1, slot.text())
+            chunk.append(message)
+            size += len(message)
             cursor += 1
         if chunk:
-            yield bytes(chunk)
+            yield _encoded(chunk)
             continue
         if cursor + 1 <= handle.last_seq:  # emitted, not in memory: spilled during an outage
             if handle.lost_for_good(cursor + 1):
@@ -161,10 +177,10 @@ async def _from_handle(
             for item in await _stored_page(store, handle.run_id, cursor):
                 if item["seq"] != cursor + 1 or handle.get(cursor + 1) is not None:
                     break
-                chunk += _trace(item["seq"], _dumps(item))
+                chunk.append(_trace(item["seq"], _dumps(item)))
                 cursor += 1
             if chunk:
-                yield bytes(chunk)
+                yield _encoded(chunk)
                 continue
             # not stored yet (or the database is still down): until the writer stores it
             with contextlib.suppress(TimeoutError):
@@ -204,11 +220,9 @@ async def _from_database(
     while not stop.requested:
         page = await run_in_threadpool(store.get_trace, run_id, after_seq=cursor, limit=PAGE)
         if page:
-            chunk = bytearray()
-            for item in page:
-                chunk += _trace(item["seq"], _dumps(item))
+            chunk = [_trace(item["seq"], _dumps(item)) for item in page]
             cursor = page[-1]["seq"]
-            yield bytes(chunk)
+            yield _encoded(chunk)
         if len(page) == PAGE:
             continue
         if final is not None:  # the run was final before this read: nothing can follow
@@ -248,15 +262,18 @@ async def _from_feed(
             if manager.handle(run_id) is not None:
                 yield cursor
                 return
-            chunk = bytearray()
-            while len(chunk) < _CHUNK_BYTES:
+            chunk: list[str] = []
+            size = 0
+            while size < _CHUNK_BYTES:
                 text = tail.get(cursor + 1)
                 if text is None:
                     break
-                chunk += _trace(cursor + 1, text)
+                message = _trace(cursor + 1, text)
+                chunk.append(message)
+                size += len(message)
                 cursor += 1
             if chunk:
-                yield bytes(chunk)
+                yield _encoded(chunk)
                 continue
             end = tail.end
             if end is not None and (end[0] < cursor or tail.top > end[0]):
@@ -270,10 +287,9 @@ async def _from_feed(
                 if end is not None:
                     page = [item for item in page if item["seq"] <= end[0]]
                 if page:
-                    for item in page:
-                        chunk += _trace(item["seq"], _dumps(item))
+                    chunk = [_trace(item["seq"], _dumps(item)) for item in page]
                     cursor = page[-1]["seq"]
-                    yield bytes(chunk)
+                    yield _encoded(chunk)
                     continue
                 if end is not None:  # events the writer gave up on: neither place has them
                     cursor = end[0]

@@ -241,3 +241,40 @@ def test_stream_of_a_run_another_process_executes(
     events, end = reader.join()
     assert [e["seq"] for e in events] == [2, 3, 4]
     assert end["status"] == "succeeded"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"seq": 1, "payload": {}},
+        {"text": "line one\nline two\r\nthree\rfour", "tab": "\t", "nul": "\x00"},
+        {"unicode": "é 漢字 🎉 \u2028 \u2029 \x85 \x1c", "empty": ""},
+        ["data: not a field", "id: 7", ": comment"],
+    ],
+)
+def test_trace_messages_are_framed_as_sse_starlette_frames_them(value: Any) -> None:
+    """The stream frames ``trace`` messages itself (no per-message line splitting); they
+    must be byte for byte what sse-starlette's ServerSentEvent makes of the same JSON."""
+    from backpackflow_server.streaming import _dumps, _encoded, _trace
+
+    text = _dumps(value)
+    ours = _encoded([_trace(12, text), _trace(13, text)])
+    assert ours == _sse_starlette_frames(text, 12, 13)
+    # one data line each: id, event, data, blank line (the spec ends lines at CR or LF only)
+    assert ours.replace(b"\r\n", b"").count(b"\n") == ours.count(b"\r") - 8 == 0
+
+
+def test_a_trace_text_of_several_lines_is_framed_as_sse_starlette_frames_it() -> None:
+    """A text that is not JSON on one line (a live feed's, say) gets one data line per line."""
+    from backpackflow_server.streaming import _encoded, _trace
+
+    text = "one\ntwo\r\nthree\rfour"
+    ours = _encoded([_trace(5, text)])
+    assert ours == _sse_starlette_frames(text, 5)
+    assert ours.count(b"data: ") == 4
+
+
+def _sse_starlette_frames(text: str, *seqs: int) -> bytes:
+    from sse_starlette import ServerSentEvent
+
+    return b"".join(ServerSentEvent(text, event="trace", id=str(s)).encode() for s in seqs)
