@@ -384,6 +384,9 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
             log.info("flow sandbox: %s", manager.policy.describe())
             await manager.start()
             recovered = await manager.recover()  # runs the last process left active
+            held = recovered.pop("held", [])
+            if held:
+                log.info("%d active run(s) held by live workers left to them", len(held))
             for outcome, run_ids in recovered.items():
                 if run_ids:
                     log.warning("%s %d interrupted run(s): %s", outcome, len(run_ids), run_ids)

@@ -54,6 +54,18 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
         "this Redis (redis://host:6379/0; default: $BACKPACKFLOW_LIVE_FEED, else none)",
     )
     parser.add_argument(
+        "--executor",
+        metavar="NAME",
+        help="where runs execute: in-process (default) or an installed executor, e.g. celery "
+        "(backpackflow worker processes; see docs/deploy.md)",
+    )
+    parser.add_argument(
+        "--broker",
+        metavar="URL",
+        help="the broker of a worker executor: redis://host:6379/0 or amqp://… "
+        "(default: $BACKPACKFLOW_BROKER_URL)",
+    )
+    parser.add_argument(
         "--seed-dir", metavar="DIR", help="seed the *.json flows of DIR into a new database"
     )
     parser.add_argument(
@@ -169,6 +181,8 @@ def _settings(args: argparse.Namespace) -> Settings:
         ("flow_sink", "flow_sinks"),
         ("template_timeout", "template_max_seconds"),
         ("log_format", "log_format"),
+        ("executor", "executor"),
+        ("broker", "broker_url"),
     ):
         value = getattr(args, option, None)
         if value is not None:

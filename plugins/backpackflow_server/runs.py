@@ -65,6 +65,7 @@ from backpackflow.runner import DependencyContainer, checkpoint_problem
 from backpackflow_store_sql import (
     EventWriter,
     InvalidTransition,
+    LeaseLost,
     NotFound,
     SpillFileBusy,
     WriterClosed,
@@ -88,6 +89,7 @@ from .disclosure import (
     with_error_id,
 )
 from .durable import CannotResume, ResumePlan, RunCheckpointer, resume_plan
+from .executors import Executor, make_executor
 from .feed import FeedLink, NodeTypeCaps, open_feed, provider_limits
 from .metrics import ServiceMetrics
 from .settings import Settings
@@ -146,7 +148,9 @@ class RunStore(Protocol):
     def run_ids(self) -> list[str]: ...
     def delete(self, run_id: str) -> None: ...
     def resume_counters(self, run_id: str, reason: str, after_step: int) -> tuple[int, int]: ...
-    def pause_run(self, run_id: str) -> dict[str, Any]: ...
+    def pause_run(self, run_id: str, *, lease_token: int | None = None) -> dict[str, Any]: ...
+    # run leases (see backpackflow_store_sql.leases): workers hold the runs they drive
+    def get_lease(self, run_id: str) -> dict[str, Any]: ...
     def create_workflow(
         self, name: str, graph_json: Mapping[str, Any], description: str | None = None
     ) -> dict[str, Any]: ...
@@ -172,13 +176,15 @@ class RunStore(Protocol):
         *,
         forked_from: Mapping[str, str] | None = None,
     ) -> dict[str, Any]: ...
-    def mark_running(self, run_id: str) -> dict[str, Any]: ...
+    def mark_running(self, run_id: str, *, lease_token: int | None = None) -> dict[str, Any]: ...
     def finish_run(
         self,
         run_id: str,
         status: str,
         error_summary: str | None = None,
         outputs: Mapping[str, Any] | None = None,
+        *,
+        lease_token: int | None = None,
     ) -> dict[str, Any]: ...
     def get_run(self, run_id: str) -> dict[str, Any]: ...
     def list_runs(
@@ -200,13 +206,19 @@ class RunStore(Protocol):
         types: Sequence[str] | None = None,
     ) -> list[dict[str, Any]]: ...
     def append_events(
-        self, run_id: str, events: Sequence[EventDocument], *, checkpoint: Sequence[bytes] = ()
+        self,
+        run_id: str,
+        events: Sequence[EventDocument],
+        *,
+        checkpoint: Sequence[bytes] = (),
+        lease_token: int | None = None,
     ) -> None: ...
     def append_many(
         self,
         batches: Mapping[str, Sequence[EventDocument]],
         *,
         checkpoints: Mapping[str, Sequence[bytes]] | None = None,
+        lease_tokens: Mapping[str, int] | None = None,
     ) -> None: ...
     # API tokens (see backpackflow_server.auth)
     def find_token(
@@ -524,6 +536,10 @@ class _AckingSink:
     """The writer's view of the store: store a batch, then say which seqs are now safe.
 
     ``on_stored`` runs in the writer thread, right after the transaction committed.
+    ``lease_tokens``: the fencing tokens of the runs a worker drives under a lease (run id ->
+    token, kept by the manager); their writes carry them, so a worker that lost a run's lease
+    has its writes refused (:class:`~backpackflow_store_sql.LeaseLost`, which the writer does
+    not retry).
     """
 
     def __init__(
@@ -531,19 +547,24 @@ class _AckingSink:
         store: RunStore,
         on_stored: Callable[[str, list[int], bool], None],
         write_lock: AbstractContextManager[Any],
+        lease_tokens: Mapping[str, int] | None = None,
     ):
         self._store = store
         self._on_stored = on_stored
         self._write_lock = write_lock
+        self._lease_tokens = lease_tokens if lease_tokens is not None else {}
 
     def append_events(
         self, run_id: str, events: Sequence[EventDocument], *, checkpoint: Sequence[bytes] = ()
     ) -> None:
+        extra: dict[str, Any] = {}
+        if checkpoint:
+            extra["checkpoint"] = checkpoint
+        token = self._lease_tokens.get(run_id)
+        if token is not None:
+            extra["lease_token"] = token
         with self._write_lock:
-            if checkpoint:
-                self._store.append_events(run_id, events, checkpoint=checkpoint)
-            else:
-                self._store.append_events(run_id, events)
+            self._store.append_events(run_id, events, **extra)
         self._on_stored(run_id, [event_field(e, "seq") for e in events], True)
 
     def append_many(
@@ -553,11 +574,15 @@ class _AckingSink:
         checkpoints: Mapping[str, Sequence[bytes]] | None = None,
     ) -> None:
         """Several runs' events (and checkpoint records) in one transaction."""
+        extra: dict[str, Any] = {}
+        if checkpoints:
+            extra["checkpoints"] = checkpoints
+        held = self._lease_tokens
+        tokens = {run_id: held[run_id] for run_id in batches if run_id in held}
+        if tokens:
+            extra["lease_tokens"] = tokens
         with self._write_lock:
-            if checkpoints:
-                self._store.append_many(batches, checkpoints=checkpoints)
-            else:
-                self._store.append_many(batches)
+            self._store.append_many(batches, **extra)
         for run_id, events in batches.items():
             self._on_stored(run_id, [event_field(e, "seq") for e in events], True)
 
@@ -595,7 +620,11 @@ class RunManager:
         loader: FlowLoader,
         settings: Settings,
         flow_dirs: Mapping[str, Path] | None = None,
+        *,
+        executor: Executor | None = None,
     ) -> None:
+        """``executor``: where runs execute (default: the one the ``executor`` setting names,
+        see :mod:`.executors`; a worker process passes the in-process one)."""
         self.store = store
         self.loader = loader
         self.settings = settings
@@ -640,6 +669,13 @@ class RunManager:
         self.llm_limits: Any = None
         #: Per-node-type concurrency caps (None: none set; see .feed).
         self.node_caps: NodeTypeCaps | None = None
+        #: Where runs execute (see .executors).
+        self.executor = (
+            executor if executor is not None else make_executor(loader.registry, settings)
+        )
+        #: Fencing tokens of the runs this process drives under a lease (a worker's): run id ->
+        #: token, read by the event writers' sink and the run's status writes.
+        self.lease_tokens: dict[str, int] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -651,7 +687,9 @@ class RunManager:
         count = self.settings.writer_threads
         if count is None:
             count = 1 if self.store.dialect == "sqlite" else 4
-        sink = _AckingSink(self.store, self._settled_threadsafe, self._write_lock)
+        sink = _AckingSink(
+            self.store, self._settled_threadsafe, self._write_lock, self.lease_tokens
+        )
         self.writers = [self._start_writer(sink, index, count) for index in range(count)]
         self._adopted = self._adopt_left_spill_files(sink)
         self.budgets.alert_sink = self._budget_alert_sink()
@@ -663,6 +701,7 @@ class RunManager:
         self.llm_limits = provider_limits(self.settings, feed)
         caps = self.settings.node_type_concurrency
         self.node_caps = NodeTypeCaps(caps, feed) if caps else None
+        await self.executor.start(self)
         self._accepting = True
 
     def _new_writer(self, sink: _AckingSink, spill_path: Path | None, name: str) -> EventWriter:
@@ -785,6 +824,7 @@ class RunManager:
             await run_in_threadpool(self.budgets.alert_sink.close)
         if self.feed is not None:  # after the writers: their last events are published
             await self.feed.close(self.settings.flush_timeout)
+        await self.executor.shutdown(self)
 
     # ------------------------------------------------------------------ queries
 
@@ -992,7 +1032,7 @@ class RunManager:
         if not self._accepting:
             await self._finish_early(run["id"], "canceled", SHUTDOWN_REASON)
             raise ServiceUnavailable("the service is shutting down; no new runs are started")
-        return await self._launch(run, flow, inputs)
+        return await self.executor.launch(self, run, flow, inputs)
 
     def accept(self, server_address: tuple[str, int] | None) -> None:
         """Refuse a new run now if the service takes none (shutting down, queue full);
@@ -1011,6 +1051,12 @@ class RunManager:
     def checkpoints(self) -> Checkpointer:
         """The store as the checkpointer of the service's checkpointed runs (forks)."""
         return _StoreCheckpoints(self.store, self._write_lock)
+
+    async def launch_here(
+        self, run: dict[str, Any], flow: Flow, inputs: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Execute a new run in this process (the in-process executor)."""
+        return await self._launch(run, flow, inputs)
 
     async def _launch(
         self,
@@ -1082,6 +1128,10 @@ class RunManager:
         match the schema it asked with; :class:`ServiceUnavailable` when the service is
         stopping or its queue is full."""
         self._check_accepting()
+        return await self.executor.start_existing(self, run_id, answer)
+
+    async def start_stored_here(self, run_id: str, answer: Any = UNSET) -> dict[str, Any]:
+        """:meth:`start_existing` in this process (the in-process executor)."""
         return await self._start_stored(run_id, answer)
 
     async def _start_stored(self, run_id: str, answer: Any = UNSET) -> dict[str, Any]:
@@ -1093,20 +1143,23 @@ class RunManager:
         run.pop("steps", None)
         if run["status"] not in ("queued", "running", "paused"):
             raise RunConflict(f"run {run_id!r} is {run['status']}; it cannot be started again")
-        flow = await self._flow_of(run)
+        flow = await self.flow_of(run)
+        lease = self._lease_of(run_id)
         try:
             plan = await self.off_loop(resume_plan, self.store, flow, run_id)
         except CannotResume as exc:
             raise RunConflict(f"run {run_id!r} cannot resume: {exc}") from None
         if plan.status in FINAL_STATUSES:  # it ended; only recording that end was lost
             outputs = await self.off_loop(_checkpoint_outputs, flow, run_id, plan.records)
-            await self._store_write(self.store.finish_run, run_id, plan.status, plan.error, outputs)
+            await self._store_write(
+                self.store.finish_run, run_id, plan.status, plan.error, outputs, **lease
+            )
             self.metrics.ended(run_id, plan.status)
             run["status"] = plan.status
             return run
         if plan.status == "paused":
             if run["status"] == "running":  # it paused; only recording that was lost
-                return await self._store_write(self.store.pause_run, run_id)
+                return await self._store_write(self.store.pause_run, run_id, **lease)
             problems = plan.answer_problems(answer, answer is not UNSET)
             if problems:
                 raise FlowProblems("answer", problems)
@@ -1125,7 +1178,7 @@ class RunManager:
             )
         return await self.start_existing(run_id, answer=answer)
 
-    async def _flow_of(self, run: Mapping[str, Any]) -> Flow:
+    async def flow_of(self, run: Mapping[str, Any]) -> Flow:
         """The loaded flow of a stored run's workflow (its current version)."""
         workflow_id = run.get("workflow_id")
         if workflow_id is None:
@@ -1154,14 +1207,34 @@ class RunManager:
         checkpoint resume from it, ``queued`` runs without one are started, and the others
         are failed with the reason (``error_summary``); so are runs with stored events and
         no checkpoint (a flow that cannot be checkpointed, or durability ``exit``/``off``),
-        while a ``running`` run with no stored event yet starts from the beginning. Assumes
-        this process is the only service on the database (as the old fail-everything recovery
-        did): a run another live process executes would be started twice. Returns the run
-        ids by outcome (``resumed``, ``requeued``, ``failed``)."""
+        while a ``running`` run with no stored event yet starts from the beginning. Where
+        they go on is the executor's choice (:meth:`recover_here` in this process; a worker
+        executor hands them to its workers). Runs a live process holds by an unexpired lease
+        (a worker's) are left to it. Returns the run ids by outcome (``resumed``,
+        ``requeued``, ``failed``, ``held``)."""
         for writer in (*self.writers, *self._adopted):
             await run_in_threadpool(writer.flush, self.settings.flush_timeout)
-        outcome: dict[str, list[str]] = {"resumed": [], "requeued": [], "failed": []}
+        return await self.executor.recover(self)
+
+    async def unheld_active_runs(self) -> tuple[list[dict[str, Any]], list[str]]:
+        """The active runs no live process holds (no lease, or an expired one), oldest first,
+        and the ids of those that one holds."""
+        free, held = [], []
         for run in await run_in_threadpool(self.store.active_runs):
+            lease = await run_in_threadpool(self.store.get_lease, run["id"])
+            if lease["owner"] is not None and not lease["expired"]:
+                held.append(run["id"])
+            else:
+                free.append(run)
+        return free, held
+
+    async def recover_here(self) -> dict[str, list[str]]:
+        """:meth:`recover` in this process (the in-process executor): every active run no
+        live worker holds by its lease goes on here (the in-process executor takes no lease,
+        so this still assumes one service per database when no workers are used)."""
+        outcome: dict[str, list[str]] = {"resumed": [], "requeued": [], "failed": []}
+        runs, outcome["held"] = await self.unheld_active_runs()
+        for run in runs:
             run_id = run["id"]
             try:
                 kind = await self._recover_run(run)
@@ -1179,6 +1252,33 @@ class RunManager:
             outcome[kind].append(run_id)
         return outcome
 
+    async def drive(
+        self, run_id: str, lease_token: int, answer: Any = UNSET
+    ) -> RunHandle | dict[str, Any]:
+        """Start stored run ``run_id`` here under a lease a worker acquired (its fencing token
+        goes with every write of the run): from its checkpoint if it has one, else from the
+        beginning. Returns the run's handle (await ``handle.task``), or the run as stored when
+        there was nothing to execute (it had ended; only recording that was lost).
+
+        Raises :class:`RunConflict` (it cannot start: why), :class:`FlowProblems`."""
+        self.lease_tokens[run_id] = lease_token
+        run = await run_in_threadpool(self.store.get_run, run_id)
+        run.pop("steps", None)
+        if run["status"] in FINAL_STATUSES:  # ended before the worker got its lease
+            return run
+        if run["status"] == "paused" and answer is not UNSET:
+            stored = await self._start_stored(run_id, answer)
+        else:
+            await self._recover_run(run)
+            stored = run
+        handle = self._handles.get(run_id)
+        return handle if handle is not None else stored
+
+    def _lease_of(self, run_id: str) -> dict[str, Any]:
+        """``{"lease_token": token}`` for a run this process drives under a lease, else {}."""
+        token = self.lease_tokens.get(run_id)
+        return {} if token is None else {"lease_token": token}
+
     async def _recover_run(self, run: dict[str, Any]) -> str:
         run_id = run["id"]
         # A run without stored events has not started as far as the database knows (a durable
@@ -1186,7 +1286,7 @@ class RunManager:
         if run["status"] == "queued" or run["last_seq"] == 0:
             records = await run_in_threadpool(self.store.records, run_id)
             if records is None:
-                flow = await self._flow_of(run)
+                flow = await self.flow_of(run)
                 try:
                     inputs = self.resolve_inputs(flow, run["input_vars"] or {})
                 except FlowProblems as exc:
@@ -1210,6 +1310,16 @@ class RunManager:
                 await self._store_write(self.store.finish_run, run_id, "canceled", reason)
                 self.metrics.ended(run_id, "canceled")
                 return "paused", "the run was paused; it is canceled"
+            if self.executor.remote:  # a worker runs it: it reads the status at its heartbeat
+                reason = "canceled through the API"
+                await self._store_write(self.store.finish_run, run_id, "canceled", reason)
+                self.metrics.ended(run_id, "canceled")
+                if self.feed is not None:  # a worker on the live feed hears it at once
+                    await self.feed.request_cancel(run_id)
+                bound = self.settings.lease_seconds / 3
+                return run["status"], (
+                    f"the run is canceled; the worker executing it stops it within {bound:.1f} s"
+                )
             if self.feed is not None:  # the process running it gets the request
                 await self.feed.request_cancel(run_id)
                 return run["status"], (
@@ -1227,6 +1337,15 @@ class RunManager:
         if status == "queued":
             return status, "the run was queued; it will not start"
         return status, "the run stops at its next await or node boundary"
+
+    def stop(self, run_id: str, reason: str) -> bool:
+        """Stop run ``run_id`` if it executes in this process (a worker told by the store that
+        the run was canceled, or that it lost the run's lease); ``False`` if it does not."""
+        handle = self._handles.get(run_id)
+        if handle is None:
+            return False
+        self._request_cancel(handle, reason)
+        return True
 
     def _learn_address(self, address: tuple[str, int] | None) -> None:
         if address is None:
@@ -1395,7 +1514,9 @@ class RunManager:
             try:
                 handle.state = "starting"
                 if handle.queued_in_store:
-                    await self._store_write_until_done(self.store.mark_running, handle.run_id)
+                    await self._store_write_until_done(
+                        self.store.mark_running, handle.run_id, **self._lease_of(handle.run_id)
+                    )
                 handle.state = "running"
                 durable: dict[str, Any] = {}
                 if handle.checkpointer is not None:
@@ -1469,12 +1590,16 @@ class RunManager:
     async def _finish_in_store(
         self, run_id: str, status: str, error: str | None, outputs: Mapping[str, Any]
     ) -> dict[str, Any] | None:
+        lease = self._lease_of(run_id)
         try:
             if status == "paused":  # waits for an answer (POST /api/runs/{id}/resume)
-                return await self._store_write_until_done(self.store.pause_run, run_id)
+                return await self._store_write_until_done(self.store.pause_run, run_id, **lease)
             return await self._store_write_until_done(
-                self.store.finish_run, run_id, status, error, outputs
+                self.store.finish_run, run_id, status, error, outputs, **lease
             )
+        except LeaseLost as exc:  # another worker drives the run now: its end is theirs
+            log.warning("run %s: not recording its end (%s): %s", run_id, status, exc)
+            return None
         except InvalidTransition:
             run = await run_in_threadpool(self.store.get_run, run_id)
             run.pop("steps", None)
@@ -1492,7 +1617,9 @@ class RunManager:
             )
             return None
 
-    async def _store_write_until_done(self, method: Callable[..., _T], *args: Any) -> _T:
+    async def _store_write_until_done(
+        self, method: Callable[..., _T], *args: Any, **kwargs: Any
+    ) -> _T:
         """A run's status write, retried while the database is unavailable: a run must not
         stay ``queued`` or ``running`` because of an outage. Gives up only once the service
         is stopping and ``flush_timeout`` has passed (the next start recovers the run)."""
@@ -1522,15 +1649,15 @@ class RunManager:
         )
         async for attempt in retrying:
             with attempt:
-                return await self._store_write(method, *args)
+                return await self._store_write(method, *args, **kwargs)
         raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
 
-    async def _store_write(self, method: Callable[..., _T], *args: Any) -> _T:
+    async def _store_write(self, method: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
         """A store write in the thread pool, taking turns with the other writes on SQLite."""
 
         def call() -> _T:
             with self._write_lock:
-                return method(*args)
+                return method(*args, **kwargs)
 
         return await run_in_threadpool(call)
 

@@ -179,6 +179,44 @@ class Settings(BaseSettings):
         "message was missed)",
     )
 
+    # ------------------------------------------------------------------ executors
+    # Where runs execute (plugins/backpackflow_server/executors.py, docs/deploy.md).
+    executor: str = Field(
+        default="in-process",
+        min_length=1,
+        description="where runs execute: 'in-process' (the service's own event loop, one "
+        "machine) or an executor a plugin registers ('celery': backpackflow worker processes "
+        "on any number of hosts)",
+    )
+    broker_url: SecretStr | None = Field(
+        default=None,
+        description="the message broker of a worker executor (redis://host:6379/0, "
+        "amqp://user:password@host:5672//); secret: it may hold a password",
+    )
+    broker_queue: str = Field(
+        default="backpackflow",
+        min_length=1,
+        max_length=200,
+        pattern=r"^[A-Za-z0-9_.:-]+$",
+        description="the broker queue runs wait in: services and workers of one deployment "
+        "share it; another deployment on the same broker uses another",
+    )
+    lease_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="a worker's lease on a run it drives: renewed every third of it; a "
+        "worker silent this long loses its runs to another worker (which resumes them from "
+        "their checkpoints)",
+    )
+    visibility_timeout: float = Field(
+        default=3600.0,
+        gt=0,
+        description="seconds the broker waits for a worker to acknowledge a run before it "
+        "hands the run to another worker (Redis broker): the bound on how late a run whose "
+        "worker died is redelivered; keep it above the longest run",
+    )
+
     # ------------------------------------------------------------------ the service edge
     # Who may call the API, from where, and how much one request may ask (docs/security.md).
 

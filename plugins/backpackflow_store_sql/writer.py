@@ -51,7 +51,7 @@ from tenacity import (
     wait_exponential,
 )
 
-from .errors import DatabaseUnavailable, SpillFileBusy, WriterClosed
+from .errors import DatabaseUnavailable, LeaseLost, SpillFileBusy, WriterClosed
 from .store import EventDocument, event_field
 
 log = logging.getLogger("backpackflow_store_sql.writer")
@@ -537,7 +537,8 @@ class EventWriter:
         if error is None:
             self._stored({run_id: events})
             return
-        if len(events) > 1 and not is_transient(error):
+        # a stale fencing token refuses the run's every write: nothing to find one by one
+        if len(events) > 1 and not is_transient(error) and not isinstance(error, LeaseLost):
             log.warning(
                 "run %s: a batch of %d events was refused (%s); storing them one by one",
                 run_id,

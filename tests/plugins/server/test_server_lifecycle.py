@@ -78,6 +78,29 @@ def test_runs_left_active_without_a_checkpoint_on_start(serve: Any, database_url
         assert requeued["error_summary"] is None
 
 
+def test_recovery_leaves_runs_a_live_worker_holds(serve: Any, database_url: str) -> None:
+    """A run whose lease a live process holds (a worker) is not taken over at start; once
+    its lease is released, the next start goes on with it."""
+    store = SqlRunStore(database_url)
+    store.upgrade()
+    workflow = store.create_workflow("held", flow(echo("a")))
+    held = store.create_run(workflow["id"], {})
+    lease = store.acquire_lease(held["id"], "worker-elsewhere", ttl=600)
+    assert lease is not None
+    store.close()
+
+    server: LiveServer = serve(database_url=database_url)
+    with server.client() as client:
+        assert client.get(f"/api/runs/{held['id']}").json()["status"] == "queued"
+    server.stop()
+    with SqlRunStore(database_url) as store:
+        assert store.get_lease(held["id"])["owner"] == "worker-elsewhere"
+        store.release_lease(held["id"], lease.token)
+    restarted: LiveServer = serve(database_url=database_url)
+    with restarted.client() as client:
+        assert wait_for_status(client, held["id"], "succeeded")["error_summary"] is None
+
+
 def test_a_killed_service_resumes_its_run_on_restart(serve: Any, database_url: str) -> None:
     """The node in flight at a SIGKILL keeps its stored events (its step failed, saying why)
     and runs again as a new step; the trace goes on after the last stored event."""

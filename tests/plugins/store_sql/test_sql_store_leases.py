@@ -254,3 +254,40 @@ def test_leases_of_an_unknown_run_are_not_found(store: SqlRunStore) -> None:
         store.get_lease("nope")
     with pytest.raises(NotFound):
         store.append_events("nope", [], checkpoint=CHECKPOINT, lease_token=1)
+
+
+def test_the_writer_gives_up_on_a_stale_token_at_once(
+    store: SqlRunStore, run: dict[str, Any], trace: Any
+) -> None:
+    """LeaseLost is no outage: the event writer neither retries the batch nor tries its events
+    one by one; it hands them to on_failure, and nothing is stored."""
+    from backpackflow_store_sql import EventWriter
+
+    run_id = run["id"]
+    stale = store.acquire_lease(run_id, "worker-a", ttl=30)
+    assert stale is not None
+    _expire(store, run_id)
+    assert store.acquire_lease(run_id, "worker-b", ttl=30) is not None
+
+    calls: list[int] = []
+    failed: list[tuple[int, type[BaseException]]] = []
+
+    class StaleWorker:  # writes as the stale worker's service does: with its token
+        def append_events(self, run_id: str, events: Any, **options: Any) -> None:
+            calls.append(len(events))
+            store.append_events(run_id, events, lease_token=stale.token, **options)
+
+    writer = EventWriter(
+        StaleWorker(),
+        max_delay=60,  # one batch: the flush below sends it
+        on_failure=lambda _run, events, error: failed.extend(
+            (event["seq"], type(error)) for event in events
+        ),
+    )
+    events = trace(run_id)
+    for kind in ("run_start", "node_start", "node_end", "run_end"):
+        writer.put(run_id, events.event(kind))
+    writer.close(timeout=10)
+    assert calls == [4]
+    assert failed == [(seq, LeaseLost) for seq in (1, 2, 3, 4)]
+    assert store.count_events(run_id) == 0
