@@ -14,6 +14,8 @@ configuration, as median and range over ``--repeats`` rounds:
 * event latency p50/p99: emit timestamp (in the process that drives the run) -> parsed by the
   client. For worker runs the API reads them from the database every ``poll_interval``
   (0.5 s by default), so this is what a client of this version sees;
+* with ``--live-feed`` the API and workers share a live feed on the broker's Redis, and the
+  API streams worker runs from Redis Streams instead;
 * queue cost per run: ``--single`` runs one at a time, POST -> ``succeeded`` stored, median;
   the difference against in-process is what going through the broker, a worker and its lease
   adds to one run.
@@ -82,11 +84,13 @@ def _spawn(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
 
 
 def start(
-    database: str, broker: str, workers: int, concurrency: int, queue: str
+    database: str, broker: str, workers: int, concurrency: int, queue: str, live_feed: bool
 ) -> tuple[list[subprocess.Popen[bytes]], str]:
     import httpx
 
     env = {"BACKPACKFLOW_BROKER_QUEUE": queue, "BACKPACKFLOW_MAX_CONCURRENT_RUNS": "200"}
+    if live_feed:  # every process on the broker's Redis, under a prefix of the round's own
+        env["BACKPACKFLOW_LIVE_FEED"] = f"{broker}?prefix={queue}"
     port = free_port()
     serve = ["serve", "--port", str(port), "--database", database, "--no-seed", "--local-dev"]
     serve += ["--log-level", "warning"]
@@ -154,7 +158,9 @@ def round_of(args: argparse.Namespace, workers: int, index: int) -> dict[str, An
         raise SystemExit("PostgreSQL is needed (set BACKPACKFLOW_TEST_POSTGRES_URL)")
     queue = f"bpf-bench-{os.getpid()}-{workers}-{index}"
     try:
-        processes, url = start(database, args.broker, workers, args.concurrency, queue)
+        processes, url = start(
+            database, args.broker, workers, args.concurrency, queue, args.live_feed
+        )
         try:
             flow = default_flow(args.step_ms)
             single = single_runs(url, flow, args.single)
@@ -182,6 +188,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--single", type=int, default=10, help="one-at-a-time runs per round")
     parser.add_argument("--step-ms", type=float, default=2.0, help="each node's await")
+    parser.add_argument(
+        "--live-feed",
+        action="store_true",
+        help="API and workers share a live feed on the broker's Redis (SSE through Redis "
+        "Streams instead of database polling)",
+    )
     parser.add_argument(
         "--broker", default=os.environ.get("BACKPACKFLOW_BROKER_URL", DEFAULT_BROKER)
     )

@@ -6,8 +6,8 @@ one segment per driver (a resumed driver announces itself with a ``log`` event),
 follow each other in time without overlap, and there are no more of them than the lease
 tokens the run's lease handed out.
 
-Streaming through the second API (Redis Streams) is another helper's work: ``_read_results``
-is the one place to extend with an SSE reader once it is merged.
+Every run's SSE stream is read through the second API while it executes (the live feed,
+Redis Streams, carries what the workers store): it delivers exactly the stored events.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from celery_kit import (
     unique_queue,
     worker_env,
 )
-from server_kit import create_workflow, flow, start_run, wait_for
+from server_kit import StreamReader, create_workflow, flow, start_run, wait_for
 from sqlalchemy import create_engine, text
 
 from backpackflow_store_sql import SqlRunStore
@@ -105,7 +105,8 @@ def test_runs_survive_a_killed_worker(
 ) -> None:
     broker = require_redis()
     postgres_url = postgres_databases()
-    env = worker_env(queues(broker))
+    # the live feed (Redis Streams): the second API streams what the workers store, live
+    env = worker_env(queues(broker), BACKPACKFLOW_LIVE_FEED=broker)
     first, first_url = start_api(postgres_url, broker, env)
     processes.append(first)
     second, second_url = start_api(postgres_url, broker, env)
@@ -120,6 +121,8 @@ def test_runs_survive_a_killed_worker(
                 r["id"] for r in pool.map(lambda _: start_run(client, workflow_id), range(RUNS))
             ]
 
+    second_client = httpx.Client(base_url=second_url, timeout=30)
+    streams = {run_id: StreamReader(second_client, run_id) for run_id in run_ids}
     victim = workers[0]
     engine = create_engine(postgres_url.replace("postgresql://", "postgresql+psycopg://", 1))
     # runs the victim drives that have stored a node's events: they resume, not restart
@@ -150,6 +153,8 @@ def test_runs_survive_a_killed_worker(
 
         wait_for(all_ended, 240, "every run to end")
         runs, traces = _read_results(client, run_ids)
+        delivered = {run_id: reader.join(60) for run_id, reader in streams.items()}
+    second_client.close()
 
     with SqlRunStore(postgres_url) as store:
         leases = {run_id: store.get_lease(run_id) for run_id in run_ids}
@@ -161,6 +166,10 @@ def test_runs_survive_a_killed_worker(
         assert [e["seq"] for e in events] == list(range(1, len(events) + 1)), run_id
         assert len({e["id"] for e in events}) == len(events), run_id
         assert (run["event_count"], run["last_seq"]) == (len(events), len(events))
+        # streamed live through the other API: exactly what was stored, then the end
+        streamed, end = delivered[run_id]
+        assert [e["id"] for e in streamed] == [e["id"] for e in events], run_id
+        assert end is not None and end["status"] == "succeeded", run_id
         # one driver at a time: segments in time order, no more than the leases given out
         segments = _driver_segments(events)
         assert len(segments) <= leases[run_id]["token"], run_id
