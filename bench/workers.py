@@ -51,6 +51,7 @@ DEFAULT_BROKER = "redis://127.0.0.1:6379/0"
 def registry() -> Any:
     import backpackflow_celery.plugin
     import backpackflow_conditions.plugin
+    import backpackflow_redis.plugin
     import backpackflow_server.plugin
     import backpackflow_store_sql.plugin
     from backpackflow.plugins import build_registry
@@ -61,6 +62,7 @@ def registry() -> Any:
         backpackflow_conditions.plugin,
         backpackflow_server.plugin,
         backpackflow_celery.plugin,
+        backpackflow_redis.plugin,
     ]
     return build_registry(plugins=plugins, autoload=False)
 
