@@ -297,6 +297,14 @@ def test_clear_refusals(service: LiveServer, client: httpx.Client) -> None:
     problems = bad_key.json()["detail"]
     assert [p["loc"] for p in problems] == [["body", "patch", " padded"], ["body", "patch", "a*"]]
     assert "without surrounding white space or '*'" in problems[0]["msg"]
+    # text the store cannot keep, nested anywhere in the patch (no schema says it: the fuzzing
+    # test relies on this refusal)
+    nested = {"ok": {"deep": ["fine", {"k\x00ey": 1}]}, "text": {"v": "a\x00b"}}
+    unstorable = fork(client, source, commit_id=missing, patch=nested)
+    assert unstorable.status_code == 422
+    named = [f"{p['path']} {p['msg']}" for p in unstorable.json()["detail"]]
+    assert any("$.patch.ok.deep[1]" in n and "key contains a NUL character" in n for n in named)
+    assert any(n.startswith("$.patch.text.v contains a NUL character") for n in named), named
     no_commit = fork(client, source, patch={})
     assert no_commit.status_code == 422 and no_commit.json()["detail"][0]["path"] == "$.commit_id"
     assert (
