@@ -17,6 +17,7 @@ There, a flow on a worker still may not reach the services host's private addres
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import signal
 import subprocess
@@ -49,6 +50,7 @@ from services import service_unavailable
 RUNS = 100
 #: the same test across network namespaces: fewer runs, as each process is a host of its own
 NETNS_RUNS = 30
+HOST_NAMES = ("api1", "api2", "w0", "w1", "w2")
 NODES = 4
 #: A node's time: a kill finds runs in flight, and 100 runs stay a few seconds of work.
 NODE_SECONDS = 0.3
@@ -124,11 +126,10 @@ class Layout:
     headers: dict[str, str] = field(default_factory=dict)  # the clients' credentials
 
     def place(self, name: str) -> tuple[list[str], str]:
-        """(argv prefix, address) of a new process ``name``: a host of its own, or loopback."""
+        """(argv prefix, address) of the process ``name``: its own host, or loopback."""
         if self.hosts is None:
             return [], "127.0.0.1"
-        address = self.hosts.add(name)
-        return self.hosts.exec_prefix(name), address
+        return self.hosts.exec_prefix(name), self.hosts.addresses[name]
 
 
 def _moved(url: str, host: str) -> tuple[str, tuple[str, int]]:
@@ -161,20 +162,27 @@ def layout(request: pytest.FixtureRequest, postgres_databases: Any) -> Iterator[
     with SqlRunStore(database) as store:  # a service off loopback wants API tokens
         store.upgrade()
         store.create_token("netns-test", "admin", hash_token(secret), hint="test")
-    with Hosts() as hosts:
+    with contextlib.ExitStack() as cleanup:
+        try:
+            hosts = cleanup.enter_context(Hosts())
+            for name in HOST_NAMES:
+                hosts.add(name)
+        except RuntimeError as exc:  # an ip command failed (no bridge or veth support)
+            service_unavailable(f"the separate-hosts test cannot make its network: {exc}")
+            raise  # unreachable: service_unavailable always raises
         process_database, database_at = _moved(database, hosts.services)
         process_broker, broker_at = _moved(broker, hosts.services)
         routes = [(hosts.services, target[1], *target) for target in (database_at, broker_at)]
-        with Forwarder(routes):
-            yield Layout(
-                database,
-                broker,
-                NETNS_RUNS,
-                process_database,
-                process_broker,
-                hosts,
-                {"Authorization": f"Bearer {secret}"},
-            )
+        cleanup.enter_context(Forwarder(routes))
+        yield Layout(
+            database,
+            broker,
+            NETNS_RUNS,
+            process_database,
+            process_broker,
+            hosts,
+            {"Authorization": f"Bearer {secret}"},
+        )
 
 
 def test_runs_survive_a_killed_worker(
