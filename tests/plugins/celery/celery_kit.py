@@ -11,6 +11,7 @@ import secrets
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
@@ -91,9 +92,12 @@ def worker_env(queue: str, **extra: str) -> dict[str, str]:
     }
 
 
-def _popen(argv: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
+def _popen(
+    argv: list[str], env: dict[str, str], prefix: Sequence[str] = ()
+) -> subprocess.Popen[str]:
+    """This file as ``backpackflow`` in a new process (``prefix``: e.g. ``ip netns exec NS``)."""
     return subprocess.Popen(
-        [sys.executable, __file__, *argv],
+        [*prefix, sys.executable, __file__, *argv],
         env={**os.environ, **env},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -102,10 +106,18 @@ def _popen(argv: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
 
 
 def start_api(
-    database_url: str, broker_url: str, env: dict[str, str]
+    database_url: str,
+    broker_url: str,
+    env: dict[str, str],
+    *,
+    host: str = "127.0.0.1",
+    prefix: Sequence[str] = (),
 ) -> tuple[subprocess.Popen[str], str]:
-    """``serve --executor celery`` in a process of its own; (process, base URL)."""
+    """``serve --executor celery`` in a process of its own; (process, base URL). On loopback
+    in local-dev mode; on another ``host`` (an address of the namespace ``prefix`` enters)
+    with API tokens, so the database needs one (clients send it)."""
     port = free_port()
+    access = ["--local-dev"] if host == "127.0.0.1" else ["--host", host, "--allowed-host", host]
     process = _popen(
         [
             "serve",
@@ -120,11 +132,12 @@ def start_api(
             "--no-seed",
             "--log-level",
             "warning",
-            "--local-dev",
+            *access,
         ],
         env,
+        prefix,
     )
-    base = f"http://127.0.0.1:{port}"
+    base = f"http://{host}:{port}"
     deadline = time.monotonic() + 60
     while True:
         try:
@@ -140,7 +153,12 @@ def start_api(
 
 
 def start_worker(
-    database_url: str, broker_url: str, env: dict[str, str], name: str, concurrency: int = 8
+    database_url: str,
+    broker_url: str,
+    env: dict[str, str],
+    name: str,
+    concurrency: int = 8,
+    prefix: Sequence[str] = (),
 ) -> subprocess.Popen[str]:
     return _popen(
         [
@@ -157,6 +175,7 @@ def start_worker(
             "warning",
         ],
         env,
+        prefix,
     )
 
 

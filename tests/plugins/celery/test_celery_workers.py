@@ -8,16 +8,24 @@ tokens the run's lease handed out.
 
 Every run's SSE stream is read through the second API while it executes (the live feed,
 Redis Streams, carries what the workers store): it delivers exactly the stored events.
+
+The same test runs again with every API and worker process in a network namespace of its own
+(30 runs), as separate hosts that reach each other and the services only over a bridge, when
+the machine allows it (root and ``ip netns``; required under BACKPACKFLOW_REQUIRE_SERVICES=1).
+There, a flow on a worker still may not reach the services host's private address.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import signal
 import subprocess
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import pytest
@@ -31,12 +39,18 @@ from celery_kit import (
     unique_queue,
     worker_env,
 )
+from netns_kit import Forwarder, Hosts, netns_unavailable
 from server_kit import StreamReader, create_workflow, flow, start_run, wait_for
 from sqlalchemy import create_engine, text
 
+from backpackflow_server.credentials import hash_token, new_token
 from backpackflow_store_sql import SqlRunStore
+from services import service_unavailable
 
 RUNS = 100
+#: the same test across network namespaces: fewer runs, as each process is a host of its own
+NETNS_RUNS = 30
+HOST_NAMES = ("api1", "api2", "w0", "w1", "w2")
 NODES = 4
 #: A node's time: a kill finds runs in flight, and 100 runs stay a few seconds of work.
 NODE_SECONDS = 0.3
@@ -98,30 +112,113 @@ def _driver_segments(events: list[dict[str, Any]]) -> list[list[dict[str, Any]]]
     return segments
 
 
+@dataclass
+class Layout:
+    """Where the kill test's processes run, and how they reach the services."""
+
+    database: str  # the database and the broker as the test process reaches them
+    broker: str
+    runs: int
+    #: the database and the broker as the API and worker processes reach them
+    process_database: str
+    process_broker: str
+    hosts: Hosts | None = None  # None: every process on this host's loopback
+    headers: dict[str, str] = field(default_factory=dict)  # the clients' credentials
+
+    def place(self, name: str) -> tuple[list[str], str]:
+        """(argv prefix, address) of the process ``name``: its own host, or loopback."""
+        if self.hosts is None:
+            return [], "127.0.0.1"
+        return self.hosts.exec_prefix(name), self.hosts.addresses[name]
+
+
+def _moved(url: str, host: str) -> tuple[str, tuple[str, int]]:
+    """``url`` with its host replaced by ``host`` (same port); and the original (host, port)."""
+    parts = urlsplit(url)
+    assert parts.hostname is not None, url
+    port = parts.port or (6379 if parts.scheme.startswith("redis") else 5432)
+    credentials = parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else ""
+    return (
+        urlunsplit(parts._replace(netloc=f"{credentials}{host}:{port}")),
+        (parts.hostname, port),
+    )
+
+
+@pytest.fixture(params=["one-host", "netns"])
+def layout(request: pytest.FixtureRequest, postgres_databases: Any) -> Iterator[Layout]:
+    """``one-host``: every process on this machine's loopback, 100 runs. ``netns``: the two
+    APIs and three workers each in a network namespace of its own, the services (PostgreSQL,
+    Redis) on the root namespace's bridge address through a forwarder, 30 runs: as separate
+    hosts (tests/plugins/celery/netns_kit.py). Needs root and ``ip netns``."""
+    broker = require_redis()
+    database = postgres_databases()
+    if request.param == "one-host":
+        yield Layout(database, broker, RUNS, database, broker)
+        return
+    reason = netns_unavailable()
+    if reason is not None:
+        service_unavailable(f"the separate-hosts test cannot run: {reason}")
+    secret = new_token()
+    with SqlRunStore(database) as store:  # a service off loopback wants API tokens
+        store.upgrade()
+        store.create_token("netns-test", "admin", hash_token(secret), hint="test")
+    with contextlib.ExitStack() as cleanup:
+        try:
+            hosts = cleanup.enter_context(Hosts())
+            for name in HOST_NAMES:
+                hosts.add(name)
+        except RuntimeError as exc:  # an ip command failed (no bridge or veth support)
+            service_unavailable(f"the separate-hosts test cannot make its network: {exc}")
+            raise  # unreachable: service_unavailable always raises
+        process_database, database_at = _moved(database, hosts.services)
+        process_broker, broker_at = _moved(broker, hosts.services)
+        routes = [(hosts.services, target[1], *target) for target in (database_at, broker_at)]
+        cleanup.enter_context(Forwarder(routes))
+        yield Layout(
+            database,
+            broker,
+            NETNS_RUNS,
+            process_database,
+            process_broker,
+            hosts,
+            {"Authorization": f"Bearer {secret}"},
+        )
+
+
 def test_runs_survive_a_killed_worker(
-    postgres_databases: Any,
+    layout: Layout,
     processes: list[subprocess.Popen[str]],
     queues: Callable[[str], str],
 ) -> None:
-    broker = require_redis()
-    postgres_url = postgres_databases()
+    broker, database = layout.process_broker, layout.process_database
+    postgres_url = layout.database
     # the live feed (Redis Streams): the second API streams what the workers store, live
-    env = worker_env(queues(broker), BACKPACKFLOW_LIVE_FEED=broker)
-    first, first_url = start_api(postgres_url, broker, env)
+    env = worker_env(queues(layout.broker), BACKPACKFLOW_LIVE_FEED=broker)
+    prefix, host = layout.place("api1")
+    first, first_url = start_api(database, broker, env, host=host, prefix=prefix)
     processes.append(first)
-    second, second_url = start_api(postgres_url, broker, env)
+    prefix, host = layout.place("api2")
+    second, second_url = start_api(database, broker, env, host=host, prefix=prefix)
     processes.append(second)
-    workers = [start_worker(postgres_url, broker, env, f"w{i}") for i in range(3)]
+    workers = []
+    for i in range(3):
+        prefix, _ = layout.place(f"w{i}")
+        workers.append(start_worker(database, broker, env, f"w{i}", prefix=prefix))
     processes.extend(workers)
+    if layout.hosts is not None:  # separate hosts: the services only through the network
+        _, (database_host, database_port) = _moved(layout.database, layout.hosts.services)
+        assert not layout.hosts.reaches("w0", database_host, database_port)
+        assert layout.hosts.reaches("w0", layout.hosts.services, database_port)
 
-    with httpx.Client(base_url=first_url, timeout=30) as client:
+    with httpx.Client(base_url=first_url, headers=layout.headers, timeout=30) as client:
         workflow_id = create_workflow(client, GRAPH, "workers")
         with ThreadPoolExecutor(8) as pool:
             run_ids = [
-                r["id"] for r in pool.map(lambda _: start_run(client, workflow_id), range(RUNS))
+                r["id"]
+                for r in pool.map(lambda _: start_run(client, workflow_id), range(layout.runs))
             ]
 
-    second_client = httpx.Client(base_url=second_url, timeout=30)
+    second_client = httpx.Client(base_url=second_url, headers=layout.headers, timeout=30)
     streams = {run_id: StreamReader(second_client, run_id) for run_id in run_ids}
     victim = workers[0]
     engine = create_engine(postgres_url.replace("postgresql://", "postgresql+psycopg://", 1))
@@ -145,7 +242,7 @@ def test_runs_survive_a_killed_worker(
         engine.dispose()
     assert cut, "the killed worker had finished its runs; nothing was tested"
 
-    with httpx.Client(base_url=second_url, timeout=30) as client:
+    with httpx.Client(base_url=second_url, headers=layout.headers, timeout=30) as client:
 
         def all_ended() -> bool:
             statuses = [client.get(f"/api/runs/{r}").json()["status"] for r in run_ids]
@@ -180,6 +277,32 @@ def test_runs_survive_a_killed_worker(
     assert resumed, "no run the killed worker held was resumed by another worker"
     for process in (first, second, *workers[1:]):
         assert process.poll() is None, "a process died"
+    if layout.hosts is not None:
+        _egress_is_refused(first_url, layout)
+
+
+def _egress_is_refused(api: str, layout: Layout) -> None:
+    """A flow's ``http_fetch`` to the services host (the address the workers reach PostgreSQL
+    at) fails on the worker: the flow sandbox denies private ranges whatever the workers'
+    own network."""
+    assert layout.hosts is not None
+    services = layout.hosts.services
+    target = f"http://{services}:{urlsplit(layout.process_database).port}/"
+    fetch = {
+        "type": "tool",
+        "id": "get",
+        "params": {"tool": "http_fetch", "arguments": {"url": target, "allowed_hosts": [services]}},
+    }
+    with httpx.Client(base_url=api, headers=layout.headers, timeout=30) as client:
+        run_id = start_run(client, create_workflow(client, flow(fetch), "egress"))["id"]
+
+        def ended() -> dict[str, Any] | None:
+            run: dict[str, Any] = client.get(f"/api/runs/{run_id}").json()
+            return run if run["status"] in ("succeeded", "failed", "canceled") else None
+
+        run = wait_for(ended, 60, "the fetching run to end")
+    assert run["status"] == "failed", run
+    assert "private address" in run["error_summary"], run["error_summary"]
 
 
 def test_a_stalled_workers_writes_are_refused(
