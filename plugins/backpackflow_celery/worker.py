@@ -34,6 +34,7 @@ from backpackflow.loader import FlowLoader
 from backpackflow.plugins import Registry
 from backpackflow_server.executors import InProcessExecutor
 from backpackflow_server.runs import UNSET, FlowProblems, RunConflict, RunManager, error_summary
+from backpackflow_server.seeding import read_seeds, seed_folders
 from backpackflow_server.settings import Settings
 from backpackflow_store_sql import InvalidTransition, LeaseLost, NotFound
 from backpackflow_store_sql.store import FINAL_STATUSES
@@ -64,8 +65,15 @@ class WorkerRuntime:
         self.ttl = settings.lease_seconds
         self.store: Any = open_store(registry, settings.database_url)
         self.store.upgrade()
+        loader = FlowLoader(registry)
+        # the demo workflows the API instances seeded read the files beside their flow files,
+        # as they do when the API runs them: the same settings give the same seeds
         self.manager = RunManager(
-            self.store, FlowLoader(registry), settings, executor=InProcessExecutor(settings)
+            self.store,
+            loader,
+            settings,
+            seed_folders(read_seeds(settings, registry, loader)),
+            executor=InProcessExecutor(settings),
         )
         self.loop = asyncio.new_event_loop()
         # store calls of heartbeats and runs: enough threads that runs never starve heartbeats

@@ -112,10 +112,12 @@ def start_api(
     *,
     host: str = "127.0.0.1",
     prefix: Sequence[str] = (),
+    seed: bool = False,
 ) -> tuple[subprocess.Popen[str], str]:
     """``serve --executor celery`` in a process of its own; (process, base URL). On loopback
     in local-dev mode; on another ``host`` (an address of the namespace ``prefix`` enters)
-    with API tokens, so the database needs one (clients send it)."""
+    with API tokens, so the database needs one (clients send it). ``seed``: seed the demo
+    workflows ``env`` names (``BACKPACKFLOW_SEED_DIR``) instead of none."""
     port = free_port()
     access = ["--local-dev"] if host == "127.0.0.1" else ["--host", host, "--allowed-host", host]
     process = _popen(
@@ -129,7 +131,7 @@ def start_api(
             "celery",
             "--broker",
             broker_url,
-            "--no-seed",
+            *([] if seed else ["--no-seed"]),
             "--log-level",
             "warning",
             *access,

@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import shutil
 import signal
 import subprocess
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -46,6 +48,8 @@ from sqlalchemy import create_engine, text
 from backpackflow_server.credentials import hash_token, new_token
 from backpackflow_store_sql import SqlRunStore
 from services import service_unavailable
+
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 
 RUNS = 100
 #: the same test across network namespaces: fewer runs, as each process is a host of its own
@@ -393,6 +397,34 @@ def test_a_run_goes_through_rabbitmq(
         run = wait_for(ended, 90, "the run to end")
         assert run["status"] == "succeeded", run.get("error_summary")
         assert run["outputs"] == {"trail": [f"s{i}" for i in range(NODES)]}
+
+
+def test_a_seeded_demo_reads_its_files_on_a_worker(
+    postgres_databases: Any,
+    processes: list[subprocess.Popen[str]],
+    queues: Callable[[str], str],
+    tmp_path: Path,
+) -> None:
+    """A demo workflow the API seeded reads the files beside its flow file on a worker too
+    (the worker knows the seeds' folders from the same settings), as it does in-process."""
+    broker = require_redis()
+    database = postgres_databases()
+    seeds = tmp_path / "seeds"
+    shutil.copytree(EXAMPLES / "research", seeds / "research")
+    env = worker_env(queues(broker), BACKPACKFLOW_SEED_DIR=str(seeds))
+    api, url = start_api(database, broker, env, seed=True)
+    processes.append(api)
+    processes.append(start_worker(database, broker, env, "seeds", concurrency=2))
+    with httpx.Client(base_url=url, timeout=30) as client:
+        (workflow,) = client.get("/api/workflows").json()
+        run_id = start_run(client, workflow["id"])["id"]
+
+        def ended() -> dict[str, Any] | None:
+            run: dict[str, Any] = client.get(f"/api/runs/{run_id}").json()
+            return run if run["status"] in ("succeeded", "failed", "canceled") else None
+
+        run = wait_for(ended, 90, "the run to end")
+    assert run["status"] == "succeeded", run.get("error_summary")
 
 
 def test_an_answer_resumes_a_paused_run_on_a_worker(
