@@ -12,6 +12,7 @@ sees is a message and, for server-side failures, an error id (:mod:`.disclosure`
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import subprocess
@@ -403,9 +404,17 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
                     "'backpackflow tokens create --role admin' (or serve with --local-dev)"
                 )
             log.info("backpackflow service ready (database %s)", store.url)
+            # What exists now (modules, the app, plugins, schemas, the store) lives as long
+            # as the service: out of the collector's sight, a full collection no longer walks
+            # it. It made each full collection stall the event loop for ~0.2 s at 50
+            # concurrent runs, and the collector took a quarter of the service's CPU.
+            # Given back at shutdown, so that a process starting apps one after another (the
+            # tests) can collect them.
+            gc.freeze()
             try:
                 yield
             finally:
+                gc.unfreeze()
                 await manager.shutdown()
         finally:
             await run_in_threadpool(store.close)

@@ -46,7 +46,6 @@ from sqlalchemy import (
     select,
     text,
 )
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import (
     ArgumentError,
@@ -619,6 +618,46 @@ def _recordset_insert(table: Table, dialect: Dialect) -> TextClause:
     )
 
 
+class _SqliteEventInsert:
+    """SQLite: ``INSERT INTO trace_events (...) VALUES (...), (...) ON CONFLICT (id) DO
+    NOTHING RETURNING id`` sent through the driver; returns the ids inserted (a retried
+    batch's stored ids are skipped).
+
+    It is the statement SQLAlchemy's insertmanyvalues makes, as many rows a statement (up to
+    the dialect's ``insertmanyvalues_max_parameters``), but SQLAlchemy builds each row's
+    parameters through the compiled statement's ``construct_params``: more CPU than SQLite's
+    own work on the rows. Here a row is a tuple in the table's column order, its JSON columns
+    serialized as SQLAlchemy's ``JSON`` type does on SQLite (``json.dumps``: a JSON null is
+    the text ``null``).
+    """
+
+    def __init__(self, table: Table, max_parameters: int) -> None:
+        self.columns = [(column.name, isinstance(column.type, JSON)) for column in table.columns]
+        self.rows_per_statement = max(1, max_parameters // len(self.columns))
+        names = ", ".join(name for name, _ in self.columns)
+        self._head = f"INSERT INTO {table.name} ({names}) VALUES "
+        self._row = "(" + ", ".join("?" * len(self.columns)) + ")"
+
+    def __call__(self, connection: Connection, rows: list[dict[str, Any]]) -> set[str]:
+        dumps = json.dumps
+        columns = self.columns
+        inserted: set[str] = set()
+        size = self.rows_per_statement
+        for start in range(0, len(rows), size):
+            chunk = rows[start : start + size]
+            parameters = tuple(
+                [
+                    dumps(row[name]) if is_json else row[name]
+                    for row in chunk
+                    for name, is_json in columns
+                ]
+            )
+            values = ", ".join([self._row] * len(chunk))
+            statement = f"{self._head}{values} ON CONFLICT (id) DO NOTHING RETURNING id"
+            inserted.update(connection.exec_driver_sql(statement, parameters).scalars())
+        return inserted
+
+
 def _rows_document(rows: list[dict[str, Any]]) -> dict[str, str]:
     """The parameter of :func:`_recordset_insert`: the rows (checked, so JSON data) as one
     JSON array, encoded in one call."""
@@ -733,14 +772,14 @@ class SqlRunStore(BudgetStore, CheckpointStore, LeaseStore):
         self._pg = self.dialect == "postgresql"
         self.engine = create_store_engine(self._url, **dict(engine_options or {}))
         self._writer = self.engine.execution_options(**{_WRITE: True})
-        #: ``INSERT ... ON CONFLICT (id) DO NOTHING RETURNING id``, one statement per batch
-        #: (on PostgreSQL from one JSON document: see :func:`_recordset_insert`).
-        self._insert_events: Executable = (
-            _recordset_insert(_EVENTS, self.engine.dialect)
-            if self._pg
-            else sqlite_insert(TraceEvent)
-            .on_conflict_do_nothing(index_elements=[TraceEvent.id])
-            .returning(TraceEvent.id)
+        #: ``INSERT ... ON CONFLICT (id) DO NOTHING RETURNING id``: on PostgreSQL one statement
+        #: per batch from one JSON document (:func:`_recordset_insert`), on SQLite through the
+        #: driver (:class:`_SqliteEventInsert`).
+        self._insert_events: Executable | None = (
+            _recordset_insert(_EVENTS, self.engine.dialect) if self._pg else None
+        )
+        self._insert_sqlite_events = _SqliteEventInsert(
+            _EVENTS, self.engine.dialect.insertmanyvalues_max_parameters
         )
         # A read of several tables (a run and its steps) sees one snapshot. SQLite's
         # transactions already do; PostgreSQL's default READ COMMITTED would not.
@@ -1556,8 +1595,11 @@ class SqlRunStore(BudgetStore, CheckpointStore, LeaseStore):
         # One statement for all the events: rows whose id is stored are skipped by the
         # database and the ids of those inserted come back. Only a batch with skipped ids (a
         # retry) looks further, at who owns them.
-        parameters = _rows_document(everything) if self._pg else everything
-        inserted = set(connection.execute(self._insert_events, parameters).scalars())
+        if self._insert_events is not None:
+            statement, document = self._insert_events, _rows_document(everything)
+            inserted = set(connection.execute(statement, document).scalars())
+        else:
+            inserted = self._insert_sqlite_events(connection, everything)
         batches = []
         for run_id in run_ids:
             rows = checked[run_id]
