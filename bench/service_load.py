@@ -111,6 +111,8 @@ def serve(argv: list[str]) -> int:
 
     autoload = "--autoload" in argv
     argv = [a for a in argv if a != "--autoload"]
+    if os.environ.get(GC_LOG):
+        _log_collections(Path(os.environ[GC_LOG]))
     if autoload:  # the installed plugins, plus the service's if its entry point is missing
         registry = build_registry(plugins=[BenchNodes()], autoload=True)
         if "serve" not in registry.commands:
@@ -129,6 +131,35 @@ def serve(argv: list[str]) -> int:
         registry = build_registry(plugins=plugins, autoload=False)
     args = build_parser(registry).parse_args(argv)
     return int(args._handler(args, registry))
+
+
+#: Set in the service's environment: it writes every garbage collection to this file.
+GC_LOG = "BACKPACKFLOW_BENCH_GC_LOG"
+
+
+def _log_collections(path: Path) -> None:
+    """Time every collection of the cyclic GC (generation, wall and CPU seconds, when it
+    ended) and write them all to ``path`` twice a second (``bench/service_gc.py`` reads it)."""
+    import gc
+    import threading
+
+    started = [0.0, 0.0]
+    collections: list[tuple[int, float, float, float]] = []
+
+    def note(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            started[:] = [time.perf_counter(), time.thread_time()]
+        else:
+            wall, cpu = time.perf_counter() - started[0], time.thread_time() - started[1]
+            collections.append((info["generation"], wall, cpu, time.time()))
+
+    def write() -> None:
+        while True:
+            time.sleep(0.5)
+            path.write_text(json.dumps(collections))
+
+    gc.callbacks.append(note)
+    threading.Thread(target=write, name="bench-gc-log", daemon=True).start()
 
 
 def bench_registry(autoload: bool) -> Any:
