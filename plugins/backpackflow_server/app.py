@@ -404,12 +404,12 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
                     "'backpackflow tokens create --role admin' (or serve with --local-dev)"
                 )
             log.info("backpackflow service ready (database %s)", store.url)
-            # What exists now (modules, the app, plugins, schemas, the store) lives as long
-            # as the service: out of the collector's sight, a full collection no longer walks
-            # it. It made each full collection stall the event loop for ~0.2 s at 50
-            # concurrent runs, and the collector took a quarter of the service's CPU.
-            # Given back at shutdown, so that a process starting apps one after another (the
-            # tests) can collect them.
+            # What exists now (~200,000 objects: modules, the app, plugins, schemas, the
+            # store) lives as long as the service: frozen out of the collector's sight, a full
+            # collection no longer walks it. Each one stalled the event loop for 0.15-0.2 s at
+            # 50 concurrent runs, and collections took a fifth of the service's CPU
+            # (bench/service_gc.py). Given back at shutdown, so that a process starting apps
+            # one after another (the tests) can collect them.
             gc.freeze()
             try:
                 yield
