@@ -4,11 +4,11 @@
 // server's problems show on the field their JSON path names.
 import { useMemo } from "react";
 // the Form alone: the package index also exports a test registry that imports Ajv (see
-// components/schemaValidator.ts for why the page cannot use Ajv)
+// components/formValidator.ts for why the page cannot use Ajv)
 import Form from "@rjsf/core/lib/components/Form.js";
 import type { RJSFSchema, UiSchema, WidgetProps } from "@rjsf/utils";
 import type { NodeTypeInfo } from "../api/types";
-import { schemaValidator } from "../components/schemaValidator";
+import { formValidator } from "../components/formValidator";
 import type { Suggestion } from "./completion";
 import { paramsErrors } from "./model";
 import { TemplateInput } from "./TemplateInput";
@@ -147,7 +147,8 @@ export function ParamsForm({ nodeType, params, onChange, fieldErrors, suggestion
       schema={schema as RJSFSchema}
       uiSchema={uiSchema}
       formData={formData}
-      validator={schemaValidator}
+      validator={formValidator}
+      liveValidate="onChange"
       widgets={widgets}
       formContext={{ suggestions } satisfies Context}
       extraErrors={extraErrors as never}

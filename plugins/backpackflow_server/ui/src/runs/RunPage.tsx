@@ -7,7 +7,7 @@ import { useEffect, useMemo, useState } from "react";
 import { Link, useNavigate, useParams } from "react-router-dom";
 // the Form component alone: the package index also brings in a test registry that imports Ajv
 import Form from "@rjsf/core/lib/components/Form.js";
-import { formValidator as validator } from "./formValidator";
+import { formValidator as validator } from "../components/formValidator";
 import { useQueryClient } from "@tanstack/react-query";
 import { keys, useRun } from "../api/hooks";
 import type { FlowDocument, RunDetail } from "../api/types";
