@@ -350,7 +350,7 @@ def test_health_version_schema_docs_and_page(client: httpx.Client, service: Live
     assert body["dialect"] in ("sqlite", "postgresql")
     version = client.get("/version").json()
     assert version["name"] == "backpackflow" and version["version"]
-    assert version["schema_revision"] == "0010"
+    assert version["schema_revision"] == "0011"
     assert version["git_sha"] is None or len(version["git_sha"]) >= 7
 
     schema = client.get("/api/schema/flow").json()

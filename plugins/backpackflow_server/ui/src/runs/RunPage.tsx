@@ -13,7 +13,7 @@ import { keys, useRun } from "../api/hooks";
 import type { FlowDocument, RunDetail } from "../api/types";
 import { ErrorState, Loading } from "../components/States";
 import { money } from "./decimal";
-import { allCommits, useCancelRun, useForkRun, useResumeRun, useRunWorkflow, useStartRun } from "./api";
+import { allCommits, useCancelRun, useForkRun, useResumeRun, useRunWorkflow, useRunWorkflowVersion, useStartRun } from "./api";
 import { forkCommit, hasInputs, inputsSchema, isApproval } from "./logic";
 import { RunGraph } from "./RunGraph";
 import { StepDetailPane } from "./StepDetail";
@@ -173,8 +173,13 @@ export default function RunPage() {
   const run = useRun(id);
   const workflowId = run.data?.workflow_id ?? null;
   const workflow = useRunWorkflow(workflowId);
+  // the graph the run ran (its version), else the current one; Run starts the current one
+  const ran = useRunWorkflowVersion(workflowId, run.data?.workflow_version ?? null);
   const flow = workflowId && workflow.data ? workflow.data.graph_json : null;
-  const edges = run.data ? (flow?.edges ?? (workflowId && workflow.isPending ? null : [])) : null;
+  const versionKnown = ran.data !== undefined || ran.isError || run.data?.workflow_version === null;
+  const graph = ran.data ? ran.data.graph_json : versionKnown ? flow : null;
+  const graphPending = workflowId !== null && (workflow.isPending || (!versionKnown && ran.isPending));
+  const edges = run.data ? (graph?.edges ?? (graphPending ? null : [])) : null;
   const { trace, version, live, reconnect } = useRunTrace(id, edges);
   const cancel = useCancelRun(id);
   const fork = useForkRun(id);
@@ -245,9 +250,14 @@ export default function RunPage() {
       {status === "paused" && <Question trace={trace} runId={id} onAnswered={reconnect} />}
       <div className="run-body">
         <div className="run-left">
-          {flow ? (
+          {graph && workflow.data && ran.data === null && detail.workflow_version !== null && detail.workflow_version !== workflow.data.version && (
+            <p className="muted" role="note">
+              Version {detail.workflow_version}, which this run ran, is not kept: the graph is the current version {workflow.data.version}.
+            </p>
+          )}
+          {graph ? (
             <RunGraph
-              flow={flow}
+              flow={graph}
               nodeStatus={trace.nodeStatus}
               takenEdges={trace.takenEdges}
               version={version}
@@ -255,7 +265,7 @@ export default function RunPage() {
               onSelectNode={opened}
             />
           ) : (
-            <p className="muted">{workflowId && workflow.isPending ? "Loading the graph…" : "The workflow was deleted: no graph."}</p>
+            <p className="muted">{graphPending ? "Loading the graph…" : "The workflow was deleted: no graph."}</p>
           )}
           <div role="tablist" aria-label="Run views">
             {VIEWS.map((name) => (

@@ -67,8 +67,14 @@ function text(value: unknown): string | null {
   return typeof value === "string" ? value : null;
 }
 
-export function edgeKey(from: string, to: string): string {
-  return `${from}\u2192${to}`;
+/** An edge's identity: its ends and its action (two edges may join the same two nodes). */
+export function edgeKey(from: string, to: string, action: string | null | undefined = "default"): string {
+  return `${from}\u2192${to}\u00b7${action || "default"}`;
+}
+
+/** The action an edge is labelled with: the one its source must return for it to be followed. */
+export function edgeAction(edge: EdgeConfig): string {
+  return typeof edge.condition === "string" && edge.condition ? edge.condition : "default";
 }
 
 export class RunTrace {
@@ -86,16 +92,19 @@ export class RunTrace {
   lastSeq = 0;
   version = 0;
 
-  private readonly incoming = new Map<string, string[]>();
-  /** Per node: the seq its latest step ended at, and the seq its latest step started at. */
-  private readonly lastEnd = new Map<string, number>();
+  private readonly incoming = new Map<string, EdgeConfig[]>();
+  private readonly outgoing = new Map<string, EdgeConfig[]>();
+  /** Per node: its latest step's end (seq and action), and the seq its latest step started at. */
+  private readonly lastEnd = new Map<string, { seq: number; action: string }>();
   private readonly lastStart = new Map<string, number>();
 
   constructor(edges: EdgeConfig[] = [], private readonly keepEvents = true) {
     for (const edge of edges) {
-      const sources = this.incoming.get(edge.to) ?? [];
-      sources.push(edge.from);
-      this.incoming.set(edge.to, sources);
+      for (const [index, end] of [[this.incoming, edge.to], [this.outgoing, edge.from]] as const) {
+        const list = index.get(end) ?? [];
+        list.push(edge);
+        index.set(end, list);
+      }
     }
   }
 
@@ -211,7 +220,7 @@ export class RunTrace {
         step.endedAt = event.timestamp;
         step.latencyMs = typeof payload.duration_ms === "number" ? payload.duration_ms : null;
         step.action = payload.action === null || payload.action === undefined ? null : String(payload.action);
-        if (step.parentStep === null) this.lastEnd.set(step.nodeId, event.seq);
+        if (step.parentStep === null) this.followed(step.nodeId, step.action ?? "default", event.seq);
         this.setNode(step);
         break;
       case "error": {
@@ -263,12 +272,29 @@ export class RunTrace {
     }
   }
 
-  /** The edges into ``node`` from predecessors that ended since the node last started. */
+  /** A node ended returning ``action`` (its node_end): the runner follows every edge labelled
+   * with that action and no `when` condition (as the kernel's _follow does), so they are taken
+   * now, whatever runs next (parallel branches, a join waiting for other predecessors). */
+  private followed(node: string, action: string, seq: number): void {
+    this.lastEnd.set(node, { seq, action });
+    for (const edge of this.outgoing.get(node) ?? []) {
+      if (edgeAction(edge) === action && (edge.when === undefined || edge.when === null)) {
+        this.takenEdges.add(edgeKey(edge.from, edge.to, action));
+      }
+    }
+  }
+
+  /** A node started: an edge into it labelled with the action its source last returned and
+   * carrying a `when` condition was followed if that source ended since this node last started
+   * (the condition held: the trace records no evaluation, only that the target ran). */
   private markTaken(node: string, seq: number): void {
     const since = this.lastStart.get(node) ?? 0;
-    for (const source of this.incoming.get(node) ?? []) {
-      const ended = this.lastEnd.get(source);
-      if (ended !== undefined && ended > since) this.takenEdges.add(edgeKey(source, node));
+    for (const edge of this.incoming.get(node) ?? []) {
+      if (edge.when === undefined || edge.when === null) continue;
+      const ended = this.lastEnd.get(edge.from);
+      if (ended !== undefined && ended.seq > since && ended.action === edgeAction(edge)) {
+        this.takenEdges.add(edgeKey(edge.from, node, ended.action));
+      }
     }
     this.lastStart.set(node, seq);
   }

@@ -4,7 +4,7 @@
 // resumes exactly after it); events are folded in batches, one render per animation frame.
 import { useCallback, useEffect, useRef, useState } from "react";
 import type { EdgeConfig, TraceEvent } from "../api/types";
-import { RunTrace } from "./trace";
+import { edgeAction, RunTrace } from "./trace";
 
 export interface RunEnd {
   status: string;
@@ -27,7 +27,7 @@ export function useRunTrace(runId: string, edges: EdgeConfig[] | null): LiveTrac
   const [live, setLive] = useState(false);
   const [generation, setGeneration] = useState(0);
   const traceRef = useRef(trace);
-  const edgesKey = edges ? JSON.stringify(edges.map((e) => [e.from, e.to])) : null;
+  const edgesKey = edges ? JSON.stringify(edges.map((e) => [e.from, e.to, edgeAction(e), e.when ?? null])) : null;
 
   useEffect(() => {
     // a new run or the flow's edges became known: fold from scratch
