@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { TraceEvent } from "../api/types";
+import { PARALLEL_EDGES } from "./testFlows";
 import { edgeKey, elapsedMs, formatMs, RunTrace } from "./trace";
 
 let seq = 0;
@@ -59,10 +60,7 @@ describe("RunTrace", () => {
   it("takes the edges the returned actions name, in parallel branches and joins too", () => {
     seq = 0;
     const edges = [
-      { from: "split", to: "left" },
-      { from: "split", to: "right" },
-      { from: "left", to: "join" },
-      { from: "right", to: "join" },
+      ...PARALLEL_EDGES,
       { from: "right", to: "join", condition: "again" },
       { from: "join", to: "audit", condition: "check", when: "output.size > 3" },
       { from: "join", to: "done", condition: "check" },

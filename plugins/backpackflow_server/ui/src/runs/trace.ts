@@ -4,7 +4,7 @@
 //
 // It mutates in place and counts versions: a run of 50,000 events is folded in O(events), and
 // the page re-renders once per batch of events (see useRunTrace), not once per event.
-import type { EdgeConfig, TraceEvent } from "../api/types";
+import type { EdgeConfig, RunDetail, TraceEvent } from "../api/types";
 import { addDecimal } from "./decimal";
 
 export type StepStatus = "running" | "succeeded" | "failed" | "canceled" | "paused";
@@ -91,6 +91,9 @@ export class RunTrace {
   question: Question | null = null;
   lastSeq = 0;
   version = 0;
+  /** False for a trace seeded from a run's stored row until its marks (fallbacks, cache hits,
+   * a question) are folded in: those figures are not known yet. */
+  complete = true;
 
   private readonly incoming = new Map<string, EdgeConfig[]>();
   private readonly outgoing = new Map<string, EdgeConfig[]>();
@@ -106,6 +109,80 @@ export class RunTrace {
         index.set(end, list);
       }
     }
+  }
+
+  /** A finished run's trace from its stored row (GET /api/runs/{id}: its steps and totals),
+   * so that a run of thousands of steps shows at once instead of after its whole stream was
+   * replayed. The edges taken come from the steps' actions in the order the steps started and
+   * ended. What the row does not hold (each fallback, the cost a cache hit saved, a question)
+   * comes from `applyMarks`; the events themselves are paged in lazily (see EventPages). */
+  static fromDetail(detail: RunDetail, edges: EdgeConfig[] = []): RunTrace {
+    const trace = new RunTrace(edges, false);
+    const at = (iso: string | null) => (iso ? Date.parse(iso) / 1000 : null);
+    const steps = [...detail.steps].sort((a, b) => a.step - b.step);
+    const moments: { time: number; end: boolean; step: StepView }[] = [];
+    let retries = 0;
+    for (const row of steps) {
+      const step: StepView = {
+        step: row.step,
+        nodeId: row.node_id,
+        nodeName: row.node_name,
+        nodeType: row.node_type,
+        parentStep: row.parent_step,
+        status: row.status as StepStatus,
+        startedAt: at(row.started_at),
+        endedAt: at(row.finished_at),
+        latencyMs: row.latency_ms,
+        tokensInput: row.tokens_input,
+        tokensOutput: row.tokens_output,
+        cost: row.cost,
+        attempts: row.attempts,
+        retries: row.retries,
+        fallbacks: [],
+        cacheHit: row.cache_hit,
+        costSaved: "0",
+        action: row.action,
+        error: row.error,
+        firstSeq: 0,
+      };
+      retries += row.retries;
+      trace.steps.set(step.step, step);
+      trace.order.push(step);
+      if (step.parentStep !== null) continue;
+      trace.setNode(step);
+      moments.push({ time: step.startedAt ?? 0, end: false, step });
+      // a node_end (and so an action) only for a step that succeeded
+      if (step.status === "succeeded") moments.push({ time: step.endedAt ?? step.startedAt ?? 0, end: true, step });
+    }
+    // the order the trace had: by time, an end before a start at the same instant
+    moments.sort((a, b) => a.time - b.time || Number(b.end) - Number(a.end) || a.step.step - b.step.step);
+    moments.forEach((moment, index) => {
+      if (moment.end) trace.followed(moment.step.nodeId, moment.step.action ?? "default", index + 1);
+      else trace.markTaken(moment.step.nodeId, index + 1);
+    });
+    trace.startedAt = at(detail.started_at);
+    Object.assign(trace.totals, {
+      tokensInput: detail.total_tokens_input,
+      tokensOutput: detail.total_tokens_output,
+      cost: detail.total_cost,
+      retries,
+    });
+    trace.lastSeq = detail.last_seq;
+    trace.complete = false;
+    trace.finish(detail.status, at(detail.finished_at)); // a step a cancel stopped: canceled
+    trace.version += 1;
+    return trace;
+  }
+
+  /** The events of a seeded (finished) trace its stored row does not sum up: fallbacks and
+   * cache hits (the cost saved). */
+  static readonly MARK_TYPES = ["fallback", "cache_hit"] as const;
+
+  applyMarks(events: Iterable<TraceEvent>): void {
+    const types: readonly string[] = RunTrace.MARK_TYPES;
+    for (const event of events) if (types.includes(event.type)) this.fold(event);
+    this.complete = true;
+    this.version += 1;
   }
 
   /** Fold events in seq order; events at or below the last seq are skipped (a reconnect). */
