@@ -6,13 +6,29 @@ and the field its JSON path names. Screenshots go to ``$BACKPACKFLOW_UI_SCREENSH
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Callable
 from typing import Any
 
+import pytest
 from playwright.sync_api import expect
 from ui_kit import UiServer
 
+from example_nodes import example_nodes_site
+
 SCREENSHOTS = "builder"
+
+
+@pytest.fixture(scope="module")
+def ui_server(
+    start_ui_server: Callable[..., UiServer], tmp_path_factory: pytest.TempPathFactory
+) -> UiServer:
+    """The module's server, with a third-party node package installed (not imported by the
+    UI or by these tests): its node types must reach the palette with no UI change."""
+    site = example_nodes_site(tmp_path_factory.mktemp("site"))
+    path = os.pathsep.join([*site, os.environ.get("PYTHONPATH", "")])
+    return start_ui_server("--no-seed", env={"PYTHONPATH": path})
 
 
 def node(page: Any, node_id: str) -> Any:
@@ -206,3 +222,17 @@ def test_a_validation_error_shows_on_its_node_and_field(
     )
     condition.fill("output != ''")
     wait_valid(page)
+
+
+def test_a_third_party_node_type_is_in_the_palette_with_its_form(page: Any, signed_in: Any) -> None:
+    signed_in(page, path="/workflows/new")
+    page.errors.clear()  # the 401 of the session check before signing in
+    palette = page.get_by_role("complementary", name="Node types")
+    palette.get_by_role("heading", name="example_nodes").wait_for()
+    add_node(page, "text_stats", "measure")
+    # its params form comes from the package's params JSON Schema
+    source = page.get_by_label("source", exact=True)
+    source.fill("ticket")
+    page.get_by_label("target", exact=True).fill("figures")
+    wait_valid(page)
+    assert page.errors == [], page.errors
