@@ -103,6 +103,11 @@ def test_build_a_four_node_flow_from_an_empty_canvas_save_and_reload(
     page.get_by_role("link", name="Workflows").click()  # unsaved: it asks, and we stay
     expect(page).to_have_url(re.compile("/workflows/new"))
     assert asked and "not saved" in asked[0]
+    page.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.dismiss()))
+    page.evaluate("history.back()")  # the browser's Back button: it asks too, and we stay
+    page.wait_for_function("() => history.state && history.state.backpackflowUnsaved")
+    assert len(asked) == 2 and "not saved" in asked[1]
+    expect(node(page, "deep")).to_be_visible()
 
     page.get_by_role("button", name="Save").click()
     expect(page).to_have_url(re.compile(r"/workflows/(?!new)[^/?]+$"))
