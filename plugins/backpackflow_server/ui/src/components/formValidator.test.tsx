@@ -64,3 +64,25 @@ describe("the editor's params form", () => {
     expect(screen.queryByText(/is greater than/)).toBeNull();
   });
 });
+
+const router: NodeTypeInfo = {
+  name: "router", description: "", plugin: "test", dependencies: [], reads: {}, writes: {},
+  params_schema: { type: "object", required: ["rule"], properties: { rule: { anyOf: [{ type: "string" }, { type: "object" }], description: "CEL or JSON Logic" } } },
+};
+
+function RouterHarness({ start, seen }: { start: Record<string, unknown>; seen: unknown[] }) {
+  const [params, setParams] = useState<Record<string, unknown>>(start);
+  return <ParamsForm nodeType={router} params={params} onChange={(next) => { seen.push(next.rule); setParams(next); }} fieldErrors={{}} suggestions={[]} />;
+}
+
+describe("a router's rule: CEL text or a JSON Logic object, in one field", () => {
+  it("shows an object as JSON and reads JSON objects back as objects", () => {
+    const seen: unknown[] = [];
+    render(<RouterHarness start={{ rule: { "==": [1, 1] } }} seen={seen} />);
+    const field = screen.getByLabelText(/rule/) as HTMLTextAreaElement;
+    expect(JSON.parse(field.value)).toEqual({ "==": [1, 1] });
+    fireEvent.change(field, { target: { value: "branch == 'deep'", selectionStart: 16 } });
+    fireEvent.change(field, { target: { value: '{"var": "branch"}', selectionStart: 17 } });
+    expect(seen).toEqual(["branch == 'deep'", { var: "branch" }]);
+  });
+});
