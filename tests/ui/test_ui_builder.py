@@ -80,7 +80,7 @@ def test_build_a_four_node_flow_from_an_empty_canvas_save_and_reload(
     expect(prompt).to_have_value("Summarize: {{ node.fetch.output }}")
 
     add_node(page, "router", "decide")
-    page.get_by_label("rule*", exact=True).fill("'deep'")
+    page.get_by_label("rule", exact=True).fill("'deep'")
 
     add_node(page, "llm", "deep")
     page.get_by_label("prompt", exact=True).fill("Go deeper: {{ node.summarize.output }}")
