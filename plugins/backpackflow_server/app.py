@@ -781,9 +781,14 @@ def _add_run_routes(app: FastAPI) -> None:
         service: ServiceDep,
         after: Annotated[int, Query(ge=0, le=MAX_SEQ, description="the last seq seen")] = 0,
         limit: Annotated[int, Query(ge=1, le=MAX_TRACE_PAGE)] = 100,
+        types: Annotated[
+            list[backpackflow.StreamEventType] | SkipJsonSchema[None],
+            Query(alias="type", description="only events of these types (repeat it for several)"),
+        ] = None,
     ) -> dict[str, Any]:
+        kinds = None if types is None else tuple(t.value for t in types)
         items = await run_in_threadpool(
-            lambda: service.store.get_trace(run_id, after_seq=after, limit=limit)
+            lambda: service.store.get_trace(run_id, after_seq=after, limit=limit, types=kinds)
         )
         return {
             "run_id": run_id,

@@ -7,12 +7,15 @@ templates, and a dry-run validation of a flow document.
   node package appears here, and so in the editor's palette, with no UI change.
 * ``GET /api/templates``: the installed plugins' example flows (the demo workflows a new
   database is seeded with), to create a workflow from.
+* ``GET /api/workflows/{id}/versions/{version}``: the workflow with the flow document of one
+  of its versions (the store keeps each version an update replaced), so that a run's view
+  draws the graph the run ran, not the workflow's current one.
 * ``POST /api/flows/validate``: the checks ``POST /api/workflows`` makes (schema, graph,
   dataflow, the sandbox policy, building the flow), without storing anything: 200 with the
   warnings, or the 422 a save would answer, each problem with its JSON path into the
   document, so an editor can show them on the right node and field while the user types.
 
-All three only read: the viewer role suffices.
+All of them only read: the viewer role suffices.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from functools import cache
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
+from fastapi import Path as PathParam
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -28,7 +32,7 @@ from backpackflow.config import params_schema
 
 from .auth import require
 from .edge import flow_size_problems
-from .models import ErrorResponse, FlowDocument, ProblemResponse
+from .models import ID_PATTERN, ErrorResponse, FlowDocument, ProblemResponse, Workflow
 from .runs import FlowProblems
 from .seeding import example_seeds
 
@@ -37,6 +41,12 @@ _AUTH: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorResponse, "description": "no valid token or session"},
     403: {"model": ErrorResponse, "description": "the token's role does not allow this"},
 }
+
+_404: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorResponse, "description": "no such workflow, or that version is not kept"}
+}
+WorkflowId = Annotated[str, PathParam(pattern=ID_PATTERN, description="a workflow id")]
+Version = Annotated[int, PathParam(ge=1, le=2**31 - 1, description="a version of the workflow")]
 
 
 class NodeTypeInfo(BaseModel):
@@ -125,6 +135,20 @@ def install_editor_api(app: FastAPI) -> None:
             {"name": s["name"], "description": s["description"], "graph_json": s["graph_json"]}
             for s in seeds
         ]
+
+    @app.get(
+        "/api/workflows/{workflow_id}/versions/{version}",
+        response_model=Workflow,
+        responses={**_AUTH, **_404},
+        tags=["workflows"],
+        summary="A workflow as it was at one of its versions (the graph a run ran)",
+        dependencies=[VIEWER],
+    )
+    async def get_workflow_version(
+        workflow_id: WorkflowId, version: Version, service: ServiceDep
+    ) -> dict[str, Any]:
+        # NotFound (the workflow, or a version replaced before versions were kept): the 404
+        return await run_in_threadpool(service.store.get_workflow_version, workflow_id, version)
 
     @app.post(
         "/api/flows/validate",

@@ -95,6 +95,21 @@ class Workflow(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class WorkflowVersion(Base):
+    """A workflow's flow document as it was before an update replaced it, so that a run shows
+    the graph it ran (a run keeps its ``workflow_version``). The current version lives in
+    ``workflows`` alone; a version replaced before this table existed is not kept."""
+
+    __tablename__ = "workflow_versions"
+
+    workflow_id: Mapped[str] = mapped_column(
+        ID, ForeignKey("workflows.id", ondelete="CASCADE"), primary_key=True
+    )
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    graph_json: Mapped[Any] = mapped_column(JSONDocument)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)  # when that version was saved
+
+
 class WorkflowRun(Base):
     """One execution of a workflow, with totals derived from its trace events."""
 

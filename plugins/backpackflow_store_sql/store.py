@@ -85,6 +85,7 @@ from .models import (
     TraceEvent,
     Workflow,
     WorkflowRun,
+    WorkflowVersion,
 )
 from .portable import (
     MAX_DEPTH,
@@ -1039,12 +1040,36 @@ class SqlRunStore(BudgetStore, CheckpointStore, LeaseStore):
                 workflow.name = name
             if description is not None:
                 workflow.description = description
+            # the version replaced is kept: its runs show the graph they ran
+            session.add(
+                WorkflowVersion(
+                    workflow_id=workflow.id,
+                    version=workflow.version,
+                    graph_json=workflow.graph_json,
+                    created_at=workflow.updated_at,
+                )
+            )
             if document is not None:
                 workflow.graph_json = document
             workflow.version += 1
             workflow.updated_at = _now()
             session.flush()
             return _workflow_dict(workflow)
+
+    def get_workflow_version(self, workflow_id: str, version: int) -> dict[str, Any]:
+        """The workflow with the flow document of one of its versions (the current one, or one
+        an update replaced); :class:`NotFound` if the workflow or that version is not kept."""
+        with self._read() as session:
+            workflow = self._get_workflow(session, workflow_id)
+            found = _workflow_dict(workflow)
+            if version == workflow.version:
+                return found
+            old = session.get(WorkflowVersion, (workflow_id, version))
+            if old is None:
+                raise NotFound("workflow version", f"{workflow_id} v{version}")
+            found.update(graph_json=old.graph_json, version=old.version)
+            found["updated_at"] = _iso(old.created_at)
+            return found
 
     def delete_workflow(self, workflow_id: str) -> None:
         """Delete a workflow and its provider bindings; its runs stay, with no workflow_id."""

@@ -13,16 +13,14 @@ import os
 import subprocess
 import sys
 import time
-import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from backpackflow.plugins import DISABLE_AUTOLOAD_ENV, DISABLE_PLUGINS_ENV, build_registry
+from example_nodes import PACKAGE, example_nodes_site
 
-ROOT = Path(__file__).resolve().parents[2]
-PACKAGE = ROOT / "contrib" / "backpackflow-example-nodes"
 FLOW = PACKAGE / "tests" / "flows" / "compose.json"
 TICKET = "I was charged twice for my invoice. Please refund the payment."
 #: (node, Backpack key, the name the node read it as): every mapped read of the flow
@@ -35,19 +33,8 @@ MAPPED_READS = {
 
 @pytest.fixture
 def site(tmp_path: Path) -> list[str]:
-    """The package installed as pip would leave it, for this test: its source and a
-    ``.dist-info`` declaring its entry point (read from its pyproject.toml)."""
-    folder = tmp_path / "site"
-    info = folder / "backpackflow_example_nodes-0.1.0.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text(
-        "Metadata-Version: 2.1\nName: backpackflow-example-nodes\nVersion: 0.1.0\n"
-    )
-    project = tomllib.loads((PACKAGE / "pyproject.toml").read_text(encoding="utf-8"))["project"]
-    declared = project["entry-points"]["backpackflow"]
-    lines = "".join(f"{name} = {target}\n" for name, target in declared.items())
-    (info / "entry_points.txt").write_text(f"[backpackflow]\n{lines}")
-    return [str(folder), str(PACKAGE / "src")]
+    """The package installed as pip would leave it, for this test."""
+    return example_nodes_site(tmp_path / "site")
 
 
 def cli(site: list[str], *args: str) -> subprocess.CompletedProcess[str]:

@@ -6,13 +6,29 @@ and the field its JSON path names. Screenshots go to ``$BACKPACKFLOW_UI_SCREENSH
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Callable
 from typing import Any
 
+import pytest
 from playwright.sync_api import expect
 from ui_kit import UiServer
 
+from example_nodes import example_nodes_site
+
 SCREENSHOTS = "builder"
+
+
+@pytest.fixture(scope="module")
+def ui_server(
+    start_ui_server: Callable[..., UiServer], tmp_path_factory: pytest.TempPathFactory
+) -> UiServer:
+    """The module's server, with a third-party node package installed (not imported by the
+    UI or by these tests): its node types must reach the palette with no UI change."""
+    site = example_nodes_site(tmp_path_factory.mktemp("site"))
+    path = os.pathsep.join([*site, os.environ.get("PYTHONPATH", "")])
+    return start_ui_server("--no-seed", env={"PYTHONPATH": path})
 
 
 def node(page: Any, node_id: str) -> Any:
@@ -64,7 +80,7 @@ def test_build_a_four_node_flow_from_an_empty_canvas_save_and_reload(
     expect(prompt).to_have_value("Summarize: {{ node.fetch.output }}")
 
     add_node(page, "router", "decide")
-    page.get_by_label("rule*", exact=True).fill("'deep'")
+    page.get_by_label("rule", exact=True).fill("'deep'")
 
     add_node(page, "llm", "deep")
     page.get_by_label("prompt", exact=True).fill("Go deeper: {{ node.summarize.output }}")
@@ -87,6 +103,11 @@ def test_build_a_four_node_flow_from_an_empty_canvas_save_and_reload(
     page.get_by_role("link", name="Workflows").click()  # unsaved: it asks, and we stay
     expect(page).to_have_url(re.compile("/workflows/new"))
     assert asked and "not saved" in asked[0]
+    page.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.dismiss()))
+    page.evaluate("history.back()")  # the browser's Back button: it asks too, and we stay
+    page.wait_for_function("() => history.state && history.state.backpackflowUnsaved")
+    assert len(asked) == 2 and "not saved" in asked[1]
+    expect(node(page, "deep")).to_be_visible()
 
     page.get_by_role("button", name="Save").click()
     expect(page).to_have_url(re.compile(r"/workflows/(?!new)[^/?]+$"))
@@ -206,3 +227,17 @@ def test_a_validation_error_shows_on_its_node_and_field(
     )
     condition.fill("output != ''")
     wait_valid(page)
+
+
+def test_a_third_party_node_type_is_in_the_palette_with_its_form(page: Any, signed_in: Any) -> None:
+    signed_in(page, path="/workflows/new")
+    page.errors.clear()  # the 401 of the session check before signing in
+    palette = page.get_by_role("complementary", name="Node types")
+    palette.get_by_role("heading", name="example_nodes").wait_for()
+    add_node(page, "text_stats", "measure")
+    # its params form comes from the package's params JSON Schema
+    source = page.get_by_label("source", exact=True)
+    source.fill("ticket")
+    page.get_by_label("target", exact=True).fill("figures")
+    wait_valid(page)
+    assert page.errors == [], page.errors

@@ -215,11 +215,19 @@ def test_time_travel_and_a_run_diff(
     with ui_server.client() as client:
         graph = client.get(f"/api/workflows/{workflow}").json()["graph_json"]
         graph["nodes"][0]["params"]["prompt"] = "Summarize:\n\nThe bridge closed for repairs."
+        graph["nodes"].append({"type": "router", "id": "tail", "params": {"rule": "'end'"}})
+        graph["edges"].append({"from": "route", "to": "tail", "when": "branch == 'done'"})
         assert client.put(f"/api/workflows/{workflow}", json={"graph_json": graph}).is_success
     after = start_run(ui_server, workflow)
     page.goto(f"{ui_server.url}/runs/diff")
     page.get_by_text("Choose two runs").wait_for(timeout=TIMEOUT)
+    page.goto(f"{ui_server.url}/runs/{after}")
+    node_status(page, "tail").filter(has_text="succeeded").wait_for(timeout=TIMEOUT)
+    page.locator("[aria-label='edge route to tail (taken)']").wait_for(timeout=TIMEOUT)
     page.goto(f"{ui_server.url}/runs/{before}")
+    # the graph this run ran (version 1), not the workflow's current one
+    node_status(page, "route").filter(has_text="succeeded").wait_for(timeout=TIMEOUT)
+    assert node_status(page, "tail").count() == 0
     page.get_by_role("link", name="Compare with another run").click()
     picker = page.get_by_label("Run b")
     picker.locator(f"option[value='{after}']").wait_for(state="attached", timeout=TIMEOUT)

@@ -72,3 +72,26 @@ def test_templates_are_the_installed_examples(tmp_path: Path) -> None:
         assert not loader.validate(template["graph_json"], environ=KeepUnset()).errors, template[
             "name"
         ]
+
+
+def test_a_workflow_keeps_the_versions_its_runs_ran(client: httpx.Client) -> None:
+    """The run view draws the graph a run ran: each version an update replaced is kept."""
+    first = flow(echo("a"), echo("b"))
+    created = client.post("/api/workflows", json={"name": "versions", "graph_json": first})
+    assert created.status_code == 201, created.text
+    workflow_id = created.json()["id"]
+    second = flow(echo("a"), echo("b"), echo("c"))
+    saved = client.put(f"/api/workflows/{workflow_id}", json={"graph_json": second})
+    assert saved.status_code == 200 and saved.json()["version"] == 2
+
+    old = client.get(f"/api/workflows/{workflow_id}/versions/1")
+    assert old.status_code == 200
+    assert old.json()["version"] == 1
+    assert [n["id"] for n in old.json()["graph_json"]["nodes"]] == ["a", "b"]
+    current = client.get(f"/api/workflows/{workflow_id}/versions/2").json()
+    assert [n["id"] for n in current["graph_json"]["nodes"]] == ["a", "b", "c"]
+    missing = client.get(f"/api/workflows/{workflow_id}/versions/3")
+    assert missing.status_code == 404 and "version" in missing.json()["detail"]
+    assert client.get(f"/api/workflows/{workflow_id}/versions/0").status_code == 422
+    assert client.delete(f"/api/workflows/{workflow_id}").status_code == 204
+    assert client.get(f"/api/workflows/{workflow_id}/versions/1").status_code == 404

@@ -325,13 +325,13 @@ def run_cli(*argv: str) -> tuple[int, str]:
 
 def test_db_commands(database_url: str) -> None:
     status, text = run_cli("db", "current", "--database", database_url)
-    assert status == 0 and "empty (never upgraded) (needs upgrade to 0010)" in text
+    assert status == 0 and "empty (never upgraded) (needs upgrade to 0011)" in text
     status, text = run_cli("db", "upgrade", "--database", database_url)
-    assert status == 0 and "upgraded empty -> 0010" in text
+    assert status == 0 and "upgraded empty -> 0011" in text
     status, text = run_cli("db", "upgrade", "--database", database_url)
-    assert status == 0 and "already at 0010" in text
+    assert status == 0 and "already at 0011" in text
     status, text = run_cli("db", "current", "--database", database_url)
-    assert status == 0 and "0010 (up to date)" in text
+    assert status == 0 and "0011 (up to date)" in text
     assert text.startswith(mask_url(database_url))  # a password would be masked
 
 

@@ -121,6 +121,6 @@ def test_schemathesis_finds_no_failures(service: LiveServer) -> None:
         if takes_known and operation.method.upper() != "DELETE":
             fuzz(operation, service.url, known, failures, auth)
     # 27, POST /api/runs/{run_id}/resume, the editor's node types, templates and validate, a
-    # step's detail and the run diff
-    assert len(labels) == 33, labels
+    # step's detail, the run diff and a workflow's stored version
+    assert len(labels) == 34, labels
     assert not failures, "\n\n".join(failures[:5]) + f"\n\n({len(failures)} failures)"

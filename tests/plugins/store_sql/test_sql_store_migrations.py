@@ -23,7 +23,7 @@ TABLES = {
     "run_costs",
     "budgets",
 }
-HEAD = "0010"
+HEAD = "0011"
 
 
 def _differences(store: SqlRunStore, metadata=Base.metadata) -> list[object]:

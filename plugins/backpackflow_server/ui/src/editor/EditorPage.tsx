@@ -23,7 +23,7 @@ import "@xyflow/react/dist/style.css";
 import { ApiError, getJson } from "../api/client";
 import { keys, useCreateWorkflow, useNodeTypes, useUpdateWorkflow, useWorkflow, validateFlow } from "../api/hooks";
 import type { FlowDocument, NodeTypeInfo, Problem, Workflow } from "../api/types";
-import { setLeaveGuard } from "../components/leaveGuard";
+import { guardBackButton, setLeaveGuard } from "../components/leaveGuard";
 import { useSession } from "../components/SessionGate";
 import { ErrorState, Loading } from "../components/States";
 import { suggestions as completionsFor } from "./completion";
@@ -197,10 +197,13 @@ function Editor({ workflow, initialName, nodeTypes, onReload }: EditorProps) {
     if (!dirty) return;
     const warn = (event: BeforeUnloadEvent) => event.preventDefault();
     window.addEventListener("beforeunload", warn);
-    const removeGuard = setLeaveGuard(() => "This workflow has changes that are not saved.");
+    const reason = "This workflow has changes that are not saved.";
+    const removeGuard = setLeaveGuard(() => reason);
+    const unguardBack = guardBackButton(reason);
     return () => {
       window.removeEventListener("beforeunload", warn);
       removeGuard();
+      unguardBack();
     };
   }, [dirty]);
 

@@ -1,9 +1,11 @@
 // The config panel: the selected node's id, name, params (a form from its type's schema) and
 // input mappings, and its outgoing edges; the selected edge's action and `when` condition; or,
-// with nothing selected, the workflow's name, description, entry and declared inputs.
+// with nothing selected, the workflow's name, description, entry, declared inputs and settings
+// (limits, dependencies, sinks: FlowSettings).
 import { useEffect, useState, type ReactNode } from "react";
 import type { EdgeConfig, FlowDocument, NodeConfig, NodeTypeInfo } from "../api/types";
 import type { Suggestion } from "./completion";
+import { FlowSettings } from "./FlowSettings";
 import { DEFAULT_ACTION, type PlacedProblems } from "./model";
 import { ParamsForm } from "./ParamsForm";
 import { TemplateInput } from "./TemplateInput";
@@ -393,6 +395,7 @@ export function FlowPanel({ doc, name, description, problems, warnings, readOnly
           onAdd={(key) => onDoc((current) => ({ ...current, inputs: { ...((current.inputs as object) ?? {}), [key]: {} } }), "flow-input-add")}
         />
       </Section>
+      <FlowSettings doc={doc} readOnly={readOnly} onDoc={onDoc} />
       <p className="hint">Select a node or an edge to configure it.</p>
     </div>
   );

@@ -4,11 +4,11 @@
 // server's problems show on the field their JSON path names.
 import { useMemo } from "react";
 // the Form alone: the package index also exports a test registry that imports Ajv (see
-// components/schemaValidator.ts for why the page cannot use Ajv)
+// components/formValidator.ts for why the page cannot use Ajv)
 import Form from "@rjsf/core/lib/components/Form.js";
 import type { RJSFSchema, UiSchema, WidgetProps } from "@rjsf/utils";
 import type { NodeTypeInfo } from "../api/types";
-import { schemaValidator } from "../components/schemaValidator";
+import { formValidator } from "../components/formValidator";
 import type { Suggestion } from "./completion";
 import { paramsErrors } from "./model";
 import { TemplateInput } from "./TemplateInput";
@@ -34,18 +34,50 @@ function types(schema: Json): string[] {
   return Array.isArray(schema.type) ? (schema.type as string[]) : typeof schema.type === "string" ? [schema.type] : [];
 }
 
+/** An object with no declared properties (RJSF draws nothing for it). */
+function freeForm(schema: Json): boolean {
+  return types(schema).includes("object") && !schema.properties && !schema.anyOf && !schema.oneOf;
+}
+
 /** Top-level properties that are objects with no declared properties: edited as JSON text. */
 export function freeFormKeys(schema: Json): string[] {
   const properties = (schema.properties ?? {}) as Record<string, Json>;
   return Object.entries(properties)
-    .filter(([, sub]) => types(sub).includes("object") && !sub.properties && !sub.anyOf && !sub.oneOf)
+    .filter(([, sub]) => freeForm(sub))
     .map(([key]) => key);
 }
 
+/** Top-level properties that are text or a free-form object (a router's `rule`: CEL or JSON
+ * Logic): one text field, read back as an object when it holds a JSON object. */
+export function textOrJsonKeys(schema: Json): string[] {
+  const properties = (schema.properties ?? {}) as Record<string, Json>;
+  return Object.entries(properties)
+    .filter(([, sub]) => {
+      const options = (sub.anyOf ?? sub.oneOf) as Json[] | undefined;
+      return Array.isArray(options) && options.length === 2 && options.some((o) => types(o).includes("string") && !o.enum) && options.some(freeForm);
+    })
+    .map(([key]) => key);
+}
+
+/** The text of a text-or-object field: an object as JSON, a string as it is. */
+export function parseTextOrJson(text: string): unknown {
+  if (!text.trim().startsWith("{")) return text;
+  try {
+    const value: unknown = JSON.parse(text);
+    return value !== null && typeof value === "object" && !Array.isArray(value) ? value : text;
+  } catch {
+    return text; // not JSON yet: the service says where the rule is wrong
+  }
+}
+
 /** RJSF draws nothing for an object with no declared properties: such fields become JSON text
- * (parsed back on change). */
-function asJsonText(schema: Json, keys: string[]): Json {
+ * (parsed back on change), and text-or-object fields one text field. */
+function asJsonText(schema: Json, keys: string[], textOrJson: string[] = []): Json {
   const properties = { ...((schema.properties ?? {}) as Record<string, Json>) };
+  for (const key of textOrJson) {
+    const sub = properties[key];
+    properties[key] = { type: "string", title: (sub.title as string | undefined) ?? key, description: `${(sub.description as string | undefined) ?? ""} (text, or a JSON object)`.trim() };
+  }
   // anyOf options without a title would read "Option 1", "Option 2": name them by their type
   for (const [key, sub] of Object.entries(properties)) {
     const options = (sub.anyOf ?? sub.oneOf) as Json[] | undefined;
@@ -64,10 +96,14 @@ const OPTION_TITLES: Record<string, string> = { string: "text", object: "JSON ob
 
 const MULTILINE = /prompt|system|template|instructions|message/i;
 
-function uiSchemaFor(schema: Json, jsonKeys: string[]): UiSchema {
+function uiSchemaFor(schema: Json, jsonKeys: string[], textOrJson: string[]): UiSchema {
   const ui: UiSchema = { "ui:submitButtonOptions": { norender: true } };
   const properties = (schema.properties ?? {}) as Record<string, Json>;
   for (const [key, sub] of Object.entries(properties)) {
+    if (textOrJson.includes(key)) {
+      ui[key] = { "ui:widget": "template", "ui:options": { multiline: true } };
+      continue;
+    }
     // a default shows as the placeholder: left empty, the node uses it (and the saved flow
     // stays as short as the user wrote it)
     const placeholder = sub.default === undefined || sub.default === null ? undefined : String(sub.default);
@@ -129,17 +165,18 @@ interface Props {
 export function ParamsForm({ nodeType, params, onChange, fieldErrors, suggestions, disabled }: Props) {
   const fullSchema = useMemo(() => formSchema(nodeType.params_schema), [nodeType]);
   const jsonKeys = useMemo(() => freeFormKeys(fullSchema), [fullSchema]);
-  const schema = useMemo(() => asJsonText(fullSchema, jsonKeys), [fullSchema, jsonKeys]);
-  const uiSchema = useMemo(() => uiSchemaFor(schema, jsonKeys), [schema, jsonKeys]);
+  const textKeys = useMemo(() => textOrJsonKeys(fullSchema), [fullSchema]);
+  const schema = useMemo(() => asJsonText(fullSchema, jsonKeys, textKeys), [fullSchema, jsonKeys, textKeys]);
+  const uiSchema = useMemo(() => uiSchemaFor(schema, jsonKeys, textKeys), [schema, jsonKeys, textKeys]);
   // free-form objects are shown as JSON text; text that does not parse yet stays text (the
   // server then says where it is wrong)
   const formData = useMemo(() => {
     const shown: Json = { ...params };
-    for (const key of jsonKeys) {
+    for (const key of [...jsonKeys, ...textKeys]) {
       if (shown[key] !== undefined && typeof shown[key] !== "string") shown[key] = JSON.stringify(shown[key], null, 2);
     }
     return shown;
-  }, [params, jsonKeys]);
+  }, [params, jsonKeys, textKeys]);
   const extraErrors = useMemo(() => paramsErrors(fieldErrors), [fieldErrors]);
 
   return (
@@ -147,7 +184,8 @@ export function ParamsForm({ nodeType, params, onChange, fieldErrors, suggestion
       schema={schema as RJSFSchema}
       uiSchema={uiSchema}
       formData={formData}
-      validator={schemaValidator}
+      validator={formValidator}
+      liveValidate="onChange"
       widgets={widgets}
       formContext={{ suggestions } satisfies Context}
       extraErrors={extraErrors as never}
@@ -166,6 +204,7 @@ export function ParamsForm({ nodeType, params, onChange, fieldErrors, suggestion
             }
           }
         }
+        for (const key of textKeys) if (typeof next[key] === "string") next[key] = parseTextOrJson(next[key] as string);
         for (const key of Object.keys(next)) if (next[key] === undefined) delete next[key];
         onChange(next);
       }}

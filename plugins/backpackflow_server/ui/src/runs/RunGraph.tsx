@@ -5,7 +5,7 @@ import { Background, Controls, type Edge, type Node, Position, ReactFlow } from 
 import "@xyflow/react/dist/style.css";
 import dagre from "@dagrejs/dagre";
 import type { FlowDocument } from "../api/types";
-import { edgeKey, type NodeStatus } from "./trace";
+import { edgeAction, edgeKey, type NodeStatus } from "./trace";
 
 const WIDTH = 170;
 const HEIGHT = 56;
@@ -86,7 +86,7 @@ export function RunGraph({ flow, nodeStatus, takenEdges, version, selectedNode, 
   const edges: Edge[] = useMemo(
     () =>
       flow.edges.map((edge, index) => {
-        const taken = takenEdges.has(edgeKey(edge.from, edge.to));
+        const taken = takenEdges.has(edgeKey(edge.from, edge.to, edgeAction(edge)));
         return {
           id: `e${index}-${edge.from}-${edge.to}`,
           source: edge.from,

@@ -3,17 +3,17 @@
 // the flow's declared inputs) and "Cancel run"; the graph, live; the timeline of steps with
 // status chips (virtualised, following new steps until the user scrolls); the opened step's
 // detail; approving or answering a paused run; forking from a step or a commit; time travel.
-import { useEffect, useMemo, useState } from "react";
+import { useEffect, useMemo, useRef, useState } from "react";
 import { Link, useNavigate, useParams } from "react-router-dom";
 // the Form component alone: the package index also brings in a test registry that imports Ajv
 import Form from "@rjsf/core/lib/components/Form.js";
-import { formValidator as validator } from "./formValidator";
+import { formValidator as validator } from "../components/formValidator";
 import { useQueryClient } from "@tanstack/react-query";
 import { keys, useRun } from "../api/hooks";
 import type { FlowDocument, RunDetail } from "../api/types";
 import { ErrorState, Loading } from "../components/States";
 import { money } from "./decimal";
-import { allCommits, useCancelRun, useForkRun, useResumeRun, useRunWorkflow, useStartRun } from "./api";
+import { allCommits, useCancelRun, useForkRun, useResumeRun, useRunWorkflow, useRunWorkflowVersion, useStartRun } from "./api";
 import { forkCommit, hasInputs, inputsSchema, isApproval } from "./logic";
 import { RunGraph } from "./RunGraph";
 import { StepDetailPane } from "./StepDetail";
@@ -65,12 +65,12 @@ function Summary({ run, trace, live }: { run: RunDetail; trace: RunTrace; live: 
       <dd data-testid="run-cost">{money(totals.cost)}</dd>
       <dt>cache</dt>
       <dd data-testid="run-cache">
-        {totals.cacheHits} hit{totals.cacheHits === 1 ? "" : "s"}, saved {money(totals.costSaved)}
+        {trace.complete ? `${totals.cacheHits} hit${totals.cacheHits === 1 ? "" : "s"}, saved ${money(totals.costSaved)}` : "…"}
       </dd>
       <dt>retries</dt>
       <dd data-testid="run-retries">{totals.retries}</dd>
       <dt>fallbacks</dt>
-      <dd data-testid="run-fallbacks">{totals.fallbacks}</dd>
+      <dd data-testid="run-fallbacks">{trace.complete ? totals.fallbacks : "…"}</dd>
     </dl>
   );
 }
@@ -173,9 +173,14 @@ export default function RunPage() {
   const run = useRun(id);
   const workflowId = run.data?.workflow_id ?? null;
   const workflow = useRunWorkflow(workflowId);
+  // the graph the run ran (its version), else the current one; Run starts the current one
+  const ran = useRunWorkflowVersion(workflowId, run.data?.workflow_version ?? null);
   const flow = workflowId && workflow.data ? workflow.data.graph_json : null;
-  const edges = run.data ? (flow?.edges ?? (workflowId && workflow.isPending ? null : [])) : null;
-  const { trace, version, live, reconnect } = useRunTrace(id, edges);
+  const versionKnown = ran.data !== undefined || ran.isError || run.data?.workflow_version === null;
+  const graph = ran.data ? ran.data.graph_json : versionKnown ? flow : null;
+  const graphPending = workflowId !== null && (workflow.isPending || (!versionKnown && ran.isPending));
+  const edges = run.data ? (graph?.edges ?? (graphPending ? null : [])) : null;
+  const { trace, version, live, pages, reconnect } = useRunTrace(id, edges, run.data);
   const cancel = useCancelRun(id);
   const fork = useForkRun(id);
   const [selected, setSelected] = useState<number | null>(null);
@@ -186,10 +191,12 @@ export default function RunPage() {
     setSelected(null);
     setView("Timeline");
   }, [id]);
+  const wasLive = useRef(false);
   useEffect(() => {
-    // the run ended or paused: its stored row (totals, steps) is read again
-    if (!live && version > 0) void client.invalidateQueries({ queryKey: keys.run(id) });
-  }, [live, version, client, id]);
+    // the run ended or paused while followed: its stored row (totals, steps) is read again
+    if (wasLive.current && !live) void client.invalidateQueries({ queryKey: keys.run(id) });
+    wasLive.current = live;
+  }, [live, client, id]);
 
   if (run.isPending) return <Loading what="the run" />;
   if (run.error) return <ErrorState error={run.error} retry={() => void run.refetch()} title={`Run ${id}`} />;
@@ -245,9 +252,14 @@ export default function RunPage() {
       {status === "paused" && <Question trace={trace} runId={id} onAnswered={reconnect} />}
       <div className="run-body">
         <div className="run-left">
-          {flow ? (
+          {graph && workflow.data && ran.data === null && detail.workflow_version !== null && detail.workflow_version !== workflow.data.version && (
+            <p className="muted" role="note">
+              Version {detail.workflow_version}, which this run ran, is not kept: the graph is the current version {workflow.data.version}.
+            </p>
+          )}
+          {graph ? (
             <RunGraph
-              flow={flow}
+              flow={graph}
               nodeStatus={trace.nodeStatus}
               takenEdges={trace.takenEdges}
               version={version}
@@ -255,7 +267,7 @@ export default function RunPage() {
               onSelectNode={opened}
             />
           ) : (
-            <p className="muted">{workflowId && workflow.isPending ? "Loading the graph…" : "The workflow was deleted: no graph."}</p>
+            <p className="muted">{graphPending ? "Loading the graph…" : "The workflow was deleted: no graph."}</p>
           )}
           <div role="tablist" aria-label="Run views">
             {VIEWS.map((name) => (
@@ -279,13 +291,14 @@ export default function RunPage() {
           )}
           {view === "Events" && (
             <VirtualList
-              count={trace.events.length}
+              count={pages ? pages.count : trace.events.length}
               rowHeight={24}
               label="Events"
               testId="events"
               version={version}
               renderRow={(index) => {
-                const event = trace.events[index];
+                const event = pages ? pages.get(index) : trace.events[index];
+                if (!event) return <div className="event-row muted">{pages?.error ? "the events could not be read" : "…"}</div>;
                 return (
                   <div className="event-row">
                     <span className="seq">{event.seq}</span>

@@ -1,6 +1,6 @@
 // The run view's requests beyond ../api: a step's detail, time travel, answers, forks, diffs.
 import { useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
-import { getJson, sendJson } from "../api/client";
+import { ApiError, getJson, sendJson } from "../api/client";
 import { keys } from "../api/hooks";
 import type { RunDetail, RunStep, RunSummary, Workflow } from "../api/types";
 
@@ -131,6 +131,25 @@ export function useRunWorkflow(workflowId: string | null) {
     queryKey: keys.workflow(workflowId ?? ""),
     queryFn: ({ signal }) => getJson<Workflow>(`/api/workflows/${encodeURIComponent(workflowId ?? "")}`, signal),
     enabled: workflowId !== null,
+  });
+}
+
+/** The workflow as the run ran it: the version the run names (the service keeps each version
+ * an update replaced), or null when that version is not kept (replaced before versions were
+ * kept): then the page draws the current version and says so. Versions never change. */
+export function useRunWorkflowVersion(workflowId: string | null, version: number | null) {
+  return useQuery({
+    queryKey: [...keys.workflow(workflowId ?? ""), "version", version ?? 0] as const,
+    queryFn: async ({ signal }) => {
+      try {
+        return await getJson<Workflow>(`/api/workflows/${encodeURIComponent(workflowId ?? "")}/versions/${version ?? 0}`, signal);
+      } catch (error) {
+        if (error instanceof ApiError && error.status === 404) return null;
+        throw error;
+      }
+    },
+    enabled: workflowId !== null && version !== null,
+    staleTime: Infinity,
   });
 }
 

@@ -91,10 +91,10 @@ describe("questions and prompts", () => {
 
 describe("the form validator (no eval: the page's CSP forbids it)", () => {
   it("names the field a value breaks", async () => {
-    const { formValidator } = await import("./formValidator");
+    const { formValidator } = await import("../components/formValidator");
     const schema: RJSFSchema = { type: "object", required: ["topic"], properties: { topic: { type: "string" }, depth: { type: "integer", minimum: 1 } } };
     const bad = formValidator.validateFormData({ depth: 0 }, schema);
-    expect(bad.errors.map((error) => error.property).sort()).toEqual(["", ".depth"]);
+    expect(bad.errors.map((error) => error.property).sort()).toEqual([".depth", ".topic"]);
     expect(bad.errorSchema.depth?.__errors?.[0]).toMatch(/1/);
     expect(formValidator.validateFormData({ topic: "x", depth: 2 }, schema).errors).toEqual([]);
     expect(formValidator.isValid({ type: "integer" }, 3, {})).toBe(true);

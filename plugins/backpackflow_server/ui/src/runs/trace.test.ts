@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { TraceEvent } from "../api/types";
+import { PARALLEL_EDGES } from "./testFlows";
 import { edgeKey, elapsedMs, formatMs, RunTrace } from "./trace";
 
 let seq = 0;
@@ -26,8 +27,8 @@ function llmStep(step: number, node: string, cost: string, extra: TraceEvent[] =
 const EDGES = [
   { from: "fetch", to: "summarize" },
   { from: "summarize", to: "decide" },
-  { from: "decide", to: "deep" },
-  { from: "decide", to: "shallow" },
+  { from: "decide", to: "deep", condition: "deep" },
+  { from: "decide", to: "shallow", condition: "shallow" },
 ];
 
 describe("RunTrace", () => {
@@ -39,12 +40,12 @@ describe("RunTrace", () => {
       event("node_start", 1, "fetch", { node_type: "tool" }),
       event("node_end", 1, "fetch", { action: null, duration_ms: 3 }),
       ...llmStep(2, "summarize", "0.1"),
-      ...llmStep(3, "decide", "0.2"),
+      ...llmStep(3, "decide", "0.2").map((item) => (item.type === "node_end" ? { ...item, payload: { action: "deep", duration_ms: 1 } } : item)),
     ]);
     expect(trace.nodeStatus.get("fetch")).toBe("succeeded");
     expect(trace.nodeStatus.get("decide")).toBe("succeeded");
     expect(trace.nodeStatus.get("deep")).toBeUndefined();
-    expect([...trace.takenEdges]).toEqual([edgeKey("fetch", "summarize"), edgeKey("summarize", "decide")]);
+    expect([...trace.takenEdges]).toEqual([edgeKey("fetch", "summarize"), edgeKey("summarize", "decide"), edgeKey("decide", "deep", "deep")]);
     // 0.1 + 0.2 is 0.30000000000000004 in floats: the totals stay exact
     expect(trace.totals.cost).toBe("0.3");
     expect(trace.totals.tokensInput).toBe(20);
@@ -52,8 +53,55 @@ describe("RunTrace", () => {
 
     trace.apply([event("node_start", 4, "deep", { node_type: "llm" })]);
     expect(trace.nodeStatus.get("deep")).toBe("running");
-    expect(trace.takenEdges.has(edgeKey("decide", "deep"))).toBe(true);
-    expect(trace.takenEdges.has(edgeKey("decide", "shallow"))).toBe(false);
+    expect(trace.takenEdges.has(edgeKey("decide", "deep", "deep"))).toBe(true);
+    expect(trace.takenEdges.has(edgeKey("decide", "shallow", "shallow"))).toBe(false);
+  });
+
+  it("takes the edges the returned actions name, in parallel branches and joins too", () => {
+    seq = 0;
+    const edges = [
+      ...PARALLEL_EDGES,
+      { from: "right", to: "join", condition: "again" },
+      { from: "join", to: "audit", condition: "check", when: "output.size > 3" },
+      { from: "join", to: "done", condition: "check" },
+    ];
+    const trace = new RunTrace(edges);
+    trace.apply([
+      event("node_start", 1, "split"),
+      event("node_end", 1, "split", { action: null }),
+      // the two branches interleave; the join waits for both
+      event("node_start", 2, "left"),
+      event("node_start", 3, "right"),
+      event("node_end", 3, "right", { action: null }),
+      event("node_end", 2, "left", { action: "default" }),
+      event("node_start", 4, "join"),
+      event("node_end", 4, "join", { action: "check" }),
+      event("node_start", 5, "done"),
+    ]);
+    const keys = (...list: [string, string, string?][]) => list.map(([from, to, action]) => edgeKey(from, to, action));
+    expect([...trace.takenEdges].sort()).toEqual(
+      keys(["split", "left"], ["split", "right"], ["left", "join"], ["right", "join"], ["join", "done", "check"]).sort(),
+    );
+    // a `when` edge counts once its target ran after the action that labels it
+    trace.apply([event("node_start", 6, "audit")]);
+    expect(trace.takenEdges.has(edgeKey("join", "audit", "check"))).toBe(true);
+    expect(trace.takenEdges.has(edgeKey("right", "join", "again"))).toBe(false);
+  });
+
+  it("does not take a `when` edge whose source returned another action", () => {
+    seq = 0;
+    const trace = new RunTrace([
+      { from: "a", to: "b", condition: "yes", when: "true" },
+      { from: "c", to: "b" },
+    ]);
+    trace.apply([
+      event("node_start", 1, "a"),
+      event("node_end", 1, "a", { action: "no" }),
+      event("node_start", 2, "c"),
+      event("node_end", 2, "c", { action: null }),
+      event("node_start", 3, "b"),
+    ]);
+    expect([...trace.takenEdges]).toEqual([edgeKey("c", "b")]);
   });
 
   it("shows failed, canceled, paused and cache-hit steps as such", () => {

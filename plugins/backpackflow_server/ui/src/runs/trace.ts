@@ -4,7 +4,7 @@
 //
 // It mutates in place and counts versions: a run of 50,000 events is folded in O(events), and
 // the page re-renders once per batch of events (see useRunTrace), not once per event.
-import type { EdgeConfig, TraceEvent } from "../api/types";
+import type { EdgeConfig, RunDetail, TraceEvent } from "../api/types";
 import { addDecimal } from "./decimal";
 
 export type StepStatus = "running" | "succeeded" | "failed" | "canceled" | "paused";
@@ -67,8 +67,14 @@ function text(value: unknown): string | null {
   return typeof value === "string" ? value : null;
 }
 
-export function edgeKey(from: string, to: string): string {
-  return `${from}\u2192${to}`;
+/** An edge's identity: its ends and its action (two edges may join the same two nodes). */
+export function edgeKey(from: string, to: string, action: string | null | undefined = "default"): string {
+  return `${from}\u2192${to}\u00b7${action || "default"}`;
+}
+
+/** The action an edge is labelled with: the one its source must return for it to be followed. */
+export function edgeAction(edge: EdgeConfig): string {
+  return typeof edge.condition === "string" && edge.condition ? edge.condition : "default";
 }
 
 export class RunTrace {
@@ -85,18 +91,98 @@ export class RunTrace {
   question: Question | null = null;
   lastSeq = 0;
   version = 0;
+  /** False for a trace seeded from a run's stored row until its marks (fallbacks, cache hits,
+   * a question) are folded in: those figures are not known yet. */
+  complete = true;
 
-  private readonly incoming = new Map<string, string[]>();
-  /** Per node: the seq its latest step ended at, and the seq its latest step started at. */
-  private readonly lastEnd = new Map<string, number>();
+  private readonly incoming = new Map<string, EdgeConfig[]>();
+  private readonly outgoing = new Map<string, EdgeConfig[]>();
+  /** Per node: its latest step's end (seq and action), and the seq its latest step started at. */
+  private readonly lastEnd = new Map<string, { seq: number; action: string }>();
   private readonly lastStart = new Map<string, number>();
 
   constructor(edges: EdgeConfig[] = [], private readonly keepEvents = true) {
     for (const edge of edges) {
-      const sources = this.incoming.get(edge.to) ?? [];
-      sources.push(edge.from);
-      this.incoming.set(edge.to, sources);
+      for (const [index, end] of [[this.incoming, edge.to], [this.outgoing, edge.from]] as const) {
+        const list = index.get(end) ?? [];
+        list.push(edge);
+        index.set(end, list);
+      }
     }
+  }
+
+  /** A finished run's trace from its stored row (GET /api/runs/{id}: its steps and totals),
+   * so that a run of thousands of steps shows at once instead of after its whole stream was
+   * replayed. The edges taken come from the steps' actions in the order the steps started and
+   * ended. What the row does not hold (each fallback, the cost a cache hit saved, a question)
+   * comes from `applyMarks`; the events themselves are paged in lazily (see EventPages). */
+  static fromDetail(detail: RunDetail, edges: EdgeConfig[] = []): RunTrace {
+    const trace = new RunTrace(edges, false);
+    const at = (iso: string | null) => (iso ? Date.parse(iso) / 1000 : null);
+    const steps = [...detail.steps].sort((a, b) => a.step - b.step);
+    const moments: { time: number; end: boolean; step: StepView }[] = [];
+    let retries = 0;
+    for (const row of steps) {
+      const step: StepView = {
+        step: row.step,
+        nodeId: row.node_id,
+        nodeName: row.node_name,
+        nodeType: row.node_type,
+        parentStep: row.parent_step,
+        status: row.status as StepStatus,
+        startedAt: at(row.started_at),
+        endedAt: at(row.finished_at),
+        latencyMs: row.latency_ms,
+        tokensInput: row.tokens_input,
+        tokensOutput: row.tokens_output,
+        cost: row.cost,
+        attempts: row.attempts,
+        retries: row.retries,
+        fallbacks: [],
+        cacheHit: row.cache_hit,
+        costSaved: "0",
+        action: row.action,
+        error: row.error,
+        firstSeq: 0,
+      };
+      retries += row.retries;
+      trace.steps.set(step.step, step);
+      trace.order.push(step);
+      if (step.parentStep !== null) continue;
+      trace.setNode(step);
+      moments.push({ time: step.startedAt ?? 0, end: false, step });
+      // a node_end (and so an action) only for a step that succeeded
+      if (step.status === "succeeded") moments.push({ time: step.endedAt ?? step.startedAt ?? 0, end: true, step });
+    }
+    // the order the trace had: by time, an end before a start at the same instant
+    moments.sort((a, b) => a.time - b.time || Number(b.end) - Number(a.end) || a.step.step - b.step.step);
+    moments.forEach((moment, index) => {
+      if (moment.end) trace.followed(moment.step.nodeId, moment.step.action ?? "default", index + 1);
+      else trace.markTaken(moment.step.nodeId, index + 1);
+    });
+    trace.startedAt = at(detail.started_at);
+    Object.assign(trace.totals, {
+      tokensInput: detail.total_tokens_input,
+      tokensOutput: detail.total_tokens_output,
+      cost: detail.total_cost,
+      retries,
+    });
+    trace.lastSeq = detail.last_seq;
+    trace.complete = false;
+    trace.finish(detail.status, at(detail.finished_at)); // a step a cancel stopped: canceled
+    trace.version += 1;
+    return trace;
+  }
+
+  /** The events of a seeded (finished) trace its stored row does not sum up: fallbacks and
+   * cache hits (the cost saved). */
+  static readonly MARK_TYPES = ["fallback", "cache_hit"] as const;
+
+  applyMarks(events: Iterable<TraceEvent>): void {
+    const types: readonly string[] = RunTrace.MARK_TYPES;
+    for (const event of events) if (types.includes(event.type)) this.fold(event);
+    this.complete = true;
+    this.version += 1;
   }
 
   /** Fold events in seq order; events at or below the last seq are skipped (a reconnect). */
@@ -211,7 +297,7 @@ export class RunTrace {
         step.endedAt = event.timestamp;
         step.latencyMs = typeof payload.duration_ms === "number" ? payload.duration_ms : null;
         step.action = payload.action === null || payload.action === undefined ? null : String(payload.action);
-        if (step.parentStep === null) this.lastEnd.set(step.nodeId, event.seq);
+        if (step.parentStep === null) this.followed(step.nodeId, step.action ?? "default", event.seq);
         this.setNode(step);
         break;
       case "error": {
@@ -263,12 +349,29 @@ export class RunTrace {
     }
   }
 
-  /** The edges into ``node`` from predecessors that ended since the node last started. */
+  /** A node ended returning ``action`` (its node_end): the runner follows every edge labelled
+   * with that action and no `when` condition (as the kernel's _follow does), so they are taken
+   * now, whatever runs next (parallel branches, a join waiting for other predecessors). */
+  private followed(node: string, action: string, seq: number): void {
+    this.lastEnd.set(node, { seq, action });
+    for (const edge of this.outgoing.get(node) ?? []) {
+      if (edgeAction(edge) === action && (edge.when === undefined || edge.when === null)) {
+        this.takenEdges.add(edgeKey(edge.from, edge.to, action));
+      }
+    }
+  }
+
+  /** A node started: an edge into it labelled with the action its source last returned and
+   * carrying a `when` condition was followed if that source ended since this node last started
+   * (the condition held: the trace records no evaluation, only that the target ran). */
   private markTaken(node: string, seq: number): void {
     const since = this.lastStart.get(node) ?? 0;
-    for (const source of this.incoming.get(node) ?? []) {
-      const ended = this.lastEnd.get(source);
-      if (ended !== undefined && ended > since) this.takenEdges.add(edgeKey(source, node));
+    for (const edge of this.incoming.get(node) ?? []) {
+      if (edge.when === undefined || edge.when === null) continue;
+      const ended = this.lastEnd.get(edge.from);
+      if (ended !== undefined && ended.seq > since && ended.action === edgeAction(edge)) {
+        this.takenEdges.add(edgeKey(edge.from, node, ended.action));
+      }
     }
     this.lastStart.set(node, seq);
   }
