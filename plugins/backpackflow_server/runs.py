@@ -158,6 +158,7 @@ class RunStore(Protocol):
         self, limit: int | None = None, *, before: str | None = None
     ) -> list[dict[str, Any]]: ...
     def get_workflow(self, workflow_id: str) -> dict[str, Any]: ...
+    def get_workflow_version(self, workflow_id: str, version: int) -> dict[str, Any]: ...
     def update_workflow(
         self,
         workflow_id: str,
@@ -476,6 +477,11 @@ class RunHandle:
 
     def get(self, seq: int) -> _Slot | None:
         return self._events.get(seq)
+
+    def text(self, seq: int) -> str | None:
+        """The JSON text of event ``seq`` while it is in memory (``None``: it is not)."""
+        slot = self._events.get(seq)
+        return None if slot is None else slot.text()
 
     @property
     def buffered(self) -> int:

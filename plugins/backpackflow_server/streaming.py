@@ -29,7 +29,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any, Protocol
 
 import anyio
@@ -60,6 +60,23 @@ def _trace(seq: int, text: str) -> str:
     if "\n" in text or "\r" in text:
         return ServerSentEvent(text, event="trace", id=str(seq)).encode().decode()
     return f"id: {seq}\r\nevent: trace\r\ndata: {text}\r\n\r\n"
+
+
+def _take(text_of: Callable[[int], str | None], cursor: int) -> tuple[list[str], int]:
+    """The trace messages of the events after ``cursor`` that ``text_of(seq)`` has, in order,
+    up to one chunk (``_CHUNK_BYTES`` characters: its bytes are at most four times as many);
+    and the new cursor. The one loop of the memory and the live-feed paths."""
+    chunk: list[str] = []
+    size = 0
+    while size < _CHUNK_BYTES:
+        text = text_of(cursor + 1)
+        if text is None:
+            break
+        message = _trace(cursor + 1, text)
+        chunk.append(message)
+        size += len(message)
+        cursor += 1
+    return chunk, cursor
 
 
 def _encoded(messages: list[str]) -> bytes:
@@ -157,16 +174,7 @@ async def _from_handle(
                 )
                 cursor = handle.low - 1
             continue
-        chunk = []
-        size = 0  # characters: a chunk's bytes are at most four times as many
-        while size < _CHUNK_BYTES:
-            slot = handle.get(cursor + 1)
-            if slot is None:
-                break
-            message = _trace(cursor + 1, slot.text())
-            chunk.append(message)
-            size += len(message)
-            cursor += 1
+        chunk, cursor = _take(handle.text, cursor)
         if chunk:
             yield _encoded(chunk)
             continue
@@ -262,16 +270,7 @@ async def _from_feed(
             if manager.handle(run_id) is not None:
                 yield cursor
                 return
-            chunk: list[str] = []
-            size = 0
-            while size < _CHUNK_BYTES:
-                text = tail.get(cursor + 1)
-                if text is None:
-                    break
-                message = _trace(cursor + 1, text)
-                chunk.append(message)
-                size += len(message)
-                cursor += 1
+            chunk, cursor = _take(tail.get, cursor)
             if chunk:
                 yield _encoded(chunk)
                 continue
