@@ -144,8 +144,21 @@ def test_build_a_four_node_flow_from_an_empty_canvas_save_and_reload(
     node(page, "deep").click()
     page.get_by_role("button", name="Delete node").click()
     expect(node(page, "deep")).to_have_count(0)
+    run_button = page.get_by_role("button", name="Run", exact=True)
+    expect(run_button).to_be_disabled()  # unsaved changes: a run runs the saved version
     page.get_by_role("button", name="Undo").click()
     expect(node(page, "deep")).to_be_visible()
+
+    # run the saved workflow from the editor: the run view opens on the new run
+    run_button.click()
+    page.get_by_role("dialog").get_by_role("button", name="Run", exact=True).click()
+    expect(page).to_have_url(re.compile(r"/runs/[^/?]+$"))
+    run_id = page.url.rsplit("/", 1)[1]
+    expect(page.get_by_label("Run summary")).to_be_visible()
+    with ui_server.client() as client:
+        run = client.get(f"/api/runs/{run_id}").json()
+    assert (run["workflow_id"], run["workflow_version"]) == (workflow_id, 1)
+    assert run["triggered_by"] == "web"
     assert not [e for e in page.errors if "401" not in e and "422" not in e], page.errors
 
 

@@ -25,7 +25,9 @@ import { keys, useCreateWorkflow, useNodeTypes, useUpdateWorkflow, useWorkflow, 
 import type { FlowDocument, NodeTypeInfo, Problem, Workflow } from "../api/types";
 import { guardBackButton, setLeaveGuard } from "../components/leaveGuard";
 import { useSession } from "../components/SessionGate";
+import { Dialog } from "../components/Dialog";
 import { ErrorState, Loading } from "../components/States";
+import { RunForm } from "../runs/RunForm";
 import { suggestions as completionsFor } from "./completion";
 import { FlowNode, type FlowNodeType } from "./FlowNode";
 import { commit, redo, start, undo, type History } from "./history";
@@ -368,6 +370,7 @@ function Editor({ workflow, initialName, nodeTypes, onReload }: EditorProps) {
   const completions = useMemo(() => completionsFor(doc, nodeTypes, selectedNode?.id), [doc, nodeTypes, selectedNode?.id]);
   const problemCount = check.problems.length;
   const saving = create.isPending || update.isPending;
+  const [running, setRunning] = useState(false);
 
   return (
     <div className="editor">
@@ -397,7 +400,22 @@ function Editor({ workflow, initialName, nodeTypes, onReload }: EditorProps) {
         <button type="button" className="primary" onClick={() => void save()} disabled={readOnly || saving} title={readOnly ? "Only an admin token can save workflows" : undefined}>
           {saving ? "Saving…" : "Save"}
         </button>
+        {workflow && (
+          <button
+            type="button"
+            onClick={() => setRunning(true)}
+            disabled={dirty}
+            title={dirty ? "Save first: a run runs the saved version" : `Start a run of version ${base.version}`}
+          >
+            Run
+          </button>
+        )}
       </div>
+      {running && workflow && (
+        <Dialog title={`Run ${workflow.name}, version ${base.version}`} onClose={() => setRunning(false)}>
+          <RunForm flow={doc} workflowId={workflow.id} initialInputs={{}} onStarted={(id) => navigate(`/runs/${id}`)} />
+        </Dialog>
+      )}
       {conflict && workflow && (
         <div className="banner conflict" role="alert">
           <strong>Not saved: this workflow changed since you opened it.</strong> Someone saved version {conflict.theirs} after you opened

@@ -3,18 +3,19 @@
 // the flow's declared inputs) and "Cancel run"; the graph, live; the timeline of steps with
 // status chips (virtualised, following new steps until the user scrolls); the opened step's
 // detail; approving or answering a paused run; forking from a step or a commit; time travel.
-import { useEffect, useMemo, useRef, useState } from "react";
+import { useEffect, useRef, useState } from "react";
 import { Link, useNavigate, useParams } from "react-router-dom";
 // the Form component alone: the package index also brings in a test registry that imports Ajv
 import Form from "@rjsf/core/lib/components/Form.js";
 import { formValidator as validator } from "../components/formValidator";
 import { useQueryClient } from "@tanstack/react-query";
 import { keys, useRun } from "../api/hooks";
-import type { FlowDocument, RunDetail } from "../api/types";
+import type { RunDetail } from "../api/types";
 import { ErrorState, Loading } from "../components/States";
 import { money } from "./decimal";
-import { allCommits, useCancelRun, useForkRun, useResumeRun, useRunWorkflow, useRunWorkflowVersion, useStartRun } from "./api";
-import { forkCommit, hasInputs, inputsSchema, isApproval } from "./logic";
+import { allCommits, useCancelRun, useForkRun, useResumeRun, useRunWorkflow, useRunWorkflowVersion } from "./api";
+import { RunForm } from "./RunForm";
+import { forkCommit, isApproval } from "./logic";
 import { RunGraph } from "./RunGraph";
 import { StepDetailPane } from "./StepDetail";
 import { TimeTravel } from "./TimeTravel";
@@ -131,41 +132,6 @@ function Question({ trace, runId, onAnswered }: { trace: RunTrace; runId: string
   );
 }
 
-function RunForm({ flow, run, onStarted }: { flow: FlowDocument; run: RunDetail; onStarted: (id: string) => void }) {
-  const start = useStartRun();
-  const schema = useMemo(() => inputsSchema(flow), [flow]);
-  const [inputs, setInputs] = useState<Record<string, unknown>>(run.input_vars ?? {});
-  const launch = (values: Record<string, unknown>) => {
-    if (!run.workflow_id) return;
-    start.mutate({ workflowId: run.workflow_id, inputs: values }, { onSuccess: (created) => onStarted(created.id) });
-  };
-  return (
-    <div className="run-form">
-      {hasInputs(flow) ? (
-        <Form
-          schema={schema as object}
-          formData={inputs}
-          validator={validator}
-          onChange={({ formData }) => setInputs((formData ?? {}) as Record<string, unknown>)}
-          onSubmit={({ formData }) => launch((formData ?? {}) as Record<string, unknown>)}
-          onError={shownInline}
-          showErrorList={false}
-          disabled={start.isPending}
-        >
-          <button type="submit" className="primary">
-            Run
-          </button>
-        </Form>
-      ) : (
-        <button type="button" className="primary" onClick={() => launch({})} disabled={start.isPending || !run.workflow_id}>
-          Run
-        </button>
-      )}
-      {start.error && <ErrorState error={start.error} title="The run was not started" />}
-    </div>
-  );
-}
-
 export default function RunPage() {
   const { id = "" } = useParams();
   const navigate = useNavigate();
@@ -240,7 +206,9 @@ export default function RunPage() {
         </p>
         <Summary run={detail} trace={trace} live={live} />
         <div className="actions">
-          {flow && <RunForm flow={flow} run={detail} onStarted={(created) => navigate(`/runs/${created}`)} />}
+          {flow && detail.workflow_id && (
+            <RunForm flow={flow} workflowId={detail.workflow_id} initialInputs={detail.input_vars ?? {}} onStarted={(created) => navigate(`/runs/${created}`)} />
+          )}
           <button type="button" onClick={() => cancel.mutate()} disabled={!ACTIVE.has(status) || cancel.isPending}>
             Cancel run
           </button>
