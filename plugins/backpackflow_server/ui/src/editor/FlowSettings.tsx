@@ -62,6 +62,8 @@ export function FlowSettings({ doc, readOnly, onDoc }: Props) {
     <>
       {forms.map(([key, formSchema]) => (
         <section className="inspector-section" key={key} aria-label={TITLES[key]}>
+          {/* the form's own legend is hidden in the inspector: the section says what it is */}
+          <h3>{TITLES[key]}</h3>
           <Form
             schema={formSchema as RJSFSchema}
             uiSchema={UI}
