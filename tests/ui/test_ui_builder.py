@@ -105,7 +105,14 @@ def test_build_a_four_node_flow_from_an_empty_canvas_save_and_reload(
     assert asked and "not saved" in asked[0]
     page.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.dismiss()))
     page.evaluate("history.back()")  # the browser's Back button: it asks too, and we stay
-    page.wait_for_function("() => history.state && history.state.backpackflowUnsaved")
+    # polled with evaluate: wait_for_function compiles its predicate in the page, which the
+    # page's CSP (no eval) refuses unless the first check already holds
+    for _ in range(600):
+        if page.evaluate("() => Boolean(history.state && history.state.backpackflowUnsaved)"):
+            break
+        page.wait_for_timeout(50)
+    else:
+        pytest.fail("the page did not stay on the unsaved workflow after Back")
     assert len(asked) == 2 and "not saved" in asked[1]
     expect(node(page, "deep")).to_be_visible()
 

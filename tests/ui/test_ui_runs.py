@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from playwright.sync_api import expect
 from run_kit import store_run
 from ui_kit import UiServer
 
@@ -98,10 +99,11 @@ def test_watch_a_run_open_a_step_see_retry_fallback_then_a_cache_hit(
     first = start_run(ui_server, demo)
     page.goto(f"{ui_server.url}/runs/{first}")
     # live: the llm node runs (its fallback model takes 4 s), then both succeed
-    node_status(page, "ask").filter(has_text="running").wait_for(timeout=TIMEOUT)
+    expect(node_status(page, "ask")).to_contain_text("running", timeout=TIMEOUT)
     screenshot(page, "run-live")
     wait_status(page, "succeeded")
-    node_status(page, "route").filter(has_text="succeeded").wait_for(timeout=TIMEOUT)
+    expect(node_status(page, "route")).to_contain_text("succeeded", timeout=TIMEOUT)
+    expect(node_status(page, "route")).to_be_visible()  # drawn without waiting to be measured
     assert page.locator(".edge-taken").count() == 1  # ask -> route
 
     page.get_by_role("button", name=re.compile(r"^step 1 ask")).click()
@@ -128,7 +130,7 @@ def test_watch_a_run_open_a_step_see_retry_fallback_then_a_cache_hit(
     page.get_by_role("button", name="Run", exact=True).click()
     page.wait_for_url(re.compile(r"/runs/(?!" + first + ")[0-9a-f]+$"), timeout=TIMEOUT)
     wait_status(page, "succeeded")
-    node_status(page, "ask").filter(has_text="cache hit").wait_for(timeout=TIMEOUT)
+    expect(node_status(page, "ask")).to_contain_text("cache hit", timeout=TIMEOUT)
     shows(page, "run-cost", "$0")
     shows(page, "run-cache", f"1 hit, saved {cost}")
     screenshot(page, "cache-hit")
@@ -144,10 +146,10 @@ def test_cancel_a_run_and_approve_a_paused_one(
     slow = create_workflow(ui_server, demo_flow(prompt="Wait for it.", latency_ms=60_000), "slow")
     run = start_run(ui_server, slow)
     sign_in_at(signed_in, page, f"/runs/{run}")
-    node_status(page, "ask").filter(has_text="running").wait_for(timeout=TIMEOUT)
+    expect(node_status(page, "ask")).to_contain_text("running", timeout=TIMEOUT)
     page.get_by_role("button", name="Cancel run").click()
     wait_status(page, "canceled")
-    node_status(page, "ask").filter(has_text="canceled").wait_for(timeout=TIMEOUT)
+    expect(node_status(page, "ask")).to_contain_text("canceled", timeout=TIMEOUT)
     page.get_by_role("button", name=re.compile(r"^step 1 ask canceled")).wait_for()
     assert page.get_by_role("button", name="Cancel run").is_disabled()
     screenshot(page, "canceled")
@@ -169,11 +171,11 @@ def test_cancel_a_run_and_approve_a_paused_one(
     wait_status(page, "paused")
     question = page.get_by_role("region", name="Paused for an answer")
     assert "Publish the post?" in question.inner_text()
-    node_status(page, "review").filter(has_text="paused").wait_for(timeout=TIMEOUT)
+    expect(node_status(page, "review")).to_contain_text("paused", timeout=TIMEOUT)
     screenshot(page, "paused")
     question.get_by_role("button", name="Approve").click()
     wait_status(page, "succeeded")
-    node_status(page, "publish").filter(has_text="succeeded").wait_for(timeout=TIMEOUT)
+    expect(node_status(page, "publish")).to_contain_text("succeeded", timeout=TIMEOUT)
     assert node_status(page, "discard").inner_text() == "not run"
     assert page.errors == [], page.errors
 
@@ -194,9 +196,7 @@ def test_time_travel_and_a_run_diff(
     slider.fill("0")  # the first commit: ask's answer, before the router
     page.get_by_test_id("commit-label").filter(has_text="ask").wait_for()
     state = page.get_by_test_id("state-at-commit")
-    page.wait_for_function(
-        "el => !el.innerText.includes('route')", arg=state.element_handle(), timeout=TIMEOUT
-    )
+    expect(state).not_to_contain_text("route", timeout=TIMEOUT)
     assert "The ferry resumed service on Tuesday." in state.inner_text()
     assert "+ ask" in page.get_by_test_id("commit-diff").inner_text()
     screenshot(page, "time-travel")
@@ -208,7 +208,7 @@ def test_time_travel_and_a_run_diff(
     page.wait_for_url(re.compile(r"/runs/(?!" + before + ")[0-9a-f]+$"), timeout=TIMEOUT)
     page.get_by_role("link", name=before).wait_for(timeout=TIMEOUT)  # "forked from"
     wait_status(page, "succeeded")
-    node_status(page, "route").filter(has_text="succeeded").wait_for(timeout=TIMEOUT)
+    expect(node_status(page, "route")).to_contain_text("succeeded", timeout=TIMEOUT)
     assert node_status(page, "ask").inner_text() == "not run"  # its output came from the fork
 
     # change the prompt, run again, compare the two runs side by side
@@ -222,11 +222,11 @@ def test_time_travel_and_a_run_diff(
     page.goto(f"{ui_server.url}/runs/diff")
     page.get_by_text("Choose two runs").wait_for(timeout=TIMEOUT)
     page.goto(f"{ui_server.url}/runs/{after}")
-    node_status(page, "tail").filter(has_text="succeeded").wait_for(timeout=TIMEOUT)
+    expect(node_status(page, "tail")).to_contain_text("succeeded", timeout=TIMEOUT)
     page.locator("[aria-label='edge route to tail (taken)']").wait_for(timeout=TIMEOUT)
     page.goto(f"{ui_server.url}/runs/{before}")
     # the graph this run ran (version 1), not the workflow's current one
-    node_status(page, "route").filter(has_text="succeeded").wait_for(timeout=TIMEOUT)
+    expect(node_status(page, "route")).to_contain_text("succeeded", timeout=TIMEOUT)
     assert node_status(page, "tail").count() == 0
     page.get_by_role("link", name="Compare with another run").click()
     picker = page.get_by_label("Run b")
@@ -294,9 +294,7 @@ def test_the_timeline_follows_until_the_user_scrolls_up(
     assert timeline.get_attribute("data-following") == "true"
     timeline.hover()
     page.mouse.wheel(0, -2000)  # the user scrolls up to read: it stays there
-    page.wait_for_function(
-        "el => el.dataset.following === 'false'", arg=timeline.element_handle(), timeout=TIMEOUT
-    )
+    expect(timeline).to_have_attribute("data-following", "false", timeout=TIMEOUT)
     assert last.count() == 0
     page.get_by_role("button", name="Follow new rows").click()
     last.wait_for(timeout=TIMEOUT)

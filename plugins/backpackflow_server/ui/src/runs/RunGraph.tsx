@@ -8,6 +8,8 @@ import type { FlowDocument } from "../api/types";
 import { edgeAction, edgeKey, type NodeStatus } from "./trace";
 
 const WIDTH = 170;
+/** About a node's rendered height (two lines of label). */
+const INITIAL_HEIGHT = 44;
 const HEIGHT = 56;
 
 export const STATUS_LABEL: Record<NodeStatus, string> = {
@@ -78,6 +80,10 @@ export function RunGraph({ flow, nodeStatus, takenEdges, version, selectedNode, 
           sourcePosition: Position.Right,
           targetPosition: Position.Left,
           style: { width: WIDTH },
+          // sizes before React Flow measures the node: a node without them stays hidden until
+          // measured, and every trace update hands React Flow new node objects
+          initialWidth: WIDTH,
+          initialHeight: INITIAL_HEIGHT,
         };
       }),
     // version: the trace mutates in place
