@@ -538,6 +538,14 @@ def _checkpoint_outputs(
     return flow.secrets.mask(outputs) if flow.secrets else outputs
 
 
+def lease_argument(tokens: Mapping[str, int], run_id: str) -> dict[str, int]:
+    """``{"lease_token": token}`` for a write of a run this process drives under a lease
+    (``tokens``: run id -> fencing token), else ``{}``: the one place the store's writes get
+    their token from, events and status alike."""
+    token = tokens.get(run_id)
+    return {} if token is None else {"lease_token": token}
+
+
 class _AckingSink:
     """The writer's view of the store: store a batch, then say which seqs are now safe.
 
@@ -566,9 +574,7 @@ class _AckingSink:
         extra: dict[str, Any] = {}
         if checkpoint:
             extra["checkpoint"] = checkpoint
-        token = self._lease_tokens.get(run_id)
-        if token is not None:
-            extra["lease_token"] = token
+        extra.update(lease_argument(self._lease_tokens, run_id))
         with self._write_lock:
             self._store.append_events(run_id, events, **extra)
         self._on_stored(run_id, [event_field(e, "seq") for e in events], True)
@@ -1281,9 +1287,8 @@ class RunManager:
         return handle if handle is not None else stored
 
     def _lease_of(self, run_id: str) -> dict[str, Any]:
-        """``{"lease_token": token}`` for a run this process drives under a lease, else {}."""
-        token = self.lease_tokens.get(run_id)
-        return {} if token is None else {"lease_token": token}
+        """The lease argument of a write of run ``run_id`` (see :func:`lease_argument`)."""
+        return lease_argument(self.lease_tokens, run_id)
 
     async def _recover_run(self, run: dict[str, Any]) -> str:
         run_id = run["id"]
