@@ -260,4 +260,6 @@ def test_a_third_party_node_type_is_in_the_palette_with_its_form(page: Any, sign
     source.fill("ticket")
     page.get_by_label("target", exact=True).fill("figures")
     wait_valid(page)
-    assert page.errors == [], page.errors
+    # a check while only one field was filled may answer 422 (shown on the form, as the first
+    # test's build does); nothing else may reach the console
+    assert not [e for e in page.errors if "422" not in e], page.errors
