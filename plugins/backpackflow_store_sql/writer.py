@@ -326,6 +326,8 @@ class EventWriter:
         self._on_spilled = on_spilled
         self._queue: queue.SimpleQueue[Item | _Marker] = queue.SimpleQueue()
         self._lock = threading.Condition()
+        #: Set to end the wait for a batch to fill (a full batch, a flush, a close).
+        self._hurry = threading.Event()
         self._closed = False
         self._abandon_at: float | None = None  # close(timeout) with the database down
         self._queued = self._done = self._written = 0
@@ -368,6 +370,8 @@ class EventWriter:
                 )
             self._queued += 1
             self._queue.put((run_id, event))
+            if self._queue.qsize() >= self._max_batch:
+                self._hurry.set()
 
     def put_checkpoint(self, run_id: str, lines: Sequence[bytes]) -> None:
         """Queue checkpoint records of ``run_id`` (encoded) after its events queued so far."""
@@ -387,6 +391,7 @@ class EventWriter:
             if self._done >= target:
                 return True
             self._queue.put(_FLUSH)
+            self._hurry.set()
             return self._lock.wait_for(lambda: self._done >= target, timeout)
 
     def close(self, timeout: float | None = None) -> bool:
@@ -399,6 +404,7 @@ class EventWriter:
             if not self._closed:
                 self._closed = True
                 self._queue.put(_STOP)
+                self._hurry.set()
             if timeout is not None:
                 self._abandon_at = time.monotonic() + timeout
         atexit.unregister(self.close)
@@ -471,23 +477,34 @@ class EventWriter:
                 self._stopping = True
                 break
             batch = [] if isinstance(first, _Marker) else [first]
-            deadline = time.monotonic() + self._max_delay
-            while batch and len(batch) < self._max_batch:
-                try:
-                    item = self._queue.get(timeout=max(deadline - time.monotonic(), 0.0))
-                except queue.Empty:
-                    break
-                if isinstance(item, _Marker):
-                    self._stopping = item is _STOP
-                    break
-                batch.append(item)
             if batch:
+                self._fill(batch)
                 return batch
         # stopping: whatever is still queued (put() refuses new events by now)
         rest = self._drain_queue()
         for run_id, event in rest[self._max_batch :]:  # waits in the backlog, unsized
             self._backlog.append((run_id, event, 0))
         return rest[: self._max_batch] if rest else None
+
+    def _fill(self, batch: list[Item]) -> None:
+        """Add to ``batch`` what the queue brings within ``max_delay``, up to ``max_batch``.
+
+        One wait, then one drain: taking each event as it arrives would wake this thread once
+        per event, and each wake-up takes the GIL from the event loop that emits them.
+        ``put`` (once a batch is waiting), ``flush`` and ``close`` end the wait early."""
+        if self._queue.qsize() + len(batch) < self._max_batch:
+            self._hurry.wait(self._max_delay)
+        # a flush or close that set it before this line has its marker on the queue already
+        self._hurry.clear()
+        while len(batch) < self._max_batch:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, _Marker):
+                self._stopping = item is _STOP
+                return
+            batch.append(item)
 
     def _drain_queue(self) -> list[Item]:
         """Everything on the queue now (after the stop marker), in order."""

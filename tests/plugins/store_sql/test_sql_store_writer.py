@@ -217,6 +217,34 @@ def test_flush_wakes_a_writer_waiting_for_more_events() -> None:
     writer.close()
 
 
+def test_a_full_batch_is_written_without_waiting_for_max_delay() -> None:
+    sink = Recorder()
+    writer = EventWriter(sink, max_batch=5, max_delay=30)
+    for seq in range(1, 13):
+        writer.put("r", {"id": f"e{seq}", "seq": seq})
+    deadline = time.monotonic() + 5
+    while writer.stats.written < 10 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    # two full batches went at once; the last two wait for more (or the flush)
+    assert [len(events) for _, events in sink.calls[:2]] == [5, 5]
+    assert writer.stats.written == 10
+    assert writer.flush(timeout=5)
+    assert [event["seq"] for _, events in sink.calls for event in events] == list(range(1, 13))
+    writer.close()
+
+
+def test_events_put_while_a_batch_fills_share_its_transaction() -> None:
+    sink = Recorder()
+    writer = EventWriter(sink, max_delay=0.5)
+    writer.put("r", {"id": "a", "seq": 1})
+    time.sleep(0.1)  # the writer has taken the first event and waits for more
+    writer.put("r", {"id": "b", "seq": 2})
+    writer.put("r", {"id": "c", "seq": 3})
+    assert writer.flush(timeout=5)
+    assert [[event["seq"] for event in events] for _, events in sink.calls] == [[1, 2, 3]]
+    writer.close()
+
+
 def test_invalid_settings() -> None:
     with pytest.raises(ValueError, match="max_batch"):
         EventWriter(Recorder(), max_batch=0)
