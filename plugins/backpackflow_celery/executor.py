@@ -54,7 +54,7 @@ class CeleryExecutor:
                 connection.ensure_connection(max_retries=3)
 
         try:
-            await run_in_threadpool(connect)
+            await manager.network_call(connect)
         except Exception as exc:  # noqa: BLE001 - kombu raises its transports' own errors
             raise ConfigError(
                 f"executor 'celery': the broker {redacted(self.broker_url)} cannot be reached "
@@ -67,7 +67,7 @@ class CeleryExecutor:
     async def launch(
         self, manager: RunManager, run: dict[str, Any], flow: Flow, inputs: dict[str, Any]
     ) -> dict[str, Any]:
-        await run_in_threadpool(self.send, run["id"])
+        await manager.network_call(self.send, run["id"])
         return run
 
     async def start_existing(self, manager: RunManager, run_id: str, answer: Any) -> dict[str, Any]:
@@ -85,7 +85,7 @@ class CeleryExecutor:
             problems = plan.answer_problems(answer, answer is not UNSET)
             if problems:
                 raise FlowProblems("answer", problems)
-        await run_in_threadpool(self.send, run_id, answer)
+        await manager.network_call(self.send, run_id, answer)
         return run
 
     async def recover(self, manager: RunManager) -> dict[str, list[str]]:
@@ -94,7 +94,7 @@ class CeleryExecutor:
         worker that takes it second finds the run held or ended and lets it go."""
         runs, held = await manager.unheld_active_runs()
         for run in runs:
-            await run_in_threadpool(self.send, run["id"])
+            await manager.network_call(self.send, run["id"])
         return {"requeued": [run["id"] for run in runs], "held": held}
 
     def describe(self) -> dict[str, Any]:

@@ -100,6 +100,9 @@ _T = TypeVar("_T")
 SHUTDOWN_REASON = "the service shut down before the run finished"
 #: Spill file numbers one writer tries (``index``, ``index + count``, ...) before giving up.
 _SPILL_FILE_TRIES = 64
+#: Threads for calls that may wait on the network for seconds (a flow's webhook sink sending
+#: what it holds as its run ends): kept apart from the few threads of the store's calls.
+_NETWORK_THREADS = 16
 #: Why a run left active by a stopped service was failed instead of resumed (then ": why").
 RECOVERY_REASON = "service restarted: the run was interrupted"
 #: No answer given to a resumed run (``None`` is an answer).
@@ -695,10 +698,15 @@ class RunManager:
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         self._workers = anyio.CapacityLimiter(self.settings.validation_threads)
+        self._network_calls = anyio.CapacityLimiter(_NETWORK_THREADS)
+        # The loop's threads for blocking calls (run_in_threadpool: the store's, mostly). A
+        # burst of requests would otherwise run up to 40 threads of Python at once, each
+        # taking the interpreter lock from the event loop in turn (every stream waits).
+        anyio.to_thread.current_default_thread_limiter().total_tokens = (
+            self.settings.blocking_threads
+        )
         self._slots = asyncio.Semaphore(self.settings.max_concurrent_runs)
         count = self.settings.writer_threads
-        if count is None:
-            count = 1 if self.store.dialect == "sqlite" else 4
         sink = _AckingSink(
             self.store, self._settled_threadsafe, self._write_lock, self.lease_tokens
         )
@@ -867,6 +875,12 @@ class RunManager:
         CPU work of a request (validating, loading a flow, checking a large body) must not
         stall the event loop, which serves every other request and stream."""
         return await anyio.to_thread.run_sync(function, *args, limiter=self._workers)
+
+    async def network_call(self, function: Callable[..., _T], *args: Any) -> _T:
+        """``function(*args)`` in a thread of its own kind: a call that may wait on the network
+        for seconds (a webhook sink closing, a message broker) must not hold one of the few
+        threads of the store's calls (``blocking_threads``)."""
+        return await anyio.to_thread.run_sync(function, *args, limiter=self._network_calls)
 
     def check_flow(self, graph_json: Mapping[str, Any]) -> list[str]:
         """Validate a flow document as written and build it once; returns its warnings.
@@ -1569,7 +1583,7 @@ class RunManager:
         summary: dict[str, Any] | None = None
         for sink in handle.sinks:  # a webhook sends what it holds (bounded by close_timeout)
             try:
-                await run_in_threadpool(sink.close)
+                await self.network_call(sink.close)
             except Exception:
                 log.exception("run %s: a sink of the flow failed to close", handle.run_id)
         try:
