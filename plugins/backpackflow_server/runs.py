@@ -1648,6 +1648,11 @@ class RunManager:
         """A run's status write, retried while the database is unavailable: a run must not
         stay ``queued`` or ``running`` because of an outage. Gives up only once the service
         is stopping and ``flush_timeout`` has passed (the next start recovers the run)."""
+        try:  # the first attempt without tenacity: building its retry loop costs more CPU
+            return await self._store_write(method, *args, **kwargs)  # than the write itself
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
 
         def stop(state: RetryCallState) -> bool:
             elapsed = state.seconds_since_start or 0.0
