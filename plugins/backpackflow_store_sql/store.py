@@ -35,6 +35,7 @@ from sqlalchemy import (
     Connection,
     Dialect,
     Engine,
+    Row,
     Select,
     Table,
     TextClause,
@@ -311,7 +312,7 @@ def _decimal_field(value: Any) -> Decimal | None:
     return None
 
 
-def _workflow_dict(w: Workflow) -> dict[str, Any]:
+def _workflow_dict(w: Workflow | Row[Any]) -> dict[str, Any]:
     return {
         "id": w.id,
         "name": w.name,
@@ -474,6 +475,9 @@ _SELECT_COSTS = select(_COSTS).where(
 _UPDATE_RUN = _RUNS.update().where(_RUNS.c.id == bindparam("b_id"))
 _INSERT_RUN = _RUNS.insert()
 # the columns a new run copies from its workflow, not the flow document (each run would parse it)
+_SELECT_WORKFLOW = select(*Workflow.__table__.columns).where(
+    Workflow.id == bindparam("workflow_id")
+)
 _SELECT_WORKFLOW_HEAD = select(Workflow.id, Workflow.name, Workflow.version).where(
     Workflow.id == bindparam("workflow_id")
 )
@@ -1011,8 +1015,13 @@ class SqlRunStore(BudgetStore, CheckpointStore, LeaseStore):
 
     def get_workflow(self, workflow_id: str) -> dict[str, Any]:
         """One workflow; :class:`NotFound` if there is none with this id."""
-        with self._read() as session:
-            return _workflow_dict(self._get_workflow(session, workflow_id))
+        with self._read_connection() as connection:  # Core: read once per run started
+            workflow = connection.execute(
+                _SELECT_WORKFLOW, {"workflow_id": workflow_id}
+            ).one_or_none()
+            if workflow is None:
+                raise NotFound("workflow", workflow_id)
+            return _workflow_dict(workflow)
 
     def update_workflow(
         self,
@@ -1647,6 +1656,16 @@ class SqlRunStore(BudgetStore, CheckpointStore, LeaseStore):
             for batch in batches:
                 self._derive(batch, batch.rows)
             _save_batches(connection, batches)
+
+    @contextmanager
+    def _read_connection(self) -> Iterator[Connection]:
+        """A read transaction on a Core connection (errors explained as :meth:`_session` does)."""
+        try:
+            with self._reader.begin() as connection:
+                yield connection
+        except (OperationalError, ProgrammingError) as exc:
+            self._check_schema(exc)
+            raise
 
     @contextmanager
     def _write_connection(self) -> Iterator[Connection]:
