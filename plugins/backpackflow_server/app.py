@@ -830,7 +830,7 @@ def _add_run_routes(app: FastAPI) -> None:
         ] = None,
     ) -> EventSourceResponse:
         manager = service.manager
-        if manager.handle(run_id) is None:
+        if manager.stream_handle(run_id) is None:
             await run_in_threadpool(service.store.get_run, run_id)  # 404 if there is none
         cursor = last_event_id if last_event_id is not None else (after or 0)
         settings = service.settings

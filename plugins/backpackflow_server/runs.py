@@ -491,6 +491,11 @@ class RunHandle:
         """Events held in memory for the streams."""
         return len(self._events)
 
+    @property
+    def has_unsettled(self) -> bool:
+        """Some event is neither stored nor given up on yet."""
+        return bool(self._unsettled)
+
     def lost_for_good(self, seq: int) -> bool:
         """Event ``seq`` was given up on after it left memory for the spill file."""
         return seq in self._lost and seq not in self._events
@@ -654,6 +659,9 @@ class RunManager:
             files_deny=_service_files(store, settings), self_endpoints=self.self_endpoints
         )
         self._handles: dict[str, RunHandle] = {}
+        #: Runs that ended here lately, their events still in memory (see _keep_ended).
+        self._ended: OrderedDict[str, RunHandle] = OrderedDict()
+        self._ended_events = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._flows: OrderedDict[tuple[str, int], Flow] = OrderedDict()
         self._flows_lock = threading.Lock()  # flows load in worker threads
@@ -850,6 +858,24 @@ class RunManager:
 
     def handle(self, run_id: str) -> RunHandle | None:
         return self._handles.get(run_id)
+
+    def stream_handle(self, run_id: str) -> RunHandle | None:
+        """The run's handle for a stream: the run executes here, or ended here lately (final,
+        not paused) and its events are still in memory (every one stored, its end recorded)."""
+        return self._handles.get(run_id) or self._ended.get(run_id)
+
+    def _keep_ended(self, handle: RunHandle) -> None:
+        """Keep an ended run's events in memory for the streams that come late: a client
+        that starts a run and then opens its stream often finds it over already (a short
+        run), and reading it back from the database cost several store calls per stream.
+        Bounded by ``stream_buffer_events`` over all the runs kept, the oldest let go first."""
+        handle.streamer.clear_history()  # the events stay as sent; the ring's copies go
+        handle.checkpointer = None
+        self._ended[handle.run_id] = handle
+        self._ended_events += handle.buffered
+        while self._ended and self._ended_events > self.settings.stream_buffer_events:
+            _, oldest = self._ended.popitem(last=False)
+            self._ended_events -= oldest.buffered
 
     def run_ids(self) -> list[str]:
         """The runs this process holds (queued or executing)."""
@@ -1581,6 +1607,7 @@ class RunManager:
         """Store every event, then the final status; then let the database serve the run."""
         handle.state = "finishing"
         summary: dict[str, Any] | None = None
+        recorded = False  # its events and its end are in the store
         for sink in handle.sinks:  # a webhook sends what it holds (bounded by close_timeout)
             try:
                 await self.network_call(sink.close)
@@ -1600,6 +1627,9 @@ class RunManager:
                     self.settings.flush_timeout,
                 )
             summary = await self._finish_in_store(handle.run_id, status, error, handle.outputs)
+            # over for good (a paused run may go on in another process) and all stored
+            recorded = summary is not None and summary.get("status") in FINAL_STATUSES
+            recorded = recorded and not handle.has_unsettled
             if summary is not None and self.feed is not None:
                 self.feed.ended(handle, summary)
         except Exception:
@@ -1611,6 +1641,8 @@ class RunManager:
             self.budgets.close(handle.run_id)
             self._handles.pop(handle.run_id, None)
             handle.done(summary)
+            if recorded:
+                self._keep_ended(handle)
 
     async def _finish_in_store(
         self, run_id: str, status: str, error: str | None, outputs: Mapping[str, Any]

@@ -124,7 +124,7 @@ async def run_stream(
     try:
         yield ServerSentEvent(retry=retry_ms).encode()
         cursor = after
-        handle = manager.handle(run_id)
+        handle = manager.stream_handle(run_id)
         if handle is None:
             source = (
                 _from_database(manager, run_id, cursor, poll_interval, stop)

@@ -158,6 +158,38 @@ def test_a_finished_run_replays_everything_and_closes(client: httpx.Client) -> N
         assert events == [] and end["status"] == "succeeded"
 
 
+def test_a_run_that_ended_lately_streams_from_memory_until_others_push_it_out(
+    serve: Any, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server: LiveServer = serve(database_url=database_url, stream_buffer_events=40)
+    store = server.app.state.service.store
+    reads: list[str] = []
+    get_trace = store.get_trace
+
+    def counted(run_id: str, **kwargs: Any) -> Any:  # the real read, counted
+        reads.append(run_id)
+        return get_trace(run_id, **kwargs)
+
+    monkeypatch.setattr(store, "get_trace", counted)
+    with server.client() as client:
+        workflow = create_workflow(client, flow(echo("a", log_lines=10)))
+        first = start_run(client, workflow)
+        done = wait_for_status(client, first["id"], "succeeded")
+        assert done["last_seq"] > 10  # so that a second run's events push it out
+        events, end = read_stream(client, first["id"])
+        assert reads == []  # from memory: the run ended here a moment ago
+        assert [e["seq"] for e in events] == list(range(1, done["last_seq"] + 1))
+        assert end["status"] == "succeeded" and end["event_count"] == done["event_count"]
+        assert events == stored_trace(client, first["id"])
+        reads.clear()  # (the trace route read it)
+        for _ in range(3):  # 40 events kept in all: these runs' push the first one out
+            later = start_run(client, workflow)
+            wait_for_status(client, later["id"], "succeeded")
+        again, end = read_stream(client, first["id"])
+        assert first["id"] in reads  # from the database now, with the same content
+        assert again == events and end["status"] == "succeeded"
+
+
 def test_bad_last_event_id_is_refused(client: httpx.Client) -> None:
     run = start_run(client, create_workflow(client, flow(echo("a"))))
     for value in ("abc", "-1"):
