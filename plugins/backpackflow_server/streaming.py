@@ -7,7 +7,8 @@ skipped and nothing repeats. Where event ``cursor + 1`` comes from:
 * the run's in-memory buffer, if the run executes in this process and still holds it (every
   event not yet stored is there, but for those the writer moved to its spill file during a
   database outage: the stream waits until the writer has stored them, then reads them from
-  the database);
+  the database), or if the run ended here lately (see ``RunManager.stream_handle``: a stream
+  opened just after a short run ended is sent from memory too);
 * otherwise the database (``get_trace(after_seq=cursor)``): an event that left the buffer was
   stored first, so the database has it.
 
