@@ -211,7 +211,8 @@ class AccessMixin(HistoryMixin):
         journal = self._mark_journal
         if journal is not None:  # a durable run records its marks (see runner.checkpoint)
             journal.append((node_id, self._seq))
-        return BackpackView(cast("Backpack", self), node_id, node_name, namespace, emit)
+        # self is the Backpack; no cast(): it is a function call per node
+        return BackpackView(self, node_id, node_name, namespace, emit)  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------ serialization
 

@@ -60,7 +60,12 @@ def _redacted_params(node: BaseNode) -> Any:
     return RedactedParams(node.params, node.env_refs)
 
 
+# module constants: a global is one specialized load, an enum member through its class a
+# generic attribute lookup (the hot path reads four per node)
 _NODE_START = StreamEventType.NODE_START
+_PREP_COMPLETE = StreamEventType.PREP_COMPLETE
+_EXEC_COMPLETE = StreamEventType.EXEC_COMPLETE
+_NODE_END = StreamEventType.NODE_END
 
 
 _new = tuple.__new__  # build named tuples without their Python-level __new__ on the hot path
@@ -90,11 +95,14 @@ async def execute_node(
     namespace = (  # namespaces.join(parent_namespace, own), inlined: the hot path
         (f"{parent_namespace}.{own}" if own else parent_namespace) if parent_namespace else own
     )
-    frame = run._node_frame(run, node.id, node.name, namespace, step)
+    # read once: attribute reads on a node (a copied __dict__) are generic lookups
+    node_id = node.id
+    node_name = node.name
+    frame = run._node_frame(run, node_id, node_name, namespace, step)
     token = _current_node.set(frame)
     backpack = run.backpack
     emit = frame.emit
-    view = backpack._view(node.id, node.name, namespace, emit)  # reports its own accesses
+    view = backpack._view(node_id, node_name, namespace, emit)  # reports its own accesses
     params = node.params
     if node.env_refs:
         params = _redacted_params(node)
@@ -111,7 +119,7 @@ async def execute_node(
         _new(
             NodeStartPayload,
             (
-                node.name,
+                node_name,
                 node.node_type or type(node).__name__,
                 params,
                 _new(StateDelta, (backpack, seq, base)),
@@ -122,9 +130,7 @@ async def execute_node(
     try:
         is_async = node.is_async
         prep_res = await node.prep_async(view) if is_async else node.prep(view)  # type: ignore[attr-defined]
-        exec_started = emit(
-            StreamEventType.PREP_COMPLETE, _new(PrepCompletePayload, (prep_res, [*view._reads]))
-        )
+        exec_started = emit(_PREP_COMPLETE, _new(PrepCompletePayload, (prep_res, [*view._reads])))
         phase = "exec"
         if (
             type(node)._exec_phase is exec_phase
@@ -144,7 +150,7 @@ async def execute_node(
         now = _now()
         took = (now - exec_started) * 1e3
         emit(
-            StreamEventType.EXEC_COMPLETE,
+            _EXEC_COMPLETE,
             _new(ExecCompletePayload, (exec_res, attempts, took if took > 0.0 else 0.0)),
             now,
         )
@@ -156,7 +162,7 @@ async def execute_node(
         now = _now()
         took = (now - started) * 1e3  # 0 if the wall clock was set back meanwhile
         emit(
-            StreamEventType.NODE_END,
+            _NODE_END,
             _new(NodeEndPayload, (action, [*view._writes], took if took > 0.0 else 0.0)),
             now,
         )
