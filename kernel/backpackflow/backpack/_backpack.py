@@ -278,7 +278,7 @@ class Backpack(AccessMixin):
                 (
                     new_id(),
                     seq,
-                    head.commit_id if head else None,
+                    head[0] if head else None,  # head.commit_id, without a generic lookup
                     time.time(),
                     node_id,
                     node_name,

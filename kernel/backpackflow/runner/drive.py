@@ -29,6 +29,8 @@ if TYPE_CHECKING:  # type-only back reference: the node classes call these to ru
 _NO_INPUTS: Mapping[str, Any] = MappingProxyType({})
 _NO_OUTPUTS: Mapping[str, Any] = MappingProxyType({})
 _new = tuple.__new__
+_RUN_START = StreamEventType.RUN_START  # a global, not a generic lookup through the enum class
+_RUN_END = StreamEventType.RUN_END
 
 
 def _check_backpack(backpack: Any) -> None:
@@ -106,7 +108,7 @@ async def _drive_run(run: Run, body: Callable[[], Coroutine[Any, Any, Any]]) -> 
             control._task = asyncio.current_task()
             control._loop = run._home_loop
     run._frame.emit(
-        StreamEventType.RUN_START,
+        _RUN_START,
         _new(  # RunStartPayload(...) without its Python-level __new__, as for every event
             RunStartPayload,
             (
@@ -159,7 +161,7 @@ async def _drive_run(run: Run, body: Callable[[], Coroutine[Any, Any, Any]]) -> 
         duration_ms = run.elapsed * 1e3
         totals = run.totals()
         run._frame.emit(
-            StreamEventType.RUN_END,
+            _RUN_END,
             _new(
                 RunEndPayload,
                 (

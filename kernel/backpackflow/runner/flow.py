@@ -176,8 +176,10 @@ class Flow(BaseNode):
             last_action = action
             key = "default" if action is None else action
             edges = node.successors.get(key) if type(key) is str else None
-            if edges is not None and len(edges) == 1 and edges[0].when is None:
-                target = edges[0].target  # one unconditional successor: _follow's common case
+            # one unconditional successor, _follow's common case; Edge fields by index
+            # (target, action, when, ...): a named field is a generic attribute lookup
+            if edges is not None and len(edges) == 1 and edges[0][2] is None:
+                target = edges[0][0]
                 if target not in pending:
                     pending.append(target)
             else:

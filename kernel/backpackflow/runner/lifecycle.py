@@ -71,6 +71,7 @@ _NODE_END = StreamEventType.NODE_END
 _new = tuple.__new__  # build named tuples without their Python-level __new__ on the hot path
 _NO_PARAMS: Mapping[str, Any] = MappingProxyType({})
 _now = time.time
+_object_new = object.__new__  # a global: object.__new__ is a generic lookup on the class
 
 
 async def execute_node(
@@ -80,14 +81,16 @@ async def execute_node(
     step = run.next_step()
     # A shallow per-execution copy, so attributes a node sets in prep are its own even when the
     # same node object runs concurrently (PocketFlow copies nodes the same way).
+    cls = type(node)  # read once (a clone has its node's class)
     try:
-        clone = object.__new__(type(node))
+        clone = _object_new(cls)
         clone.__dict__ = node.__dict__.copy()  # measured 1.6x faster than __dict__.update
         node = clone
     except (TypeError, AttributeError):
         node = copy.copy(node)
+        cls = type(node)
     if params:
-        if type(node).Params is None:
+        if cls.Params is None:
             node.params = {**node.params, **params}
         else:
             node.set_params(params)
@@ -120,7 +123,7 @@ async def execute_node(
             NodeStartPayload,
             (
                 node_name,
-                node.node_type or type(node).__name__,
+                node.node_type or cls.__name__,
                 params,
                 _new(StateDelta, (backpack, seq, base)),
             ),
@@ -133,7 +136,7 @@ async def execute_node(
         exec_started = emit(_PREP_COMPLETE, _new(PrepCompletePayload, (prep_res, [*view._reads])))
         phase = "exec"
         if (
-            type(node)._exec_phase is exec_phase
+            cls._exec_phase is exec_phase
             and not is_async
             and (node.max_retries == 1 and not node.blocking and not run.offload)
         ):
