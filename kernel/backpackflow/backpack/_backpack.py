@@ -324,7 +324,8 @@ class Backpack(AccessMixin):
                 # extend it in place, so report only the part this op wrote
                 written = ListPrefix(stored, length)
             if report is not None:  # access_event(record), inlined: the hot path
-                report._emit(  # type: ignore[misc]
+                emit = report._emit  # a slot read, then a call (report._emit() is a slow lookup)
+                emit(  # type: ignore[misc]
                     _PACK,
                     _new(
                         BackpackPackPayload,
@@ -380,7 +381,8 @@ class Backpack(AccessMixin):
                     return default
         if notify:
             if report is not None:  # access_event(record), inlined: the hot path
-                report._emit(  # type: ignore[misc]
+                emit = report._emit  # a slot read, then a call (report._emit() is a slow lookup)
+                emit(  # type: ignore[misc]
                     _UNPACK, _new(BackpackUnpackPayload, (key, True, None, entry is not None, None))
                 )
             elif self._observers:

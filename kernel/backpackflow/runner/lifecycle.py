@@ -71,6 +71,9 @@ _NODE_END = StreamEventType.NODE_END
 _new = tuple.__new__  # build named tuples without their Python-level __new__ on the hot path
 _NO_PARAMS: Mapping[str, Any] = MappingProxyType({})
 _now = time.time
+# bound once: _current_node.set(...) looks the method up on every call
+_enter_node = _current_node.set
+_leave_node = _current_node.reset
 _object_new = object.__new__  # a global: object.__new__ is a generic lookup on the class
 
 
@@ -101,8 +104,9 @@ async def execute_node(
     # read once: attribute reads on a node (a copied __dict__) are generic lookups
     node_id = node.id
     node_name = node.name
-    frame = run._node_frame(run, node_id, node_name, namespace, step)
-    token = _current_node.set(frame)
+    make_frame = run._node_frame  # a slot read, then a call (run._node_frame() is slower)
+    frame = make_frame(run, node_id, node_name, namespace, step)
+    token = _enter_node(frame)
     backpack = run.backpack
     emit = frame.emit
     view = backpack._view(node_id, node_name, namespace, emit)  # reports its own accesses
@@ -199,7 +203,7 @@ async def execute_node(
         )
         raise
     finally:
-        _current_node.reset(token)
+        _leave_node(token)
 
 
 async def _exec_with_retries(
