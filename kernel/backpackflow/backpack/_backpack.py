@@ -47,6 +47,7 @@ if TYPE_CHECKING:  # type-only: the view is made by AccessMixin.view, passed bac
 
 _BASE_LOCK = threading.Lock()  # guards "check length, then extend" on list bases shared by forks
 _new = tuple.__new__  # build named tuples without their Python-level __new__ on the hot path
+_now = time.time
 _PACK = StreamEventType.BACKPACK_PACK
 _UNPACK = StreamEventType.BACKPACK_UNPACK
 
@@ -279,7 +280,7 @@ class Backpack(AccessMixin):
                     new_id(),
                     seq,
                     head[0] if head else None,  # head.commit_id, without a generic lookup
-                    time.time(),
+                    _now(),
                     node_id,
                     node_name,
                     namespace,
@@ -290,7 +291,8 @@ class Backpack(AccessMixin):
                 ),
             )
             entry: _Entry = (commit, stored, length, seq)
-            self._logs[key] = _log_with(log, entry)
+            # a key's first entry is its log (see _log_with), set here without a call
+            self._logs[key] = entry if log is None else _log_with(log, entry)
             if stored is _DELETED:
                 del self._current[key]
             else:
