@@ -684,6 +684,7 @@ class RunManager:
         self._write_lock: AbstractContextManager[Any] = (
             threading.Lock() if store.dialect == "sqlite" else contextlib.nullcontext()
         )
+        self._write_threads: anyio.CapacityLimiter | None = None  # see start()
         #: Budgets: refuses runs over a hard budget, stops them, alerts (see .budgets).
         self.budgets = BudgetGuard(store)
         #: The live feed shared with the other service processes (``live_feed``; see .feed).
@@ -707,6 +708,10 @@ class RunManager:
         self._loop_thread = threading.get_ident()
         self._workers = anyio.CapacityLimiter(self.settings.validation_threads)
         self._network_calls = anyio.CapacityLimiter(_NETWORK_THREADS)
+        # SQLite: the service's own status writes wait for the write lock in one thread, so
+        # they never hold all of the few blocking_threads while reads could go on.
+        if self.store.dialect == "sqlite":
+            self._write_threads = anyio.CapacityLimiter(1)
         # The loop's threads for blocking calls (run_in_threadpool: the store's, mostly). A
         # burst of requests would otherwise run up to 40 threads of Python at once, each
         # taking the interpreter lock from the event loop in turn (every stream waits).
@@ -1721,7 +1726,7 @@ class RunManager:
             with self._write_lock:
                 return method(*args, **kwargs)
 
-        return await run_in_threadpool(call)
+        return await anyio.to_thread.run_sync(call, limiter=self._write_threads)
 
     async def _finish_early(self, run_id: str, status: str, error: str) -> None:
         """End a run that never got a handle (refused between create and start)."""
