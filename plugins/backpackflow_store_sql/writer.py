@@ -491,7 +491,8 @@ class EventWriter:
 
         One wait, then one drain: taking each event as it arrives would wake this thread once
         per event, and each wake-up takes the GIL from the event loop that emits them.
-        ``put`` (once a batch is waiting), ``flush`` and ``close`` end the wait early."""
+        ``put`` (once a batch is waiting), ``flush`` and ``close`` end the wait early; the
+        drain goes past flush markers, so runs ending together share one transaction."""
         if self._queue.qsize() + len(batch) < self._max_batch:
             self._hurry.wait(self._max_delay)
         # a flush or close that set it before this line has its marker on the queue already
@@ -501,9 +502,11 @@ class EventWriter:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 return
-            if isinstance(item, _Marker):
-                self._stopping = item is _STOP
+            if item is _STOP:
+                self._stopping = True
                 return
+            if isinstance(item, _Marker):  # a flush: what was queued before it is in the
+                continue  # batch; what came after joins it (one transaction for many runs)
             batch.append(item)
 
     def _drain_queue(self) -> list[Item]:
