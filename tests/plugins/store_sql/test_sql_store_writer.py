@@ -245,6 +245,36 @@ def test_events_put_while_a_batch_fills_share_its_transaction() -> None:
     writer.close()
 
 
+def test_runs_flushed_while_a_batch_is_written_share_the_next_transaction() -> None:
+    class Batches:
+        def __init__(self) -> None:
+            self.calls: list[dict[str, list[int]]] = []
+            self.release = threading.Event()
+
+        def append_events(self, run_id: str, events: Sequence[Any]) -> None:
+            self.append_many({run_id: events})  # one run's transaction
+
+        def append_many(self, batches: Any, **_: Any) -> None:
+            self.calls.append({r: [e["seq"] for e in events] for r, events in batches.items()})
+            if len(self.calls) == 1:
+                self.release.wait(5)  # the first transaction is slow
+
+    sink = Batches()
+    writer = EventWriter(sink, max_delay=10)
+    writer.put("a", {"id": "a1", "seq": 1})
+    writer.flush(timeout=0)
+    deadline = time.monotonic() + 5
+    while not sink.calls and time.monotonic() < deadline:
+        time.sleep(0.01)
+    for run in ("b", "c", "d"):  # three runs end while the first transaction goes on
+        writer.put(run, {"id": f"{run}1", "seq": 1})
+        writer.flush(timeout=0)
+    sink.release.set()
+    assert writer.flush(timeout=5)
+    assert sink.calls == [{"a": [1]}, {"b": [1], "c": [1], "d": [1]}]
+    writer.close()
+
+
 def test_invalid_settings() -> None:
     with pytest.raises(ValueError, match="max_batch"):
         EventWriter(Recorder(), max_batch=0)
