@@ -508,6 +508,8 @@ class EventWriter:
             if isinstance(item, _Marker):  # a flush: what was queued before it is in the
                 continue  # batch; what came after joins it (one transaction for many runs)
             batch.append(item)
+        if not self._queue.empty():  # full, and more waits (a flush among it, maybe): the
+            self._hurry.set()  # next batch goes at once
 
     def _drain_queue(self) -> list[Item]:
         """Everything on the queue now (after the stop marker), in order."""

@@ -223,12 +223,10 @@ def test_a_full_batch_is_written_without_waiting_for_max_delay() -> None:
     for seq in range(1, 13):
         writer.put("r", {"id": f"e{seq}", "seq": seq})
     deadline = time.monotonic() + 5
-    while writer.stats.written < 10 and time.monotonic() < deadline:
+    while writer.stats.written < 12 and time.monotonic() < deadline:
         time.sleep(0.01)
-    # two full batches went at once; the last two wait for more (or the flush)
-    assert [len(events) for _, events in sink.calls[:2]] == [5, 5]
-    assert writer.stats.written == 10
-    assert writer.flush(timeout=5)
+    # two full batches at once, then the rest that waited behind them: no max_delay waited
+    assert [len(events) for _, events in sink.calls] == [5, 5, 2]
     assert [event["seq"] for _, events in sink.calls for event in events] == list(range(1, 13))
     writer.close()
 
@@ -540,3 +538,24 @@ def test_a_batch_is_one_transaction_for_events_and_checkpoint(
         store.append_many({run_id: [clash]}, checkpoints={run_id: _lines({"k": "pos"})})
     assert store.records(run_id) == [{"k": "start"}]
     assert store.count_events(run_id) == 1
+
+
+def test_a_flush_behind_a_full_batch_is_not_kept_waiting() -> None:
+    release = threading.Event()
+    sink = Recorder(block=release)
+    writer = EventWriter(sink, max_batch=3, max_delay=30)
+    writer.put("r", {"id": "e0", "seq": 0})
+    writer.flush(timeout=0)
+    time.sleep(0.2)  # the writer is storing e0 by now (the sink holds it)
+    for seq in range(1, 5):  # a full batch, then e4 and the flush behind it
+        writer.put("r", {"id": f"e{seq}", "seq": seq})
+    started = time.monotonic()
+    release.set()
+    assert writer.flush(timeout=10)
+    assert time.monotonic() - started < 10
+    assert [[event["seq"] for event in events] for _, events in sink.calls] == [
+        [0],
+        [1, 2, 3],
+        [4],
+    ]
+    writer.close()
