@@ -1658,25 +1658,21 @@ class SqlRunStore(BudgetStore, CheckpointStore, LeaseStore):
             _save_batches(connection, batches)
 
     @contextmanager
-    def _read_connection(self) -> Iterator[Connection]:
-        """A read transaction on a Core connection (errors explained as :meth:`_session` does)."""
+    def _transaction(self, engine: Engine) -> Iterator[Connection]:
+        """A transaction on a Core connection (errors explained as :meth:`_session` does): the
+        paths of every run, where the ORM's unit of work would cost more than the SQL itself."""
         try:
-            with self._reader.begin() as connection:
+            with engine.begin() as connection:
                 yield connection
         except (OperationalError, ProgrammingError) as exc:
             self._check_schema(exc)
             raise
 
-    @contextmanager
-    def _write_connection(self) -> Iterator[Connection]:
-        """A write transaction on a Core connection: the trace path, where the ORM's unit of
-        work would cost more than the SQL itself (errors explained as :meth:`_session` does)."""
-        try:
-            with self._writer.begin() as connection:
-                yield connection
-        except (OperationalError, ProgrammingError) as exc:
-            self._check_schema(exc)
-            raise
+    def _read_connection(self) -> AbstractContextManager[Connection]:
+        return self._transaction(self._reader)
+
+    def _write_connection(self) -> AbstractContextManager[Connection]:
+        return self._transaction(self._writer)
 
     def _check_owners(self, connection: Connection, run_id: str, ids: list[str]) -> None:
         """Ids of the batch already stored must be this run's (a retried batch)."""
