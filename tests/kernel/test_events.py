@@ -662,6 +662,34 @@ def test_history_bytes_count_a_backpack_while_any_of_its_node_starts_is_kept():
     assert counted == ["abc"] * 9 + ["ac"] + ["c"] * 2 + [""] * 2
 
 
+def test_history_bytes_keep_no_backpack_alive_once_its_events_left_the_history():
+    # the byte accounting references neither the events nor the Backpacks it counts: a
+    # Backpack is freed when the history's last event referring to it leaves, as with no byte
+    # bound, not at the next accounting pass
+    from backpackflow.backpack import StateDelta
+    from backpackflow.events import NodeStartPayload
+    from backpackflow.events._retention import EVENT_BYTES
+
+    def freed_after_leaving(streamer: EventStreamer) -> bool:
+        backpack = Backpack({"blob": "x" * 10_000})
+        ref = weakref.ref(backpack)
+        state = StateDelta(backpack, backpack._seq, -1)
+        emit_at(streamer, type=T.NODE_START, payload=NodeStartPayload("n", "Step", {}, state))
+        del backpack, state
+        if streamer._budget is not None:
+            streamer._budget.account(streamer._history)  # the start is counted
+        for i in range(3):  # the start leaves the history by count
+            emit_at(streamer, payload=i)
+        assert all(e.type == T.CUSTOM for e in streamer.get_events())
+        return ref() is None
+
+    assert freed_after_leaving(EventStreamer(history_size=3, history_bytes=None))
+    bounded = EventStreamer(history_size=3, history_bytes=1 << 40)
+    assert freed_after_leaving(bounded)
+    bounded._budget.account(bounded._history)  # the next pass forgets it
+    assert bounded.get_stats()["history_bytes_estimate"] == 3 * EVENT_BYTES
+
+
 def test_history_bytes_is_checked_and_counts_events_outside_runs():
     from backpackflow.events._retention import EVENT_BYTES, TICKS
 
