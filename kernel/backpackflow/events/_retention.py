@@ -70,8 +70,9 @@ class ByteBudget:
         # events leave the ring oldest first: a tracked event older than the ring's oldest has
         # left it (timestamps order the ring's events unless the clock was set back: then an
         # owner is counted a little longer, never too short). Groups that left are forgotten
-        # before new ones are counted: a Backpack freed since has no record an id reused by a
-        # new Backpack could be taken for
+        # before new ones are counted, so a Backpack freed since has no record left that a new
+        # Backpack given its id could be taken for (with such timestamps it may: the new one is
+        # then counted at the larger of the two sizes until its own groups leave, never less)
         oldest = ring[0][1] if ring else float("inf")
         while tracked and tracked[0][0] < oldest:
             self._release(tracked.popleft()[2])
