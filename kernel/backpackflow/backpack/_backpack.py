@@ -24,6 +24,8 @@ from backpackflow.backpack._access import AccessMixin
 from backpackflow.backpack._history import _COMMIT_BYTES
 from backpackflow.backpack._state import _State
 from backpackflow.backpack.records import (
+    _C_NAMESPACE,
+    _C_VERSION,
     _DELETED,
     _KNOWN_KEYS,
     AccessRecord,
@@ -35,6 +37,7 @@ from backpackflow.backpack.records import (
     _entry_value,
     _item,
     _log_with,
+    _Stored,
 )
 from backpackflow.errors import InvalidSetting, InvalidValue, KeyNotFound
 from backpackflow.events import BackpackPackPayload, BackpackUnpackPayload, StreamEventType
@@ -241,15 +244,15 @@ class Backpack(AccessMixin):
                         f"append to key {key!r}: it holds {type(current[1]).__name__}, not a list"
                     )
                 if namespace is None:
-                    namespace = current[0].namespace
+                    namespace = current[0][6]  # the stored commit's namespace (see _Stored)
                 if tags is None:
-                    tags = current[0].tags
+                    tags = current[0][10]  # its tags
             if tags is None:
                 tags = ()
             if node_id is not None:
                 perms = self._permissions.get(node_id)
                 if perms is not None:
-                    existing_ns = current[0].namespace if current is not None else None
+                    existing_ns = current[0][6] if current is not None else None
                     rule = perms.check_write(key, namespace, existing_ns, current is not None)
                     if rule is not None:
                         self._deny(op, key, node_id, node_name, namespace, rule)
@@ -268,37 +271,36 @@ class Backpack(AccessMixin):
             if log is None:
                 version = 1
             elif isinstance(log, tuple):  # the key's one entry so far
-                version = log[0].version + 1
+                version = log[0][9] + 1  # its stored commit's version (see _Stored)
             else:
-                version = log[-1][0].version + 1
+                version = log[-1][0][9] + 1
             self._seq += 1
             head = self._head
             seq = self._seq
-            commit = _new(
-                Commit,
-                (
-                    new_id(),
-                    seq,
-                    head[0] if head else None,  # head.commit_id, without a generic lookup
-                    _now(),
-                    node_id,
-                    node_name,
-                    namespace,
-                    op,
-                    key,
-                    version,
-                    tags,
-                ),
+            # stored as a plain tuple, which the collector stops tracking (see _Stored)
+            stored_commit: _Stored = (
+                new_id(),
+                seq,
+                head[0] if head else None,  # head.commit_id, without a generic lookup
+                _now(),
+                node_id,
+                node_name,
+                namespace,
+                op,
+                key,
+                version,
+                tags,
             )
-            entry: _Entry = (commit, stored, length, seq)
+            entry: _Entry = (stored_commit, stored, length, seq)
             # a key's first entry is its log (see _log_with), set here without a call
             self._logs[key] = entry if log is None else _log_with(log, entry)
             if stored is _DELETED:
                 del self._current[key]
             else:
                 self._current[key] = entry
-            self._commits.append(commit)
-            self._head = commit
+            self._commits.append(stored_commit)
+            # what the caller gets (_commit(), inlined); the head keeps it: one, not per commit
+            self._head = commit = _new(Commit, stored_commit)
             if self._sized_seq == seq - 1 and self.max_history is None:
                 # approx_bytes kept up to date for what it would count alike (a scalar, a
                 # string, a delete): an event history measures every run's Backpack (see
@@ -311,7 +313,7 @@ class Backpack(AccessMixin):
                     self._sized_seq = seq
                     self._sized_bytes += _COMMIT_BYTES + 49 + len(stored)
             if self._first_commit_id is None:
-                self._first_commit_id = commit.commit_id
+                self._first_commit_id = stored_commit[0]
             if self.max_history is not None and (
                 len(self._commits) - self._commit_start > self.max_history
             ):
@@ -377,7 +379,7 @@ class Backpack(AccessMixin):
         if node_id is not None:
             perms = self._permissions.get(node_id)
             if perms is not None:
-                rule = perms.check_read(key, entry[0].namespace if entry else None)
+                rule = perms.check_read(key, entry[0][_C_NAMESPACE] if entry else None)
                 if rule is not None:
                     self._deny("unpack", key, node_id, node_name, namespace, rule)
                     return default
@@ -446,7 +448,7 @@ class Backpack(AccessMixin):
         entry = self._current.get(key)
         if entry is None:
             raise KeyNotFound(self._missing(key), key=key)
-        return entry[0].version
+        return entry[0][_C_VERSION]
 
     def to_dict(self) -> dict[str, Any]:
         """The current state as a plain dict the caller owns."""

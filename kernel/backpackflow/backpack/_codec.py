@@ -19,14 +19,20 @@ from jsonschema import Draft202012Validator
 
 from backpackflow.backpack.access import Permissions
 from backpackflow.backpack.records import (
+    _C_KEY,
+    _C_OP,
+    _C_SEQ,
+    _C_TAGS,
     _DELETED,
     FORMAT,
     FORMAT_VERSION,
     AccessRecord,
     Commit,
     _as_log,
+    _commit,
     _entry_seq,
     _entry_value,
+    _Stored,
 )
 from backpackflow.errors import BackpackFlowError, SerializationError
 from backpackflow.jsondata import JSONTooDeep, check_depth, copy_in, copy_out
@@ -166,8 +172,8 @@ def dump_backpack(bp: HistoryMixin) -> dict[str, Any]:
         log = _as_log(stored)
         start = starts.get(key, 0)
         entry = log[start] if start < len(log) else None
-        if entry is not None and entry[0].seq < oldest:
-            item = {"commit": entry[0].to_json(), "deleted": entry[1] is _DELETED}
+        if entry is not None and entry[3] < oldest:
+            item = {"commit": _commit(entry[0]).to_json(), "deleted": entry[1] is _DELETED}
             if entry[1] is not _DELETED:
                 item["value"] = _entry_value(entry)
             base.append(item)
@@ -190,22 +196,23 @@ def dump_backpack(bp: HistoryMixin) -> dict[str, Any]:
     }
 
 
-def _commits_json(bp: HistoryMixin, commits: list[Commit]) -> list[dict[str, Any]]:
-    """Commits as the JSON records of the document's ``commits``: each with what it wrote (a
-    pack's value, an append's items), read from the version indexes."""
+def _commits_json(bp: HistoryMixin, commits: list[_Stored]) -> list[dict[str, Any]]:
+    """Commits (as stored) as the JSON records of the document's ``commits``: each with what
+    it wrote (a pack's value, an append's items), read from the version indexes."""
     starts = bp._log_starts
     out = []
     fields = Commit._fields
     for commit in commits:
-        data: dict[str, Any] = dict(zip(fields, commit, strict=True))  # to_json, no _asdict
-        data["tags"] = list(commit.tags)
-        log = _as_log(bp._logs[commit.key])
-        start = starts.get(commit.key, 0)
-        i = bisect_right(log, commit.seq, start, key=_entry_seq) - 1
+        data: dict[str, Any] = dict(zip(fields, commit, strict=True))  # Commit.to_json
+        data["tags"] = list(commit[_C_TAGS])
+        key, op = commit[_C_KEY], commit[_C_OP]
+        log = _as_log(bp._logs[key])
+        start = starts.get(key, 0)
+        i = bisect_right(log, commit[_C_SEQ], start, key=_entry_seq) - 1
         entry = log[i]
-        if commit.op == "pack":
+        if op == "pack":
             data["value"] = _entry_value(entry)
-        elif commit.op == "append":
+        elif op == "append":
             prev = log[i - 1] if i > start else None
             seen = prev[2] if prev is not None and prev[2] is not None else 0
             assert entry[2] is not None

@@ -9,6 +9,11 @@ from typing import TYPE_CHECKING, Any, cast
 
 from backpackflow.backpack._state import _State
 from backpackflow.backpack.records import (
+    _C_ID,
+    _C_KEY,
+    _C_NODE_ID,
+    _C_OP,
+    _C_SEQ,
     _DELETED,
     Change,
     Commit,
@@ -17,10 +22,13 @@ from backpackflow.backpack.records import (
     SnapshotRef,
     StateLike,
     _as_log,
+    _commit,
+    _commits,
     _Entry,
     _entry_raw,
     _entry_seq,
     _entry_value,
+    _Stored,
 )
 from backpackflow.errors import CommitEvicted, CommitNotFound
 from backpackflow.ids import new_id
@@ -40,14 +48,14 @@ class HistoryMixin(_State):
     def _evict_oldest(self) -> None:
         commit = self._commits[self._commit_start]
         self._commit_start += 1
-        self._by_id.pop(commit.commit_id, None)
+        self._by_id.pop(commit[_C_ID], None)
         self._evicted += 1
-        key = commit.key
+        key = commit[_C_KEY]
         log = self._logs[key]
         if isinstance(log, tuple):  # the key's only entry: it stays, as the key's base
             return
         start = self._log_starts.get(key, 0)
-        if log[start][3] != commit.seq:  # drop the older base: this entry is the new base
+        if log[start][3] != commit[_C_SEQ]:  # drop the older base: this entry is the new base
             dead = log[start]
             # nothing reads entries before the live part: let go of its value now, so the
             # bound holds exactly (the entry itself goes with the prefix, amortized below)
@@ -94,34 +102,39 @@ class HistoryMixin(_State):
         newest ``limit``."""
         commits = self._commits[self._commit_start :]
         if key is not None:
-            commits = [c for c in commits if c.key == key]
+            commits = [c for c in commits if c[_C_KEY] == key]
         if node_id is not None:
-            commits = [c for c in commits if c.node_id == node_id]
+            commits = [c for c in commits if c[_C_NODE_ID] == node_id]
         if limit is not None:
             commits = commits[-limit:] if limit > 0 else []
-        return commits
+        return _commits(commits)
 
     def get_key_history(self, key: str) -> list[Commit]:
         """The retained commits of one key, oldest first."""
         log = _as_log(self._logs.get(key))
         if not log:
             return []
-        oldest = self._commits[self._commit_start].seq if self._commits[self._commit_start :] else 0
-        return [e[0] for e in log[self._log_starts.get(key, 0) :] if e[0].seq >= oldest]
+        retained = self._commits[self._commit_start :]
+        oldest = retained[0][_C_SEQ] if retained else 0
+        return [_commit(e[0]) for e in log[self._log_starts.get(key, 0) :] if e[3] >= oldest]
 
     def get_commit(self, commit_id: str) -> Commit:
+        return _commit(self._stored_commit(commit_id))
+
+    def _stored_commit(self, commit_id: str) -> _Stored:
+        """The retained commit ``commit_id`` as stored; raises CommitNotFound/CommitEvicted."""
         commit = self._lookup(commit_id)
         if commit is None:
             raise self._unknown_commit(commit_id)
         return commit
 
-    def _lookup(self, commit_id: str) -> Commit | None:
+    def _lookup(self, commit_id: str) -> _Stored | None:
         """Find a retained commit by id, indexing commits made since the last lookup."""
         commit = self._by_id.get(commit_id)
         if commit is None and self._indexed_seq < self._seq:
             oldest = self._oldest_seq()
             start = self._commit_start + max(self._indexed_seq + 1 - oldest, 0)
-            self._by_id.update((c.commit_id, c) for c in self._commits[start:])
+            self._by_id.update((c[_C_ID], c) for c in self._commits[start:])
             self._indexed_seq = self._seq
             commit = self._by_id.get(commit_id)
         return commit
@@ -133,12 +146,12 @@ class HistoryMixin(_State):
             and isinstance(commit_id, str)
             and retained
             and self._first_commit_id is not None
-            and self._first_commit_id <= commit_id < retained[0].commit_id
+            and self._first_commit_id <= commit_id < retained[0][_C_ID]
         ):
             return CommitEvicted(
                 f"commit {commit_id!r} was evicted: this Backpack keeps the last "
                 f"{self.max_history} commits (max_history) and has dropped {self._evicted}; "
-                f"the oldest retained is {retained[0].commit_id!r} (seq {retained[0].seq})"
+                f"the oldest retained is {retained[0][_C_ID]!r} (seq {retained[0][_C_SEQ]})"
             )
         return CommitNotFound(
             f"commit {commit_id!r} is not in the history of Backpack {self.id!r} "
@@ -167,13 +180,13 @@ class HistoryMixin(_State):
 
     def _oldest_seq(self) -> int:
         if self._commit_start < len(self._commits):
-            return self._commits[self._commit_start].seq
+            return self._commits[self._commit_start][_C_SEQ]
         return self._seq + 1
 
     def get_snapshot_at_commit(self, commit_id: str) -> Snapshot:
         """The state right after ``commit_id``."""
-        commit = self.get_commit(commit_id)
-        return Snapshot(self._state_at(commit.seq), commit.commit_id, commit.seq)
+        seq = self._stored_commit(commit_id)[_C_SEQ]
+        return Snapshot(self._state_at(seq), commit_id, seq)
 
     def _delta_json(self, base: int, seq: int) -> dict[str, Any]:
         """:class:`StateDelta`'s JSON form: the keys that commits ``base + 1 .. seq`` changed,
@@ -194,7 +207,7 @@ class HistoryMixin(_State):
         first = self._commit_start + base + 1 - oldest
         changed: dict[str, Any] = {}
         removed: list[str] = []
-        for key in dict.fromkeys(c.key for c in self._commits[first : first + seq - base]):
+        for key in dict.fromkeys(c[_C_KEY] for c in self._commits[first : first + seq - base]):
             entry = self._entry_at(key, seq)
             if entry is None or entry[1] is _DELETED:
                 removed.append(key)
@@ -235,11 +248,12 @@ class HistoryMixin(_State):
         logs = self._logs
         for commit in self._commits[first : first + seq - start + 1]:
             total += _COMMIT_BYTES
-            log = logs.get(commit.key)
+            key = commit[_C_KEY]
+            log = logs.get(key)
             if isinstance(log, tuple) and log[0] is commit:  # a key written once: most are
                 entry: _Entry | None = log
             else:
-                entry = self._entry_at(commit.key, commit.seq)
+                entry = self._entry_at(key, commit[_C_SEQ])
             if entry is None or entry[0] is not commit or entry[1] is _DELETED:
                 continue
             stored = entry[1]
@@ -248,8 +262,8 @@ class HistoryMixin(_State):
                 continue  # within the commit's figure
             if kind is str:
                 total += 49 + len(stored)
-            elif commit.op == "append":  # only what it appended to its base is new
-                before = self._entry_at(commit.key, commit.seq - 1)
+            elif commit[_C_OP] == "append":  # only what it appended to its base is new
+                before = self._entry_at(key, commit[_C_SEQ] - 1)
                 begin = before[2] if before is not None and before[1] is stored else 0
                 total += approx_size(stored[begin : entry[2]])
             else:
@@ -265,7 +279,7 @@ class HistoryMixin(_State):
     def snapshot(self) -> Snapshot:
         """The current state as an immutable :class:`Snapshot` (cheap: no values are copied)."""
         head = self._head
-        return Snapshot(dict(self._current), head.commit_id if head else None, self._seq)
+        return Snapshot(dict(self._current), head[_C_ID] if head else None, self._seq)
 
     def _snapshot_at_seq(self, seq: int, what: str) -> Snapshot:
         if seq == 0:
@@ -276,7 +290,7 @@ class HistoryMixin(_State):
                 f"evicted (oldest retained seq: {self._oldest_seq()})"
             )
         commit = self._commits[self._commit_start + seq - self._oldest_seq()]
-        return Snapshot(self._state_at(seq), commit.commit_id, seq)
+        return Snapshot(self._state_at(seq), commit[_C_ID], seq)
 
     def _marks_of(self, node_id: str) -> list[int]:
         """The seqs at which views were made for ``node_id``, oldest first (a new list)."""
@@ -314,8 +328,8 @@ class HistoryMixin(_State):
         if evicted:  # it ran, but only before the oldest retained commit: CommitEvicted
             return self._snapshot_at_seq(evicted[-1], f"before node {node_id!r}")
         for commit in self._commits[self._commit_start :]:
-            if commit.node_id == node_id:
-                return self._snapshot_at_seq(commit.seq - 1, f"before node {node_id!r}")
+            if commit[_C_NODE_ID] == node_id:
+                return self._snapshot_at_seq(commit[_C_SEQ] - 1, f"before node {node_id!r}")
         raise CommitNotFound(
             f"node {node_id!r} has neither run nor written on Backpack {self.id!r}"
         )
@@ -339,15 +353,15 @@ class HistoryMixin(_State):
     def replay_from_commit(self, commit_id: str) -> Backpack:
         """A fork: a new Backpack whose state is as at ``commit_id`` and whose history is this
         one's up to that commit. Both go on independently."""
-        commit = self.get_commit(commit_id)
-        seq = commit.seq
+        commit = self._stored_commit(commit_id)
+        seq = commit[_C_SEQ]
         fork = cast("Backpack", type(self)(strict=self.strict, max_history=self.max_history))  # type: ignore[call-arg]
         fork.forked_from = {"backpack_id": self.id, "commit_id": commit_id}
         with self._lock:
             end = self._commit_start + seq - self._oldest_seq() + 1
             fork._commits = self._commits[self._commit_start : end]
             fork._seq = seq
-            fork._head = commit
+            fork._head = _commit(commit)
             fork._first_commit_id = self._first_commit_id
             fork._evicted = self._evicted
             for key, stored in self._logs.items():
