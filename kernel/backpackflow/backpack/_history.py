@@ -42,35 +42,55 @@ _new = tuple.__new__  # build named tuples without their Python-level __new__
 
 #: What one commit costs beyond its value: the record, its id, its log entry (CPython, roughly).
 _COMMIT_BYTES = 400
+#: What takes a dropped base's place in its log until the log's dead prefix is cut.
+_EVICTED_ENTRY: _Entry = (
+    ("", 0, None, 0.0, None, None, None, "pack", "", 0, ()),
+    _DELETED,
+    None,
+    0,
+)
 
 
 class HistoryMixin(_State):
     def _evict_oldest(self) -> None:
-        commit = self._commits[self._commit_start]
-        self._commit_start += 1
-        self._by_id.pop(commit[_C_ID], None)
+        """Drop the oldest retained commit (``max_history``), in O(1) amortized.
+
+        Eviction reads what the run wrote long ago, no longer in the CPU's caches: each object
+        it touches is a cache miss, which cost a bounded history up to 10% per step at
+        ``max_history=10_000``. So it touches only the evicted commit, its key's log and that
+        log's base entry: the commit is compared with the base's by identity (a log entry and
+        the history share one stored commit), the dropped base is replaced by a shared
+        constant (never read: see below), and the lookup index is left alone unless built.
+        """
+        commits = self._commits
+        first = self._commit_start
+        commit = commits[first]
+        first += 1
+        if first > 1024 and first * 2 > len(commits):  # amortized: the prefix goes in one go
+            del commits[:first]
+            first = 0
+        self._commit_start = first
+        if self._by_id:  # built only by lookups (see _lookup): most Backpacks never have one
+            self._by_id.pop(commit[_C_ID], None)
         self._evicted += 1
         key = commit[_C_KEY]
         log = self._logs[key]
         if isinstance(log, tuple):  # the key's only entry: it stays, as the key's base
             return
         start = self._log_starts.get(key, 0)
-        if log[start][3] != commit[_C_SEQ]:  # drop the older base: this entry is the new base
-            dead = log[start]
-            # nothing reads entries before the live part: let go of its value now, so the
-            # bound holds exactly (the entry itself goes with the prefix, amortized below)
-            log[start] = (dead[0], None, None, dead[3])
+        if log[start][0] is not commit:  # drop the older base: this entry is the new base
+            # nothing reads entries before the live part (every search starts at its start):
+            # let go of the old base's value now, so the bound holds exactly (the slot goes
+            # with the prefix, amortized below)
+            log[start] = _EVICTED_ENTRY
             start += 1
-        if start > 32 and start * 2 > len(log):
-            del log[:start]
-            start = 0
-        if start:
-            self._log_starts[key] = start
-        else:
-            self._log_starts.pop(key, None)
-        if self._commit_start > 1024 and self._commit_start * 2 > len(self._commits):
-            del self._commits[: self._commit_start]
-            self._commit_start = 0
+            if start > 32 and start * 2 > len(log):
+                del log[:start]
+                start = 0
+            if start:
+                self._log_starts[key] = start
+            else:
+                del self._log_starts[key]
 
     # ------------------------------------------------------------------ history
 
