@@ -50,7 +50,7 @@ class AccessMixin(HistoryMixin):
         perms = self._permissions.get(node_id) if node_id is not None else None
         if perms is not None and node_id is not None:
             entry = self._current.get(key)
-            rule = perms.check_read(key, entry[0][_C_NAMESPACE] if entry else None)
+            rule = perms.check_read(key, entry[_C_NAMESPACE] if entry else None)
             if rule is not None:
                 return ReadDenied(
                     f"node {node_id!r} may not read key {key!r}: {rule} (the read was denied "
@@ -163,7 +163,7 @@ class AccessMixin(HistoryMixin):
         perms = self._permissions.get(node_id) if node_id is not None else None
         items = []
         for key, entry in self._current.items():
-            ns = entry[0][_C_NAMESPACE]
+            ns = entry[_C_NAMESPACE]
             if ns is None or not match(ns):
                 continue
             if perms is not None and perms.check_read(key, ns) is not None:
@@ -173,7 +173,7 @@ class AccessMixin(HistoryMixin):
 
     def get_namespaces(self) -> list[str]:
         """The distinct namespaces of current items, sorted."""
-        return sorted({e[0][_C_NAMESPACE] for e in self._current.values() if e[0][_C_NAMESPACE]})
+        return sorted({e[_C_NAMESPACE] for e in self._current.values() if e[_C_NAMESPACE]})
 
     # ------------------------------------------------------------------ views
 

@@ -15,6 +15,8 @@ from backpackflow.backpack.records import (
     _C_OP,
     _C_SEQ,
     _DELETED,
+    _E_LENGTH,
+    _E_VALUE,
     Change,
     Commit,
     Diff,
@@ -28,7 +30,6 @@ from backpackflow.backpack.records import (
     _entry_raw,
     _entry_seq,
     _entry_value,
-    _Stored,
 )
 from backpackflow.errors import CommitEvicted, CommitNotFound
 from backpackflow.ids import new_id
@@ -43,12 +44,7 @@ _new = tuple.__new__  # build named tuples without their Python-level __new__
 #: What one commit costs beyond its value: the record, its id, its log entry (CPython, roughly).
 _COMMIT_BYTES = 400
 #: What takes a dropped base's place in its log until the log's dead prefix is cut.
-_EVICTED_ENTRY: _Entry = (
-    ("", 0, None, 0.0, None, None, None, "pack", "", 0, ()),
-    _DELETED,
-    None,
-    0,
-)
+_EVICTED_ENTRY: _Entry = ("", 0, None, 0.0, None, None, None, "pack", "", 0, (), _DELETED, None)
 
 
 class HistoryMixin(_State):
@@ -58,13 +54,15 @@ class HistoryMixin(_State):
         Eviction reads what the run wrote long ago, no longer in the CPU's caches: each object
         it touches is a cache miss, which cost a bounded history up to 10% per step at
         ``max_history=10_000``. So it touches only the evicted commit, its key's log and that
-        log's base entry: the commit is compared with the base's by identity (a log entry and
-        the history share one stored commit), the dropped base is replaced by a shared
-        constant (never read: see below), and the lookup index is left alone unless built.
+        log's base entry: the commit is compared with the base by identity (the history and
+        the log hold the same entry), a dropped entry is replaced by a shared constant (never
+        read: see below), and the lookup index is left alone unless built.
         """
         commits = self._commits
         first = self._commit_start
-        commit = commits[first]
+        commit = commits[first]  # the commit's entry (see _Entry)
+        # only the key's log may keep it (as the key's base), so that its value goes with it
+        commits[first] = _EVICTED_ENTRY
         first += 1
         if first > 1024 and first * 2 > len(commits):  # amortized: the prefix goes in one go
             del commits[:first]
@@ -78,7 +76,7 @@ class HistoryMixin(_State):
         if isinstance(log, tuple):  # the key's only entry: it stays, as the key's base
             return
         start = self._log_starts.get(key, 0)
-        if log[start][0] is not commit:  # drop the older base: this entry is the new base
+        if log[start] is not commit:  # drop the older base: this entry is the new base
             # nothing reads entries before the live part (every search starts at its start):
             # let go of the old base's value now, so the bound holds exactly (the slot goes
             # with the prefix, amortized below)
@@ -136,19 +134,19 @@ class HistoryMixin(_State):
             return []
         retained = self._commits[self._commit_start :]
         oldest = retained[0][_C_SEQ] if retained else 0
-        return [_commit(e[0]) for e in log[self._log_starts.get(key, 0) :] if e[3] >= oldest]
+        return [_commit(e) for e in log[self._log_starts.get(key, 0) :] if e[_C_SEQ] >= oldest]
 
     def get_commit(self, commit_id: str) -> Commit:
-        return _commit(self._stored_commit(commit_id))
+        return _commit(self._commit_entry(commit_id))
 
-    def _stored_commit(self, commit_id: str) -> _Stored:
-        """The retained commit ``commit_id`` as stored; raises CommitNotFound/CommitEvicted."""
+    def _commit_entry(self, commit_id: str) -> _Entry:
+        """The entry of retained commit ``commit_id``; raises CommitNotFound/CommitEvicted."""
         commit = self._lookup(commit_id)
         if commit is None:
             raise self._unknown_commit(commit_id)
         return commit
 
-    def _lookup(self, commit_id: str) -> _Stored | None:
+    def _lookup(self, commit_id: str) -> _Entry | None:
         """Find a retained commit by id, indexing commits made since the last lookup."""
         commit = self._by_id.get(commit_id)
         if commit is None and self._indexed_seq < self._seq:
@@ -186,7 +184,7 @@ class HistoryMixin(_State):
         for key, log in self._logs.items():
             if isinstance(log, tuple):
                 entry = log
-                if entry[3] > seq:
+                if entry[_C_SEQ] > seq:
                     continue
             else:
                 start = starts.get(key, 0) if starts else 0
@@ -194,7 +192,7 @@ class HistoryMixin(_State):
                 if i < start:
                     continue
                 entry = log[i]
-            if entry[1] is not _DELETED:
+            if entry[_E_VALUE] is not _DELETED:
                 entries[key] = entry
         return entries
 
@@ -205,7 +203,7 @@ class HistoryMixin(_State):
 
     def get_snapshot_at_commit(self, commit_id: str) -> Snapshot:
         """The state right after ``commit_id``."""
-        seq = self._stored_commit(commit_id)[_C_SEQ]
+        seq = self._commit_entry(commit_id)[_C_SEQ]
         return Snapshot(self._state_at(seq), commit_id, seq)
 
     def _delta_json(self, base: int, seq: int) -> dict[str, Any]:
@@ -229,7 +227,7 @@ class HistoryMixin(_State):
         removed: list[str] = []
         for key in dict.fromkeys(c[_C_KEY] for c in self._commits[first : first + seq - base]):
             entry = self._entry_at(key, seq)
-            if entry is None or entry[1] is _DELETED:
+            if entry is None or entry[_E_VALUE] is _DELETED:
                 removed.append(key)
             else:
                 changed[key] = _entry_value(entry)
@@ -247,7 +245,7 @@ class HistoryMixin(_State):
         if log is None:
             return None
         if isinstance(log, tuple):
-            return log if log[3] <= seq else None
+            return log if log[_C_SEQ] <= seq else None
         start = self._log_starts.get(key, 0)
         i = bisect_right(log, seq, start, key=_entry_seq) - 1
         return log[i] if i >= start else None
@@ -270,13 +268,13 @@ class HistoryMixin(_State):
             total += _COMMIT_BYTES
             key = commit[_C_KEY]
             log = logs.get(key)
-            if isinstance(log, tuple) and log[0] is commit:  # a key written once: most are
+            if log is commit:  # a key written once: most are
                 entry: _Entry | None = log
             else:
                 entry = self._entry_at(key, commit[_C_SEQ])
-            if entry is None or entry[0] is not commit or entry[1] is _DELETED:
+            if entry is None or entry is not commit or entry[_E_VALUE] is _DELETED:
                 continue
-            stored = entry[1]
+            stored = entry[_E_VALUE]
             kind = type(stored)
             if kind is int or kind is float or kind is bool or stored is None:
                 continue  # within the commit's figure
@@ -284,8 +282,10 @@ class HistoryMixin(_State):
                 total += 49 + len(stored)
             elif commit[_C_OP] == "append":  # only what it appended to its base is new
                 before = self._entry_at(key, commit[_C_SEQ] - 1)
-                begin = before[2] if before is not None and before[1] is stored else 0
-                total += approx_size(stored[begin : entry[2]])
+                begin = (
+                    before[_E_LENGTH] if before is not None and before[_E_VALUE] is stored else 0
+                )
+                total += approx_size(stored[begin : entry[_E_LENGTH]])
             else:
                 total += approx_size(stored)
         self._sized_seq, self._sized_bytes = seq, total
@@ -373,7 +373,7 @@ class HistoryMixin(_State):
     def replay_from_commit(self, commit_id: str) -> Backpack:
         """A fork: a new Backpack whose state is as at ``commit_id`` and whose history is this
         one's up to that commit. Both go on independently."""
-        commit = self._stored_commit(commit_id)
+        commit = self._commit_entry(commit_id)
         seq = commit[_C_SEQ]
         fork = cast("Backpack", type(self)(strict=self.strict, max_history=self.max_history))  # type: ignore[call-arg]
         fork.forked_from = {"backpack_id": self.id, "commit_id": commit_id}
@@ -391,7 +391,7 @@ class HistoryMixin(_State):
                 if i > start:
                     copy = fork._logs[key] = log[start:i]
                     last = copy[-1]
-                    if last[1] is not _DELETED:
+                    if last[_E_VALUE] is not _DELETED:
                         fork._current[key] = last
             fork._permissions = dict(self._permissions)
             fork._node_marks = {

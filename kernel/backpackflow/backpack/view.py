@@ -148,9 +148,7 @@ class BackpackView:
         if perms is None:
             return self._bp.keys()
         return [
-            k
-            for k, e in self._bp._current.items()
-            if perms.check_read(k, e[0][_C_NAMESPACE]) is None
+            k for k, e in self._bp._current.items() if perms.check_read(k, e[_C_NAMESPACE]) is None
         ]
 
     def get_item(self, key: str) -> BackpackItem:
