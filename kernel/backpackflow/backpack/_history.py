@@ -52,11 +52,12 @@ class HistoryMixin(_State):
         """Drop the oldest retained commit (``max_history``), in O(1) amortized.
 
         Eviction reads what the run wrote long ago, no longer in the CPU's caches: each object
-        it touches is a cache miss, which cost a bounded history up to 10% per step at
-        ``max_history=10_000``. So it touches only the evicted commit, its key's log and that
-        log's base entry: the commit is compared with the base by identity (the history and
-        the log hold the same entry), a dropped entry is replaced by a shared constant (never
-        read: see below), and the lookup index is left alone unless built.
+        it touches is a cache miss (most of the 10% per step a bounded history cost at
+        ``max_history=10_000`` over an unbounded one, bench/scaling.py's second table). So it
+        touches only the evicted commit, its key's log and that log's base entry: the commit
+        is compared with the base by identity (the history and the log hold the same entry),
+        a dropped entry is replaced by a shared constant (never read: see below), and the
+        lookup index is left alone unless built.
         """
         commits = self._commits
         first = self._commit_start
