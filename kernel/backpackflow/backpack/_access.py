@@ -14,6 +14,7 @@ from backpackflow.backpack._codec import dump_backpack, load_backpack
 from backpackflow.backpack._history import HistoryMixin
 from backpackflow.backpack.access import Permissions
 from backpackflow.backpack.records import (
+    _C_NAMESPACE,
     AccessRecord,
     BackpackItem,
     Observer,
@@ -49,7 +50,7 @@ class AccessMixin(HistoryMixin):
         perms = self._permissions.get(node_id) if node_id is not None else None
         if perms is not None and node_id is not None:
             entry = self._current.get(key)
-            rule = perms.check_read(key, entry[0].namespace if entry else None)
+            rule = perms.check_read(key, entry[_C_NAMESPACE] if entry else None)
             if rule is not None:
                 return ReadDenied(
                     f"node {node_id!r} may not read key {key!r}: {rule} (the read was denied "
@@ -162,7 +163,7 @@ class AccessMixin(HistoryMixin):
         perms = self._permissions.get(node_id) if node_id is not None else None
         items = []
         for key, entry in self._current.items():
-            ns = entry[0].namespace
+            ns = entry[_C_NAMESPACE]
             if ns is None or not match(ns):
                 continue
             if perms is not None and perms.check_read(key, ns) is not None:
@@ -172,7 +173,7 @@ class AccessMixin(HistoryMixin):
 
     def get_namespaces(self) -> list[str]:
         """The distinct namespaces of current items, sorted."""
-        return sorted({e[0].namespace for e in self._current.values() if e[0].namespace})
+        return sorted({e[_C_NAMESPACE] for e in self._current.values() if e[_C_NAMESPACE]})
 
     # ------------------------------------------------------------------ views
 

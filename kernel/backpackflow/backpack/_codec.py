@@ -19,12 +19,20 @@ from jsonschema import Draft202012Validator
 
 from backpackflow.backpack.access import Permissions
 from backpackflow.backpack.records import (
+    _C_KEY,
+    _C_OP,
+    _C_SEQ,
+    _C_TAGS,
     _DELETED,
+    _E_LENGTH,
+    _E_VALUE,
     FORMAT,
     FORMAT_VERSION,
     AccessRecord,
     Commit,
     _as_log,
+    _commit,
+    _Entry,
     _entry_seq,
     _entry_value,
 )
@@ -166,9 +174,10 @@ def dump_backpack(bp: HistoryMixin) -> dict[str, Any]:
         log = _as_log(stored)
         start = starts.get(key, 0)
         entry = log[start] if start < len(log) else None
-        if entry is not None and entry[0].seq < oldest:
-            item = {"commit": entry[0].to_json(), "deleted": entry[1] is _DELETED}
-            if entry[1] is not _DELETED:
+        if entry is not None and entry[_C_SEQ] < oldest:
+            deleted = entry[_E_VALUE] is _DELETED
+            item = {"commit": _commit(entry).to_json(), "deleted": deleted}
+            if not deleted:
                 item["value"] = _entry_value(entry)
             base.append(item)
     commits = _commits_json(bp, bp._commits[bp._commit_start :])
@@ -190,26 +199,30 @@ def dump_backpack(bp: HistoryMixin) -> dict[str, Any]:
     }
 
 
-def _commits_json(bp: HistoryMixin, commits: list[Commit]) -> list[dict[str, Any]]:
-    """Commits as the JSON records of the document's ``commits``: each with what it wrote (a
-    pack's value, an append's items), read from the version indexes."""
+def _commits_json(bp: HistoryMixin, commits: list[_Entry]) -> list[dict[str, Any]]:
+    """Commits (their entries) as the JSON records of the document's ``commits``: each with
+    what it wrote (a pack's value, an append's items: the items past the list's length at the
+    key's previous entry)."""
     starts = bp._log_starts
     out = []
     fields = Commit._fields
     for commit in commits:
-        data: dict[str, Any] = dict(zip(fields, commit, strict=True))  # to_json, no _asdict
-        data["tags"] = list(commit.tags)
-        log = _as_log(bp._logs[commit.key])
-        start = starts.get(commit.key, 0)
-        i = bisect_right(log, commit.seq, start, key=_entry_seq) - 1
-        entry = log[i]
-        if commit.op == "pack":
-            data["value"] = _entry_value(entry)
-        elif commit.op == "append":
+        # Commit.to_json (zip stops at the commit's last field, before what it stored)
+        data: dict[str, Any] = dict(zip(fields, commit, strict=False))
+        data["tags"] = list(commit[_C_TAGS])
+        op = commit[_C_OP]
+        if op == "pack":
+            data["value"] = _entry_value(commit)
+        elif op == "append":
+            key = commit[_C_KEY]
+            log = _as_log(bp._logs[key])
+            start = starts.get(key, 0)
+            i = bisect_right(log, commit[_C_SEQ], start, key=_entry_seq) - 1
             prev = log[i - 1] if i > start else None
-            seen = prev[2] if prev is not None and prev[2] is not None else 0
-            assert entry[2] is not None
-            data["items"] = [copy_out(v) for v in entry[1][seen : entry[2]]]
+            seen = prev[_E_LENGTH] if prev is not None and prev[_E_LENGTH] is not None else 0
+            end = commit[_E_LENGTH]
+            assert end is not None
+            data["items"] = [copy_out(v) for v in commit[_E_VALUE][seen:end]]
         out.append(data)
     return out
 

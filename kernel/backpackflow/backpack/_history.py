@@ -9,7 +9,14 @@ from typing import TYPE_CHECKING, Any, cast
 
 from backpackflow.backpack._state import _State
 from backpackflow.backpack.records import (
+    _C_ID,
+    _C_KEY,
+    _C_NODE_ID,
+    _C_OP,
+    _C_SEQ,
     _DELETED,
+    _E_LENGTH,
+    _E_VALUE,
     Change,
     Commit,
     Diff,
@@ -17,6 +24,8 @@ from backpackflow.backpack.records import (
     SnapshotRef,
     StateLike,
     _as_log,
+    _commit,
+    _commits,
     _Entry,
     _entry_raw,
     _entry_seq,
@@ -34,35 +43,53 @@ _new = tuple.__new__  # build named tuples without their Python-level __new__
 
 #: What one commit costs beyond its value: the record, its id, its log entry (CPython, roughly).
 _COMMIT_BYTES = 400
+#: What takes a dropped base's place in its log until the log's dead prefix is cut.
+_EVICTED_ENTRY: _Entry = ("", 0, None, 0.0, None, None, None, "pack", "", 0, (), _DELETED, None)
 
 
 class HistoryMixin(_State):
     def _evict_oldest(self) -> None:
-        commit = self._commits[self._commit_start]
-        self._commit_start += 1
-        self._by_id.pop(commit.commit_id, None)
+        """Drop the oldest retained commit (``max_history``), in O(1) amortized.
+
+        Eviction reads what the run wrote long ago, no longer in the CPU's caches: each object
+        it touches is a cache miss (most of the 10% per step a bounded history cost at
+        ``max_history=10_000`` over an unbounded one, bench/scaling.py's second table). So it
+        touches only the evicted commit, its key's log and that log's base entry: the commit
+        is compared with the base by identity (the history and the log hold the same entry),
+        a dropped entry is replaced by a shared constant (never read: see below), and the
+        lookup index is left alone unless built.
+        """
+        commits = self._commits
+        first = self._commit_start
+        commit = commits[first]  # the commit's entry (see _Entry)
+        # only the key's log may keep it (as the key's base), so that its value goes with it
+        commits[first] = _EVICTED_ENTRY
+        first += 1
+        if first > 1024 and first * 2 > len(commits):  # amortized: the prefix goes in one go
+            del commits[:first]
+            first = 0
+        self._commit_start = first
+        if self._by_id:  # built only by lookups (see _lookup): most Backpacks never have one
+            self._by_id.pop(commit[_C_ID], None)
         self._evicted += 1
-        key = commit.key
+        key = commit[_C_KEY]
         log = self._logs[key]
         if isinstance(log, tuple):  # the key's only entry: it stays, as the key's base
             return
         start = self._log_starts.get(key, 0)
-        if log[start][3] != commit.seq:  # drop the older base: this entry is the new base
-            dead = log[start]
-            # nothing reads entries before the live part: let go of its value now, so the
-            # bound holds exactly (the entry itself goes with the prefix, amortized below)
-            log[start] = (dead[0], None, None, dead[3])
+        if log[start] is not commit:  # drop the older base: this entry is the new base
+            # nothing reads entries before the live part (every search starts at its start):
+            # let go of the old base's value now, so the bound holds exactly (the slot goes
+            # with the prefix, amortized below)
+            log[start] = _EVICTED_ENTRY
             start += 1
-        if start > 32 and start * 2 > len(log):
-            del log[:start]
-            start = 0
-        if start:
-            self._log_starts[key] = start
-        else:
-            self._log_starts.pop(key, None)
-        if self._commit_start > 1024 and self._commit_start * 2 > len(self._commits):
-            del self._commits[: self._commit_start]
-            self._commit_start = 0
+            if start > 32 and start * 2 > len(log):
+                del log[:start]
+                start = 0
+            if start:
+                self._log_starts[key] = start
+            else:
+                del self._log_starts[key]
 
     # ------------------------------------------------------------------ history
 
@@ -94,34 +121,39 @@ class HistoryMixin(_State):
         newest ``limit``."""
         commits = self._commits[self._commit_start :]
         if key is not None:
-            commits = [c for c in commits if c.key == key]
+            commits = [c for c in commits if c[_C_KEY] == key]
         if node_id is not None:
-            commits = [c for c in commits if c.node_id == node_id]
+            commits = [c for c in commits if c[_C_NODE_ID] == node_id]
         if limit is not None:
             commits = commits[-limit:] if limit > 0 else []
-        return commits
+        return _commits(commits)
 
     def get_key_history(self, key: str) -> list[Commit]:
         """The retained commits of one key, oldest first."""
         log = _as_log(self._logs.get(key))
         if not log:
             return []
-        oldest = self._commits[self._commit_start].seq if self._commits[self._commit_start :] else 0
-        return [e[0] for e in log[self._log_starts.get(key, 0) :] if e[0].seq >= oldest]
+        retained = self._commits[self._commit_start :]
+        oldest = retained[0][_C_SEQ] if retained else 0
+        return [_commit(e) for e in log[self._log_starts.get(key, 0) :] if e[_C_SEQ] >= oldest]
 
     def get_commit(self, commit_id: str) -> Commit:
+        return _commit(self._commit_entry(commit_id))
+
+    def _commit_entry(self, commit_id: str) -> _Entry:
+        """The entry of retained commit ``commit_id``; raises CommitNotFound/CommitEvicted."""
         commit = self._lookup(commit_id)
         if commit is None:
             raise self._unknown_commit(commit_id)
         return commit
 
-    def _lookup(self, commit_id: str) -> Commit | None:
+    def _lookup(self, commit_id: str) -> _Entry | None:
         """Find a retained commit by id, indexing commits made since the last lookup."""
         commit = self._by_id.get(commit_id)
         if commit is None and self._indexed_seq < self._seq:
             oldest = self._oldest_seq()
             start = self._commit_start + max(self._indexed_seq + 1 - oldest, 0)
-            self._by_id.update((c.commit_id, c) for c in self._commits[start:])
+            self._by_id.update((c[_C_ID], c) for c in self._commits[start:])
             self._indexed_seq = self._seq
             commit = self._by_id.get(commit_id)
         return commit
@@ -133,12 +165,12 @@ class HistoryMixin(_State):
             and isinstance(commit_id, str)
             and retained
             and self._first_commit_id is not None
-            and self._first_commit_id <= commit_id < retained[0].commit_id
+            and self._first_commit_id <= commit_id < retained[0][_C_ID]
         ):
             return CommitEvicted(
                 f"commit {commit_id!r} was evicted: this Backpack keeps the last "
                 f"{self.max_history} commits (max_history) and has dropped {self._evicted}; "
-                f"the oldest retained is {retained[0].commit_id!r} (seq {retained[0].seq})"
+                f"the oldest retained is {retained[0][_C_ID]!r} (seq {retained[0][_C_SEQ]})"
             )
         return CommitNotFound(
             f"commit {commit_id!r} is not in the history of Backpack {self.id!r} "
@@ -153,7 +185,7 @@ class HistoryMixin(_State):
         for key, log in self._logs.items():
             if isinstance(log, tuple):
                 entry = log
-                if entry[3] > seq:
+                if entry[_C_SEQ] > seq:
                     continue
             else:
                 start = starts.get(key, 0) if starts else 0
@@ -161,19 +193,19 @@ class HistoryMixin(_State):
                 if i < start:
                     continue
                 entry = log[i]
-            if entry[1] is not _DELETED:
+            if entry[_E_VALUE] is not _DELETED:
                 entries[key] = entry
         return entries
 
     def _oldest_seq(self) -> int:
         if self._commit_start < len(self._commits):
-            return self._commits[self._commit_start].seq
+            return self._commits[self._commit_start][_C_SEQ]
         return self._seq + 1
 
     def get_snapshot_at_commit(self, commit_id: str) -> Snapshot:
         """The state right after ``commit_id``."""
-        commit = self.get_commit(commit_id)
-        return Snapshot(self._state_at(commit.seq), commit.commit_id, commit.seq)
+        seq = self._commit_entry(commit_id)[_C_SEQ]
+        return Snapshot(self._state_at(seq), commit_id, seq)
 
     def _delta_json(self, base: int, seq: int) -> dict[str, Any]:
         """:class:`StateDelta`'s JSON form: the keys that commits ``base + 1 .. seq`` changed,
@@ -194,9 +226,9 @@ class HistoryMixin(_State):
         first = self._commit_start + base + 1 - oldest
         changed: dict[str, Any] = {}
         removed: list[str] = []
-        for key in dict.fromkeys(c.key for c in self._commits[first : first + seq - base]):
+        for key in dict.fromkeys(c[_C_KEY] for c in self._commits[first : first + seq - base]):
             entry = self._entry_at(key, seq)
-            if entry is None or entry[1] is _DELETED:
+            if entry is None or entry[_E_VALUE] is _DELETED:
                 removed.append(key)
             else:
                 changed[key] = _entry_value(entry)
@@ -214,7 +246,7 @@ class HistoryMixin(_State):
         if log is None:
             return None
         if isinstance(log, tuple):
-            return log if log[3] <= seq else None
+            return log if log[_C_SEQ] <= seq else None
         start = self._log_starts.get(key, 0)
         i = bisect_right(log, seq, start, key=_entry_seq) - 1
         return log[i] if i >= start else None
@@ -235,23 +267,26 @@ class HistoryMixin(_State):
         logs = self._logs
         for commit in self._commits[first : first + seq - start + 1]:
             total += _COMMIT_BYTES
-            log = logs.get(commit.key)
-            if isinstance(log, tuple) and log[0] is commit:  # a key written once: most are
+            key = commit[_C_KEY]
+            log = logs.get(key)
+            if log is commit:  # a key written once: most are
                 entry: _Entry | None = log
             else:
-                entry = self._entry_at(commit.key, commit.seq)
-            if entry is None or entry[0] is not commit or entry[1] is _DELETED:
+                entry = self._entry_at(key, commit[_C_SEQ])
+            if entry is None or entry is not commit or entry[_E_VALUE] is _DELETED:
                 continue
-            stored = entry[1]
+            stored = entry[_E_VALUE]
             kind = type(stored)
             if kind is int or kind is float or kind is bool or stored is None:
                 continue  # within the commit's figure
             if kind is str:
                 total += 49 + len(stored)
-            elif commit.op == "append":  # only what it appended to its base is new
-                before = self._entry_at(commit.key, commit.seq - 1)
-                begin = before[2] if before is not None and before[1] is stored else 0
-                total += approx_size(stored[begin : entry[2]])
+            elif commit[_C_OP] == "append":  # only what it appended to its base is new
+                before = self._entry_at(key, commit[_C_SEQ] - 1)
+                begin = (
+                    before[_E_LENGTH] if before is not None and before[_E_VALUE] is stored else 0
+                )
+                total += approx_size(stored[begin : entry[_E_LENGTH]])
             else:
                 total += approx_size(stored)
         self._sized_seq, self._sized_bytes = seq, total
@@ -265,7 +300,7 @@ class HistoryMixin(_State):
     def snapshot(self) -> Snapshot:
         """The current state as an immutable :class:`Snapshot` (cheap: no values are copied)."""
         head = self._head
-        return Snapshot(dict(self._current), head.commit_id if head else None, self._seq)
+        return Snapshot(dict(self._current), head[_C_ID] if head else None, self._seq)
 
     def _snapshot_at_seq(self, seq: int, what: str) -> Snapshot:
         if seq == 0:
@@ -276,7 +311,7 @@ class HistoryMixin(_State):
                 f"evicted (oldest retained seq: {self._oldest_seq()})"
             )
         commit = self._commits[self._commit_start + seq - self._oldest_seq()]
-        return Snapshot(self._state_at(seq), commit.commit_id, seq)
+        return Snapshot(self._state_at(seq), commit[_C_ID], seq)
 
     def _marks_of(self, node_id: str) -> list[int]:
         """The seqs at which views were made for ``node_id``, oldest first (a new list)."""
@@ -314,8 +349,8 @@ class HistoryMixin(_State):
         if evicted:  # it ran, but only before the oldest retained commit: CommitEvicted
             return self._snapshot_at_seq(evicted[-1], f"before node {node_id!r}")
         for commit in self._commits[self._commit_start :]:
-            if commit.node_id == node_id:
-                return self._snapshot_at_seq(commit.seq - 1, f"before node {node_id!r}")
+            if commit[_C_NODE_ID] == node_id:
+                return self._snapshot_at_seq(commit[_C_SEQ] - 1, f"before node {node_id!r}")
         raise CommitNotFound(
             f"node {node_id!r} has neither run nor written on Backpack {self.id!r}"
         )
@@ -339,15 +374,15 @@ class HistoryMixin(_State):
     def replay_from_commit(self, commit_id: str) -> Backpack:
         """A fork: a new Backpack whose state is as at ``commit_id`` and whose history is this
         one's up to that commit. Both go on independently."""
-        commit = self.get_commit(commit_id)
-        seq = commit.seq
+        commit = self._commit_entry(commit_id)
+        seq = commit[_C_SEQ]
         fork = cast("Backpack", type(self)(strict=self.strict, max_history=self.max_history))  # type: ignore[call-arg]
         fork.forked_from = {"backpack_id": self.id, "commit_id": commit_id}
         with self._lock:
             end = self._commit_start + seq - self._oldest_seq() + 1
             fork._commits = self._commits[self._commit_start : end]
             fork._seq = seq
-            fork._head = commit
+            fork._head = _commit(commit)
             fork._first_commit_id = self._first_commit_id
             fork._evicted = self._evicted
             for key, stored in self._logs.items():
@@ -357,7 +392,7 @@ class HistoryMixin(_State):
                 if i > start:
                     copy = fork._logs[key] = log[start:i]
                     last = copy[-1]
-                    if last[1] is not _DELETED:
+                    if last[_E_VALUE] is not _DELETED:
                         fork._current[key] = last
             fork._permissions = dict(self._permissions)
             fork._node_marks = {

@@ -43,12 +43,13 @@ class _State:
         # list per key measurably slowed runs; _as_log reads either)
         self._logs: dict[str, _Entry | list[_Entry]] = {}
         self._log_starts: dict[str, int] = {}
-        self._commits: list[Commit] = []
+        # every commit's entry (see _Entry), oldest first; a Commit is made when one is handed out
+        self._commits: list[_Entry] = []
         self._commit_start = 0
-        self._by_id: dict[str, Commit] = {}  # built lazily by _lookup: writes far outnumber lookups
+        self._by_id: dict[str, _Entry] = {}  # built lazily by _lookup: writes far outnumber lookups
         self._indexed_seq = 0
         self._seq = 0
-        self._head: Commit | None = None
+        self._head: Commit | None = None  # as handed out (only the head: see _Entry)
         self._first_commit_id: str | None = None
         self._evicted = 0
         # approx_bytes() measured the commits up to _sized_seq: _sized_bytes
@@ -83,18 +84,20 @@ class _State:
         """Fill a fresh Backpack's storage with what the codec read (see
         :func:`~backpackflow.backpack._codec.load_backpack`, which has checked it): the
         version indexes are rebuilt from ``entries`` (``(key, commit, stored, list length)``
-        in commit order, the bases first)."""
+        in commit order, the bases first); the history holds the same entries."""
         self.forked_from = forked_from
         self._first_commit_id = first_commit_id
         self._evicted = evicted
+        by_seq: dict[int, _Entry] = {}
         for key, commit, stored, length in entries:
-            entry: _Entry = (commit, stored, length, commit.seq)
+            entry: _Entry = (*commit, stored, length)
+            by_seq[commit.seq] = entry
             self._logs[key] = _log_with(self._logs.get(key), entry)
             if stored is _DELETED:
                 self._current.pop(key, None)
             else:
                 self._current[key] = entry
-        self._commits.extend(commits)
+        self._commits.extend(by_seq[c.seq] for c in commits)  # each has its entry
         self._seq = seq
         self._head = commits[-1] if commits else None
         self._permissions.update(permissions)

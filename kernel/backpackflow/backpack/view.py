@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from backpackflow.backpack.records import _DELETED, BackpackItem, Commit, Reporter
+from backpackflow.backpack.records import _C_NAMESPACE, _DELETED, BackpackItem, Commit, Reporter
 from backpackflow.errors import AccessDenied
 from backpackflow.events import StreamEventType
 
@@ -148,7 +148,7 @@ class BackpackView:
         if perms is None:
             return self._bp.keys()
         return [
-            k for k, e in self._bp._current.items() if perms.check_read(k, e[0].namespace) is None
+            k for k, e in self._bp._current.items() if perms.check_read(k, e[_C_NAMESPACE]) is None
         ]
 
     def get_item(self, key: str) -> BackpackItem:
