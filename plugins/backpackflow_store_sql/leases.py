@@ -10,12 +10,13 @@ the token: every write of a run may carry the token it was made under (``lease_t
 :meth:`~backpackflow_store_sql.SqlRunStore.append_events` and the status changes,
 ``lease_tokens=`` on ``append_many``), and the store compares it with the run's current token
 inside the write's own transaction, on the run's row locked for it (``SELECT ... FOR UPDATE`` on
-PostgreSQL; SQLite runs one writer at a time). A stale token raises :class:`LeaseLost` and
-nothing of the write is stored. So a worker that paused (GC, network partition) past its expiry
-while another took over cannot write over the new holder's work, even if it has not noticed. A
-holder whose lease expired but was not taken over still holds the current token: its writes and
-renewals go through (nobody else has written). After a release, writes with its token are
-refused too.
+PostgreSQL; SQLite runs one writer at a time; a status change is one ``UPDATE`` whose ``WHERE``
+holds the check, the row locked by the statement itself). A stale token raises
+:class:`LeaseLost` and nothing of the write is stored. So a worker that paused (GC, network
+partition) past its expiry while another took over cannot write over the new holder's work,
+even if it has not noticed. A holder whose lease expired but was not taken over still holds the
+current token: its writes and renewals go through (nobody else has written). After a release,
+writes with its token are refused too.
 
 **Clock**: expiry is measured on the database's clock, read in the same transaction after the
 row is locked: ``clock_timestamp()`` on PostgreSQL, so that workers on hosts with skewed clocks

@@ -473,6 +473,11 @@ _SELECT_COSTS = select(_COSTS).where(
     _COSTS.c.provider.in_(bindparam("providers", expanding=True)),
 )
 _UPDATE_RUN = _RUNS.update().where(_RUNS.c.id == bindparam("b_id"))
+#: A status change as one statement: ``UPDATE ... WHERE`` the run is in a status it may leave
+#: for the new one (and, under a lease, holds that fencing token) ``RETURNING`` the row. A
+#: change it refuses updates nothing, and the checked path (:meth:`SqlRunStore._transition`)
+#: then says why. Keyed by (new status, under a lease).
+_MOVES: dict[tuple[str, bool], tuple[Any, frozenset[str]]] = {}
 _INSERT_RUN = _RUNS.insert()
 # the columns a new run copies from its workflow, not the flow document (each run would parse it)
 _SELECT_WORKFLOW = select(*Workflow.__table__.columns).where(
@@ -493,6 +498,32 @@ _RUN_TOTALS = (
     "event_count",
     "last_seq",
 )
+
+
+def _move_statement(status: str, leased: bool) -> tuple[Any, frozenset[str]]:
+    """The ``UPDATE ... RETURNING`` of a move to ``status`` (see :data:`_MOVES`). Moving to
+    ``running`` records ``started_at`` the first time; a final status records ``finished_at``
+    and, for the statement to apply, the run must already have its ``total_latency_ms`` (from
+    its ``run_end`` event): without it, the latency is worked out on the checked path.
+    Returned with the names of its parameters (an UPDATE takes any other name for a column)."""
+    found = _MOVES.get((status, leased))
+    if found is not None:
+        return found
+    sources = [source for source, targets in TRANSITIONS.items() if status in targets]
+    where = [_RUNS.c.id == bindparam("b_id"), _RUNS.c.status.in_(sources)]
+    if leased:  # as check_lease_tokens: the current token, of a lease not released
+        where += [_RUNS.c.lease_token == bindparam("b_token"), _RUNS.c.lease_owner.is_not(None)]
+    values: dict[str, Any] = {"status": status}
+    if status == "running":
+        values["started_at"] = func.coalesce(
+            _RUNS.c.started_at, bindparam("b_now", type_=_RUNS.c.started_at.type)
+        )
+    if status in FINAL_STATUSES:
+        where.append(_RUNS.c.total_latency_ms.is_not(None))
+        values["finished_at"] = bindparam("b_now", type_=_RUNS.c.finished_at.type)
+    statement = _RUNS.update().where(*where).values(values).returning(*_RUNS.c)
+    found = _MOVES[(status, leased)] = (statement, frozenset(statement.compile().params))
+    return found
 
 
 class _Batch:
@@ -782,6 +813,7 @@ class SqlRunStore(BudgetStore, CheckpointStore, LeaseStore):
         self._pg = self.dialect == "postgresql"
         self.engine = create_store_engine(self._url, **dict(engine_options or {}))
         self._writer = self.engine.execution_options(**{_WRITE: True})
+        self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         #: ``INSERT ... ON CONFLICT (id) DO NOTHING RETURNING id``: on PostgreSQL one statement
         #: per batch from one JSON document (:func:`_recordset_insert`), on SQLite through the
         #: driver (:class:`_SqliteEventInsert`).
@@ -1015,7 +1047,7 @@ class SqlRunStore(BudgetStore, CheckpointStore, LeaseStore):
 
     def get_workflow(self, workflow_id: str) -> dict[str, Any]:
         """One workflow; :class:`NotFound` if there is none with this id."""
-        with self._read_connection() as connection:  # Core: read once per run started
+        with self._one_read() as connection:  # Core: read once per run started
             workflow = connection.execute(
                 _SELECT_WORKFLOW, {"workflow_id": workflow_id}
             ).one_or_none()
@@ -1324,10 +1356,34 @@ class SqlRunStore(BudgetStore, CheckpointStore, LeaseStore):
         run.status = status
         return run
 
+    def _move(
+        self, run_id: str, status: str, lease_token: int | None, **columns: Any
+    ) -> dict[str, Any] | None:
+        """The run moved to ``status`` (and ``columns`` set) by one statement, committed on
+        its own (:data:`_MOVES`); ``None`` if that statement changed nothing: a run missing,
+        in a status it may not leave for this one, under another lease, or without its
+        latency yet. The caller then takes the checked path, which raises what applies
+        (or makes the change, if the run changed meanwhile). On PostgreSQL one round trip
+        instead of four (BEGIN, SELECT ... FOR UPDATE, UPDATE, COMMIT)."""
+        leased = lease_token is not None
+        if leased and (
+            isinstance(lease_token, bool) or not isinstance(lease_token, int) or lease_token < 1
+        ):
+            return None  # the checked path refuses it
+        statement, names = _move_statement(status, leased)
+        given = {"b_id": run_id, "b_now": _now(), "b_token": lease_token}
+        parameters = {name: value for name, value in given.items() if name in names}
+        with self._one_statement() as connection:
+            found = connection.execute(statement, {**parameters, **columns}).one_or_none()
+        return None if found is None else _run_dict(SimpleNamespace(**found._mapping))
+
     def mark_running(self, run_id: str, *, lease_token: int | None = None) -> dict[str, Any]:
         """``queued`` (or ``paused``) → ``running``; records ``started_at`` (the first time).
         ``lease_token``: refused with :class:`LeaseLost` unless it is the run's current one
         (as for every status change and event write; see :mod:`~backpackflow_store_sql.leases`)."""
+        moved = self._move(run_id, "running", lease_token)
+        if moved is not None:
+            return moved
         with self._write_connection() as connection:
             run = self._transition(connection, run_id, "running", lease_token)
             run.started_at = run.started_at or _now()
@@ -1354,6 +1410,18 @@ class SqlRunStore(BudgetStore, CheckpointStore, LeaseStore):
             raise InvalidData(
                 f"a run finishes as one of {', '.join(FINAL_STATUSES)}, not {status!r}"
             )
+        values: dict[str, Any] = {}
+        if error_summary is not None:
+            values["error_summary"] = _portable_text(error_summary)
+        try:
+            if outputs:
+                values["outputs"] = self._json(dict(outputs), "outputs", InvalidData)
+        except InvalidData:
+            pass  # the checked path refuses them, after its own checks, as it always did
+        else:
+            moved = self._move(run_id, status, lease_token, **values)
+            if moved is not None:
+                return moved
         with self._write_connection() as connection:
             run = self._transition(connection, run_id, status, lease_token)
             self._close_run(run, _now(), error_summary)
@@ -1366,6 +1434,9 @@ class SqlRunStore(BudgetStore, CheckpointStore, LeaseStore):
 
     def pause_run(self, run_id: str, *, lease_token: int | None = None) -> dict[str, Any]:
         """``running`` → ``paused``: the run waits for an answer (its checkpoint says to what)."""
+        moved = self._move(run_id, "paused", lease_token)
+        if moved is not None:
+            return moved
         with self._write_connection() as connection:
             run = self._transition(connection, run_id, "paused", lease_token)
             _save_run(connection, run, "status")
@@ -1673,6 +1744,18 @@ class SqlRunStore(BudgetStore, CheckpointStore, LeaseStore):
 
     def _write_connection(self) -> AbstractContextManager[Connection]:
         return self._transaction(self._writer)
+
+    def _one_statement(self) -> AbstractContextManager[Connection]:
+        """A connection for one write that needs no transaction around it (a single
+        statement is atomic and sees one snapshot): on PostgreSQL in autocommit mode, so it
+        costs one round trip, not three (BEGIN, the statement, COMMIT); on SQLite a write
+        transaction, as every write there."""
+        return self._transaction(self._autocommit if self._pg else self._writer)
+
+    def _one_read(self) -> AbstractContextManager[Connection]:
+        """A connection for one read (one statement sees one snapshot): on PostgreSQL in
+        autocommit mode, one round trip instead of three, as :meth:`_one_statement`."""
+        return self._transaction(self._autocommit if self._pg else self._reader)
 
     def _check_owners(self, connection: Connection, run_id: str, ids: list[str]) -> None:
         """Ids of the batch already stored must be this run's (a retried batch)."""

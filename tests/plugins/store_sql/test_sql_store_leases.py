@@ -291,3 +291,26 @@ def test_the_writer_gives_up_on_a_stale_token_at_once(
     assert calls == [4]
     assert failed == [(seq, LeaseLost) for seq in (1, 2, 3, 4)]
     assert store.count_events(run_id) == 0
+
+
+def test_the_holders_status_changes_go_through_until_it_releases_the_lease(
+    store: SqlRunStore, run: dict[str, Any], trace: Any
+) -> None:
+    run_id = run["id"]
+    lease = store.acquire_lease(run_id, "worker-a", ttl=30)
+    assert lease is not None
+    assert store.mark_running(run_id, lease_token=lease.token)["status"] == "running"
+    assert store.pause_run(run_id, lease_token=lease.token)["status"] == "paused"
+    assert store.mark_running(run_id, lease_token=lease.token)["status"] == "running"
+    end = trace(run_id).event("run_end", {"status": "succeeded", "duration_ms": 3.0})
+    store.append_events(run_id, [end], lease_token=lease.token)
+    store.release_lease(run_id, lease.token)
+    with pytest.raises(LeaseLost, match="was released"):
+        store.finish_run(run_id, "succeeded", lease_token=lease.token)
+    with pytest.raises(InvalidData, match="a lease token is an integer"):
+        store.finish_run(run_id, "succeeded", lease_token=True)  # type: ignore[arg-type]
+    assert store.get_run(run_id)["status"] == "running"
+    again = store.acquire_lease(run_id, "worker-b", ttl=30)
+    assert again is not None
+    done = store.finish_run(run_id, "succeeded", lease_token=again.token)
+    assert (done["status"], done["total_latency_ms"]) == ("succeeded", 3.0)

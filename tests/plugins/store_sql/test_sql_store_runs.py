@@ -47,6 +47,49 @@ def test_a_finished_run_keeps_its_outputs(store: SqlRunStore, run: dict[str, Any
     assert store.get_run(run["id"])["outputs"] == outputs
 
 
+def test_a_run_with_its_runners_latency_finishes_with_everything_recorded(
+    store: SqlRunStore, run: dict[str, Any], trace: Any
+) -> None:
+    # the service's path: the run_end event gave the latency, the status change is one UPDATE
+    store.mark_running(run["id"])
+    end = trace(run["id"]).event("run_end", {"status": "failed", "duration_ms": 12.5})
+    store.append_events(run["id"], [end])
+    outputs = {"answer": "42"}
+    done = store.finish_run(run["id"], "failed", "ValueError: boom\x00", outputs)
+    assert (done["status"], done["error_summary"], done["outputs"]) == (
+        "failed",
+        "ValueError: boom\ufffd",
+        outputs,
+    )
+    assert done["total_latency_ms"] == 12.5 and done["finished_at"] is not None
+    assert (done["event_count"], done["last_seq"]) == (1, 1)
+    assert store.get_run(run["id"]) == {**done, "steps": []}
+    with pytest.raises(InvalidTransition, match="from 'failed' to 'succeeded'"):
+        store.finish_run(run["id"], "succeeded")
+
+
+def test_a_refused_change_says_why_before_the_outputs_are_checked(
+    store: SqlRunStore, run: dict[str, Any]
+) -> None:
+    store.mark_running(run["id"])
+    store.finish_run(run["id"], "canceled")
+    with pytest.raises(InvalidTransition, match="it is final"):
+        store.finish_run(run["id"], "succeeded", None, {"bad": float("nan")})
+    with pytest.raises(NotFound, match="run 'ghost' not found"):
+        store.finish_run("ghost", "succeeded", None, {"bad": float("nan")})
+    with pytest.raises(NotFound, match="run 'ghost' not found"):
+        store.pause_run("ghost")
+
+
+def test_started_at_is_kept_when_a_paused_run_goes_on(
+    store: SqlRunStore, run: dict[str, Any]
+) -> None:
+    started = store.mark_running(run["id"])["started_at"]
+    assert store.pause_run(run["id"])["status"] == "paused"
+    again = store.mark_running(run["id"])
+    assert (again["status"], again["started_at"]) == ("running", started)
+
+
 def test_a_queued_run_can_be_canceled_without_a_latency(
     store: SqlRunStore, run: dict[str, Any]
 ) -> None:
