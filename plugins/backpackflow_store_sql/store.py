@@ -478,12 +478,34 @@ _UPDATE_RUN = _RUNS.update().where(_RUNS.c.id == bindparam("b_id"))
 #: change it refuses updates nothing, and the checked path (:meth:`SqlRunStore._transition`)
 #: then says why. Keyed by (new status, under a lease).
 _MOVES: dict[tuple[str, bool], tuple[Any, frozenset[str]]] = {}
-_INSERT_RUN = _RUNS.insert()
-# the columns a new run copies from its workflow, not the flow document (each run would parse it)
-_SELECT_WORKFLOW = select(*Workflow.__table__.columns).where(
-    Workflow.id == bindparam("workflow_id")
+#: What a new run copies from its workflow's row (not the flow document: each run would parse
+#: it); the statement below is given every other column the run starts with.
+_FROM_WORKFLOW: dict[str, Any] = {
+    "workflow_id": Workflow.id,
+    "workflow_name": Workflow.name,
+    "workflow_version": Workflow.version,
+}
+_GIVEN_RUN_COLUMNS = [
+    column
+    for column in _RUNS.c
+    if column.name not in _FROM_WORKFLOW
+    and not column.name.startswith("lease_")  # a new run is under no lease: the defaults
+]
+#: A new run as one statement: ``INSERT ... SELECT`` from its workflow's row, ``RETURNING`` what
+#: it copied (no row: there is no such workflow). On PostgreSQL one round trip in autocommit
+#: mode instead of four (BEGIN, SELECT, INSERT, COMMIT).
+_INSERT_RUN_OF_WORKFLOW = (
+    _RUNS.insert()
+    .from_select(
+        [*(column.name for column in _GIVEN_RUN_COLUMNS), *_FROM_WORKFLOW],
+        select(
+            *(bindparam(f"b_{column.name}", type_=column.type) for column in _GIVEN_RUN_COLUMNS),
+            *_FROM_WORKFLOW.values(),
+        ).where(Workflow.id == bindparam("b_workflow_id")),
+    )
+    .returning(*(_RUNS.c[name] for name in _FROM_WORKFLOW))
 )
-_SELECT_WORKFLOW_HEAD = select(Workflow.id, Workflow.name, Workflow.version).where(
+_SELECT_WORKFLOW = select(*Workflow.__table__.columns).where(
     Workflow.id == bindparam("workflow_id")
 )
 _UPDATE_STEP = _STEPS.update().where(_STEPS.c.id == bindparam("b_id"))
@@ -1305,37 +1327,35 @@ class SqlRunStore(BudgetStore, CheckpointStore, LeaseStore):
         variables = self._json_object(input_vars, "input_vars")
         _check_text("triggered_by", triggered_by)
         source = forked_from or {}
-        with self._write_connection() as connection:  # Core: the ORM's unit of work cost
-            # more than the two statements (the service creates a run per request)
+        run = SimpleNamespace(
+            id=new_id(),
+            triggered_by=triggered_by,
+            status="queued",
+            input_vars=variables,
+            created_at=_now(),
+            started_at=None,
+            finished_at=None,
+            total_tokens_input=0,
+            total_tokens_output=0,
+            total_cost=_ZERO,
+            total_latency_ms=None,
+            error_summary=None,
+            event_count=0,
+            last_seq=0,
+            outputs=None,
+            forked_from_run_id=source.get("run_id"),
+            forked_from_commit_id=source.get("commit_id"),
+        )
+        parameters = {f"b_{name}": value for name, value in vars(run).items()}
+        # Core, one statement: the service creates a run per request
+        with self._one_statement() as connection:
             workflow = connection.execute(
-                _SELECT_WORKFLOW_HEAD, {"workflow_id": workflow_id}
+                _INSERT_RUN_OF_WORKFLOW, {**parameters, "b_workflow_id": workflow_id}
             ).one_or_none()
-            if workflow is None:
-                raise NotFound("workflow", workflow_id)
-            run = SimpleNamespace(
-                id=new_id(),
-                workflow_id=workflow.id,
-                workflow_name=workflow.name,
-                workflow_version=workflow.version,
-                triggered_by=triggered_by,
-                status="queued",
-                input_vars=variables,
-                created_at=_now(),
-                started_at=None,
-                finished_at=None,
-                total_tokens_input=0,
-                total_tokens_output=0,
-                total_cost=_ZERO,
-                total_latency_ms=None,
-                error_summary=None,
-                event_count=0,
-                last_seq=0,
-                outputs=None,
-                forked_from_run_id=source.get("run_id"),
-                forked_from_commit_id=source.get("commit_id"),
-            )
-            connection.execute(_INSERT_RUN, vars(run))
-            return _run_dict(run)
+        if workflow is None:
+            raise NotFound("workflow", workflow_id)
+        run.workflow_id, run.workflow_name, run.workflow_version = workflow
+        return _run_dict(run)
 
     def _transition(
         self, connection: Connection, run_id: str, status: str, lease_token: int | None
