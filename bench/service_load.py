@@ -223,12 +223,30 @@ def measure_in_process(args: argparse.Namespace) -> float:
     return float(json.loads(output.strip().splitlines()[-1])["cpu_s_per_run"])
 
 
-def store_path(args: argparse.Namespace, flow_document: dict[str, Any], url: str) -> list[float]:
+def database_server_cpu(store: Any) -> float:
+    """CPU seconds the PostgreSQL server processes serving ``store``'s database have used so
+    far (NaN on SQLite, or when the server runs on another host: its processes are not here)."""
+    if store.dialect != "postgresql":
+        return math.nan
+    from sqlalchemy import text
+
+    with store.engine.connect() as connection:
+        pids = connection.execute(
+            text("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+        ).scalars()
+        total = sum(cpu_seconds(pid) for pid in pids)
+    return total
+
+
+def store_path(
+    args: argparse.Namespace, flow_document: dict[str, Any], url: str
+) -> tuple[list[float], list[float]]:
     """The store's share of a run, without HTTP, SSE or the flow: the events of one real run
     of the flow (as the service stores them) are stored for ``--runs`` runs as the service
-    does it (create the run, mark it running, the events of 8 runs per writer batch, finish
-    it). Returns the CPU milliseconds per run of each of ``--repeats`` rounds (after one
-    warm-up round): CPU time of this process, which the database server's work is not."""
+    does it (read the workflow, create the run, mark it running, the events of 8 runs per
+    writer batch, finish it). Returns the CPU milliseconds per run of each of ``--repeats``
+    rounds (after one warm-up round): CPU time of this process, and that of the PostgreSQL
+    server's processes of the database (NaN on SQLite or a server on another host)."""
     from backpackflow import Backpack, EventStreamer
     from backpackflow.ids import new_id
     from backpackflow.loader import FlowLoader
@@ -246,16 +264,18 @@ def store_path(args: argparse.Namespace, flow_document: dict[str, Any], url: str
         raise RuntimeError(f"the flow {result.status} in process: {result.error}")
     documents = [event.to_json() for event in emitted]
     rounds: list[float] = []
+    server_rounds: list[float] = []
     with SqlRunStore(url) as store:
         store.upgrade()
         workflow_id = store.create_workflow("bench", flow_document)["id"]
         for _ in range(args.repeats + 1):
+            server_before = database_server_cpu(store)
             started = time.process_time()
             for first in range(0, args.runs, 8):
-                runs = [
-                    store.create_run(workflow_id, inputs, "bench")["id"]
-                    for _ in range(min(8, args.runs - first))
-                ]
+                runs = []
+                for _ in range(min(8, args.runs - first)):
+                    store.get_workflow(workflow_id)  # as the service does for each new run
+                    runs.append(store.create_run(workflow_id, inputs, "bench")["id"])
                 for run_id in runs:
                     store.mark_running(run_id)
                 store.append_many(
@@ -264,17 +284,19 @@ def store_path(args: argparse.Namespace, flow_document: dict[str, Any], url: str
                 for run_id in runs:
                     store.finish_run(run_id, "succeeded")
             rounds.append((time.process_time() - started) / args.runs * 1e3)
-    return rounds[1:]
+            server = database_server_cpu(store) - server_before
+            server_rounds.append(server / args.runs * 1e3)
+    return rounds[1:], server_rounds[1:]
 
 
 def report_store_path(args: argparse.Namespace, flow: dict[str, Any]) -> None:
     with tempfile.TemporaryDirectory() as tmp, databases(args.database, Path(tmp)) as targets:
         for label, url in targets:
-            rounds = store_path(args, flow, url)
-            print(
-                f"{label:<11} the store's CPU per run: {_spread(rounds, ' ms', 2)} "
-                f"({len(rounds)} rounds of {args.runs} runs)"
-            )
+            rounds, server = store_path(args, flow, url)
+            line = f"{label:<11} the store's CPU per run: {_spread(rounds, ' ms', 2)}"
+            if any(value == value for value in server):  # not NaN: measured
+                line += f", the database server's {_spread(server, ' ms', 2)}"
+            print(f"{line} ({len(rounds)} rounds of {args.runs} runs)")
 
 
 # ------------------------------------------------------------------------------ the client
