@@ -30,7 +30,7 @@ from backpackflow import (
     Subscription,
     current_run,
 )
-from backpackflow.events import Emitter
+from backpackflow.events import Emitter, bus
 
 T = StreamEventType
 
@@ -1067,3 +1067,25 @@ def test_durations_and_commit_times_are_the_events_own_timestamps():
     commit = result.backpack.get_item("answer")
     assert by_type[T.BACKPACK_PACK].payload.commit_id == commit.commit_id
     assert by_type[T.BACKPACK_PACK].timestamp == commit.timestamp
+
+
+def test_stats_count_a_run_started_again_once_and_keep_only_the_latest_run_ids(monkeypatch):
+    """``runs`` counts distinct runs without keeping every run id ever seen: a long-lived
+    streamer (the service's) would otherwise grow by one id per run forever."""
+    monkeypatch.setattr(bus, "RECENT_RUNS", 3)
+    streamer = EventStreamer()
+    counter = itertools.count(1)
+
+    def start(run_id: str) -> None:
+        Emitter(streamer, counter, run_id, 0, None, None, None).emit(T.RUN_START, {})
+
+    for run_id in ["a", "b", "a", "c", "b"]:  # a and b started again while remembered
+        start(run_id)
+    assert streamer.get_stats()["runs"] == 3
+    for run_id in ["d", "e", "f"]:
+        start(run_id)
+    assert len(streamer._recent_runs) == 3  # bounded: only d, e and f are remembered
+    start("a")  # started again after more than RECENT_RUNS others: counted again
+    assert streamer.get_stats()["runs"] == 7
+    streamer.emit(BackpackEvent(99, 1.0, "f", 0, None, None, None, T.RUN_START, {}))
+    assert streamer.get_stats()["runs"] == 7  # EventStreamer.emit counts alike

@@ -26,7 +26,7 @@ class _HistoryQueries:
     _counts: dict[str, int]
     _nodes: set[str]
     _namespaces: set[str]
-    _runs: set[str]
+    _runs: int
     _handler_errors: int
     _pending: set[asyncio.Future[Any] | Future[Any]]
 
@@ -74,7 +74,7 @@ class _HistoryQueries:
             "by_type": {t: n for t, n in self._counts.items() if n},
             "unique_nodes": len(self._nodes),
             "unique_namespaces": len(self._namespaces),
-            "runs": len(self._runs),
+            "runs": self._runs,
             "subscribers": len(self._subs),
             "handler_errors": self._handler_errors,
             "pending_async_handlers": len(self._pending),

@@ -14,7 +14,7 @@ import itertools
 import logging
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from concurrent.futures import Future
 from typing import Any
@@ -35,6 +35,9 @@ log = logging.getLogger("backpackflow.events")
 
 _NODE_START = StreamEventType.NODE_START
 _RUN_START = StreamEventType.RUN_START
+#: Run ids a streamer remembers to count a run started again (resumed) once: ``get_stats()``'s
+#: ``runs`` counts such a run again only when more runs than this started in between.
+RECENT_RUNS = 10_000
 _outside_counter = itertools.count(1)
 
 
@@ -90,7 +93,11 @@ class EventStreamer(_HistoryQueries):
         self._counts: dict[str, int] = dict.fromkeys(StreamEventType, 0)
         self._nodes: set[str] = set()  # ids of nodes that started (node_start events)
         self._namespaces: set[str] = set()  # namespaces of the nodes and runs that started
-        self._runs: set[str] = set()  # ids of the runs that started (run_start events)
+        self._runs = 0  # runs that started (run_start events; a run started again once)
+        # the ids of the latest runs that started, so a run started again (resumed) is not
+        # counted twice: the latest RECENT_RUNS only, or a long-lived streamer (the service's
+        # one for every run) would keep every run id it ever saw
+        self._recent_runs: OrderedDict[str, None] = OrderedDict()
         self._handler_errors = 0
         self._pending: set[asyncio.Future[Any] | Future[Any]] = set()
         self._bg_loop: asyncio.AbstractEventLoop | None = None
@@ -158,6 +165,16 @@ class EventStreamer(_HistoryQueries):
         self._seq += 1
         return self._seq
 
+    def _run_started(self, run_id: str) -> None:
+        """Count a run_start of ``run_id`` unless it is one of the latest runs (started again)."""
+        recent = self._recent_runs
+        if run_id in recent:
+            return
+        recent[run_id] = None
+        self._runs += 1
+        if len(recent) > RECENT_RUNS:
+            recent.popitem(last=False)
+
     def emit(self, event: BackpackEvent) -> None:
         """Record ``event`` and hand it to every matching subscriber, synchronously.
 
@@ -173,7 +190,7 @@ class EventStreamer(_HistoryQueries):
                 self._namespaces.add(namespace)
         elif type_ is _RUN_START:
             if run_id is not None:
-                self._runs.add(run_id)
+                self._run_started(run_id)
             if namespace is not None:
                 self._namespaces.add(namespace)
         self._history.append(event)
@@ -416,7 +433,7 @@ class Emitter:
                     budget.account(stream._history)
         elif type is _RUN_START:
             if self.run_id is not None:
-                stream._runs.add(self.run_id)
+                stream._run_started(self.run_id)
             if self.namespace is not None:
                 stream._namespaces.add(self.namespace)
         stream._history.append(event)
