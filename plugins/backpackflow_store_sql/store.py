@@ -12,6 +12,7 @@ them, so they can never disagree with the trace, and a retried batch changes not
 from __future__ import annotations
 
 import decimal
+import functools
 import itertools
 import json
 import logging
@@ -214,8 +215,33 @@ def _sqlite_on_begin(connection: Connection) -> None:
     connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
-def create_store_engine(url: URL, **engine_options: Any) -> Engine:
-    """An engine configured for the store (SQLite pragmas and locking, PostgreSQL timeouts)."""
+#: Seconds a PostgreSQL session of the store may sit in an open transaction between two
+#: statements before the server ends it (``idle_in_transaction_session_timeout``).
+IDLE_IN_TRANSACTION_TIMEOUT = 10.0
+
+
+def create_store_engine(
+    url: URL,
+    *,
+    idle_in_transaction_timeout: float = IDLE_IN_TRANSACTION_TIMEOUT,
+    **engine_options: Any,
+) -> Engine:
+    """An engine configured for the store (SQLite pragmas and locking, PostgreSQL timeouts).
+
+    On PostgreSQL every session ends a transaction left idle for ``idle_in_transaction_timeout``
+    seconds: the store's transactions run their statements back to back, so one that idles is
+    held by a process that stalled (a frozen worker, a paused VM) with the rows it locked, and
+    every other process writing those runs (the worker taking its runs over) would wait for it
+    for as long as it stays stalled. Its lease has expired by then: its writes would be refused
+    anyway. Set with ``SET`` on each new connection, not as a startup option, so that it also
+    passes a connection pooler."""
+    if isinstance(idle_in_transaction_timeout, bool) or not (
+        isinstance(idle_in_transaction_timeout, int | float) and idle_in_transaction_timeout > 0
+    ):
+        raise StoreConfigError(
+            "idle_in_transaction_timeout must be a number of seconds > 0, got "
+            f"{idle_in_transaction_timeout!r}"
+        )
     try:
         if url.get_backend_name() == "sqlite":
             assert url.database is not None  # normalize_url refuses in-memory databases
@@ -242,12 +268,27 @@ def create_store_engine(url: URL, **engine_options: Any) -> Engine:
         # which makes SQLAlchemy invalidate the whole pool; the event writer and run status
         # writes retry, a request answers 503 with Retry-After.
         engine_options.setdefault("json_deserializer", _load_json)  # psycopg reads JSONB with it
-        return create_engine(url, connect_args=pg_args, **engine_options)
+        engine = create_engine(url, connect_args=pg_args, **engine_options)
+        milliseconds = max(1, round(idle_in_transaction_timeout * 1000))
+        event.listen(engine, "connect", functools.partial(_pg_on_connect, milliseconds))
+        return engine
     except (ArgumentError, NoSuchModuleError, ImportError) as exc:
         raise StoreConfigError(
             f"cannot use database URL {mask_url(url)!r}: {exc}; for PostgreSQL install "
             "psycopg 3 (the 'postgres' extra) and use postgresql://user:password@host/dbname"
         ) from exc
+
+
+def _pg_on_connect(idle_ms: int, dbapi_connection: Any, _record: Any) -> None:
+    """A new PostgreSQL connection's session settings (see :func:`create_store_engine`), set
+    outside any transaction."""
+    autocommit = dbapi_connection.autocommit
+    dbapi_connection.autocommit = True
+    try:
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute(f"SET idle_in_transaction_session_timeout = {int(idle_ms)}")
+    finally:
+        dbapi_connection.autocommit = autocommit
 
 
 def _one_line(exc: BaseException) -> str:

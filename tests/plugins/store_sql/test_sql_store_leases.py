@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from backpackflow_store_sql import InvalidData, LeaseLost, NotFound, SqlRunStore
+from backpackflow_store_sql import InvalidData, LeaseLost, NotFound, SqlRunStore, StoreConfigError
 from backpackflow_store_sql.models import WorkflowRun
 
 CHECKPOINT = [b'{"op":"position","step":1}']
@@ -314,3 +314,49 @@ def test_the_holders_status_changes_go_through_until_it_releases_the_lease(
     assert again is not None
     done = store.finish_run(run_id, "succeeded", lease_token=again.token)
     assert (done["status"], done["total_latency_ms"]) == ("succeeded", 3.0)
+
+
+def test_a_holder_stalled_inside_a_transaction_does_not_block_the_takeover(
+    migrated_postgres_url: str,
+) -> None:
+    """A process that stalls (frozen, paused VM) between two statements of a transaction keeps
+    the rows it locked; PostgreSQL ends such a transaction after the store's idle timeout, so
+    the worker taking the run over is not held up for as long as the stalled one stays stalled."""
+    from sqlalchemy.exc import DBAPIError
+
+    from backpackflow_store_sql.writer import is_transient
+
+    stalled = SqlRunStore(
+        migrated_postgres_url, engine_options={"idle_in_transaction_timeout": 0.5}
+    )
+    taker = SqlRunStore(migrated_postgres_url)
+    try:
+        run_id = _new_run(taker)
+        assert stalled.acquire_lease(run_id, "stalled", ttl=30) is not None
+        _expire(taker, run_id)
+        table = WorkflowRun.__table__
+        with stalled.engine.connect() as connection:
+            # the holder locks its run's row, as a write does, then stalls
+            connection.execute(table.select().where(table.c.id == run_id).with_for_update())
+            taken = ThreadPoolExecutor(1).submit(taker.acquire_lease, run_id, "taker", ttl=30)
+            lease = taken.result(timeout=20)  # waits on the lock until the server ends the stall
+            assert lease is not None and lease.token == 2
+            with pytest.raises(DBAPIError) as ended:  # the stalled transaction is gone
+                connection.execute(table.select().where(table.c.id == run_id))
+            # a disconnect: the thawed holder's writer retries, and then meets LeaseLost
+            assert ended.value.connection_invalidated and is_transient(ended.value)
+        with stalled.engine.connect() as connection:  # later sessions have the same timeout
+            timeout = connection.exec_driver_sql("SHOW idle_in_transaction_session_timeout")
+            assert timeout.scalar() == "500ms"
+    finally:
+        stalled.close()
+        taker.close()
+
+
+def test_the_idle_in_transaction_timeout_must_be_positive_seconds(tmp_path: Any) -> None:
+    for bad in (0, -1, "10", True):
+        with pytest.raises(StoreConfigError, match="idle_in_transaction_timeout must be"):
+            SqlRunStore(
+                f"sqlite:///{tmp_path / 'x.db'}",
+                engine_options={"idle_in_transaction_timeout": bad},
+            )
