@@ -1800,9 +1800,6 @@ class SqlRunStore(BudgetStore, CheckpointStore, LeaseStore):
             self._check_schema(exc)
             raise
 
-    def _read_connection(self) -> AbstractContextManager[Connection]:
-        return self._transaction(self._reader)
-
     def _write_connection(self) -> AbstractContextManager[Connection]:
         return self._transaction(self._writer)
 
