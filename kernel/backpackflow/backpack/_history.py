@@ -133,8 +133,7 @@ class HistoryMixin(_State):
         log = _as_log(self._logs.get(key))
         if not log:
             return []
-        retained = self._commits[self._commit_start :]
-        oldest = retained[0][_C_SEQ] if retained else 0
+        oldest = self._oldest_seq()  # a key with a log has a retained commit (max_history >= 1)
         return [_commit(e) for e in log[self._log_starts.get(key, 0) :] if e[_C_SEQ] >= oldest]
 
     def get_commit(self, commit_id: str) -> Commit:
